@@ -1,0 +1,63 @@
+"""Which engine runs here, decided from cheap facts only (no engine is started or imported).
+
+The native engine needs Linux and root (rootless mode comes later); otherwise a Docker-compatible
+socket is used when one exists.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def docker_sockets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Docker-compatible endpoints in the order tried: DOCKER_HOST, the system, rootless and
+    Podman sockets."""
+    environ = os.environ if environ is None else environ
+    candidates = []
+    if environ.get("DOCKER_HOST"):
+        candidates.append(environ["DOCKER_HOST"])
+    runtime = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    for path in (
+        "/var/run/docker.sock",
+        f"{runtime}/docker.sock",
+        f"{runtime}/podman/podman.sock",
+        "/run/podman/podman.sock",
+        str(Path.home() / ".docker/run/docker.sock"),
+    ):
+        if Path(path).exists():
+            candidates.append(f"unix://{path}")
+    return candidates
+
+
+def native_blocker() -> str | None:
+    """Why the native engine cannot run here, or None when it can."""
+    if not sys.platform.startswith("linux"):
+        return f"the native engine needs Linux (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return (
+            "the native engine needs root until rootless mode (user namespaces) exists; "
+            "non-root runs use the Docker backend"
+        )
+    if not Path("/proc/self/ns/pid").exists():
+        return "this kernel has no namespaces in /proc/self/ns"
+    return None
+
+
+def choose(requested: str, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(backend, reason)`` for the ``backend`` setting ``requested``."""
+    blocker = native_blocker()
+    if requested == "native":
+        return "native", "requested" + (f" (but {blocker})" if blocker else "")
+    if requested == "docker":
+        sockets = docker_sockets(environ)
+        where = sockets[0] if sockets else "no Docker socket found"
+        return "docker", f"requested ({where})"
+    if blocker is None:
+        return "native", "auto: Linux with root, daemonless"
+    sockets = docker_sockets(environ)
+    if sockets:
+        return "docker", f"auto: {blocker}; using {sockets[0]}"
+    return "none", f"auto: {blocker}, and no Docker socket was found"

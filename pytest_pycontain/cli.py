@@ -1,0 +1,63 @@
+"""The ``pycontain`` command: the same engine as the plugin, for debugging.
+
+Each group of commands lives beside the code it drives and registers itself here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS = (
+    "build",
+    "run",
+    "exec",
+    "pull",
+    "push",
+    "save",
+    "load",
+    "images",
+    "rmi",
+    "ps",
+    "rm",
+    "prune",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pycontain",
+        description="Build, pull and run containers with the pytest-pycontain "
+        "engine. Commands: " + ", ".join(COMMANDS) + ".",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in ("cli_images", "cli_containers", "cli_build"):
+        try:
+            module = __import__(f"pytest_pycontain.{module_name}", fromlist=["add_parsers"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pytest_pycontain.{module_name}":
+                raise
+            continue
+        module.add_parsers(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    from .errors import PycontainError
+
+    try:
+        return int(args.handler(args) or 0)
+    except PycontainError as exc:
+        print(f"pycontain: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The one place where settings are resolved.
+
+Precedence, highest first: marker > command line > environment (``PYCONTAIN_*``) > pytest ini
+(``pycontain_*``) > ``[tool.pycontain]`` in pyproject.toml > default. Every value remembers
+where it came from, so a bad one is reported with its origin ("PYCONTAIN_SCOPE=weekly: ...").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CHOICES_BACKEND = ("auto", "native", "docker")
+CHOICES_SCOPE = ("function", "module", "session")
+CHOICES_KEEP = ("never", "failed", "always")
+CHOICES_PULL = ("missing", "always", "never")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
+    return value or None
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _seconds(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if isinstance(value, bool) or number <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return number
+
+
+def _count(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if isinstance(value, bool) or number < 0:
+        raise ValueError(f"expected a whole number >= 0, got {value!r}")
+    return number
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    """A list of strings, from a TOML list or a comma/space separated string."""
+    if isinstance(value, str):
+        return tuple(w for w in value.replace(",", " ").split() if w)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"expected a list of strings, got {value!r}")
+
+
+def _build_args(value: Any) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` pairs, from a mapping, a list of ``K=V`` or a whitespace-separated string."""
+    if isinstance(value, Mapping):
+        items = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        pairs = []
+        for word in _words(value):
+            if "=" not in word:
+                raise ValueError(f"expected KEY=VALUE, got {word!r}")
+            key, _, val = word.partition("=")
+            pairs.append((key, val))
+        items = pairs
+    for key, _ in items:
+        if not key:
+            raise ValueError("a build arg needs a name before '='")
+    return tuple(items)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One setting: its name, how to parse it, and its default."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--pycontain-" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "PYCONTAIN_" + self.name.upper()
+
+    @property
+    def ini(self) -> str:
+        return "pycontain_" + self.name
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "image",
+        _text,
+        None,
+        "run the `container` fixture from this image instead of the configured Dockerfile",
+    ),
+    Option("dockerfile", _text, None, "the Dockerfile the `container` fixture is built from"),
+    Option("context", _text, ".", "the build context for the Dockerfile"),
+    Option("build_arg", _build_args, (), "a build argument KEY=VALUE (repeatable)"),
+    Option("target", _text, None, "the build stage to build"),
+    Option(
+        "backend",
+        _choice(CHOICES_BACKEND),
+        "auto",
+        "the engine: native (Linux namespaces), docker (a Docker Engine), or auto",
+        CHOICES_BACKEND,
+    ),
+    Option(
+        "scope",
+        _choice(CHOICES_SCOPE),
+        "function",
+        "the scope of the `container` fixture",
+        CHOICES_SCOPE,
+    ),
+    Option(
+        "keep",
+        _choice(CHOICES_KEEP),
+        "never",
+        "keep containers alive after pytest exits: never, failed (of failed tests), always",
+        CHOICES_KEEP,
+    ),
+    Option("no_cache", _boolean, False, "build without the layer cache"),
+    Option("pull", _choice(CHOICES_PULL), "missing", "when to pull images", CHOICES_PULL),
+    Option("registry_mirror", _text, None, "a registry mirror for docker.io images (URL)"),
+    Option(
+        "docker_io_endpoint",
+        _text,
+        None,
+        "where docker.io itself is served from (URL), for proxies and tests",
+    ),
+    Option("insecure_registries", _words, (), "registries reached over plain http"),
+    Option("cache_dir", _text, None, "where images and layers are cached"),
+    Option("state_dir", _text, None, "where the engine records what it made"),
+    Option("timeout", _seconds, 60.0, "seconds a wait or start may take"),
+    Option("log_lines", _count, 50, "log lines of each container shown for a failed test"),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every resolved setting; ``sources`` says where each value came from."""
+
+    image: str | None = None
+    dockerfile: str | None = None
+    context: str = "."
+    build_arg: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    backend: str = "auto"
+    scope: str = "function"
+    keep: str = "never"
+    no_cache: bool = False
+    pull: str = "missing"
+    registry_mirror: str | None = None
+    docker_io_endpoint: str | None = None
+    insecure_registries: tuple[str, ...] = ()
+    cache_dir: str | None = None
+    state_dir: str | None = None
+    timeout: float = 60.0
+    log_lines: int = 50
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else default_state_dir()
+
+    @property
+    def build_args(self) -> dict[str, str]:
+        return dict(self.build_arg)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$PYCONTAIN_CACHE_DIR``, else ``$XDG_CACHE_HOME/pycontain``, else ``~/.cache/pycontain``."""
+    environ = os.environ if environ is None else environ
+    if environ.get("PYCONTAIN_CACHE_DIR"):
+        return Path(environ["PYCONTAIN_CACHE_DIR"])
+    if environ.get("XDG_CACHE_HOME"):
+        return Path(environ["XDG_CACHE_HOME"]) / "pycontain"
+    return Path.home() / ".cache" / "pycontain"
+
+
+def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$PYCONTAIN_STATE_DIR``, else ``$XDG_RUNTIME_DIR/pycontain``, else ``/run/pycontain``."""
+    environ = os.environ if environ is None else environ
+    if environ.get("PYCONTAIN_STATE_DIR"):
+        return Path(environ["PYCONTAIN_STATE_DIR"])
+    if environ.get("XDG_RUNTIME_DIR"):
+        return Path(environ["XDG_RUNTIME_DIR"]) / "pycontain"
+    return Path("/run/pycontain")
+
+
+def read_pyproject(rootdir: Path) -> tuple[dict[str, Any], str]:
+    """The ``[tool.pycontain]`` table of ``rootdir/pyproject.toml`` and the file's name."""
+    path = Path(rootdir) / "pyproject.toml"
+    if not path.is_file():
+        return {}, str(path)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read [tool.pycontain]: {exc}") from exc
+    table = data.get("tool", {}).get("pycontain", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.pycontain] must be a table")
+    return table, str(path)
+
+
+def resolve(
+    *,
+    cli: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    ini: Mapping[str, Any] | None = None,
+    ini_path: str = "ini file",
+    pyproject: Mapping[str, Any] | None = None,
+    pyproject_path: str = "pyproject.toml",
+    marker: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve every option from its sources, highest precedence first.
+
+    ``cli``, ``ini`` and ``marker`` are keyed by option name; a value of ``None`` (or an empty
+    list for repeatable options) means "not given". ``environ`` is the process environment.
+    """
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[Mapping[str, Any], Callable[[Option], str]]] = [
+        (marker or {}, lambda o: f"@pytest.mark.pycontain({o.name}=...)"),
+        (cli or {}, lambda o: o.flag),
+        (
+            {o.name: environ[o.env] for o in OPTIONS if environ.get(o.env, "") != ""},
+            lambda o: f"environment variable {o.env}",
+        ),
+        (ini or {}, lambda o: f"{ini_path}: {o.ini}"),
+        (
+            _normalize_table(pyproject or {}, f"{pyproject_path}: [tool.pycontain]"),
+            lambda o: f"{pyproject_path}: [tool.pycontain] {o.name}",
+        ),
+    ]
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in OPTIONS:
+        for layer, describe in layers:
+            raw = layer.get(option.name)
+            if raw is None or (isinstance(raw, list | tuple) and not raw):
+                continue
+            try:
+                values[option.name] = option.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{describe(option)} = {raw!r}: {exc}") from None
+            sources[option.name] = describe(option)
+            break
+        else:
+            values[option.name] = option.default
+            sources[option.name] = "default"
+    return Settings(**values, sources=sources)
+
+
+def _normalize_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``[tool.pycontain]`` keyed by option name; ``build_args`` is accepted for ``build_arg``."""
+    aliases = {"build_args": "build_arg"}
+    normalized: dict[str, Any] = {}
+    for key, value in table.items():
+        name = aliases.get(key, key)
+        if name not in BY_NAME:
+            known = ", ".join(sorted(BY_NAME))
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {known})")
+        normalized[name] = value
+    return normalized

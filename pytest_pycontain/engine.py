@@ -1,0 +1,123 @@
+"""The protocols every backend implements: ``Engine``, ``Container``, ``Network``.
+
+The native engine (``native/``) and the Docker backend (``docker.py``) both satisfy these, and
+the engine contract tests run against each, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecResult:
+    """What a command run in a container left: exit code and output."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    output: str  # both streams, in the order they came
+
+    def __iter__(self):  # allows ``code, out = container.exec(...)`` like docker-py
+        return iter((self.exit_code, self.output))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything ``run`` takes, normalised (DESIGN.md §1)."""
+
+    image: Any  # a reference string or an Image
+    name: str | None = None
+    command: str | Sequence[str] | None = None
+    entrypoint: str | Sequence[str] | None = None
+    env: Mapping[str, str] | None = None
+    network: Any = None  # a Network, "host", "none" or None (own loopback-only namespace)
+    aliases: Sequence[str] | None = None
+    ports: Sequence[int] | Mapping[int, int] | None = None
+    hostname: str | None = None
+    user: str | None = None
+    workdir: str | None = None
+    mounts: Sequence[str] | None = None
+    tmpfs: Mapping[str, str] | None = None
+    read_only: bool = False
+    init: bool = False
+    memory: int | str | None = None
+    cpus: float | None = None
+    pids: int | None = None
+
+
+@runtime_checkable
+class Container(Protocol):
+    id: str
+    name: str
+    hostname: str
+
+    @property
+    def image(self) -> Any: ...
+    @property
+    def ip(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...  # "created", "running", "exited", "removed"
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def health(self) -> str | None: ...  # None, "starting", "healthy", "unhealthy"
+
+    def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        user: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult: ...
+    def logs(self) -> str: ...
+    def address(self, port: int) -> tuple[str, int]: ...
+    def copy_to(self, src: str | Path, dest: str) -> None: ...
+    def copy_from(self, src: str, dest: str | Path) -> None: ...
+    def stop(self, timeout: float = 10) -> None: ...
+    def kill(self, signal: int = 9) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def remove(self) -> None: ...
+
+
+@runtime_checkable
+class Network(Protocol):
+    name: str
+
+    @property
+    def subnet(self) -> str: ...
+
+    def partition(self, a: Container, b: Container) -> None: ...
+    def heal(self) -> None: ...
+    def delay(self, container: Container, ms: int, jitter_ms: int = 0) -> None: ...
+    def loss(self, container: Container, percent: float) -> None: ...
+    def remove(self) -> None: ...
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A backend. ``describe()`` is the report header's line: the engine and why it was chosen."""
+
+    name: str
+
+    def describe(self) -> str: ...
+    def pull(self, ref: str) -> Any: ...
+    def build(
+        self,
+        context: str | Path,
+        *,
+        dockerfile: str | Path | None = None,
+        target: str | None = None,
+        build_args: Mapping[str, str] | None = None,
+        tag: str | None = None,
+        no_cache: bool = False,
+    ) -> Any: ...
+    def run(self, spec: RunSpec) -> Container: ...
+    def network(self, name: str | None = None) -> Network: ...
+    def close(self) -> None: ...

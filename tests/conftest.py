@@ -1,0 +1,73 @@
+"""The shared test environment (DESIGN.md §4).
+
+A registry seeded with busybox and debian by skopeo runs for the whole session and is exported
+as the docker.io mirror; a private dockerd starts on first use. A missing tool or a failing
+set-up command stops the session at once with one line, never a cascade of errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from testenv.dockerd import RunningDockerd, start_dockerd
+from testenv.errors import EnvironmentProblem
+from testenv.images import seed
+from testenv.registry import RunningRegistry, start_registry
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path | None:
+    """``shared/`` beside the checkout (CI clones elsewhere with a copy beside it)."""
+    for candidate in (os.environ.get("PYCONTAIN_SHARED_DIR"), REPO.parent / "shared"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_registry(tmp_path_factory: pytest.TempPathFactory) -> RunningRegistry:
+    """The seeded local registry, exported as ``PYCONTAIN_REGISTRY_MIRROR``."""
+    try:
+        registry = start_registry(tmp_path_factory.mktemp("registry"))
+    except EnvironmentProblem as exc:
+        pytest.exit(f"test environment: {exc}", returncode=3)
+    try:
+        seed(registry.host)
+    except EnvironmentProblem as exc:
+        registry.stop()
+        pytest.exit(f"test environment: {exc}", returncode=3)
+    saved = {
+        k: os.environ.get(k)
+        for k in ("PYCONTAIN_REGISTRY_MIRROR", "PYCONTAIN_CACHE_DIR", "PYCONTAIN_STATE_DIR")
+    }
+    os.environ["PYCONTAIN_REGISTRY_MIRROR"] = registry.url
+    os.environ["PYCONTAIN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("PYCONTAIN_STATE_DIR", "/run/pycontain-tests")
+    yield registry
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def dockerd(
+    tmp_path_factory: pytest.TempPathFactory, test_registry: RunningRegistry
+) -> RunningDockerd:
+    """A private dockerd with the test registry as its mirror; skipped only where it can't start."""
+    try:
+        daemon = start_dockerd(
+            tmp_path_factory.mktemp("dockerd"),
+            mirror=test_registry.url,
+            insecure=[test_registry.host],
+        )
+    except EnvironmentProblem as exc:
+        pytest.skip(f"no private dockerd here: {exc}")
+    yield daemon
+    daemon.stop()

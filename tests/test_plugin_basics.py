@@ -1,0 +1,79 @@
+"""The plugin as users meet it before any fixture: options, header, settings errors, zero cost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_help_shows_the_option_group(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "disposable containers (pytest-pycontain):",
+            "*--pycontain-image=IMAGE*",
+            "*--pycontain-backend={auto,native,docker}*",
+            "*--pycontain-registry-mirror=REGISTRY_MIRROR*",
+            "*--pycontain-cache-dir=CACHE_DIR*",
+        ]
+    )
+
+
+def test_report_header_names_the_engine_and_why(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("--pycontain-backend=native")
+    result.stdout.fnmatch_lines(["pycontain: engine native (requested*); started on first use"])
+    result.assert_outcomes(passed=1)
+
+
+def test_bad_setting_in_pyproject_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml('[tool.pycontain]\nscope = "weekly"\n')
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(
+        [
+            "*pyproject.toml: [[]tool.pycontain[]] scope = 'weekly': "
+            "expected one of function, module, session*"
+        ]
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_ini_and_environment_settings(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeini("[pytest]\npycontain_backend = docker\n")
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    pytester.runpytest().stdout.fnmatch_lines(["pycontain: engine docker (requested*"])
+    monkeypatch.setenv("PYCONTAIN_BACKEND", "native")
+    pytester.runpytest().stdout.fnmatch_lines(["pycontain: engine native (requested*"])
+
+
+def test_plain_run_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
+    """A run that uses no pycontain fixture must not import the engine, pyroute2 or docker."""
+    pytester.makepyfile("""
+        import sys
+
+        def test_modules():
+            heavy = [m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'docker')
+                     or m.startswith('pytest_pycontain.native') or m in (
+                         'pytest_pycontain.store', 'pytest_pycontain.registry',
+                         'pytest_pycontain.build', 'pytest_pycontain.fixtures_engine')]
+            assert heavy == []
+            assert 'pytest_pycontain.plugin' in sys.modules
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_cli_help_lists_commands() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_pycontain.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for command in ("build", "run", "exec", "pull", "push", "images", "ps", "rm", "prune"):
+        assert command in out
