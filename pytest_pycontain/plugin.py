@@ -6,6 +6,7 @@ and docker are loaded only when a pycontain fixture is first used.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ from .config import OPTIONS, Settings, read_pyproject, resolve
 from .errors import ConfigError
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
+SESSION_KEY = pytest.StashKey[Any]()  # the PycontainSession, once a fixture has been used
+CONTAINERS_KEY = pytest.StashKey[list]()  # containers a test used, for its report
+FAILED_KEY = pytest.StashKey[bool]()  # the test failed (setup or call): keep-on-failure
+KEPT_KEY = pytest.StashKey[list]()  # lines printed at the end for kept containers
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -79,3 +84,137 @@ def pytest_report_header(config: pytest.Config) -> str:
     except ConfigError as exc:
         raise pytest.UsageError(f"pycontain: {exc}") from None
     return f"pycontain: engine {backend} ({reason}); started on first use"
+
+
+def _session(config: pytest.Config) -> Any:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None:
+        from .fixtures import PycontainSession
+
+        try:
+            state = PycontainSession(config, settings(config), choose_backend(config))
+        except ConfigError as exc:
+            raise pytest.UsageError(f"pycontain: {exc}") from None
+        config.stash[SESSION_KEY] = state
+    return state
+
+
+def _track(item: pytest.Item, container: Any) -> None:
+    item.stash.setdefault(CONTAINERS_KEY, []).append(container)
+
+
+@pytest.fixture(scope="session")
+def pycontain_session(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+    """The container factory for session-scoped fixtures; what it made is removed at the end."""
+    from .fixtures import Factory
+
+    factory = Factory(_session(request.config), "pycontain_session")
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def pycontain(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+    """The container factory: ``run``, ``build``, ``pull``, ``network``; removed after the test."""
+    from .fixtures import Factory
+
+    factory = Factory(_session(request.config), f"pycontain of {request.node.nodeid}")
+    factory.on_container = lambda c: _track(request.node, c)
+    yield factory
+    _keep_or_close(request, factory)
+
+
+@pytest.fixture
+def container(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+    """A container of the configured image running its default command (DESIGN.md §1)."""
+    from .fixtures import Factory, container_request, start_container
+
+    state = _session(request.config)
+    marker = request.node.get_closest_marker("pycontain")
+    kwargs = dict(marker.kwargs) if marker else {}
+    try:
+        wanted = container_request(state.settings, kwargs, request.node.nodeid)
+    except ConfigError as exc:
+        pytest.fail(f"pycontain: {exc}", pytrace=False)
+    if wanted.scope == "function":
+        factory = Factory(state, f"container of {request.node.nodeid}")
+        factory.on_container = lambda c: _track(request.node, c)
+        try:
+            yield start_container(factory, wanted)
+        finally:
+            _keep_or_close(request, factory)
+        return
+    owner: Any = request.session
+    if wanted.scope == "module":
+        owner = request.node.getparent(pytest.Module) or request.session
+    key = (owner.nodeid, wanted)
+    if key not in state.shared:
+        factory = Factory(state, f"{wanted.scope}-scoped container")
+        try:
+            state.shared[key] = start_container(factory, wanted)
+        except Exception as exc:
+            state.shared[key] = exc
+            factory.close()
+            raise
+
+        def finish(key: Any = key, factory: Any = factory) -> None:
+            state.shared.pop(key, None)
+            factory.close()
+
+        owner.addfinalizer(finish)
+    shared = state.shared[key]
+    if isinstance(shared, Exception):
+        raise shared
+    _track(request.node, shared)
+    yield shared
+
+
+def _keep_or_close(request: pytest.FixtureRequest, factory: Any) -> None:
+    """Keep the containers of a failed test alive (``--pycontain-keep``), close the rest."""
+    keep = factory._session.settings.keep
+    failed = request.node.stash.get(FAILED_KEY, False)
+    if keep == "always" or (keep == "failed" and failed):
+        engine = factory.engine
+        for item in factory.containers:
+            try:
+                engine.keep(item)
+            except Exception as exc:  # keeping is a courtesy: removal must still happen
+                request.config.stash.setdefault(KEPT_KEY, []).append(
+                    f"could not keep {item.name}: {exc}")
+                continue
+            factory.detach(item)
+            request.config.stash.setdefault(KEPT_KEY, []).append(
+                f"kept {item.name} ({request.node.nodeid}): enter with `pycontain exec {item.id} "
+                f"sh`, remove with `pycontain rm {item.id}`")
+    factory.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        item.stash[FAILED_KEY] = True
+        state = item.config.stash.get(SESSION_KEY, None)
+        lines = state.settings.log_lines if state else 50
+        for tracked in item.stash.get(CONTAINERS_KEY, []):
+            try:
+                text = tracked.logs()
+            except Exception as exc:  # the log is evidence; never hide the failure itself
+                text = f"(logs unavailable: {exc})"
+            body = "\n".join(text.splitlines()[-lines:]) if lines else text
+            report.sections.append((f"pycontain log: {tracked.name}", body))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    kept = config.stash.get(KEPT_KEY, [])
+    if kept:
+        terminalreporter.section("pycontain: kept containers")
+        for line in kept:
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is not None:
+        state.close()

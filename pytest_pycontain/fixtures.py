@@ -1,0 +1,245 @@
+"""The fixtures: ``container``, ``pycontain`` (per test) and ``pycontain_session``.
+
+Nothing here touches an engine until a fixture is used: the engine is made on first use, once
+per session (and per xdist worker), and reaps what killed runs left before it starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .config import Settings, resolve
+from .engine import Engine, RunSpec
+from .errors import ConfigError, EngineUnavailable, PycontainError
+
+MARKER_KEYS = ("image", "dockerfile", "context", "scope", "env", "ports", "wait", "build_args",
+               "target")
+
+
+class Factory:
+    """Makes containers, images and networks, and removes what it made when closed."""
+
+    def __init__(self, session: PycontainSession, label: str):
+        self._session = session
+        self._label = label
+        self._containers: list[Any] = []
+        self._networks: list[Any] = []
+        self.on_container: Callable[[Any], None] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self._session.engine
+
+    def run(self, image: Any, *, name: str | None = None,
+            command: str | Sequence[str] | None = None,
+            entrypoint: str | Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+            network: Any = None, aliases: Sequence[str] | None = None,
+            ports: Sequence[int] | Mapping[int, int] | None = None, hostname: str | None = None,
+            user: str | None = None, workdir: str | None = None,
+            mounts: Sequence[str] | None = None, tmpfs: Mapping[str, str] | None = None,
+            read_only: bool = False, init: bool = False, wait: Any = None,
+            memory: int | str | None = None, cpus: float | None = None,
+            pids: int | None = None) -> Any:
+        """Start a container (DESIGN.md §1); with ``wait``, return once it is ready."""
+        if isinstance(image, str):
+            image = self.pull(image) if self._session.settings.pull != "never" else image
+        spec = RunSpec(image=image, name=name, command=command, entrypoint=entrypoint, env=env,
+                       network=network, aliases=aliases, ports=ports, hostname=hostname,
+                       user=user, workdir=workdir, mounts=self._resolve_mounts(mounts),
+                       tmpfs=tmpfs, read_only=read_only, init=init, memory=memory, cpus=cpus,
+                       pids=pids)
+        container = self.engine.run(spec)
+        self._containers.append(container)
+        if self.on_container is not None:
+            self.on_container(container)
+        if wait is not None:
+            from .wait import until_ready
+
+            until_ready(container, wait, self._session.settings.timeout)
+        return container
+
+    def build(self, context: str | os.PathLike = ".", *, dockerfile: str | None = None,
+              target: str | None = None, build_args: Mapping[str, str] | None = None,
+              tag: str | None = None, no_cache: bool = False) -> Any:
+        """Build an image; relative paths resolve against the pytest rootdir."""
+        context_path = self._session.resolve_path(context)
+        dockerfile_path = (self._session.resolve_path(dockerfile, base=context_path)
+                           if dockerfile else None)
+        return self._session.build(context_path, dockerfile=dockerfile_path, target=target,
+                                   build_args=dict(build_args or {}), tag=tag,
+                                   no_cache=no_cache or self._session.settings.no_cache)
+
+    def pull(self, ref: str) -> Any:
+        return self.engine.pull(ref)
+
+    def network(self, name: str | None = None) -> Any:
+        network = self.engine.network(name)
+        self._networks.append(network)
+        return network
+
+    @property
+    def containers(self) -> list[Any]:
+        return list(self._containers)
+
+    def _resolve_mounts(self, mounts: Sequence[str] | None) -> list[str] | None:
+        if not mounts:
+            return None
+        resolved = []
+        for mount in mounts:
+            host, sep, rest = mount.partition(":")
+            if not sep:
+                raise ConfigError(f"mount {mount!r}: expected HOST:CONTAINER[:ro]")
+            resolved.append(f"{self._session.resolve_path(host)}:{rest}")
+        return resolved
+
+    def detach(self, container: Any) -> None:
+        """Forget ``container`` (it was kept alive for a failed test)."""
+        if container in self._containers:
+            self._containers.remove(container)
+
+    def close(self) -> None:
+        """Kill and remove everything this factory made; errors warn, never hide a result."""
+        problems = []
+        for container in reversed(self._containers):
+            try:
+                container.remove()
+            except Exception as exc:  # best effort: every container gets its chance
+                problems.append(f"container {getattr(container, 'name', '?')}: {exc}")
+        for network in reversed(self._networks):
+            try:
+                network.remove()
+            except Exception as exc:
+                problems.append(f"network {getattr(network, 'name', '?')}: {exc}")
+        self._containers.clear()
+        self._networks.clear()
+        if problems:
+            warnings.warn(f"pycontain: teardown of {self._label}: " + "; ".join(problems),
+                          stacklevel=1)
+
+
+class PycontainSession:
+    """Per-session state: settings, the engine (made on first use), built images."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, backend: tuple[str, str]):
+        self.config = config
+        self.settings = settings
+        self.backend, self.reason = backend
+        self.session_id = secrets.token_hex(6)
+        self._engine: Engine | None = None
+        self._images: dict[Any, Any] = {}
+        self.shared: dict[Any, Any] = {}
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.backend, self.reason, self.settings, self.session_id)
+        return self._engine
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    def resolve_path(self, path: str | os.PathLike, base: Path | None = None) -> Path:
+        path = Path(path)
+        if path.is_absolute():
+            return path
+        return (base or Path(self.config.rootpath)) / path
+
+    def build(self, context: Path, **kwargs: Any) -> Any:
+        key = (str(context), str(kwargs.get("dockerfile")), kwargs.get("target"),
+               tuple(sorted(kwargs.get("build_args", {}).items())), kwargs.get("tag"),
+               kwargs.get("no_cache"))
+        if key not in self._images:
+            self._images[key] = self.engine.build(context, **kwargs)
+        return self._images[key]
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+
+def make_engine(backend: str, reason: str, settings: Settings, session_id: str) -> Engine:
+    """Make the chosen engine; engines reap what dead owners left when they start."""
+    if backend == "native":
+        from .native.engine import NativeEngine
+
+        return NativeEngine(settings)
+    if backend == "docker":
+        from .docker import DockerEngine
+
+        return DockerEngine(settings, session_id=session_id)
+    raise EngineUnavailable(f"no engine can run here: {reason}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerRequest:
+    """What the ``container`` fixture should run, resolved from settings and the marker."""
+
+    image: str | None
+    dockerfile: str | None
+    context: str
+    target: str | None
+    build_args: tuple[tuple[str, str], ...]
+    env: tuple[tuple[str, str], ...]
+    ports: Any
+    wait: Any
+    scope: str
+
+
+def container_request(settings: Settings, marker: Mapping[str, Any],
+                      where: str) -> ContainerRequest:
+    """Resolve the ``container`` fixture's settings: marker > command line > ... > default."""
+    unknown = sorted(set(marker) - set(MARKER_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: @pytest.mark.pycontain has unknown key(s) "
+                          f"{', '.join(unknown)} (known: {', '.join(MARKER_KEYS)})")
+    layered = {k: marker[k] for k in ("context", "scope", "target") if k in marker}
+    if "build_args" in marker:
+        layered["build_arg"] = marker["build_args"]
+    merged = resolve(marker=layered, cli={k: getattr(settings, k) for k in
+                                         ("context", "scope", "target", "build_arg")},
+                     environ={})
+    if "image" in marker and "dockerfile" in marker:
+        raise ConfigError(f"{where}: @pytest.mark.pycontain takes image= or dockerfile=, "
+                          "not both")
+    if "image" in marker or "dockerfile" in marker:
+        image, dockerfile = marker.get("image"), marker.get("dockerfile")
+    else:
+        image, dockerfile = settings.image, None if settings.image else settings.dockerfile
+    if not image and not dockerfile:
+        raise ConfigError("the `container` fixture needs an image: set dockerfile in "
+                          "[tool.pycontain] or pass --pycontain-image")
+    env = marker.get("env") or {}
+    if not isinstance(env, Mapping):
+        raise ConfigError(f"{where}: @pytest.mark.pycontain(env=...) must be a mapping")
+    ports = marker.get("ports")
+    ports = tuple(sorted(ports.items())) if isinstance(ports, Mapping) else (
+        tuple(ports) if ports else None)
+    return ContainerRequest(image=image, dockerfile=dockerfile, context=merged.context,
+                            target=merged.target, build_args=merged.build_arg,
+                            env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
+                            ports=ports, wait=marker.get("wait"), scope=merged.scope)
+
+
+def start_container(factory: Factory, request: ContainerRequest) -> Any:
+    """Build or pull the requested image and run its default command."""
+    if request.image:
+        image: Any = request.image
+    else:
+        image = factory.build(request.context, dockerfile=request.dockerfile,
+                              target=request.target, build_args=dict(request.build_args))
+    ports = dict(request.ports) if request.ports and isinstance(request.ports[0], tuple) else (
+        list(request.ports) if request.ports else None)
+    return factory.run(image, env=dict(request.env) or None, ports=ports, wait=request.wait)
+
+
+__all__ = ["Factory", "PycontainError", "PycontainSession", "container_request"]
