@@ -1,0 +1,1166 @@
+"""The image store: an OCI image layout on disk, shared by every process on the machine.
+
+Layout under ``root`` (``<cache dir>/store``)::
+
+    oci-layout, index.json      the OCI layout; index entries name images by full reference
+    blobs/sha256/<hex>          manifests, configs and layer blobs, exactly as the registry sent
+    layers/sha256/<hex>         each layer unpacked once, keyed by its diff_id (overlayfs lowers)
+    locks/                      a file lock per digest (and one for index.json)
+    tmp/                        partial downloads and unpacks, renamed into place when complete
+
+Several processes (xdist workers, two pytest runs) may pull and unpack at once: a blob or
+layer is written under its digest's lock to a temp path, fsynced, and renamed, so it is made
+exactly once and nobody sees it half-written. ``prune`` takes the store's lock exclusively;
+pulls, loads and commits hold it shared, so prune never removes a blob that a pull has just
+fetched but not yet named.
+
+Layer blobs made by :meth:`Store.add_layer` (builds) are gzip-compressed (level 6, no name,
+mtime 0): the same tar always gives the same digest with the same zlib, and pushes are small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tarfile
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from filelock import FileLock
+
+from . import registry as reg
+from .errors import ImageNotFound, LayerError, PullError, PushError, ReferenceError_
+from .image import Image, Layer
+from .reference import Reference, is_image_id, parse
+
+Progress = Callable[[str, str, int, "int | None"], None]
+
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+LAYER_TYPES = {
+    "application/vnd.oci.image.layer.v1.tar": "tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar": "tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar": "tar",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+}
+_SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
+CHUNK = 1 << 20
+STALE_TMP = 3600.0
+
+
+def _hex(digest: str) -> str:
+    """The hex part of a sha256 digest; refuses anything else (digests become file names)."""
+    match = _SHA256.fullmatch(digest or "")
+    if not match:
+        raise LayerError(f"unsupported or malformed digest {digest!r}")
+    return match.group(1)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def zstd_available() -> bool:
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Store:
+    """An OCI image layout at ``root`` with registry settings for pulls and pushes."""
+
+    def __init__(self, root: Path | str, *, registry_mirror: str | None = None,
+                 docker_io_endpoint: str | None = None, insecure_registries: Iterable[str] = (),
+                 pull_policy: str = "missing", platform: reg.Platform | str | None = None,
+                 progress: Progress | None = None, attempts: int = 4, backoff: float = 0.2,
+                 jobs: int = 4):
+        self.root = Path(root)
+        self.registry_mirror = registry_mirror
+        self.docker_io_endpoint = docker_io_endpoint
+        self.insecure_registries = tuple(insecure_registries)
+        self.pull_policy = pull_policy
+        if isinstance(platform, str):
+            platform = reg.Platform.parse(platform)
+        self.platform = platform or reg.host_platform()
+        self.progress = progress
+        self.attempts = attempts
+        self.backoff = backoff
+        self.jobs = max(1, jobs)
+        self._ready = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> Store:
+        """The store under ``settings.cache_path`` with the settings' registry options."""
+        options: dict[str, Any] = {
+            "registry_mirror": settings.registry_mirror,
+            "docker_io_endpoint": settings.docker_io_endpoint,
+            "insecure_registries": settings.insecure_registries,
+            "pull_policy": settings.pull,
+        }
+        options.update(overrides)
+        return cls(Path(settings.cache_path) / "store", **options)
+
+    # ------------------------------------------------------------------ layout and locks
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    @property
+    def layers_dir(self) -> Path:
+        return self.root / "layers" / "sha256"
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        for sub in (self.blobs_dir, self.layers_dir, self.root / "locks", self.root / "tmp"):
+            sub.mkdir(parents=True, exist_ok=True)
+        if not (self.root / "oci-layout").exists():
+            self._write_atomic(self.root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        if not (self.root / "index.json").exists():
+            with self._lock("index"):  # another process may be writing its first entry
+                if not (self.root / "index.json").exists():
+                    self._write_atomic(self.root / "index.json",
+                                       b'{"schemaVersion":2,"manifests":[]}')
+        self._ready = True
+
+    def _lock(self, name: str) -> FileLock:
+        return FileLock(str(self.root / "locks" / f"{name}.lock"))
+
+    @contextlib.contextmanager
+    def _gc_lock(self, exclusive: bool = False) -> Iterator[None]:
+        """Shared by pulls/loads/commits, exclusive for prune (flock on ``locks/gc.lock``)."""
+        self._ensure()
+        fd = os.open(self.root / "locks" / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                     0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def _tmp_path(self, stem: str) -> Path:
+        return self.root / "tmp" / f"{stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        tmp = self._tmp_path(path.name) if (self.root / "tmp").is_dir() else \
+            path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        _fsync_dir(path.parent)
+
+    # ------------------------------------------------------------------ blobs
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs_dir / _hex(digest)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_blob(self, digest: str) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise ImageNotFound(f"blob {digest} is not in the store ({self.root})") from None
+
+    def put_blob(self, data: bytes) -> str:
+        """Store ``data``; return its digest. Idempotent: the same bytes land in the same file."""
+        self._ensure()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not self.has_blob(digest):
+            self._write_atomic(self.blob_path(digest), data)
+        return digest
+
+    def _adopt(self, tmp: Path, digest: str) -> None:
+        """Move a complete, verified temp file into place as blob ``digest``."""
+        os.replace(tmp, self.blob_path(digest))
+        _fsync_dir(self.blobs_dir)
+
+    def _import_stream(self, stream: IO[bytes], digest: str | None = None) -> tuple[str, int]:
+        """Copy ``stream`` into the store, verifying ``digest`` if given; return digest, size."""
+        tmp = self._tmp_path("import")
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            actual = "sha256:" + hasher.hexdigest()
+            if digest is not None and actual != digest:
+                raise LayerError(f"blob {digest}: digest mismatch, its bytes hash to {actual}")
+            if not self.has_blob(actual):
+                self._adopt(tmp, actual)
+            return actual, size
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    # ------------------------------------------------------------------ the index
+
+    def _read_index(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / "index.json").read_bytes())
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "manifests": []}
+        except ValueError as exc:
+            raise LayerError(f"{self.root / 'index.json'} is corrupt: {exc}") from exc
+        data.setdefault("manifests", [])
+        return data
+
+    @contextlib.contextmanager
+    def _edit_index(self) -> Iterator[list[dict[str, Any]]]:
+        self._ensure()
+        with self._lock("index"):
+            index = self._read_index()
+            entries = index["manifests"]
+            yield entries
+            index["manifests"] = entries
+            data = json.dumps(index, indent=1, sort_keys=True).encode()
+            self._write_atomic(self.root / "index.json", data)
+
+    @staticmethod
+    def _name(entry: dict[str, Any]) -> str | None:
+        return (entry.get("annotations") or {}).get(REF_NAME)
+
+    def _set_name(self, entries: list[dict[str, Any]], name: str | None, digest: str,
+                  media_type: str, size: int) -> None:
+        entries[:] = [e for e in entries if not (
+            self._name(e) == name or (self._name(e) is None and e["digest"] == digest))]
+        entry: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": size}
+        if name is not None:
+            entry["annotations"] = {REF_NAME: name}
+        entries.append(entry)
+
+    def _image(self, manifest_digest: str, entries: list[dict[str, Any]] | None = None) -> Image:
+        entries = self._read_index()["manifests"] if entries is None else entries
+        manifest_bytes = self.read_blob(manifest_digest)
+        try:
+            manifest = json.loads(manifest_bytes)
+            config_bytes = self.read_blob(manifest["config"]["digest"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LayerError(f"manifest {manifest_digest} in {self.root} is corrupt") from exc
+        tags = sorted({self._name(e) for e in entries
+                       if e["digest"] == manifest_digest and self._name(e)})
+        media_type = next((e.get("mediaType") for e in entries
+                           if e["digest"] == manifest_digest), None)
+        return Image(config_bytes=config_bytes, manifest_bytes=manifest_bytes, tags=tags,
+                     manifest_media_type=media_type)
+
+    # ------------------------------------------------------------------ lookups
+
+    def get(self, ref_or_id: str | Image) -> Image:
+        """The image named by a reference, an image id (``sha256:…`` or a prefix of 12+ hex
+        digits) or a manifest digest; raises ``ImageNotFound``."""
+        if isinstance(ref_or_id, Image):
+            ref_or_id = ref_or_id.digest
+        entries = self._read_index()["manifests"]
+        text = ref_or_id
+        if is_image_id(text):
+            wanted = text if text.startswith("sha256:") else "sha256:" + text
+            for entry in entries:
+                if entry["digest"] == wanted:
+                    return self._image(entry["digest"], entries)
+            for digest in dict.fromkeys(e["digest"] for e in entries):
+                with contextlib.suppress(ImageNotFound, LayerError, ValueError, KeyError):
+                    config = json.loads(self.read_blob(digest))["config"]["digest"]
+                    if config.startswith(wanted):
+                        return self._image(digest, entries)
+            if text.startswith("sha256:"):
+                raise ImageNotFound(f"no image with id {text} in the store ({self.root})")
+        ref = parse(text)
+        name = str(ref)
+        for entry in entries:
+            if self._name(entry) == name:
+                return self._image(entry["digest"], entries)
+        if ref.digest:
+            for entry in entries:
+                if entry["digest"] == ref.digest:
+                    return self._image(entry["digest"], entries)
+        raise ImageNotFound(f"image {text} ({name}) is not in the store ({self.root})")
+
+    def images(self) -> list[Image]:
+        """Every image in the store, each once with all its names."""
+        entries = self._read_index()["manifests"]
+        found = []
+        for digest in dict.fromkeys(e["digest"] for e in entries):
+            with contextlib.suppress(ImageNotFound, LayerError):
+                found.append(self._image(digest, entries))
+        return found
+
+    def _complete(self, image: Image) -> bool:
+        return all(self.has_blob(d["digest"]) for d in image.layer_descriptors)
+
+    def tag(self, image: Image | str, ref: str) -> Image:
+        """Name ``image`` (an Image, a reference or an id) ``ref`` too."""
+        image = self.get(image) if isinstance(image, str) else image
+        name = str(parse(ref))
+        with self._edit_index() as entries:
+            self._set_name(entries, name, image.digest, image.manifest_media_type,
+                           len(image.manifest_bytes))
+        return self.get(name)
+
+    def untag(self, ref: str) -> None:
+        """Remove the name ``ref``; its blobs stay until :meth:`prune`."""
+        name = str(parse(ref)) if not is_image_id(ref) else None
+        with self._edit_index() as entries:
+            if name is None:
+                image = self.get(ref)
+                kept = [e for e in entries if e["digest"] != image.digest]
+            else:
+                kept = [e for e in entries if self._name(e) != name]
+            if len(kept) == len(entries):
+                raise ImageNotFound(f"image {ref} is not in the store ({self.root})")
+            entries[:] = kept
+
+    # ------------------------------------------------------------------ pull
+
+    def _emit(self, progress: Progress | None, event: str, digest: str, done: int,
+              total: int | None) -> None:
+        for callback in (self.progress, progress):
+            if callback is not None:
+                callback(event, digest, done, total)
+
+    def pull(self, ref: str, *, policy: str | None = None, platform: reg.Platform | str |
+             None = None, progress: Progress | None = None) -> Image:
+        """The image ``ref``, from the store or its registry according to ``policy``
+        (``missing``: only when absent, ``always``: check the registry, ``never``)."""
+        policy = policy or self.pull_policy
+        if policy not in ("missing", "always", "never"):
+            raise ValueError(f"pull policy must be missing, always or never, not {policy!r}")
+        target = reg.Platform.parse(platform) if isinstance(platform, str) else \
+            (platform or self.platform)
+        ref_obj = parse(ref)
+        if policy != "always":
+            try:
+                image = self.get(ref)
+            except ImageNotFound:
+                if policy == "never":
+                    raise ImageNotFound(f"image {ref} is not in the store ({self.root}) and "
+                                        "the pull policy is 'never'") from None
+            else:
+                if self._complete(image):
+                    return image
+        endpoints = reg.endpoints_for(ref_obj, mirror=self.registry_mirror,
+                                      docker_io_endpoint=self.docker_io_endpoint,
+                                      insecure=self.insecure_registries)
+        failures: list[PullError] = []
+        with self._gc_lock():
+            for endpoint in endpoints:
+                client = reg.Client(endpoint, ref_obj.repository, what=ref,
+                                    attempts=self.attempts, backoff=self.backoff)
+                try:
+                    return self._pull_from(client, ref_obj, target, progress)
+                except PullError as exc:
+                    failures.append(exc)
+        last = failures[-1]
+        if len(failures) > 1:
+            earlier = "; ".join(str(f) for f in failures[:-1])
+            raise PullError(f"{last} (tried first: {earlier})", reference=ref,
+                            registry=last.registry) from last
+        raise last
+
+    def _pull_from(self, client: reg.Client, ref: Reference, target: reg.Platform,
+                   progress: Progress | None) -> Image:
+        data, media_type = client.get_manifest(ref.reference)
+        if media_type in reg.INDEX_TYPES:
+            chosen = reg.choose_platform(json.loads(data), target, what=client.what,
+                                         registry=client.endpoint.name)
+            data, media_type = client.get_manifest(chosen["digest"])
+        if media_type not in reg.MANIFEST_TYPES:
+            raise client.fail(f"unsupported manifest media type {media_type!r}")
+        try:
+            manifest = json.loads(data)
+            config_desc = manifest["config"]
+            layer_descs = list(manifest.get("layers") or [])
+            for desc in [config_desc, *layer_descs]:
+                _hex(desc["digest"])
+        except (ValueError, KeyError, TypeError, LayerError) as exc:
+            raise client.fail(f"malformed manifest: {exc}") from exc
+        for desc in layer_descs:
+            kind = LAYER_TYPES.get(desc.get("mediaType", ""))
+            if kind is None:
+                raise client.fail(f"layer {desc['digest']} has unsupported media type "
+                                  f"{desc.get('mediaType')!r}")
+            if kind == "zstd" and not zstd_available():
+                raise client.fail(f"layer {desc['digest']} is zstd-compressed, which is "
+                                  "unsupported here: install the 'zstandard' package")
+        fetched: list[str] = []
+        try:
+            self._fetch(client, config_desc, progress, fetched)
+            try:
+                config = json.loads(self.read_blob(config_desc["digest"]))
+                diff_ids = config["rootfs"]["diff_ids"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise client.fail(f"image config {config_desc['digest']} is malformed") \
+                    from exc
+            if len(diff_ids) != len(layer_descs):
+                raise client.fail(f"config lists {len(diff_ids)} diff_ids for "
+                                  f"{len(layer_descs)} layers")
+            unique = list({d["digest"]: d for d in layer_descs}.values())
+            if unique:
+                with ThreadPoolExecutor(min(self.jobs, len(unique))) as pool:
+                    futures = [pool.submit(self._fetch, client, d, progress, fetched)
+                               for d in unique]
+                    for future in futures:
+                        future.result()
+            digest = self.put_blob(data)
+        except BaseException:
+            self._discard(fetched)
+            raise
+        name = str(ref)
+        with self._edit_index() as entries:
+            self._set_name(entries, name, digest, media_type, len(data))
+            image = self._image(digest, entries)
+        return image
+
+    def _fetch(self, client: reg.Client, desc: dict[str, Any], progress: Progress | None,
+               fetched: list[str]) -> None:
+        digest = desc["digest"]
+        size = desc.get("size")
+        if self.has_blob(digest):
+            self._emit(progress, "exists", digest, size or 0, size)
+            return
+        with self._lock(_hex(digest)):
+            if self.has_blob(digest):
+                self._emit(progress, "exists", digest, size or 0, size)
+                return
+            tmp = self._tmp_path(_hex(digest))
+            try:
+                client.fetch_blob(digest, tmp, size=size, progress=lambda e, d, n, t:
+                                  self._emit(progress, e, d, n, t))
+                self._adopt(tmp, digest)
+                fetched.append(digest)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        self._emit(progress, "downloaded", digest, size or 0, size)
+
+    def _discard(self, digests: list[str]) -> None:
+        """Undo a failed pull: remove the blobs it fetched that no image references."""
+        referenced = self._referenced()[0]
+        for digest in digests:
+            if digest not in referenced:
+                with self._lock(_hex(digest)), contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+
+    # ------------------------------------------------------------------ layers
+
+    def layer_dirs(self, image: Image | str, *, progress: Progress | None = None) -> list[Path]:
+        """The unpacked directories of ``image``'s layers, bottom layer first.
+
+        Each is unpacked once (per machine), verified against its diff_id, and must be treated
+        as read-only: containers use them as overlayfs lower directories.
+        """
+        image = self.get(image) if isinstance(image, str) else image
+        return [self._unpacked(layer, progress) for layer in image.layers]
+
+    def _unpacked(self, layer: Layer, progress: Progress | None) -> Path:
+        dest = self.layers_dir / _hex(layer.diff_id)
+        if dest.is_dir():
+            return dest
+        self._ensure()
+        with self._lock("layer-" + _hex(layer.diff_id)):
+            if dest.is_dir():
+                return dest
+            blob = self.blob_path(layer.digest)
+            if not blob.is_file():
+                raise ImageNotFound(f"layer blob {layer.digest} is not in the store "
+                                    f"({self.root}); pull the image again")
+            work = self._tmp_path("layer-" + _hex(layer.diff_id))
+            work.mkdir()
+            self._emit(progress, "unpack", layer.diff_id, 0, None)
+            try:
+                unpack_layer(blob, work, diff_id=layer.diff_id)
+                os.rename(work, dest)
+            except BaseException:
+                _remove_tree(work)
+                raise
+            _fsync_dir(self.layers_dir)
+        self._emit(progress, "unpacked", layer.diff_id, 1, 1)
+        return dest
+
+    # ------------------------------------------------------------------ builds
+
+    def add_layer(self, tar: Path | str | bytes) -> Layer:
+        """Store a layer tar (a path or bytes) gzip-compressed; return (digest, diff_id)."""
+        self._ensure()
+        source: BinaryIO = io.BytesIO(tar) if isinstance(tar, bytes) else open(tar, "rb")  # noqa: SIM115
+        tmp = self._tmp_path("layer")
+        raw_hash = hashlib.sha256()
+        gz_hash = hashlib.sha256()
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+        try:
+            with source, open(tmp, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    raw_hash.update(chunk)
+                    packed = compressor.compress(chunk)
+                    gz_hash.update(packed)
+                    out.write(packed)
+                packed = compressor.flush()
+                gz_hash.update(packed)
+                out.write(packed)
+                out.flush()
+                os.fsync(out.fileno())
+            digest = "sha256:" + gz_hash.hexdigest()
+            if not self.has_blob(digest):
+                self._adopt(tmp, digest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return Layer(digest, "sha256:" + raw_hash.hexdigest())
+
+    def commit(self, config: dict[str, Any], layers: Iterable[Layer | tuple[str, str]],
+               tag: str | None = None) -> Image:
+        """Write an image of ``layers`` (bottom first) with ``config``; name it ``tag``.
+
+        ``config`` is a full image config (``{"config": {...}, "history": [...]}``) or just the
+        inner Docker ``Config`` mapping; ``rootfs`` is always set from ``layers``.
+        """
+        layers = [Layer(*item) for item in layers]
+        full = dict(config) if ("config" in config or "rootfs" in config) else {"config": config}
+        host = reg.host_platform()
+        full.setdefault("architecture", host.architecture)
+        full.setdefault("os", host.os)
+        if host.variant and full["architecture"] == host.architecture:
+            full.setdefault("variant", host.variant)
+        full["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}
+        descriptors = []
+        for layer in layers:
+            path = self.blob_path(layer.digest)
+            if not path.is_file():
+                raise ImageNotFound(f"layer blob {layer.digest} is not in the store "
+                                    f"({self.root})")
+            descriptors.append({"mediaType": _sniff_layer_type(path), "digest": layer.digest,
+                                "size": path.stat().st_size})
+        with self._gc_lock():
+            config_bytes = json.dumps(full, sort_keys=True, separators=(",", ":")).encode()
+            config_digest = self.put_blob(config_bytes)
+            manifest = {"schemaVersion": 2, "mediaType": reg.OCI_MANIFEST,
+                        "config": {"mediaType": OCI_CONFIG, "digest": config_digest,
+                                   "size": len(config_bytes)},
+                        "layers": descriptors}
+            manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+            digest = self.put_blob(manifest_bytes)
+            name = str(parse(tag)) if tag else None
+            with self._edit_index() as entries:
+                self._set_name(entries, name, digest, reg.OCI_MANIFEST, len(manifest_bytes))
+                return self._image(digest, entries)
+
+    # ------------------------------------------------------------------ push, save, load
+
+    def push(self, ref: str, dest: str | None = None, *, progress: Progress | None = None) -> str:
+        """Push image ``ref`` to its registry (or to ``dest``); return the manifest digest."""
+        image = self.get(ref)
+        if dest is None and is_image_id(ref):
+            raise PushError(f"push {ref}: an image id needs a destination reference",
+                            reference=ref)
+        target = parse(dest or ref)
+        endpoint = reg.endpoints_for(target, docker_io_endpoint=self.docker_io_endpoint,
+                                     insecure=self.insecure_registries, push=True)[0]
+        client = reg.Client(endpoint, target.repository, what=dest or ref, push=True,
+                            attempts=self.attempts, backoff=self.backoff)
+        descs = [*{d["digest"]: d for d in image.layer_descriptors}.values(),
+                 image.config_descriptor]
+
+        def upload(desc: dict[str, Any]) -> None:
+            client.upload_blob(desc["digest"], self.blob_path(desc["digest"]))
+            self._emit(progress, "uploaded", desc["digest"], desc.get("size", 0),
+                       desc.get("size"))
+
+        with ThreadPoolExecutor(min(self.jobs, len(descs))) as pool:
+            for future in [pool.submit(upload, d) for d in descs]:
+                future.result()
+        digest = client.put_manifest(target.digest or target.tag or "latest",
+                                     image.manifest_bytes, image.manifest_media_type)
+        if dest is not None and not target.digest:
+            self.tag(image, dest)
+        return digest
+
+    def save(self, ref: str, path: Path | str) -> Path:
+        """Write image ``ref`` as an OCI archive (a tar of an OCI layout naming ``ref``)."""
+        image = self.get(ref)
+        path = Path(path)
+        try:
+            name = parse(ref) if not is_image_id(ref) else None
+        except ReferenceError_:
+            name = None
+        if name is None and image.tags:
+            name = parse(image.tags[0])
+        entry: dict[str, Any] = {"mediaType": image.manifest_media_type,
+                                 "digest": image.digest, "size": len(image.manifest_bytes)}
+        if name is not None:
+            entry["annotations"] = {REF_NAME: name.tag or name.digest or "latest",
+                                    CONTAINERD_NAME: str(name)}
+        index = {"schemaVersion": 2, "mediaType": reg.OCI_INDEX, "manifests": [entry]}
+        digests = [image.digest, image.config_descriptor["digest"],
+                   *dict.fromkeys(d["digest"] for d in image.layer_descriptors)]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+                _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+                _add_bytes(tar, "index.json", json.dumps(index, indent=1).encode())
+                _add_dir(tar, "blobs")
+                _add_dir(tar, "blobs/sha256")
+                for digest in digests:
+                    blob = self.blob_path(digest)
+                    info = tarfile.TarInfo(f"blobs/sha256/{_hex(digest)}")
+                    info.size = blob.stat().st_size
+                    info.mode = 0o644
+                    with blob.open("rb") as stream:
+                        tar.addfile(info, stream)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return path
+
+    def load(self, path: Path | str) -> list[Image]:
+        """Import an OCI archive or a ``docker save`` archive; return the images in it."""
+        path = Path(path)
+        try:
+            tar = tarfile.open(path)  # noqa: SIM115 - closed below
+        except (OSError, tarfile.TarError) as exc:
+            raise LayerError(f"{path}: not a readable tar archive: {exc}") from exc
+        with tar, self._gc_lock():
+            members = {m.name.removeprefix("./").rstrip("/"): m for m in tar.getmembers()}
+
+            def read(name: str) -> bytes:
+                member = members.get(name)
+                stream = tar.extractfile(member) if member is not None else None
+                if stream is None:
+                    raise LayerError(f"{path}: archive has no file {name!r}")
+                return stream.read()
+
+            try:
+                if "oci-layout" in members and "index.json" in members:
+                    return self._load_oci(path, tar, members, read)
+                if "manifest.json" in members:
+                    return self._load_docker(path, tar, members, read)
+            except (ValueError, KeyError, TypeError, tarfile.TarError) as exc:
+                raise LayerError(f"{path}: malformed image archive: {exc!r}") from exc
+        raise LayerError(f"{path}: neither an OCI archive (oci-layout, index.json) nor a "
+                         "docker save archive (manifest.json)")
+
+    def _load_oci(self, path: Path, tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
+                  read: Callable[[str], bytes]) -> list[Image]:
+        def blob(digest: str) -> str:
+            return f"blobs/sha256/{_hex(digest)}"
+
+        def import_blob(digest: str) -> None:
+            if not self.has_blob(digest):
+                stream = tar.extractfile(members[blob(digest)])
+                if stream is None:
+                    raise LayerError(f"{path}: {blob(digest)} is not a file")
+                self._import_stream(stream, digest)
+
+        loaded = []
+        queue = list(json.loads(read("index.json"))["manifests"])
+        while queue:
+            entry = queue.pop(0)
+            data = read(blob(entry["digest"]))
+            if "sha256:" + hashlib.sha256(data).hexdigest() != entry["digest"]:
+                raise LayerError(f"{path}: manifest {entry['digest']} does not match its digest")
+            manifest = json.loads(data)
+            media_type = manifest.get("mediaType") or entry.get("mediaType")
+            if media_type in reg.INDEX_TYPES or "manifests" in manifest:
+                chosen = reg.choose_platform(manifest, self.platform, what=str(path),
+                                             registry="archive")
+                queue.append({**chosen, "annotations": entry.get("annotations")})
+                continue
+            for desc in [manifest["config"], *manifest.get("layers", [])]:
+                import_blob(desc["digest"])
+            digest = self.put_blob(data)
+            annotations = entry.get("annotations") or {}
+            name = annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME)
+            with contextlib.suppress(ReferenceError_):
+                name = str(parse(name)) if name else None
+            with self._edit_index() as entries:
+                self._set_name(entries, name, digest, media_type or reg.OCI_MANIFEST, len(data))
+                loaded.append(self._image(digest, entries))
+        return loaded
+
+    def _load_docker(self, path: Path, tar: tarfile.TarFile,
+                     members: dict[str, tarfile.TarInfo],
+                     read: Callable[[str], bytes]) -> list[Image]:
+        loaded = []
+        for item in json.loads(read("manifest.json")):
+            config_bytes = read(item["Config"])
+            config_digest = self.put_blob(config_bytes)
+            diff_ids = json.loads(config_bytes)["rootfs"]["diff_ids"]
+            descriptors = []
+            for name, diff_id in zip(item["Layers"], diff_ids, strict=True):
+                stream = tar.extractfile(members[name.removeprefix("./")])
+                if stream is None:
+                    raise LayerError(f"{path}: layer {name} is not a file")
+                digest, size = self._import_stream(stream)
+                kind = _sniff_layer_type(self.blob_path(digest), docker=True)
+                if kind.endswith(".tar") and digest != diff_id:
+                    raise LayerError(f"{path}: layer {name} hashes to {digest}, but the config "
+                                     f"says its diff_id is {diff_id}")
+                descriptors.append({"mediaType": kind, "digest": digest, "size": size})
+            manifest = {"schemaVersion": 2, "mediaType": reg.DOCKER_MANIFEST,
+                        "config": {"mediaType": DOCKER_CONFIG, "digest": config_digest,
+                                   "size": len(config_bytes)},
+                        "layers": descriptors}
+            data = json.dumps(manifest, indent=3).encode()
+            digest = self.put_blob(data)
+            names = [str(parse(t)) for t in item.get("RepoTags") or []] or [None]
+            with self._edit_index() as entries:
+                for tag in names:
+                    self._set_name(entries, tag, digest, reg.DOCKER_MANIFEST, len(data))
+                loaded.append(self._image(digest, entries))
+        return loaded
+
+    # ------------------------------------------------------------------ prune
+
+    def _referenced(self) -> tuple[set[str], set[str]]:
+        """Blob digests and diff_ids that the index's images use."""
+        blobs: set[str] = set()
+        diff_ids: set[str] = set()
+        for entry in self._read_index()["manifests"]:
+            blobs.add(entry["digest"])
+            with contextlib.suppress(ImageNotFound, ValueError, KeyError, TypeError):
+                manifest = json.loads(self.read_blob(entry["digest"]))
+                blobs.add(manifest["config"]["digest"])
+                blobs.update(d["digest"] for d in manifest.get("layers") or [])
+                config = json.loads(self.read_blob(manifest["config"]["digest"]))
+                diff_ids.update(config["rootfs"]["diff_ids"])
+        return blobs, diff_ids
+
+    def prune(self, *, keep: Iterable[str | Path] = ()) -> dict[str, int]:
+        """Remove blobs and unpacked layers that no named image uses, and stale temp files.
+
+        A layer that any mount namespace on the machine has as an overlayfs lower directory
+        (a live container's root) is kept; ``keep`` names more (diff_ids or directories).
+        Returns counts: ``blobs``, ``layers``, ``bytes``.
+        """
+        kept = {Path(k).name if isinstance(k, Path) or "/" in str(k) else _hex(str(k))
+                for k in keep}
+        kept |= self.layers_in_use()
+        removed = {"blobs": 0, "layers": 0, "bytes": 0}
+        with self._gc_lock(exclusive=True):
+            blobs, diff_ids = self._referenced()
+            wanted_blobs = {_hex(d) for d in blobs if _SHA256.fullmatch(d)}
+            wanted_layers = {_hex(d) for d in diff_ids if _SHA256.fullmatch(d)} | kept
+            for blob in self.blobs_dir.iterdir():
+                if blob.name not in wanted_blobs:
+                    removed["bytes"] += blob.stat().st_size
+                    blob.unlink()
+                    removed["blobs"] += 1
+            for layer in self.layers_dir.iterdir():
+                if layer.name not in wanted_layers:
+                    trash = self._tmp_path("trash")
+                    os.rename(layer, trash)
+                    _remove_tree(trash)
+                    removed["layers"] += 1
+            now = time.time()
+            for item in (self.root / "tmp").iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if item.name.startswith("trash") or now - item.lstat().st_mtime > STALE_TMP:
+                        _remove_tree(item)
+        return removed
+
+
+    def layers_in_use(self) -> set[str]:
+        """Names (diff_id hex) of unpacked layers some overlayfs mount uses as a lower dir.
+
+        Reads every process's mountinfo once per mount namespace, because containers mount
+        their root in their own namespace, where the host's mount table does not show it.
+        """
+        prefix = str(self.layers_dir.resolve()) + "/"
+        used: set[str] = set()
+        seen: set[str] = set()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                namespace = os.readlink(proc / "ns" / "mnt")
+                if namespace in seen:
+                    continue
+                text = (proc / "mountinfo").read_text()
+            except OSError:
+                continue  # gone, or not ours to read
+            seen.add(namespace)
+            for match in re.finditer(r"lowerdir=([^,\s]+)", text):
+                for lower in match.group(1).split(":"):
+                    if lower.startswith(prefix):
+                        used.add(lower[len(prefix):].split("/")[0])
+        return used
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    tar.addfile(info)
+
+
+def _sniff_layer_type(path: Path, docker: bool = False) -> str:
+    with path.open("rb") as stream:
+        magic = stream.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return ("application/vnd.docker.image.rootfs.diff.tar.gzip" if docker
+                else "application/vnd.oci.image.layer.v1.tar+gzip")
+    if magic == b"\x28\xb5\x2f\xfd":
+        return "application/vnd.oci.image.layer.v1.tar+zstd"
+    return ("application/vnd.docker.image.rootfs.diff.tar" if docker
+            else "application/vnd.oci.image.layer.v1.tar")
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove ``path`` whatever it is (file, tree with read-only dirs), never following links."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        path.unlink()
+        return
+    parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _remove_tree_at(parent, path.name)
+    finally:
+        os.close(parent)
+
+
+# ====================================================================== safe layer unpacking
+
+
+class _HashingReader:
+    """A read-only stream that hashes what passes through (the layer's diff_id)."""
+
+    def __init__(self, stream: IO[bytes]):
+        self.stream = stream
+        self.hasher = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.hasher.update(data)
+        return data
+
+
+def _decompressed(raw: BinaryIO, where: str) -> IO[bytes]:
+    magic = raw.read(4)
+    raw.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic == b"\x28\xb5\x2f\xfd":
+        try:
+            import zstandard
+        except ImportError:
+            raise LayerError(f"{where}: zstd-compressed layers are unsupported here; install "
+                             "the 'zstandard' package") from None
+        return zstandard.ZstdDecompressor().stream_reader(raw)
+    return raw
+
+
+def unpack_layer(blob: Path, dest: Path, *, diff_id: str | None = None) -> list[str]:
+    """Unpack layer ``blob`` (tar, gzip or zstd) into the empty directory ``dest``, safely.
+
+    Nothing is written outside ``dest``: ``..`` that climbs out and hard links to paths outside
+    are refused with ``LayerError``, absolute names are taken relative to ``dest``, parents
+    are never followed through symlinks (an entry written through one is refused), device nodes
+    are skipped (a container gets a fresh ``/dev``). Whiteouts become overlayfs whiteouts.
+    Returns the names it skipped. Verifies ``diff_id`` over the uncompressed stream.
+    """
+    where = f"layer {diff_id or blob.name}"
+    with blob.open("rb") as raw:
+        hashing = _HashingReader(_decompressed(raw, where))
+        extractor = _Extractor(dest, where)
+        try:
+            with tarfile.open(fileobj=hashing, mode="r|") as tar:  # type: ignore[arg-type]
+                for member in tar:
+                    extractor.add(member, tar)
+            while hashing.read(CHUNK):
+                pass
+            extractor.finish()
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise LayerError(f"{where}: corrupt or truncated layer: {exc}") from exc
+        finally:
+            extractor.close()
+    if diff_id is not None and "sha256:" + hashing.hasher.hexdigest() != diff_id:
+        raise LayerError(f"{where}: uncompressed content hashes to "
+                         f"sha256:{hashing.hasher.hexdigest()}, not its diff_id {diff_id}")
+    os.chmod(dest, 0o755)
+    return extractor.skipped
+
+
+class _Extractor:
+    """Writes tar members below one directory, only through file descriptors opened with
+    ``O_NOFOLLOW`` from that directory, so no symlink can redirect a write."""
+
+    def __init__(self, dest: Path, where: str):
+        self.where = where
+        self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.privileged = os.geteuid() == 0
+        self.dirs: list[tuple[list[str], tarfile.TarInfo]] = []
+        self.skipped: list[str] = []
+        self._cached: tuple[tuple[str, ...], int] | None = None
+
+    def _parent(self, name: str, parts: list[str]) -> int:
+        """The fd of the last entry's parent when it is the same (tars go dir by dir)."""
+        key = tuple(parts)
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
+        fd = self.open_dir(name, parts)
+        self._forget()
+        self._cached = (key, fd)
+        return fd
+
+    def _forget(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+    def close(self) -> None:
+        self._forget()
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+    def refuse(self, name: str, why: str) -> LayerError:
+        return LayerError(f"{self.where}: refusing entry {name!r}: {why}")
+
+    def clean(self, name: str) -> list[str]:
+        if len(name.encode("utf-8", "surrogateescape")) > 4095:
+            raise self.refuse(name[:80] + "...", "name longer than 4095 bytes")
+        parts: list[str] = []
+        for part in name.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not parts:
+                    raise self.refuse(name, "'..' climbs out of the layer")
+                parts.pop()
+                continue
+            if len(part.encode("utf-8", "surrogateescape")) > 255:
+                raise self.refuse(name[:80] + "...", "a path component is longer than 255 bytes")
+            parts.append(part)
+        return parts
+
+    def open_dir(self, name: str, parts: list[str], create: bool = True) -> int:
+        """An fd of directory ``parts`` below the root, made if missing, never via a symlink."""
+        fd = os.dup(self.root_fd)
+        try:
+            for part in parts:
+                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    child = os.open(part, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise self.refuse(name, f"{'/'.join(parts)} is not in this layer") \
+                            from None
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    child = os.open(part, flags, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise self.refuse(name, f"{part!r} on its path is a symlink or not a "
+                                                "directory; it would be written through it") \
+                            from None
+                    raise
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _remove(self, parent: int, leaf: str, keep_dir: bool = False) -> None:
+        try:
+            st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return
+            _remove_tree_at(parent, leaf)
+            if self._cached is not None and self._cached[1] != parent:
+                self._forget()  # the cached directory may have been inside the removed one
+        else:
+            os.unlink(leaf, dir_fd=parent)
+
+    def add(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        name = member.name
+        parts = self.clean(name)
+        if not parts:
+            return  # the layer's root directory itself
+        leaf = parts[-1]
+        parent = self._parent(name, parts[:-1])
+        try:
+            self._add(member, tar, name, parts, leaf, parent)
+        except LayerError:
+            raise
+        except OSError as exc:
+            raise LayerError(f"{self.where}: cannot unpack {name!r}: {exc}") from exc
+
+    def _add(self, member: tarfile.TarInfo, tar: tarfile.TarFile, name: str,
+             parts: list[str], leaf: str, parent: int) -> None:
+        if leaf == ".wh..wh..opq":
+            self._xattr(parent, "trusted.overlay.opaque", b"y", name)
+            return
+        if leaf.startswith(".wh..wh."):
+            return  # aufs bookkeeping, meaningless to overlayfs
+        if leaf.startswith(".wh."):
+            target = leaf[4:]
+            self._remove(parent, target)
+            try:
+                os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
+            except PermissionError as exc:
+                raise LayerError(f"{self.where}: whiteout {name!r} needs a 0/0 character "
+                                 "device, which only root can make") from exc
+            return
+        mode = member.mode & 0o7777
+        if member.isdir():
+            self._remove(parent, leaf, keep_dir=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(leaf, 0o700, dir_fd=parent)
+            self.dirs.append((parts, member))
+        elif member.isreg():
+            self._remove(parent, leaf)
+            fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, 0o600, dir_fd=parent)
+            with open(fd, "wb", closefd=True) as out:
+                source = tar.extractfile(member)
+                if source is not None:
+                    shutil.copyfileobj(source, out, CHUNK)
+                out.flush()
+                self._owner(out.fileno(), member)
+                os.fchmod(out.fileno(), mode)
+                self._xattrs(out.fileno(), member)
+                os.utime(out.fileno(), ns=(int(member.mtime * 1e9),) * 2)
+        elif member.issym():
+            self._remove(parent, leaf)
+            os.symlink(member.linkname, leaf, dir_fd=parent)
+            if self.privileged:
+                os.chown(leaf, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+            os.utime(leaf, ns=(int(member.mtime * 1e9),) * 2, dir_fd=parent,
+                     follow_symlinks=False)
+        elif member.islnk():
+            try:
+                target = self.clean(member.linkname)
+                if not target:
+                    raise self.refuse(name, "hard link to the layer's root")
+                target_fd = self.open_dir(name, target[:-1], create=False)
+            except LayerError as exc:
+                raise self.refuse(name, f"hard link to {member.linkname!r}, which is outside "
+                                        "this layer or behind a symlink") from exc
+            try:
+                try:
+                    st = os.stat(target[-1], dir_fd=target_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    raise self.refuse(name, f"hard link to {member.linkname!r}, which is not "
+                                            "in this layer") from None
+                if stat.S_ISDIR(st.st_mode):
+                    raise self.refuse(name, f"hard link to directory {member.linkname!r}")
+                if (target[:-1], target[-1]) == (parts[:-1], leaf):
+                    return
+                self._remove(parent, leaf)
+                os.link(target[-1], leaf, src_dir_fd=target_fd, dst_dir_fd=parent,
+                        follow_symlinks=False)
+            finally:
+                os.close(target_fd)
+        elif member.isfifo():
+            self._remove(parent, leaf)
+            os.mkfifo(leaf, mode, dir_fd=parent)
+            if self.privileged:
+                os.chown(leaf, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+        elif member.ischr() or member.isblk():
+            self.skipped.append(name)  # a container's /dev is made fresh; never a host device
+        else:
+            self.skipped.append(name)
+
+    def _owner(self, fd: int, member: tarfile.TarInfo) -> None:
+        if self.privileged:
+            os.fchown(fd, member.uid, member.gid)
+
+    def _xattr(self, fd: int, key: str, value: bytes, name: str) -> None:
+        try:
+            os.setxattr(fd, key, value)
+        except OSError as exc:
+            raise LayerError(f"{self.where}: cannot mark {name!r} opaque ({key}): {exc}") \
+                from exc
+
+    @staticmethod
+    def _xattrs(fd: int, member: tarfile.TarInfo) -> None:
+        for key, value in (member.pax_headers or {}).items():
+            if key.startswith("SCHILY.xattr."):
+                with contextlib.suppress(OSError):
+                    os.setxattr(fd, key[len("SCHILY.xattr."):],
+                                value.encode("utf-8", "surrogateescape"))
+
+    def finish(self) -> None:
+        """Set directories' owner, mode and mtime last (writing into them changes mtime)."""
+        for parts, member in reversed(self.dirs):
+            try:
+                fd = self.open_dir(member.name, parts, create=False)
+            except LayerError:
+                continue  # replaced by a later entry
+            try:
+                self._owner(fd, member)
+                os.fchmod(fd, member.mode & 0o7777)
+                self._xattrs(fd, member)
+                os.utime(fd, ns=(int(member.mtime * 1e9),) * 2)
+            finally:
+                os.close(fd)
+
+
+def _remove_tree_at(parent: int, name: str) -> None:
+    """Remove directory ``name`` below ``parent`` without following any symlink."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=parent)
+    try:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o700)
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree_at(fd, entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
