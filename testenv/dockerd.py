@@ -47,11 +47,20 @@ class RunningDockerd:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        subprocess.run(
-            ["umount", "-R", "-l", str(self.workdir / "data")], capture_output=True, check=False
-        )
+        unmount_below(self.workdir)
         if self.made_docker0:
             subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True, check=False)
+
+
+def unmount_below(directory: Path) -> None:
+    """Lazily unmount everything dockerd left mounted below ``directory`` (netns, overlays)."""
+    prefix = str(directory.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        targets = [line.split()[1] for line in mounts]
+    for target in reversed(targets):
+        target = target.replace("\\040", " ")
+        if target.startswith(prefix):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
 def _link_exists(name: str) -> bool:
