@@ -1,0 +1,205 @@
+"""A small DNS responder per network, like Docker's embedded DNS.
+
+It answers A queries for the names and aliases of the containers on its network (and PTR
+queries for their addresses) and answers everything else at once with NXDOMAIN: networks have
+no egress, so forwarding would only turn a wrong name into a hang. Static binaries such as
+busybox-static's ``wget`` cannot use ``/etc/hosts`` reliably, so DNS is what makes names work.
+
+The socket is handed in already bound (the network creates it inside its own namespace, on the
+gateway address); the responder only serves it, from a thread of the owner process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import selectors
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+QTYPE_A = 1
+QTYPE_PTR = 12
+QTYPE_AAAA = 28
+QTYPE_ANY = 255
+RCODE_FORMERR = 1
+RCODE_NXDOMAIN = 3
+RCODE_NOTIMP = 4
+TTL = 0  # names come and go with containers: nothing should cache them
+
+
+def _read_name(packet: bytes, offset: int) -> tuple[str, int]:
+    """A (non-compressed) name at ``offset``; queries never use compression."""
+    labels = []
+    while True:
+        if offset >= len(packet):
+            raise ValueError("name runs past the packet")
+        length = packet[offset]
+        offset += 1
+        if length == 0:
+            return ".".join(labels), offset
+        if length & 0xC0:
+            raise ValueError("compressed name in a question")
+        labels.append(packet[offset:offset + length].decode("ascii", "replace"))
+        offset += length
+
+
+def _encode_name(name: str) -> bytes:
+    out = b""
+    for label in name.strip(".").split("."):
+        raw = label.encode("ascii", "replace")[:63]
+        out += bytes([len(raw)]) + raw
+    return out + b"\0"
+
+
+def _ptr_address(name: str) -> str | None:
+    """``4.3.2.1.in-addr.arpa`` -> ``1.2.3.4``."""
+    parts = name.split(".")
+    if len(parts) != 6 or ".".join(parts[4:]) != "in-addr.arpa":
+        return None
+    try:
+        return str(ipaddress.IPv4Address(".".join(reversed(parts[:4]))))
+    except ValueError:
+        return None
+
+
+def respond(query: bytes, lookup: Callable[[str], Sequence[str]],
+            reverse: Callable[[str], Sequence[str]]) -> bytes | None:
+    """The answer to one query packet, or None when it is too broken to answer.
+
+    ``lookup(name)`` gives the addresses of a (lower-case, dot-less) name, ``reverse(ip)`` its
+    names; an empty result means "not on this network" -> NXDOMAIN.
+    """
+    if len(query) < 12:
+        return None
+    qid, flags, qdcount = struct.unpack("!HHH", query[:6])
+    if flags & 0x8000:  # a response, not a query
+        return None
+    opcode = (flags >> 11) & 0xF
+    rd = flags & 0x0100
+
+    def header(rcode: int, ancount: int, qd: int) -> bytes:
+        out_flags = 0x8000 | (opcode << 11) | 0x0400 | rd | 0x0080 | rcode
+        return struct.pack("!HHHHHH", qid, out_flags, qd, ancount, 0, 0)
+
+    if opcode != 0:
+        return header(RCODE_NOTIMP, 0, 0)
+    if qdcount != 1:
+        return header(RCODE_FORMERR, 0, 0)
+    try:
+        name, end = _read_name(query, 12)
+        qtype, qclass = struct.unpack("!HH", query[end:end + 4])
+    except (ValueError, struct.error):
+        return header(RCODE_FORMERR, 0, 0)
+    question = query[12:end + 4]
+    key = name.lower().rstrip(".")
+    answers: list[bytes] = []
+    address = _ptr_address(key)
+    if address is not None:
+        names = list(reverse(address))
+        if not names:
+            return header(RCODE_NXDOMAIN, 0, 1) + question
+        if qtype in (QTYPE_PTR, QTYPE_ANY):
+            for target in names:
+                data = _encode_name(target)
+                answers.append(b"\xc0\x0c" + struct.pack("!HHIH", QTYPE_PTR, qclass, TTL,
+                                                         len(data)) + data)
+    else:
+        addresses = list(lookup(key))
+        if not addresses:
+            return header(RCODE_NXDOMAIN, 0, 1) + question
+        if qtype in (QTYPE_A, QTYPE_ANY):
+            for ip in addresses:
+                answers.append(b"\xc0\x0c" + struct.pack("!HHIH", QTYPE_A, qclass, TTL, 4)
+                               + socket.inet_aton(ip))
+        # AAAA and other types of a known name: NOERROR with no answer, so the client goes on
+    return header(0, len(answers), 1) + question + b"".join(answers)
+
+
+class Responder:
+    """Serves a bound UDP socket from a daemon thread until ``close()``."""
+
+    def __init__(self, sock: socket.socket, *, label: str = "dns"):
+        self.sock = sock
+        self.address = sock.getsockname()
+        self._names: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._serve, name=f"pycontain-{label}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- the table ------------------------------------------------------------------------
+    def add(self, names: Iterable[str], ip: str) -> None:
+        with self._lock:
+            for name in names:
+                entry = self._names.setdefault(name.lower().rstrip("."), [])
+                if ip not in entry:
+                    entry.append(ip)
+
+    def remove(self, ip: str) -> None:
+        """Forget every name of ``ip``."""
+        with self._lock:
+            for name in list(self._names):
+                if ip in self._names[name]:
+                    self._names[name].remove(ip)
+                if not self._names[name]:
+                    del self._names[name]
+
+    def lookup(self, name: str) -> list[str]:
+        with self._lock:
+            return list(self._names.get(name.lower().rstrip("."), ()))
+
+    def reverse(self, ip: str) -> list[str]:
+        with self._lock:
+            return sorted(n for n, ips in self._names.items() if ip in ips)
+
+    # -- serving --------------------------------------------------------------------------
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.sock, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                events = sel.select()
+                if any(key.fileobj == self._wake_r for key, _ in events):
+                    return
+                try:
+                    packet, peer = self.sock.recvfrom(4096)
+                except OSError:
+                    continue
+                reply = respond(packet, self.lookup, self.reverse)
+                if reply is not None:
+                    with contextlib.suppress(OSError):
+                        self.sock.sendto(reply, peer)
+
+    def close(self) -> None:
+        if self._wake_w < 0:
+            return
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_w = -1
+        self.sock.close()
+
+
+def resolv_conf(server: str) -> str:
+    """``/etc/resolv.conf`` for a container on a network whose responder is ``server``."""
+    return f"nameserver {server}\noptions ndots:0\n"
+
+
+def hosts_file(entries: Iterable[tuple[str, Iterable[str]]], hostname: str | None = None) -> str:
+    """``/etc/hosts``: loopback, then ``(ip, names)`` entries; ``hostname`` on loopback when no
+    entry carries it (a container without a network)."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    named = False
+    for ip, names in entries:
+        names = list(dict.fromkeys(names))
+        if names:
+            lines.append(f"{ip}\t{' '.join(names)}")
+            named = named or (hostname in names)
+    if hostname and not named:
+        lines[0] += f" {hostname}"
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,230 @@
+"""Address management shared by every process on the machine: subnets for networks, addresses
+for containers.
+
+One JSON table in the state directory, guarded by a file lock, so that xdist workers and two
+pytest runs side by side never hand out overlapping subnets. Every lease names its owner (pid
+and the process's start time, so a recycled pid is not mistaken for the owner); a lease whose
+owner is gone is reclaimed on the next allocation. Addresses inside a subnet belong to the
+network that leased it (``AddressPool``). Subnets that overlap any route of the host
+are never handed out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import NetworkError
+
+DEFAULT_POOL = "10.213.0.0/16"
+DEFAULT_PREFIX = 24
+TABLE = "ipam.json"
+
+
+def process_start(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of ``pid``, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name may hold spaces and parentheses: the fields start after the last ")"
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return int(fields[19])
+
+
+def owner_alive(pid: int, start: int | None) -> bool:
+    """Whether the process that took a lease still runs (same pid and same start time)."""
+    now = process_start(pid)
+    return now is not None and (start is None or now == start)
+
+
+def host_routes(path: str = "/proc/net/route") -> list[ipaddress.IPv4Network]:
+    """The IPv4 destinations the host routes, except the default route."""
+    routes = []
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return routes
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        dest = socket.inet_ntoa(struct.pack("<I", int(fields[1], 16)))
+        mask = socket.inet_ntoa(struct.pack("<I", int(fields[7], 16)))
+        net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        if net.prefixlen:
+            routes.append(net)
+    return routes
+
+
+class IPAM:
+    """The allocation table at ``state_dir/ipam.json`` (locked by ``ipam.json.lock``)."""
+
+    def __init__(self, state_dir: str | os.PathLike, *, pool: str = DEFAULT_POOL,
+                 prefix: int = DEFAULT_PREFIX, avoid: Iterable[str] | None = None):
+        try:
+            self.pool = ipaddress.IPv4Network(pool)
+        except ValueError as exc:
+            raise NetworkError(f"IPAM pool {pool!r} is not an IPv4 network: {exc}") from None
+        if not self.pool.prefixlen <= prefix <= 30:
+            raise NetworkError(f"IPAM prefix /{prefix} does not fit in the pool {pool} "
+                               "(it must be between the pool's and /30)")
+        self.prefix = prefix
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / TABLE
+        self._avoid = None if avoid is None else [ipaddress.IPv4Network(a) for a in avoid]
+
+    # -- the table ------------------------------------------------------------------------
+    def _lock(self):
+        from filelock import FileLock
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.path) + ".lock", timeout=30)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"subnets": {}}
+        except (OSError, ValueError) as exc:
+            raise NetworkError(f"IPAM table {self.path} is unreadable: {exc}") from exc
+        data.setdefault("subnets", {})
+        return data
+
+    def _write(self, data: dict[str, Any]) -> None:
+        tmp = self.path.with_name(f".{TABLE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def _reclaim(data: dict[str, Any]) -> list[str]:
+        dead = [s for s, lease in data["subnets"].items()
+                if not owner_alive(lease["pid"], lease.get("start"))]
+        for subnet in dead:
+            del data["subnets"][subnet]
+        return dead
+
+    # -- subnets --------------------------------------------------------------------------
+    def allocate_subnet(self, network_id: str, *, name: str | None = None,
+                        pid: int | None = None) -> str:
+        """Lease a free subnet for ``network_id``; raises ``NetworkError`` when none is left.
+
+        ``name`` must be unique among the live networks of the same owner.
+        """
+        pid = os.getpid() if pid is None else pid
+        avoid = host_routes() if self._avoid is None else self._avoid
+        with self._lock():
+            data = self._read()
+            self._reclaim(data)
+            for subnet, lease in data["subnets"].items():
+                if name is not None and lease.get("name") == name and lease["pid"] == pid:
+                    raise NetworkError(f"network name {name!r} is already taken "
+                                       f"(subnet {subnet}, owner pid {pid})")
+            taken = {ipaddress.IPv4Network(s) for s in data["subnets"]}
+            for candidate in self.pool.subnets(new_prefix=self.prefix):
+                if candidate in taken or any(candidate.overlaps(r) for r in avoid):
+                    continue
+                data["subnets"][str(candidate)] = {
+                    "network": network_id, "name": name, "pid": pid,
+                    "start": process_start(pid),
+                }
+                self._write(data)
+                return str(candidate)
+        raise NetworkError(
+            f"IPAM: subnets exhausted: every /{self.prefix} of the pool {self.pool} is leased "
+            f"by a live process or overlaps a host route (table {self.path})")
+
+    def release_subnet(self, subnet: str, *, network_id: str | None = None) -> None:
+        """Give a subnet back; a subnet not leased is ignored, and so is
+        one leased by another network than ``network_id`` (when given)."""
+        with self._lock():
+            data = self._read()
+            lease = data["subnets"].get(str(subnet))
+            if lease is None or (network_id is not None and lease["network"] != network_id):
+                return
+            del data["subnets"][str(subnet)]
+            self._write(data)
+
+    def release_network(self, network_id: str) -> list[str]:
+        """Give back the subnet(s) of ``network_id`` (a reaper that never learnt the subnet)."""
+        with self._lock():
+            data = self._read()
+            mine = [s for s, lease in data["subnets"].items() if lease["network"] == network_id]
+            for subnet in mine:
+                del data["subnets"][subnet]
+            if mine:
+                self._write(data)
+            return mine
+
+    def release_owner(self, pid: int) -> list[str]:
+        """Give back every subnet leased by ``pid`` (the reaper's call); returns them."""
+        with self._lock():
+            data = self._read()
+            mine = [s for s, lease in data["subnets"].items() if lease["pid"] == pid]
+            for subnet in mine:
+                del data["subnets"][subnet]
+            if mine:
+                self._write(data)
+            return mine
+
+    def reclaim(self) -> list[str]:
+        """Drop the leases of dead owners now; returns the subnets freed."""
+        with self._lock():
+            data = self._read()
+            dead = self._reclaim(data)
+            if dead:
+                self._write(data)
+            return dead
+
+    def leases(self) -> dict[str, dict[str, Any]]:
+        """A snapshot of the table: subnet -> lease."""
+        with self._lock():
+            return self._read()["subnets"]
+
+
+class AddressPool:
+    """The host addresses of one leased subnet, handed out by the network that leased it.
+
+    Only the lease's owner attaches containers to its network, so this needs no file and no
+    lock between processes (an attach stays a few system calls); the first address is the
+    gateway's and never handed out.
+    """
+
+    def __init__(self, subnet: str):
+        self.subnet = ipaddress.IPv4Network(subnet)
+        self._free = [str(h) for h in self.subnet.hosts()][1:]
+        self._used: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def allocate(self, owner: str) -> str:
+        with self._lock:
+            if not self._free:
+                raise NetworkError(f"IPAM: no address left in {self.subnet} for {owner!r}")
+            address = self._free.pop(0)
+            self._used[address] = owner
+            return address
+
+    def release(self, address: str) -> None:
+        """Give an address back (it is handed out again last); unknown ones are ignored."""
+        with self._lock:
+            if self._used.pop(str(address), None) is not None:
+                self._free.append(str(address))
+
+    def used(self) -> dict[str, str]:
+        """address -> owner."""
+        with self._lock:
+            return dict(self._used)
+
+
+def gateway_of(subnet: str) -> str:
+    """The subnet's first host address: the bridge's, the DNS responder's, the default route."""
+    return str(next(ipaddress.IPv4Network(subnet).hosts()))

@@ -1,0 +1,820 @@
+"""Networks of the native engine: a bridge in its own network namespace, containers joined by
+veth pairs, names served by a DNS responder, faults made with tc.
+
+Nothing on the host changes: the bridge lives in a namespace made for it (held open by a thread
+of the owner process, so it vanishes with that process even when it is killed), and has no
+uplink, so containers reach each other and nothing else. A container joins with one end of a
+veth pair on the bridge and the other moved into its namespace as ``eth0``, addressed from the
+network's subnet (``ipam.py``) with a default route via the gateway, the bridge's address, where
+the DNS responder (``dns.py``) listens.
+
+Faults are tc on the bridge end of a container's veth (so they act on what the container
+receives): a partition is a u32 filter into a class whose queue holds nothing; delay and partial
+loss use netem where the kernel has it, and elsewhere a userspace delay line (the frames are
+redirected into a packet socket, held, and sent on past the queueing discipline).
+
+Every resource is recorded (a JSON file per resource in the owner's records directory) before it
+is made, so ``reap_network_records`` can undo what a killed owner left.
+
+The engine's use::
+
+    net = BridgeNetwork("backend", state_dir=state, records_dir=owner_dir)
+    ip = net.attach(netns_of(pid), "cache", ["redis"], key=container_id)
+    write(rootfs / "etc/resolv.conf", net.resolv_conf()); write(..., net.hosts(container_id))
+    net.partition(a, b); net.heal(); net.delay(a, 200); net.loss(a, 100)
+    net.detach(container_id); net.remove()
+
+Namespaces are given as a path (``/proc/PID/ns/net``, see ``netns_of``) or an open fd.
+pyroute2 is imported lazily, inside the threads that enter a namespace; its sockets belong to
+the namespace of the thread that makes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import ipaddress
+import json
+import os
+import queue
+import random
+import secrets
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+from ..errors import NetworkError, NotSupported
+
+NetnsRef = Union[int, str, "os.PathLike[str]"]
+
+BRIDGE = "br0"
+DROP_CLASS = 0x10020  # 1:20, a class whose leaf queue holds nothing: what goes there is dropped
+NETEM_CLASS = 0x10030  # 1:30, netem for delay and loss
+PRIO_PARTITION = 10
+PRIO_FAULT = 20
+ETH_P_IP = 0x0800
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+PACKET_QDISC_BYPASS = 20
+SOL_PACKET = 263
+SIOCETHTOOL = 0x8946
+# legacy ethtool "set" commands: tx checksum, scatter-gather, TSO, GSO offloads off, so that
+# frames reach the delay line as plain packets with their checksums filled in
+ETHTOOL_OFFLOADS_OFF = (0x1F, 0x24, 0x19, 0x17)
+
+
+# -- namespaces -------------------------------------------------------------------------------
+def netns_of(pid: int) -> str:
+    """The network namespace of a process, as a path ``attach`` and the proxy take."""
+    return f"/proc/{int(pid)}/ns/net"
+
+
+def open_netns(ref: NetnsRef) -> int:
+    """An fd of its own on the namespace ``ref`` (a path, or an fd that is duplicated)."""
+    try:
+        if isinstance(ref, int) and not isinstance(ref, bool):
+            fd = os.dup(ref)
+        else:
+            fd = os.open(os.fspath(ref), os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, TypeError) as exc:
+        raise NetworkError(f"cannot open network namespace {ref!r}: {exc}") from exc
+    try:
+        kind = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        kind = "?"
+    if not kind.startswith("net:["):
+        os.close(fd)
+        raise NetworkError(f"{ref!r} is not a network namespace (it is {kind}); pass "
+                           "/proc/PID/ns/net or an fd opened on it")
+    return fd
+
+
+def enter_netns(fd: int) -> None:
+    """Move the calling thread (only it) into the network namespace ``fd``."""
+    from . import syscalls
+
+    try:
+        syscalls.setns(fd, syscalls.CLONE_NEWNET)
+    except OSError as exc:
+        raise NetworkError(f"cannot enter network namespace (fd {fd}): {exc.strerror or exc}; "
+                           "pass /proc/PID/ns/net or an fd opened on it") from exc
+
+
+class NetnsThread:
+    """A thread living in one network namespace that runs calls there with an IPRoute.
+
+    ``netns=None`` makes a new, empty namespace for it. ``fd`` is the namespace's fd, held as
+    long as the thread lives.
+    """
+
+    def __init__(self, netns: int | None = None, *, label: str = "netns"):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self.fd = -1
+        self._ipr: Any = None
+        self._thread = threading.Thread(target=self._run, args=(netns,), daemon=True,
+                                        name=f"pycontain-{label}")
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            self._thread.join()
+            raise self._failure
+
+    def _run(self, netns: int | None) -> None:
+        try:
+            if netns is None:
+                from . import syscalls
+
+                syscalls.unshare(syscalls.CLONE_NEWNET)
+            else:
+                enter_netns(netns)
+            self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException as exc:
+            if isinstance(exc, OSError):
+                exc = NetworkError(f"cannot make a network namespace: {exc}")
+            self._failure = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            fn, args, box, done = job
+            try:
+                box.append(fn(self.ipr, *args))
+            except BaseException as exc:
+                box.append(exc)
+                box.append(done)  # marks an exception
+            if done is not None:
+                done.set()
+        if self._ipr is not None:
+            self._ipr.close()
+        os.close(self.fd)
+
+    @property
+    def ipr(self) -> Any:
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
+        return self._ipr
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(ipr, *args)`` run in the namespace; its exception is raised here."""
+        if not self._thread.is_alive():
+            raise NetworkError("the namespace's thread has ended (network removed?)")
+        box: list[Any] = []
+        done = threading.Event()
+        self._jobs.put((fn, args, box, done))
+        done.wait()
+        if len(box) == 2:
+            raise box[0]
+        return box[0]
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """``fn(ipr, *args)`` in the namespace, later: calls run in order, errors are dropped."""
+        self._jobs.put((fn, args, [], None))
+
+    def close(self, wait: bool = True) -> None:
+        """End the thread after the calls queued so far (and with it, its hold on the netns)."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            if wait:
+                self._thread.join(10)
+
+
+def in_netns(netns: NetnsRef, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(ipr, *args)`` in a short-lived thread inside ``netns``."""
+    fd = open_netns(netns)
+    try:
+        worker = NetnsThread(fd, label="netns-call")
+    finally:
+        os.close(fd)
+    try:
+        return worker.call(fn, *args)
+    finally:
+        worker.close()
+
+
+# -- records ----------------------------------------------------------------------------------
+def write_record(records_dir: str | os.PathLike | None, kind: str, ident: str,
+                 **data: Any) -> Path | None:
+    """Record a resource before it is made (atomically: a reaper never reads half a record)."""
+    if records_dir is None:
+        return None
+    directory = Path(records_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"net-{kind}-{ident}.json"
+    tmp = directory / f".{path.name}.tmp"
+    tmp.write_text(json.dumps({"kind": kind, "id": ident, "pid": os.getpid(), **data}),
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def update_record(path: Path | None, **data: Any) -> None:
+    if path is None:
+        return
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record.update(data)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def drop_record(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_recorded(record: dict[str, Any]) -> str:
+    """Undo one recorded resource of a dead owner; returns what was done (for the reaper's log).
+
+    The bridge namespace and everything in it (bridge, veths, DNS socket) died with the owner
+    process that held it, and so did proxies; what outlives the owner is its subnet lease.
+    """
+    kind = record.get("kind")
+    if kind == "network" and record.get("ipam") and record.get("id"):
+        from .ipam import IPAM
+
+        released = IPAM(record["ipam"]).release_network(record["id"])  # killed before or after
+        return f"released subnet {', '.join(released) or '(none)'} of network {record.get('name')}"
+    if kind == "veth" and record.get("netns_path") and os.path.exists(record["netns_path"]):
+        with contextlib.suppress(NetworkError):
+            in_netns(record["netns_path"], _delete_link, record.get("host_ifname"))
+        return f"deleted veth {record.get('host_ifname')}"
+    return f"forgot {kind} {record.get('id')}"
+
+
+def reap_network_records(records_dir: str | os.PathLike) -> list[str]:
+    """Undo every network resource recorded in ``records_dir`` (an owner known to be dead)."""
+    done = []
+    directory = Path(records_dir)
+    if not directory.is_dir():
+        return done
+    for path in sorted(directory.glob("net-*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        with contextlib.suppress(Exception):
+            done.append(remove_recorded(record))
+        drop_record(path)
+    return done
+
+
+def undo_record(record: dict[str, Any]) -> None:
+    """A handler for the state journal (``handler="pytest_pycontain.native.network:undo_record"``).
+
+    The engine journals ``records_dir=`` before making a network with that records directory,
+    so the reaper of its dead owner reaches every network record; a record without it is one
+    resource (``remove_recorded``).
+    """
+    if record.get("records_dir"):
+        reap_network_records(record["records_dir"])
+        with contextlib.suppress(OSError):
+            os.rmdir(record["records_dir"])
+    else:
+        remove_recorded(record)
+
+
+# -- netlink steps (run inside a NetnsThread) -------------------------------------------------
+def _setup_bridge(ipr: Any, gateway: str, prefix: int) -> None:
+    ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    ipr.link("add", ifname=BRIDGE, kind="bridge")
+    index = ipr.link_lookup(ifname=BRIDGE)[0]
+    ipr.addr("add", index=index, address=gateway, prefixlen=prefix)
+    ipr.link("set", index=index, state="up")
+
+
+def _dns_socket(ipr: Any, address: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((address, 53))
+    return sock
+
+
+def _add_veth(ipr: Any, host_ifname: str, peer_netns: int) -> tuple[int, str]:
+    """The pair, its bridge end up on the bridge, the other end already in the container's
+    namespace under the first free name of eth0, eth1, ..."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    bridge = ipr.link_lookup(ifname=BRIDGE)[0]
+    for n in range(64):
+        peer = f"eth{n}"
+        try:
+            ipr.link("add", ifname=host_ifname, kind="veth", master=bridge, state="up",
+                     peer={"ifname": peer, "net_ns_fd": peer_netns})
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST and not ipr.link_lookup(ifname=host_ifname):
+                continue  # the container has this name already
+            raise
+        return ipr.link_lookup(ifname=host_ifname)[0], peer
+    raise NetworkError("the container has eth0 to eth63 already")
+
+
+def _delete_link(ipr: Any, ifname: str | None) -> None:
+    if not ifname:
+        return
+    found = ipr.link_lookup(ifname=ifname)
+    if found:
+        with contextlib.suppress(Exception):
+            ipr.link("del", index=found[0])
+
+
+def _configure_peer(ipr: Any, ifname: str, ip: str, prefix: int, gateway: str) -> None:
+    """Inside the container: address the veth end, bring it and loopback up, route."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    index = ipr.link_lookup(ifname=ifname)[0]
+    ipr.addr("add", index=index, address=ip, prefixlen=prefix)
+    ipr.link("set", index=index, state="up")
+    ipr.link("set", index=1, state="up")  # loopback is ifindex 1 in every namespace
+    try:  # the first network gives the default route, as with Docker
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise
+
+
+def _tc_root(ipr: Any, index: int) -> None:
+    """HTB at the root (unclassified traffic passes straight through) with a dropping class."""
+    qdiscs = [q for q in ipr.get_qdiscs(index=index) if q["parent"] == 0xFFFFFFFF]
+    if any(q.get_attr("TCA_KIND") == "htb" for q in qdiscs):
+        return
+    ipr.tc("add", "htb", index, 0x10000, default=0)
+    ipr.tc("add-class", "htb", index, DROP_CLASS, parent=0x10000, rate="10gbit",
+           ceil="10gbit")
+    ipr.tc("add", "pfifo", index, 0x200000, parent=DROP_CLASS, limit=0)
+
+
+def _tc_drop_from(ipr: Any, index: int, source: str, prio: int) -> None:
+    _tc_root(ipr, index)
+    key = f"0x{int(ipaddress.IPv4Address(source)):08x}/0xffffffff+12"
+    ipr.tc("add-filter", "u32", index, parent=0x10000, prio=prio, protocol=ETH_P_IP,
+           target=DROP_CLASS, keys=[key])
+
+
+def _tc_clear(ipr: Any, index: int, prio: int) -> None:
+    with contextlib.suppress(Exception):
+        ipr.tc("del-filter", "u32", index, parent=0x10000, prio=prio, protocol=0,
+               target=0, keys=[])
+
+
+def _tc_fault(ipr: Any, index: int, delay_us: int, jitter_us: int, loss: float) -> None:
+    """All of the endpoint's traffic into netem (delay, loss), or into the drop class."""
+    _tc_root(ipr, index)
+    _tc_clear(ipr, index, PRIO_FAULT)
+    with contextlib.suppress(Exception):
+        ipr.tc("del-class", "htb", index, NETEM_CLASS, parent=0x10000,
+                   rate="10gbit", ceil="10gbit")
+    if not delay_us and not loss:
+        return
+    if loss >= 100 and not delay_us:
+        target = DROP_CLASS
+    else:
+        ipr.tc("add-class", "htb", index, NETEM_CLASS, parent=0x10000, rate="10gbit",
+               ceil="10gbit")
+        try:
+            ipr.tc("add", "netem", index, 0x300000, parent=NETEM_CLASS, delay=delay_us,
+                   jitter=jitter_us, loss=loss, limit=100000)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                ipr.tc("del-class", "htb", index, NETEM_CLASS, parent=0x10000,
+                   rate="10gbit", ceil="10gbit")
+            if getattr(exc, "code", None) in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):
+                raise NotSupported(
+                    "network delay and partial loss need the kernel's netem queue "
+                    "(CONFIG_NET_SCH_NETEM), which this kernel lacks: "
+                    f"{exc}") from exc
+            raise
+        target = NETEM_CLASS
+    ipr.tc("add-filter", "u32", index, parent=0x10000, prio=PRIO_FAULT, protocol=ETH_P_IP,
+           target=target, keys=["0x0/0x0+0"])
+
+
+def _offloads_off(ifname: str) -> None:
+    import ctypes
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for cmd in ETHTOOL_OFFLOADS_OFF:
+            value = ctypes.create_string_buffer(struct.pack("II", cmd, 0))
+            request = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(sock, SIOCETHTOOL, request)
+
+
+def _add_delay_line(ipr: Any, tag: str, host_ifname: str) -> tuple[socket.socket, ...]:
+    """A veth pair (not on the bridge) that redirected frames cross into a packet socket, and
+    a socket that sends them on to the container's veth, past its queueing discipline."""
+    inlet, outlet = f"vpd{tag}", f"vpe{tag}"
+    ipr.link("add", ifname=inlet, kind="veth", peer={"ifname": outlet})
+    for ifname in (inlet, outlet):
+        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
+    _offloads_off(inlet)
+    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        rx.bind((outlet, ETH_P_ALL))
+        tx.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        tx.bind((host_ifname, 0))
+    except BaseException:
+        rx.close()
+        tx.close()
+        _delete_link(ipr, inlet)
+        raise
+    return rx, tx
+
+
+def _tc_redirect(ipr: Any, index: int, inlet: str) -> None:
+    """Every frame to the container goes to the delay line instead."""
+    _tc_root(ipr, index)
+    _tc_clear(ipr, index, PRIO_FAULT)
+    target = ipr.link_lookup(ifname=inlet)[0]
+    ipr.tc("add-filter", "u32", index, parent=0x10000, prio=PRIO_FAULT, protocol=ETH_P_ALL,
+           target=DROP_CLASS, keys=["0x0/0x0+0"],
+           action={"kind": "mirred", "direction": "egress", "action": "redirect",
+                   "ifindex": target})
+
+
+class DelayLine:
+    """Holds each frame for the delay (and drops a share of them) in userspace: the fallback
+    where the kernel has no netem. Frames keep their order."""
+
+    def __init__(self, rx: socket.socket, tx: socket.socket, inlet: str):
+        self.rx, self.tx, self.inlet = rx, tx, inlet
+        self.delay = self.jitter = self.loss = 0.0
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"pycontain-delay-{inlet}")
+        self._thread.start()
+
+    def set(self, delay_ms: float, jitter_ms: float, loss: float) -> None:
+        self.delay, self.jitter, self.loss = delay_ms / 1000, jitter_ms / 1000, loss
+
+    def _run(self) -> None:
+        pending: list[tuple[float, bytes]] = []
+        self.rx.setblocking(False)
+        last = 0.0
+        while True:
+            now = time.monotonic()
+            timeout = max(0.0, pending[0][0] - now) if pending else None
+            ready, _, _ = select.select([self.rx, self._wake_r], [], [], timeout)
+            if self._wake_r in ready:
+                return
+            while True:
+                try:
+                    frame, address = self.rx.recvfrom(65535)
+                except OSError:
+                    break
+                if address[2] == PACKET_OUTGOING or random.random() * 100 < self.loss:
+                    continue
+                jitter = random.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+                last = max(last, time.monotonic() + max(0.0, self.delay + jitter))
+                pending.append((last, frame))
+            now = time.monotonic()
+            while pending and pending[0][0] <= now:
+                with contextlib.suppress(OSError):
+                    self.tx.send(pending.pop(0)[1])
+
+    def close(self) -> None:
+        os.write(self._wake_w, b"x")
+        self._thread.join(5)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self.rx.close()
+        self.tx.close()
+
+
+# -- networks ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Endpoint:
+    """A container on a network."""
+
+    key: str
+    names: list[str]
+    ip: str
+    host_ifname: str
+    host_index: int
+    ifname: str = "eth0"
+    record: Path | None = None
+    faults: dict[str, float] = dataclasses.field(default_factory=dict)
+    line: DelayLine | None = None
+
+
+class BridgeNetwork:
+    """A network: a bridge in its own namespace, a subnet, a DNS responder.
+
+    ``state_dir`` holds the IPAM table; ``records_dir`` (the owner's directory from the state
+    bookkeeping) gets a record per resource. Satisfies ``engine.Network``.
+    """
+
+    def __init__(self, name: str | None = None, *, state_dir: str | os.PathLike,
+                 records_dir: str | os.PathLike | None = None, ipam: Any = None):
+        from . import dns
+        from .ipam import IPAM, AddressPool, gateway_of
+
+        self.id = "pcn" + secrets.token_hex(5)
+        self.name = name or self.id
+        self.records_dir = records_dir
+        self._ipam = ipam or IPAM(state_dir)
+        self._endpoints: dict[str, Endpoint] = {}
+        self._partitions: set[frozenset[str]] = set()
+        self._lock = threading.RLock()
+        self._removed = False
+        self._worker: NetnsThread | None = None
+        self._responder: Any = None
+        self._subnet: str | None = None
+        self._record = write_record(records_dir, "network", self.id, name=self.name,
+                                    ipam=str(self._ipam.state_dir))
+        try:
+            self._subnet = self._ipam.allocate_subnet(self.id, name=self.name)
+            update_record(self._record, subnet=self._subnet)
+            self._addresses = AddressPool(self._subnet)
+            net = ipaddress.IPv4Network(self._subnet)
+            self.prefix = net.prefixlen
+            self.gateway = gateway_of(self._subnet)
+            self._worker = NetnsThread(None, label=f"net-{self.name}")
+            self._worker.call(_setup_bridge, self.gateway, self.prefix)
+            sock = self._worker.call(_dns_socket, self.gateway)
+            self._responder = dns.Responder(sock, label=f"dns-{self.name}")
+        except BaseException:
+            self._teardown()
+            raise
+
+    # -- what the engine needs ------------------------------------------------------------
+    @property
+    def subnet(self) -> str:
+        return self._subnet or ""
+
+    @property
+    def dns_server(self) -> str:
+        return self.gateway
+
+    @property
+    def netns_path(self) -> str:
+        """A path on which the bridge's namespace can be opened while the owner lives."""
+        self._check()
+        return f"/proc/{os.getpid()}/fd/{self._worker.fd}"
+
+    def resolv_conf(self) -> str:
+        from . import dns
+
+        return dns.resolv_conf(self.gateway)
+
+    def hosts(self, key: str | None = None, hostname: str | None = None) -> str:
+        """``/etc/hosts`` for a container (its own entry first, then the others')."""
+        from . import dns
+
+        with self._lock:
+            eps = sorted(self._endpoints.values(), key=lambda e: e.key != key)
+            return dns.hosts_file(((e.ip, e.names) for e in eps), hostname)
+
+    def addresses(self) -> dict[str, str]:
+        """The addresses handed out on this network: address -> container key."""
+        return self._addresses.used() if self._subnet else {}
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        with self._lock:
+            return dict(self._endpoints)
+
+    def _check(self) -> None:
+        if self._removed:
+            raise NetworkError(f"network {self.name!r} has been removed")
+
+    # -- joining --------------------------------------------------------------------------
+    def attach(self, netns: NetnsRef, name: str | None = None, aliases: Sequence[str] = (),
+               *, key: str | None = None) -> str:
+        """Join the container whose namespace is ``netns``; returns its address.
+
+        ``name`` and ``aliases`` are what the others resolve; ``key`` (default: ``name``) is
+        how ``detach`` and the faults refer to it.
+        """
+        with self._lock:
+            self._check()
+            names = [n for n in dict.fromkeys([name or "", *aliases]) if n]
+            for n in names:
+                if self._responder.lookup(n):
+                    raise NetworkError(f"name {n!r} is already taken on network {self.name!r}")
+            key = key or name or "c" + secrets.token_hex(5)
+            if key in self._endpoints:
+                raise NetworkError(f"{key!r} is already attached to network {self.name!r}")
+            nsfd = open_netns(netns)
+            host_ifname = f"vpc{secrets.token_hex(5)}"
+            ip = record = None
+            index = None
+            try:
+                ip = self._addresses.allocate(key)
+                record = write_record(self.records_dir, "veth", host_ifname, network=self.id,
+                                      host_ifname=host_ifname, ip=ip)
+                index, ifname = self._worker.call(_add_veth, host_ifname, nsfd)
+                in_netns(nsfd, _configure_peer, ifname, ip, self.prefix, self.gateway)
+            except BaseException as exc:
+                if index is not None:
+                    self._worker.call(_delete_link, host_ifname)
+                if ip is not None:
+                    self._addresses.release(ip)
+                drop_record(record)
+                if isinstance(exc, Exception) and not isinstance(exc, NetworkError):
+                    raise NetworkError(f"cannot attach {key!r} to network {self.name!r}: "
+                                       f"{exc}") from exc
+                raise
+            finally:
+                os.close(nsfd)
+            self._endpoints[key] = Endpoint(key, names, ip, host_ifname, index, ifname, record)
+            self._responder.add(names, ip)
+            return ip
+
+    def detach(self, key: str) -> None:
+        """Take a container off the network (gone already is fine)."""
+        with self._lock:
+            ep = self._endpoints.pop(key, None)
+            if ep is None:
+                return
+            self._responder.remove(ep.ip)
+            self._partitions = {p for p in self._partitions if key not in p}
+            if ep.line is not None:
+                ep.line.close()
+                if self._worker is not None:
+                    self._worker.submit(_delete_link, ep.line.inlet)
+            if self._worker is not None:  # in order, before any later attach reuses the address
+                self._worker.submit(_delete_link, ep.host_ifname)
+            self._addresses.release(ep.ip)
+            drop_record(ep.record)
+
+    # -- faults ---------------------------------------------------------------------------
+    def _endpoint(self, container: Any) -> Endpoint:
+        with self._lock:
+            self._check()
+            if isinstance(container, Endpoint):
+                container = container.key
+            if isinstance(container, str):
+                for ep in self._endpoints.values():
+                    if container == ep.key or container in ep.names or container == ep.ip:
+                        return ep
+            else:
+                for attr in ("id", "name"):
+                    value = getattr(container, attr, None)
+                    if value in self._endpoints:
+                        return self._endpoints[value]
+                ip = getattr(container, "ip", None)
+                for ep in self._endpoints.values():
+                    if ip is not None and ep.ip == ip:
+                        return ep
+            raise NetworkError(f"{getattr(container, 'name', container)!r} is not on "
+                               f"network {self.name!r}")
+
+    def partition(self, a: Any, b: Any) -> None:
+        """Drop all IP traffic between ``a`` and ``b`` (both ways) until ``heal()``."""
+        ea, eb = self._endpoint(a), self._endpoint(b)
+        if ea.key == eb.key:
+            raise NetworkError(f"cannot partition {ea.key!r} from itself")
+        with self._lock:
+            pair = frozenset((ea.key, eb.key))
+            if pair in self._partitions:
+                return
+            self._worker.call(_tc_drop_from, ea.host_index, eb.ip, PRIO_PARTITION)
+            self._worker.call(_tc_drop_from, eb.host_index, ea.ip, PRIO_PARTITION)
+            self._partitions.add(pair)
+
+    def heal(self) -> None:
+        """Undo every partition of this network (delay and loss stay: set them to 0)."""
+        with self._lock:
+            self._check()
+            keys = {k for p in self._partitions for k in p}
+            for key in keys:
+                ep = self._endpoints.get(key)
+                if ep is not None:
+                    self._worker.call(_tc_clear, ep.host_index, PRIO_PARTITION)
+            self._partitions.clear()
+
+    def _apply_fault(self, ep: Endpoint) -> None:
+        """netem where the kernel has it, else the userspace delay line."""
+        delay, jitter = float(ep.faults.get("delay_ms", 0)), float(ep.faults.get("jitter_ms", 0))
+        loss = float(ep.faults.get("loss", 0))
+        if ep.line is not None and (delay or 0 < loss < 100):
+            ep.line.set(delay, jitter, loss)  # already in userspace: just new numbers
+            return
+        self._stop_line(ep)
+        try:
+            self._worker.call(_tc_fault, ep.host_index, int(delay * 1000), int(jitter * 1000),
+                              loss)
+        except NotSupported as exc:
+            try:
+                self._start_line(ep).set(delay, jitter, loss)
+            except Exception as fallback:
+                self._stop_line(ep)
+                raise NotSupported(f"{exc}; the userspace fallback failed too: "
+                                   f"{fallback}") from fallback
+
+    def _start_line(self, ep: Endpoint) -> DelayLine:
+        tag = ep.host_ifname[3:]
+        rx, tx = self._worker.call(_add_delay_line, tag, ep.host_ifname)
+        ep.line = DelayLine(rx, tx, f"vpd{tag}")
+        self._worker.call(_tc_redirect, ep.host_index, ep.line.inlet)
+        return ep.line
+
+    def _stop_line(self, ep: Endpoint) -> None:
+        if ep.line is None:
+            return
+        line, ep.line = ep.line, None
+        if self._worker is not None:
+            self._worker.call(_tc_clear, ep.host_index, PRIO_FAULT)
+            self._worker.submit(_delete_link, line.inlet)
+        line.close()
+
+    def delay(self, container: Any, ms: int, jitter_ms: int = 0) -> None:
+        """Delay every frame to ``container`` by ``ms`` (± ``jitter_ms``); 0 undoes it.
+
+        Raises ``NotSupported`` (and changes nothing) where neither netem nor packet sockets
+        are available."""
+        if ms < 0 or jitter_ms < 0:
+            raise NetworkError(f"delay: ms and jitter_ms must be >= 0, got {ms}, {jitter_ms}")
+        ep = self._endpoint(container)
+        with self._lock:
+            saved = dict(ep.faults)
+            ep.faults.update(delay_ms=ms, jitter_ms=jitter_ms)
+            try:
+                self._apply_fault(ep)
+            except BaseException:
+                ep.faults = saved
+                raise
+
+    def loss(self, container: Any, percent: float) -> None:
+        """Drop ``percent`` % of the packets to ``container``; 0 undoes it."""
+        if not 0 <= percent <= 100:
+            raise NetworkError(f"loss: percent must be between 0 and 100, got {percent}")
+        ep = self._endpoint(container)
+        with self._lock:
+            saved = dict(ep.faults)
+            ep.faults["loss"] = percent
+            try:
+                self._apply_fault(ep)
+            except BaseException:
+                ep.faults = saved
+                raise
+
+    # -- the end --------------------------------------------------------------------------
+    def remove(self, wait: bool = True) -> None:
+        """Tear everything down: endpoints, DNS, bridge, namespace, lease, records.
+
+        ``wait=False`` leaves deleting the links to the network's thread in the background
+        (the namespace goes when it ends); the subnet is released only once that is done.
+        """
+        with self._lock:
+            if self._removed:
+                return
+            self._removed = True
+            self._teardown(wait)
+
+    def _teardown(self, wait: bool = True) -> None:
+        self._removed = True
+        if self._responder is not None:
+            self._responder.close()
+            self._responder = None
+        records = [ep.record for ep in self._endpoints.values()] + [self._record]
+        subnet, ipam, ident = self._subnet, self._ipam, self.id
+
+        def finish(ipr: Any = None) -> None:
+            if subnet is not None:
+                ipam.release_subnet(subnet, network_id=ident)
+            for record in records:
+                drop_record(record)
+
+        if self._worker is not None:
+            for ep in self._endpoints.values():
+                if ep.line is not None:
+                    ep.line.close()
+                    self._worker.submit(_delete_link, ep.line.inlet)
+                self._worker.submit(_delete_link, ep.host_ifname)
+            self._worker.submit(_delete_link, BRIDGE)
+            self._worker.submit(finish)
+            self._worker.close(wait)
+            self._worker = None
+        else:
+            finish()
+        self._endpoints.clear()
+
+    def __enter__(self) -> BridgeNetwork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"<BridgeNetwork {self.name} {self._subnet}>"
+
+
+def names_of(endpoints: Iterable[Endpoint]) -> dict[str, str]:
+    """name -> address, for a quick look in tests and error messages."""
+    return {n: ep.ip for ep in endpoints for n in ep.names}

@@ -1,0 +1,200 @@
+"""Published ports: a userspace TCP proxy from 127.0.0.1 of the host into a container.
+
+The proxy listens in the test process's own namespace; each connection is relayed by a thread
+that first enters the container's network namespace and connects to ``127.0.0.1:PORT`` there,
+so it needs no route into the network (and works for containers with no network at all).
+Streams of any size pass through unchanged; a half-close travels to the other side, and a
+connection ends when both directions have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..errors import NetworkError
+from .network import NetnsRef, drop_record, enter_netns, open_netns, write_record
+
+CONNECT_TIMEOUT = 5.0
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until EOF, then pass the half-close on."""
+    try:
+        while True:
+            data = src.recv(262144)
+            if not data:
+                break
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        for s in (src, dst):  # one side broke: end both directions
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+class PortProxy:
+    """``host:host_port`` (0: any free port) relayed to ``target:container_port`` in ``netns``.
+
+    ``netns`` is a path such as ``/proc/PID/ns/net`` or an open fd (duplicated: the caller keeps
+    its own). ``port`` is the host port actually bound.
+    """
+
+    def __init__(self, netns: NetnsRef, container_port: int, host_port: int = 0, *,
+                 host: str = "127.0.0.1", target: str = "127.0.0.1",
+                 records_dir: str | os.PathLike | None = None):
+        for value, what in ((container_port, "container port"), (host_port, "host port")):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+                raise NetworkError(f"publish: {what} must be a number 0-65535, got {value!r}")
+        if container_port == 0:
+            raise NetworkError("publish: container port 0 is not a port")
+        self.container_port = container_port
+        self.host = host
+        self.target = target
+        self._nsfd = open_netns(netns)
+        self._record: Path | None = None
+        self._pairs: set[tuple[socket.socket, socket.socket]] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if records_dir is not None:
+                self._record = write_record(records_dir, "proxy", f"{os.getpid()}-{id(self)}",
+                                            host=host, host_port=host_port,
+                                            container_port=container_port)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind((host, host_port))
+            except OSError as exc:
+                reason = ("already in use" if exc.errno == errno.EADDRINUSE
+                          else exc.strerror or str(exc))
+                raise NetworkError(f"cannot publish container port {container_port} on "
+                                   f"{host}:{host_port}: {reason}") from exc
+            listener.listen(128)
+        except BaseException:
+            listener.close()
+            os.close(self._nsfd)
+            drop_record(self._record)
+            raise
+        self._listener = listener
+        self.port: int = listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True,
+                                         name=f"pycontain-proxy-{self.port}")
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True,
+                             name=f"pycontain-relay-{self.port}").start()
+
+    def _relay(self, client: socket.socket) -> None:
+        try:
+            enter_netns(self._nsfd)  # this thread only; it ends with the connection
+            upstream = socket.create_connection((self.target, self.container_port),
+                                                timeout=CONNECT_TIMEOUT)
+            upstream.settimeout(None)
+        except (OSError, NetworkError):
+            client.close()  # nothing listens (yet): the client sees the connection close
+            return
+        pair = (client, upstream)
+        with self._lock:
+            if self._closed:
+                client.close()
+                upstream.close()
+                return
+            self._pairs.add(pair)
+        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+        back.start()
+        _pump(client, upstream)
+        back.join()
+        with self._lock:
+            self._pairs.discard(pair)
+        client.close()
+        upstream.close()
+
+    def close(self) -> None:
+        """Stop listening and cut the open connections."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pairs = list(self._pairs)
+        with contextlib.suppress(OSError):  # shutdown wakes the blocked accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for pair in pairs:
+            for s in pair:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        os.close(self._nsfd)
+        drop_record(self._record)
+
+    def __enter__(self) -> PortProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def publish(netns: NetnsRef, ports: Sequence[int] | Mapping[int, int], *,
+            records_dir: str | os.PathLike | None = None) -> dict[int, PortProxy]:
+    """Proxies for ``[8080]`` (any free host port) or ``{8080: 18080}``: container port -> proxy.
+
+    All or nothing: when one port cannot be published, the ones already made are closed.
+    """
+    wanted = dict(ports) if isinstance(ports, Mapping) else {p: 0 for p in ports}
+    made: dict[int, PortProxy] = {}
+    try:
+        for container_port, host_port in wanted.items():
+            made[container_port] = PortProxy(netns, container_port, host_port or 0,
+                                             records_dir=records_dir)
+    except BaseException:
+        for proxy in made.values():
+            proxy.close()
+        raise
+    return made
+
+
+def probe_port(netns: NetnsRef, port: int, *, host: str = "127.0.0.1",
+               timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` inside ``netns``.
+
+    A namespace that is gone (its process exited) gives False; a bad reference raises.
+    """
+    try:
+        fd = open_netns(netns)
+    except NetworkError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError | ProcessLookupError):
+            return False
+        raise
+    result: list[bool] = [False]
+
+    def attempt() -> None:
+        try:
+            enter_netns(fd)
+            with socket.create_connection((host, port), timeout=timeout):
+                result[0] = True
+        except (OSError, NetworkError):
+            pass
+
+    try:
+        thread = threading.Thread(target=attempt, name="pycontain-probe", daemon=True)
+        thread.start()
+        thread.join(timeout + 5)
+    finally:
+        os.close(fd)
+    return result[0]
