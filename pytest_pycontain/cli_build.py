@@ -65,4 +65,4 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("context", metavar="CONTEXT", help="the build context directory")
-    p.set_defaults(handler=cmd_build, func=cmd_build)
+    p.set_defaults(handler=cmd_build)

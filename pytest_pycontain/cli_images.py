@@ -160,34 +160,34 @@ def add_parsers(subparsers: Any, *, prune: bool = True) -> None:
     p = subparsers.add_parser("pull", help="pull an image from its registry")
     p.add_argument("ref")
     p.add_argument("--platform", help="os/arch[/variant] (default: this machine's)")
-    p.set_defaults(func=cmd_pull)
+    p.set_defaults(handler=cmd_pull)
 
     p = subparsers.add_parser("push", help="push an image to its registry, or to DEST")
     p.add_argument("ref")
     p.add_argument("dest", nargs="?")
-    p.set_defaults(func=cmd_push)
+    p.set_defaults(handler=cmd_push)
 
     p = subparsers.add_parser("images", help="list the images in the store")
     p.add_argument("-q", "--quiet", action="store_true", help="only image ids")
-    p.set_defaults(func=cmd_images)
+    p.set_defaults(handler=cmd_images)
 
     p = subparsers.add_parser("rmi", help="remove image names (data goes with prune)")
     p.add_argument("refs", nargs="+", metavar="REF")
     p.add_argument("--prune", action="store_true", help="prune unused data afterwards")
-    p.set_defaults(func=cmd_rmi)
+    p.set_defaults(handler=cmd_rmi)
 
     p = subparsers.add_parser("save", help="write an image as an OCI archive")
     p.add_argument("ref")
     p.add_argument("-o", "--output", required=True, type=Path)
-    p.set_defaults(func=cmd_save)
+    p.set_defaults(handler=cmd_save)
 
     p = subparsers.add_parser("load", help="import an OCI or docker-save archive")
     p.add_argument("-i", "--input", required=True, type=Path)
-    p.set_defaults(func=cmd_load)
+    p.set_defaults(handler=cmd_load)
 
     if prune:
         p = subparsers.add_parser("prune", help="remove unused image data")
-        p.set_defaults(func=cmd_prune)
+        p.set_defaults(handler=cmd_prune)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     add_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return args.handler(args)
     except PycontainError as exc:
         print(f"pycontain {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -91,7 +91,7 @@ def test_add_parsers_registers_every_command() -> None:
     add_parsers(sub, prune=False)
     assert set(sub.choices) == {"pull", "push", "images", "rmi", "save", "load"}
     args = parser.parse_args(["push", "a", "b"])
-    assert (args.ref, args.dest, args.func.__name__) == ("a", "b", "cmd_push")
+    assert (args.ref, args.dest, args.handler.__name__) == ("a", "b", "cmd_push")
 
 
 def test_progress_printer(capsys: pytest.CaptureFixture[str]) -> None:

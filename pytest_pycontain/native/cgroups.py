@@ -1,0 +1,161 @@
+"""Resource limits (memory, cpus, pids) through cgroup v1 or v2, and OOM detection.
+
+A container gets cgroups only when it asks for a limit: creating and removing them is most of
+the cost of a start otherwise. Every cgroup directory is journalled before it is made, so the
+reaper removes what a killed run left. ``root`` is a parameter so that v2 is tested against a
+directory tree shaped like cgroupfs on machines that mount v1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+from ..errors import ConfigError, EngineUnavailable
+
+GROUP = "pycontain"
+V1_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
+CPU_PERIOD = 100_000
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_memory(value: int | str) -> int:
+    """``"256m"`` -> bytes, as Docker reads ``--memory``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", str(value).lower())
+        if not match:
+            raise ConfigError(f"memory={value!r}: expected bytes or a size like '256m'")
+        number = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if number < 6 * 1024 * 1024:
+        raise ConfigError(f"memory={value!r}: the minimum memory limit is 6m, as Docker's")
+    return number
+
+
+def detect_version(root: str | os.PathLike = "/sys/fs/cgroup") -> int:
+    """2 if ``root`` is a v2 hierarchy with the controllers we need, 1 if v1 ones are mounted."""
+    root = Path(root)
+    controllers = root / "cgroup.controllers"
+    if controllers.exists():
+        have = set(controllers.read_text().split())
+        if {"memory", "pids"} <= have:
+            return 2
+    if all((root / name).is_dir() for name in V1_CONTROLLERS.values()):
+        return 1
+    raise EngineUnavailable(
+        f"{root}: no usable cgroup controllers (memory, cpu, pids) for container limits")
+
+
+class Limits:
+    """The cgroups of one container: made with ``create``, joined by pid, removed by ``remove``."""
+
+    def __init__(self, container_id: str, *, memory: int | str | None = None,
+                 cpus: float | None = None, pids: int | None = None,
+                 root: str | os.PathLike = "/sys/fs/cgroup", version: int | None = None):
+        self.memory = parse_memory(memory) if memory is not None else None
+        if cpus is not None and not cpus > 0:
+            raise ConfigError(f"cpus={cpus!r}: expected a positive number of CPUs")
+        if pids is not None and (isinstance(pids, bool) or int(pids) < 1):
+            raise ConfigError(f"pids={pids!r}: expected a whole number >= 1")
+        self.cpus = cpus
+        self.pids = int(pids) if pids is not None else None
+        self.root = Path(root)
+        self.container_id = container_id
+        self.version = version if version is not None else (
+            detect_version(root) if self.wanted else 0)
+
+    @property
+    def wanted(self) -> bool:
+        return any(v is not None for v in (self.memory, self.cpus, self.pids))
+
+    def paths(self) -> list[Path]:
+        """The cgroup directories this container uses (parent first is not included)."""
+        if not self.wanted:
+            return []
+        if self.version == 2:
+            return [self.root / GROUP / self.container_id]
+        used = [name for name, value in (("memory", self.memory), ("cpus", self.cpus),
+                                         ("pids", self.pids)) if value is not None]
+        return [self.root / V1_CONTROLLERS[name] / GROUP / self.container_id for name in used]
+
+    def create(self, journal=None) -> list[Path]:
+        """Make the cgroups and write the limits; each is journalled before it is made."""
+        made = []
+        for path in self.paths():
+            if journal is not None:
+                journal.record("cgroup", container=self.container_id, path=str(path))
+            if self.version == 2:
+                self._enable_v2_controllers(path.parent)
+            path.mkdir(parents=True, exist_ok=True)
+            made.append(path)
+        for path in made:
+            self._write_limits(path)
+        return made
+
+    def _enable_v2_controllers(self, parent: Path) -> None:
+        """v2 needs controllers enabled in every ancestor's ``cgroup.subtree_control``."""
+        parent.mkdir(exist_ok=True)
+        wanted = ["+memory", "+pids"] + (["+cpu"] if self.cpus is not None else [])
+        for directory in (self.root, parent):
+            control = directory / "cgroup.subtree_control"
+            have = control.read_text().split() if control.exists() else []
+            missing = [w for w in wanted if w[1:] not in have]
+            if missing:
+                with open(control, "a") as file:
+                    file.write(" ".join(missing))
+
+    def _write_limits(self, path: Path) -> None:
+        def put(name: str, value: object) -> None:
+            with open(path / name, "w") as file:
+                file.write(f"{value}\n")
+
+        if self.version == 2:
+            if self.memory is not None:
+                put("memory.max", self.memory)
+                with contextlib.suppress(OSError):
+                    put("memory.swap.max", 0)
+            if self.cpus is not None:
+                put("cpu.max", f"{int(self.cpus * CPU_PERIOD)} {CPU_PERIOD}")
+            if self.pids is not None:
+                put("pids.max", self.pids)
+            return
+        controller = path.parent.parent.name
+        if controller == "memory":
+            put("memory.limit_in_bytes", self.memory)
+            with contextlib.suppress(OSError):  # only with swap accounting
+                put("memory.memsw.limit_in_bytes", self.memory)
+        elif controller == "cpu":
+            put("cpu.cfs_period_us", CPU_PERIOD)
+            put("cpu.cfs_quota_us", int(self.cpus * CPU_PERIOD))
+        elif controller == "pids":
+            put("pids.max", self.pids)
+
+    def join(self, pid: int) -> None:
+        """Move ``pid`` into every cgroup of the container (before it unshares its cgroup ns)."""
+        for path in self.paths():
+            with open(path / "cgroup.procs", "w") as file:
+                file.write(f"{pid}\n")
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process of this container."""
+        if self.memory is None:
+            return False
+        path = self.paths()[0]
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        try:
+            text = (path / name).read_text()
+        except OSError:
+            return False
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
+                return True
+        return False
+
+    def remove(self) -> None:
+        for path in self.paths():
+            with contextlib.suppress(FileNotFoundError):
+                path.rmdir()

@@ -1,0 +1,394 @@
+"""``NativeEngine``: the daemonless backend. The pytest process (or ``pycontain``) is the engine.
+
+Containers are forked by a single-threaded zygote (see ``zygote.py``) and looked after by one
+small shim each (``process.py``); this module starts them and ``container.py`` holds their
+handles. Every resource is
+journalled (``state.py``) before it is made, and reaped at the next start if we are killed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import queue
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..engine import RunSpec
+from ..errors import (
+    ConfigError,
+    ContainerError,
+    EngineUnavailable,
+    ImageError,
+    NotSupported,
+)
+from . import state
+from .cgroups import Limits
+from .container import AttachedLimits, NativeContainer, image_name, split_env
+
+__all__ = ["NativeContainer", "NativeEngine", "command_line", "image_config"]
+
+WARM_SHIMS = 1  # shims kept ready (namespaces made, PID 1 forked) for the next start
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ROOT_NEEDED = (
+    "the native engine needs root (it makes namespaces, mounts and cgroups); rootless mode "
+    "(user namespaces) does not exist yet, so a non-root user runs containers through the "
+    "Docker backend: --pycontain-backend=docker with a reachable Docker Engine")
+
+
+def image_config(image: Any) -> dict[str, Any]:
+    """The Docker-shaped config of anything with ``.config`` (an Image, or a test double)."""
+    config = dict(getattr(image, "config", None) or {})
+    if "config" in config and "Env" not in config:  # an OCI config blob, not its "config"
+        config = dict(config["config"] or {})
+    return config
+
+
+def command_line(config: Mapping[str, Any], spec: RunSpec) -> list[str]:
+    """Entrypoint + Cmd as Docker combines them: a run ``entrypoint`` drops the image's Cmd;
+    a string ``command`` runs with ``/bin/sh -c``; a string ``entrypoint`` is split."""
+    if spec.entrypoint is not None:
+        entrypoint = (shlex.split(spec.entrypoint) if isinstance(spec.entrypoint, str)
+                      else list(spec.entrypoint))
+        cmd: list[str] = []
+    else:
+        entrypoint = list(config.get("Entrypoint") or [])
+        cmd = list(config.get("Cmd") or [])
+    if spec.command is not None:
+        cmd = (["/bin/sh", "-c", spec.command] if isinstance(spec.command, str)
+               else list(spec.command))
+    return entrypoint + cmd
+
+
+class NativeEngine:
+    """Runs containers in Linux namespaces on this machine; needs root."""
+
+    name = "native"
+
+    def __init__(self, settings: Any = None, *, state_dir: str | os.PathLike | None = None,
+                 store: Any = None, reap: bool = True,
+                 cgroup_root: str | os.PathLike = "/sys/fs/cgroup"):
+        if os.geteuid() != 0:
+            raise EngineUnavailable(ROOT_NEEDED)
+        if not sys.platform.startswith("linux"):
+            raise EngineUnavailable(f"the native engine needs Linux (this is {sys.platform})")
+        if settings is None:
+            from ..config import Settings
+
+            settings = Settings()
+        self.settings = settings
+        self.state_root = Path(state_dir) if state_dir is not None else settings.state_path
+        self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if reap:
+            state.reap(self.state_root)
+        self._store = store
+        self.cgroup_root = Path(cgroup_root)
+        self.journal = state.Journal(self.state_root)
+        self._lock = threading.Lock()
+        self._zygote: subprocess.Popen | None = None
+        self._zygote_sock: socket.socket | None = None
+        self.containers: dict[str, NativeContainer] = {}
+        self._trash: queue.SimpleQueue = queue.SimpleQueue()
+        self._warm: list[socket.socket] = []  # control sockets of shims made ahead
+        self._closed = False
+        atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
+        self._janitor: threading.Thread | None = None
+
+    def describe(self) -> str:
+        return f"native (Linux namespaces, daemonless; state in {self.state_root})"
+
+    # --- images ---
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            try:
+                from ..store import Store
+            except ImportError as exc:
+                raise NotSupported(f"the image store is not available yet: {exc}") from exc
+            self._store = Store.from_settings(self.settings)
+        return self._store
+
+    def pull(self, ref: str) -> Any:
+        return self.store.pull(ref)
+
+    def build(self, context: str | os.PathLike, **options: Any) -> Any:
+        raise NotSupported("building images belongs to the build issue (build.py)")
+
+    def network(self, name: str | None = None) -> Any:
+        raise NotSupported("networks between containers come with the networking issue")
+
+    def _image(self, image: Any) -> Any:
+        if isinstance(image, str):
+            return self.store.pull(image)
+        return image
+
+    def _lower_dirs(self, image: Any) -> list[str]:
+        for attribute in ("lower_dirs", "layer_dirs"):
+            value = getattr(image, attribute, None)
+            if value is not None:
+                dirs = value() if callable(value) else value
+                return [os.fspath(d) for d in dirs]
+        return [os.fspath(d) for d in self.store.layer_dirs(image)]
+
+    # --- the zygote ---
+
+    def _send(self, plan: dict[str, Any], fds: list[int]) -> None:
+        """Hand a request to the zygote, starting it first if needed."""
+        with self._lock:
+            if self._zygote is None or self._zygote.poll() is not None:
+                self._start_zygote()
+            socket.send_fds(self._zygote_sock, [json.dumps(plan).encode()], fds)
+
+    def _take_warm(self) -> socket.socket | None:
+        """The control socket of a warm shim, if one is ready; asks the zygote for the next."""
+        with self._lock:
+            if self._zygote is None or self._zygote.poll() is not None:
+                self._start_zygote()
+            warm = self._warm.pop() if self._warm else None
+            self._order_warm()
+        return warm
+
+    def _order_warm(self) -> None:
+        while len(self._warm) < WARM_SHIMS:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            socket.send_fds(self._zygote_sock, [b'{"op": "warm"}'], [theirs.fileno()])
+            theirs.close()
+            self._warm.insert(0, ours)
+
+    def _start_zygote(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH")) if p)
+        started: list[Any] = []
+        ready = threading.Event()
+
+        def keeper() -> None:
+            """The zygote's parent-death signal fires when the *thread* that forked it ends,
+            so a thread that lives as long as this process forks it (not a pool worker)."""
+            try:
+                started.append(subprocess.Popen(
+                    [sys.executable, "-m", "pytest_pycontain.native.zygote",
+                     str(theirs.fileno()), str(os.getpid())],
+                    pass_fds=[theirs.fileno()], start_new_session=True, env=env,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
+            except BaseException as exc:
+                started.append(exc)
+            ready.set()
+            if isinstance(started[0], subprocess.Popen):
+                started[0].wait()
+
+        threading.Thread(target=keeper, name="pycontain-zygote", daemon=True).start()
+        ready.wait()
+        theirs.close()
+        if isinstance(started[0], BaseException):
+            raise EngineUnavailable(f"cannot start the engine's helper: {started[0]}")
+        self._zygote = started[0]
+        self._zygote_sock = ours
+        self.journal.record("process", pid=self._zygote.pid,
+                            start=state.process_start_time(self._zygote.pid))
+
+    # --- containers ---
+
+    def run(self, spec: RunSpec, *,
+            before_start: Callable[[NativeContainer], None] | None = None) -> NativeContainer:
+        """Create and start a container. ``before_start(container)`` runs once its namespaces
+        exist (``container.pid`` is PID 1, its network namespace is ``/proc/PID/ns/net``) but
+        before its command starts: where networks attach it."""
+        image = self._image(spec.image)
+        config = image_config(image)
+        network = spec.network
+        if network not in (None, "host", "none"):
+            raise NotSupported("networks between containers come with the networking issue")
+        if spec.ports and network != "host":
+            raise NotSupported("publishing ports comes with the networking issue; use "
+                               "network='host' meanwhile")
+        argv = command_line(config, spec)
+        if not argv:
+            raise ContainerError("no command specified: the image has no Entrypoint or Cmd and "
+                                 "none was given")
+        container_id = secrets.token_hex(32)
+        hostname = spec.hostname or container_id[:12]
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+        env.update(split_env(config.get("Env")))
+        env.update(split_env(spec.env))
+        workdir = spec.workdir or config.get("WorkingDir") or "/"
+        if not workdir.startswith("/"):
+            raise ConfigError(f"workdir={workdir!r}: the working directory must be absolute")
+        user = spec.user if spec.user is not None else (config.get("User") or "")
+        limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
+                        root=self.cgroup_root)
+        lower = self._lower_dirs(image)
+        for path in lower:
+            if not os.path.isdir(path):
+                raise ImageError(f"image {image_name(image)}: its layer directory {path} does "
+                                 "not exist (was the store cleaned?)")
+        if not lower:
+            raise ImageError(f"image {image_name(image)}: it has no layers to run")
+        mounts = [_parse_mount(m) for m in spec.mounts or ()]
+        directory = self.state_root / "containers" / container_id[:16]
+        name = spec.name or f"pycontain-{container_id[:12]}"
+        self.journal.record("container", container=container_id, name=name,
+                            image=image_name(image), dir=str(directory), argv=argv,
+                            hostname=hostname, env=env, user=user, workdir=workdir,
+                            stop_signal=config.get("StopSignal"),
+                            cgroups=[str(p) for p in limits.paths()])
+        self.journal.record("dir", container=container_id, path=str(directory))
+        container = NativeContainer(self, container_id, name, hostname, image, config,
+                                    directory, env, user, workdir, limits)
+        try:
+            (directory / "l").mkdir(parents=True)
+            for number, path in enumerate(lower):
+                os.symlink(path, directory / "l" / str(number))
+            for part in ("upper", "work", "merged"):
+                (directory / part).mkdir()
+            try:
+                cgroups = [str(p) for p in limits.create(self.journal)]
+            except OSError as exc:
+                where = exc.filename or limits.root
+                raise ContainerError(f"container {name}: cannot set its limits (memory, cpus, "
+                                     f"pids) in {where}: {exc.strerror or exc}",
+                                     container=container_id) from exc
+            plan = {
+                "op": "run", "dir": str(directory), "lower": lower, "argv": argv,
+                "env": env, "workdir": workdir, "user": user, "hostname": hostname,
+                "network": "host" if network == "host" else "own",
+                "read_only": spec.read_only, "mounts": mounts,
+                "tmpfs": sorted((spec.tmpfs or {}).items()), "init": spec.init,
+                "cgroups": cgroups, "etc": _etc_files(hostname, network == "host"),
+            }
+            if before_start is not None:
+                plan["pause"] = True
+            container._start(plan, before_start)
+        except BaseException:
+            container._cleanup()
+            raise
+        self.containers[container_id] = container
+        return container
+
+    def attach(self, ref: str) -> NativeContainer:
+        """A handle on a live or kept container of any owner, by id (or a prefix) or name: what
+        ``pycontain exec ID`` and ``pycontain rm ID`` use."""
+        found = [c for c in state.containers(self.state_root)
+                 if c["container"].startswith(ref) or c.get("name") == ref]
+        if len(found) != 1:
+            what = "no" if not found else "more than one"
+            raise ContainerError(f"{what} container matches {ref!r} in {self.state_root}")
+        record = found[0]
+        journal = self.state_root / "owners" / f"{record['owner']}.journal"
+        processes = {r.get("role"): r for r in state.read_journal(journal)
+                     if r["kind"] == "process" and r.get("container") == record["container"]}
+        cgroups = [Path(p) for p in record.get("cgroups", ())]
+        container = NativeContainer(
+            self, record["container"], record["name"], record["hostname"], record["image"],
+            {"StopSignal": record.get("stop_signal")}, Path(record["dir"]), record["env"],
+            record["user"], record["workdir"], AttachedLimits(cgroups))
+        container.pid = processes["pid1"]["pid"]
+        container.shim = processes["shim"]["pid"]
+        container._started_at = processes["pid1"].get("start")
+        container.kept = record["kept"]
+        container._attached = True
+        return container
+
+    def keep(self, container: NativeContainer) -> str:
+        """Hand ``container`` to a keeper (its own shim) that outlives this process; the reaper
+        leaves it alone. Returns the keeper's owner name; ``state.remove_kept`` removes it."""
+        return container.keep()
+
+    def _discard(self, container_id: str, records: list[dict[str, Any]]) -> None:
+        """Delete a removed container's files in the background: its processes are gone
+        already, and the journal keeps the records until the files are gone too."""
+        with self._lock:
+            if self._janitor is None:
+                self._janitor = threading.Thread(target=self._sweep, name="pycontain-janitor",
+                                                 daemon=True)
+                self._janitor.start()
+        self._trash.put((container_id, records))
+
+    def _sweep(self) -> None:
+        while (item := self._trash.get()) is not None:
+            container_id, records = item
+            for record in records:
+                with contextlib.suppress(Exception):
+                    state.undo_one(record)
+            self.journal.record("removed", container=container_id)
+
+    def close(self) -> None:
+        """Kill and remove every container this engine made (except kept ones), then the
+        zygote, then whatever the journal still holds. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        for container in list(self.containers.values()):
+            if not container.kept:
+                with contextlib.suppress(Exception):
+                    container.remove()
+        if self._janitor is not None:
+            self._trash.put(None)
+            self._janitor.join()
+            self._janitor = None
+        with self._lock:
+            for warm in self._warm:
+                warm.close()
+            self._warm.clear()
+            if self._zygote_sock is not None:
+                self._zygote_sock.close()
+                self._zygote_sock = None
+            if self._zygote is not None:
+                try:
+                    self._zygote.wait(5)
+                except subprocess.TimeoutExpired:
+                    self._zygote.kill()
+                    self._zygote.wait()
+                self._zygote = None
+        self.journal.close()
+
+    def __enter__(self) -> NativeEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parse_mount(text: str) -> tuple[str, str, bool]:
+    """``HOST:CONTAINER[:ro|rw]`` -> (host, container, read_only); the host path must exist."""
+    parts = text.split(":")
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        source, target, mode = parts
+    elif len(parts) == 2:
+        (source, target), mode = parts, "rw"
+    else:
+        raise ConfigError(f"mounts: {text!r}: expected HOST:CONTAINER or HOST:CONTAINER:ro")
+    if not os.path.isabs(target):
+        raise ConfigError(f"mounts: {text!r}: the container path must be absolute")
+    source = os.path.abspath(source)
+    if not os.path.exists(source):
+        raise ConfigError(f"mounts: {text!r}: {source} does not exist on the host")
+    return source, target, mode == "ro"
+
+
+def _etc_files(hostname: str, host_network: bool) -> dict[str, str]:
+    hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+             f"127.0.1.1\t{hostname}\n")
+    try:
+        resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        resolv = ""
+    if not host_network:  # a loopback of our own: the host's 127.0.0.x resolvers are not there
+        resolv = "".join(line + "\n" for line in resolv.splitlines()
+                         if not line.split()[:2][-1:] or not (
+                             line.split()[0] == "nameserver"
+                             and line.split()[1].startswith("127.")))
+    return {"hosts": hosts, "hostname": hostname + "\n", "resolv.conf": resolv}

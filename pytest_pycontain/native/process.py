@@ -1,0 +1,440 @@
+"""What runs in the zygote's children: a container's shim, its PID 1, and exec helpers.
+
+The shim unshares the namespaces, forks PID 1 (which waits), builds the root filesystem, lets
+PID 1 pivot into it and exec, and then stays, small and single-threaded, to copy PID 1's output
+into the log files, relay signals, fork the commands its engine execs (it is in the container's
+namespaces already, so they need no setns) and report exit codes over its control socket.
+Messages on control sockets are JSON objects, one per datagram (SOCK_SEQPACKET), with file
+descriptors passed alongside where needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from . import rootfs
+from . import syscalls as sc
+
+EXEC_NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
+_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT, signal.SIGTERM)
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2, signal.SIGWINCH)
+
+
+def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def exit_status(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _die_with_parent(expected_parent: int) -> None:
+    """SIGKILL us when our parent dies; if it died already, go now. (A child whose parent is
+    outside its pid namespace sees a parent pid of 0.)"""
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != expected_parent:
+        os._exit(137)
+
+
+def _lo_up() -> None:
+    """Bring up the loopback of a fresh network namespace: one ioctl, no ``ip`` binary."""
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, 0x8913, request))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(sock, 0x8914, struct.pack("16sH14x", b"lo", flags | 0x1 | 0x40))
+
+
+def not_found_message(argv0: str, error: OSError) -> tuple[int, str]:
+    """Docker's (runc's) words for a command that cannot be started, and the exit code."""
+    if isinstance(error, FileNotFoundError):
+        if "/" in argv0:
+            return 127, f'exec: "{argv0}": stat {argv0}: no such file or directory'
+        return 127, f'exec: "{argv0}": executable file not found in $PATH'
+    if isinstance(error, PermissionError):
+        return 126, f'exec: "{argv0}": permission denied'
+    return 126, f'exec: "{argv0}": {error.strerror or error}'
+
+
+def _become(uid: int, gid: int, groups: list[int]) -> None:
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def _exec(argv: list[str], env: dict[str, str], report: int | None) -> None:
+    """Replace this process with ``argv``; on failure tell ``report`` (a JSON pipe) or stderr
+    why, and exit 127 or 126."""
+    for number in _RESET_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as exc:
+        code, message = not_found_message(argv[0], exc)
+        with contextlib.suppress(OSError):
+            if report is None:
+                os.write(2, f"{message}\n".encode())
+            else:
+                os.write(report, json.dumps({"error": message, "exit_code": code}).encode())
+        os._exit(code)
+
+
+def _init(child: int) -> None:
+    """A tiny init for ``init=True``: forwards signals to ``child``, reaps every zombie, and
+    exits as ``child`` did."""
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+    for number in _FORWARDED:
+        signal.signal(number, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            os._exit(exit_status(status))
+
+
+# --- the container shim --------------------------------------------------------------------
+
+def enter_namespaces(host_network: bool) -> None:
+    """New mount, uts, ipc, pid (for our children) and, unless ``host_network``, network
+    namespaces with loopback up. No cgroup namespace: PID 1 and each exec'd command make their
+    own once they are in the container's cgroups, so that they see those as their root."""
+    flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWPID
+    if not host_network:
+        flags |= sc.CLONE_NEWNET
+    sc.unshare(flags)
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    if not host_network:
+        _lo_up()
+
+
+class _Pid1:
+    """A container's PID 1, forked as soon as the namespaces exist and waiting until the shim
+    has the root ready (and the engine said go): its pid and the shim's pipe ends."""
+
+    def __init__(self) -> None:
+        self.out_r, self.out_w = out_r, out_w = os.pipe()
+        self.err_r, self.err_w = err_r, err_w = os.pipe()
+        # close-on-exec: EOF alone means the exec succeeded
+        self.report_r, self.report_w = report_r, report_w = os.pipe()
+        go_r, self.go_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                _die_with_parent(0)
+                for fd in (out_r, err_r, report_r, self.go_w):
+                    os.close(fd)
+                go = b""
+                while chunk := os.read(go_r, 65536):
+                    go += chunk
+                if not go:
+                    os._exit(0)
+                _pid1(json.loads(go), out_w, err_w, report_w)
+            finally:
+                os._exit(125)
+        os.close(go_r)  # the other write ends are closed by run_shim once PID 1 has them
+
+    def go(self, spec: dict[str, Any]) -> None:
+        data = json.dumps(spec).encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.go_w, view):]
+        os.close(self.go_w)
+
+
+def _pid1(spec: dict[str, Any], out_w: int, err_w: int, report_w: int) -> None:
+    """In the container's PID 1: fresh /proc, pivot_root, stdio, user, workdir, then exec
+    (or, with ``init``, fork the command and stay as its init). Never returns."""
+    try:
+        sc.unshare(sc.CLONE_NEWCGROUP)  # the shim moved us into our cgroups by now
+        rootfs.enter(spec["root"])
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        _become(spec["uid"], spec["gid"], spec["groups"])
+        os.chdir(spec["workdir"])
+        if spec.get("init"):
+            child = os.fork()
+            if child:
+                os.close(report_w)
+                _init(child)
+            _die_with_parent(1)
+        _exec(spec["argv"], spec["env"], report_w)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(report_w, json.dumps({"error": f"cannot start the container: {exc}",
+                                           "exit_code": 125}).encode())
+    os._exit(125)
+
+
+def warm_shim(sock: socket.socket, zygote: int) -> None:
+    """A shim made ahead of time: namespaces ready and PID 1 forked, waiting for the plan on
+    ``sock``, which then stays its control socket. Takes the forks and the unshares off the
+    start of a container."""
+    _die_with_parent(zygote)
+    try:
+        enter_namespaces(host_network=False)
+        pid1 = _Pid1()
+    except OSError:
+        os._exit(1)
+    try:
+        message = sock.recv(1 << 20)
+    except OSError:
+        message = b""
+    if not message:  # the engine went away, or closed us unused
+        os._exit(0)
+    run_shim(json.loads(message), sock, zygote, warm=pid1)
+
+
+def run_shim(plan: dict[str, Any], ctl: socket.socket, zygote: int,
+             warm: _Pid1 | None = None) -> None:
+    """Start one container and look after it until told to go (or its owner dies)."""
+    if warm is None:
+        _die_with_parent(zygote)
+    directory = plan["dir"]
+    dir_fd = os.open(directory, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if warm is None:
+            enter_namespaces(plan["network"] == "host")
+            pid1 = _Pid1()
+        else:
+            pid1 = warm
+        # We stay out of the container's cgroups (its limits are not ours to count against, and
+        # its OOM killer must not pick us); PID 1 and every exec'd command go in.
+        cgroup_fds = [os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+                      for path in plan.get("cgroups", ())]
+        for fd in cgroup_fds:
+            os.write(fd, str(pid1.pid).encode())
+        socket.sethostname(plan["hostname"])
+        rootfs.mount_overlay(directory, len(plan["lower"]))
+        root = os.path.join(directory, "merged")
+        uid, gid, groups, home = rootfs.resolve_user(plan.get("user"), root)
+        env = dict(plan["env"])
+        env.setdefault("HOME", home)
+        if not rootfs.path_exists(root, plan["workdir"]):
+            plan["workdir_owner"] = (uid, gid)
+        rootfs.prepare(plan, root)
+    except (OSError, rootfs.UnknownUser) as exc:
+        send(ctl, {"error": f"cannot create the container: {exc}", "exit_code": 125})
+        os._exit(125)
+    logs = {name: os.open(f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                          0o644, dir_fd=dir_fd) for name in ("stdout", "stderr", "combined")}
+    spec = {"root": root, "argv": plan["argv"], "env": env, "uid": uid, "gid": gid,
+            "groups": groups, "workdir": plan["workdir"], "init": plan.get("init")}
+    if plan.get("pause"):  # the engine sets up more (a network) before the command starts
+        send(ctl, {"created": pid1.pid, "shim": os.getpid()})
+        try:
+            answer = json.loads(ctl.recv(65536) or b"{}")
+        except (OSError, ValueError):
+            answer = {}
+        if answer.get("op") != "go":
+            os._exit(125)  # PID 1 dies with us
+    pid1.go(spec)
+    for fd in (pid1.out_w, pid1.err_w, pid1.report_w):
+        os.close(fd)
+    report = b""
+    while chunk := os.read(pid1.report_r, 65536):
+        report += chunk
+    os.close(pid1.report_r)
+    if report:
+        failure = json.loads(report)
+        os.waitpid(pid1.pid, 0)
+        send(ctl, failure)
+        os._exit(failure["exit_code"])
+    send(ctl, {"started": pid1.pid, "shim": os.getpid()})
+    _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, cgroup_fds)
+
+
+def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[str, int],
+               dir_fd: int, cgroup_fds: list[int]) -> None:
+    pidfd = os.pidfd_open(pid)
+    selector = selectors.DefaultSelector()
+    selector.register(out_r, selectors.EVENT_READ, "stdout")
+    selector.register(err_r, selectors.EVENT_READ, "stderr")
+    selector.register(ctl, selectors.EVENT_READ, "ctl")
+    selector.register(pidfd, selectors.EVENT_READ, "exit")
+    kept = False
+    running = True
+    while True:
+        for key, _ in selector.select():
+            what = key.data
+            if what in ("stdout", "stderr"):
+                data = os.read(key.fd, 65536)
+                if not data:
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                    continue
+                os.write(logs[what], data)
+                os.write(logs["combined"], data)
+            elif what == "exit":
+                selector.unregister(pidfd)
+                _, status = os.waitpid(pid, 0)
+                running = False
+                for fd, name in ((out_r, "stdout"), (err_r, "stderr")):
+                    with contextlib.suppress(KeyError, OSError):
+                        selector.unregister(fd)
+                        os.set_blocking(fd, False)
+                        while data := os.read(fd, 65536):
+                            os.write(logs[name], data)
+                            os.write(logs["combined"], data)
+                code = exit_status(status)
+                exit_fd = os.open("exit", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644,
+                                  dir_fd=dir_fd)
+                os.write(exit_fd, str(code).encode())
+                os.close(exit_fd)
+                with contextlib.suppress(OSError):
+                    send(ctl, {"exited": code})
+            elif what == "ctl":
+                try:
+                    message, fds, _, _ = socket.recv_fds(ctl, 65536, 4)
+                except OSError:
+                    message, fds = b"", []
+                for fd in fds:
+                    os.set_inheritable(fd, False)
+                if not message:
+                    selector.unregister(ctl)
+                    if kept:
+                        continue
+                    _finish(pid, running)
+                request = json.loads(message)
+                op = request["op"]
+                if op == "signal" and running:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, request["signal"])
+                elif op == "keep":
+                    sc.prctl(sc.PR_SET_PDEATHSIG, 0)
+                    null = os.open("/dev/null", os.O_RDWR)  # let go of the owner's terminal
+                    for fd in (0, 1, 2):
+                        os.dup2(null, fd)
+                    os.close(null)
+                    kept = True  # the lock fd we were given stays open for our life
+                    send(ctl, {"kept": True})
+                elif op == "exit":
+                    _finish(pid, running)
+                elif op == "exec":
+                    _start_exec(request, fds, selector, cgroup_fds)
+            elif isinstance(what, tuple):  # an exec'd process ended
+                _, child, exec_ctl = what
+                selector.unregister(key.fd)
+                os.close(key.fd)
+                _, status = os.waitpid(child, 0)
+                with contextlib.suppress(OSError):
+                    send(exec_ctl, {"exit": exit_status(status)})
+                exec_ctl.close()
+
+
+def _start_exec(request: dict[str, Any], fds: list[int], selector: selectors.BaseSelector,
+                cgroup_fds: list[int]) -> None:
+    """Run a command for our engine: we are in the container's namespaces and root already,
+    and our children are born in its pid namespace."""
+    exec_ctl = socket.socket(fileno=fds[0])
+    try:
+        child = spawn_exec(request, fds[1:4], cgroup_fds)
+    except (OSError, rootfs.UnknownUser) as exc:
+        with contextlib.suppress(OSError):
+            os.write(fds[3], f"{exc}\n".encode())
+            send(exec_ctl, {"exit": 126, "error": str(exc)})
+        for fd in fds[1:4]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        exec_ctl.close()
+        return
+    send(exec_ctl, {"pid": child})
+    selector.register(os.pidfd_open(child), selectors.EVENT_READ, ("exec", child, exec_ctl))
+
+
+def _finish(pid: int, running: bool) -> None:
+    if running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    os._exit(0)
+
+
+# --- exec helpers --------------------------------------------------------------------------
+
+def run_exec(plan: dict[str, Any], ctl: socket.socket, stdio: list[int], zygote: int) -> None:
+    """Join a running container's namespaces and cgroups, run one command, report its exit.
+    (For containers of another process, such as kept ones; a container's own engine asks its
+    shim, which is in those namespaces already.)"""
+    _die_with_parent(zygote)
+    target = plan["pid"]
+    try:
+        ns_fds = [os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                  for name in EXEC_NAMESPACES]
+        root_fd = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for path in plan.get("cgroups", ()):
+            with open(os.path.join(path, "cgroup.procs"), "w") as file:
+                file.write(str(os.getpid()))
+        for fd in ns_fds:
+            sc.setns(fd)
+            os.close(fd)
+        os.fchdir(root_fd)
+        os.chroot(".")
+        os.close(root_fd)
+        pid = spawn_exec(plan, stdio)
+    except (OSError, rootfs.UnknownUser) as exc:
+        os.write(stdio[2], f"{exc}\n".encode())
+        send(ctl, {"exit": 126, "error": str(exc)})
+        os._exit(126)
+    send(ctl, {"pid": pid})
+    _, status = os.waitpid(pid, 0)
+    send(ctl, {"exit": exit_status(status)})
+    os._exit(0)
+
+
+def spawn_exec(plan: dict[str, Any], stdio: list[int], cgroup_fds: Sequence[int] = ()) -> int:
+    """Fork ``plan["argv"]`` as ``plan["user"]`` in ``plan["workdir"]``; we must be in the
+    container's namespaces and root already. The child joins the cgroups (``cgroup.procs``
+    opened before the root changed) and then a cgroup namespace of its own, rooted there, as
+    PID 1 has. Closes ``stdio`` here; returns the child's pid."""
+    uid, gid, groups, home = rootfs.resolve_user(plan.get("user"), "/")
+    env = dict(plan["env"])
+    env.setdefault("HOME", home)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _die_with_parent(0)
+            for fd in cgroup_fds:
+                os.write(fd, b"0")  # "0": the writer itself
+            sc.unshare(sc.CLONE_NEWCGROUP)
+            for number, fd in enumerate(stdio):
+                os.dup2(fd, number)
+            _become(uid, gid, groups)
+            try:
+                os.chdir(plan["workdir"])
+            except OSError as exc:
+                os.write(2, f"chdir to cwd (\"{plan['workdir']}\") set in config.json "
+                            f"failed: {(exc.strerror or str(exc)).lower()}\n".encode())
+                os._exit(126)
+            _exec(plan["argv"], env, None)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(2, f"exec failed: {exc}\n".encode())
+            os._exit(126)
+    for fd in stdio:
+        os.close(fd)
+    return pid

@@ -1,0 +1,210 @@
+"""The container's filesystem: overlayfs root, /dev, /proc, /sys, generated /etc files, mounts.
+
+Everything here runs inside the shim's fresh mount namespace, so no mount is ever visible on the
+host and all of them vanish with the namespace's last process, even after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from . import syscalls as sc
+
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+           "urandom": (1, 9), "tty": (5, 0)}
+_TMPFS_FLAGS = {"ro": sc.MS_RDONLY, "nosuid": sc.MS_NOSUID, "nodev": sc.MS_NODEV,
+                "noexec": sc.MS_NOEXEC}
+_TMPFS_CLEAR = {"rw": sc.MS_RDONLY, "suid": sc.MS_NOSUID, "dev": sc.MS_NODEV,
+                "exec": sc.MS_NOEXEC}
+
+
+def inside(root: str, path: str) -> str:
+    """``path`` resolved inside ``root`` as the container would see it: symlinks (absolute or
+    with ``..``) never lead out of ``root``."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise OSError(40, f"too many levels of symbolic links: {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _new_paths(root: str, target: str) -> list[str]:
+    """The container paths that making ``target`` will create (it and missing parents)."""
+    created = []
+    while target != root and not os.path.lexists(target):
+        created.append("/" + os.path.relpath(target, root))
+        target = os.path.dirname(target)
+    return created
+
+
+def _mkdirs(root: str, path: str, mode: int = 0o755, made: list[str] | None = None) -> str:
+    target = inside(root, path)
+    if made is not None:
+        made.extend(_new_paths(root, target))
+    os.makedirs(target, mode=mode, exist_ok=True)
+    return target
+
+
+def _touch(root: str, path: str, made: list[str] | None = None) -> str:
+    target = inside(root, path)
+    if made is not None:
+        made.extend(_new_paths(root, target))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if not os.path.lexists(target):
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    return target
+
+
+def mount_overlay(directory: str, layers: int, merged: str = "merged") -> None:
+    """Mount the overlay with short relative names (``l/0``...) from inside ``directory``, so
+    that the option string (one page at most) holds many layers."""
+    os.chdir(directory)
+    lower = ":".join(f"l/{i}" for i in reversed(range(layers)))
+    sc.mount("overlay", merged, "overlay", 0,
+             f"lowerdir={lower},upperdir=upper,workdir=work")
+
+
+def prepare(plan: dict[str, Any], root: str) -> None:
+    """Mount /dev, /sys, the generated /etc files, bind mounts and tmpfs under ``root``.
+
+    The paths created only to mount on are listed in ``mountpoints.json`` in the container's
+    directory, so that a build committing the upper layer can leave them out, as Docker does.
+    """
+    made: list[str] = []
+    dev = _mkdirs(root, "/dev", made=made)
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+    for name, (major, minor) in DEVICES.items():
+        path = os.path.join(dev, name)
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(path, 0o666)
+    for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)):
+        os.mkdir(os.path.join(dev, name), mode)
+    sc.mount("devpts", os.path.join(dev, "pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+             "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    sc.mount("shm", os.path.join(dev, "shm"), "tmpfs",
+             sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=1777,size=65536k")
+    sc.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
+             sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for name, target in (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"),
+                         ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, os.path.join(dev, name))
+    _mkdirs(root, "/proc", made=made)
+    sys_dir = _mkdirs(root, "/sys", made=made)
+    sc.mount("sysfs", sys_dir, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for name, text in plan["etc"].items():  # hosts, hostname, resolv.conf
+        source = os.path.join(plan["dir"], name)
+        with open(source, "w") as file:
+            file.write(text)
+        sc.mount(source, _touch(root, f"/etc/{name}", made), None, sc.MS_BIND)
+    for source, target, read_only in plan.get("mounts", ()):
+        where = (_mkdirs(root, target, made=made) if os.path.isdir(source)
+                 else _touch(root, target, made))
+        sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
+        if read_only:
+            sc.mount(source, where, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_REC)
+    for target, options in plan.get("tmpfs", ()):
+        flags, data = tmpfs_options(options)
+        sc.mount("tmpfs", _mkdirs(root, target, made=made), "tmpfs", flags, data)
+    with open(os.path.join(plan["dir"], "mountpoints.json"), "w") as file:
+        json.dump(sorted(set(made)), file)
+    workdir = _mkdirs(root, plan["workdir"])
+    if plan.get("workdir_owner"):
+        os.chown(workdir, *plan["workdir_owner"])
+    if plan.get("read_only"):
+        sc.mount(root, root, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+
+
+def tmpfs_options(options: str) -> tuple[int, str]:
+    """Docker's ``--tmpfs`` options: flags (``ro``, ``exec``...) apart, data (``size=``) kept.
+    Default, as Docker's: noexec, nosuid, nodev."""
+    flags = sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV
+    data = []
+    for word in (w.strip() for w in (options or "").split(",")):
+        if word in _TMPFS_FLAGS:
+            flags |= _TMPFS_FLAGS[word]
+        elif word in _TMPFS_CLEAR:
+            flags &= ~_TMPFS_CLEAR[word]
+        elif word:
+            data.append(word)
+    return flags, ",".join(data)
+
+
+def enter(root: str) -> None:
+    """In the container's PID 1: a fresh /proc, then ``pivot_root`` into ``root``."""
+    sc.mount("proc", os.path.join(root, "proc"), "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    os.chdir(root)
+    sc.pivot_root(".", ".")
+    sc.umount(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+
+# --- users ---------------------------------------------------------------------------------
+
+class UnknownUser(LookupError):
+    pass
+
+
+def _table(path: str) -> list[list[str]]:
+    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as file:
+        return [line.rstrip("\n").split(":") for line in file if line.strip()
+                and not line.startswith("#")]
+    return []
+
+
+def resolve_user(spec: str | None, root: str = "/") -> tuple[int, int, list[int], str]:
+    """``user[:group]`` (names or numbers) -> uid, gid, supplementary gids, home; names are
+    looked up in the image's /etc/passwd and /etc/group, as Docker does."""
+    user, _, group = (spec or "").partition(":")
+    passwd = _table(inside(root, "/etc/passwd"))
+    groups = _table(inside(root, "/etc/group"))
+    uid, gid, home, name = 0, 0, "/", "root"
+    if user:
+        entry = next((e for e in passwd if len(e) >= 6 and (e[0] == user or e[2] == user)), None)
+        if entry is not None:
+            name, uid, gid, home = entry[0], int(entry[2]), int(entry[3]), entry[5] or "/"
+        elif user.isdigit():
+            uid, name = int(user), ""
+        else:
+            raise UnknownUser(f"unable to find user {user}: no matching entries in passwd file")
+    elif passwd:
+        entry = next((e for e in passwd if len(e) >= 6 and e[2] == "0"), None)
+        if entry is not None:
+            home = entry[5] or "/"
+    if group:
+        entry = next((e for e in groups if len(e) >= 3 and (e[0] == group or e[2] == group)),
+                     None)
+        if entry is not None:
+            gid = int(entry[2])
+        elif group.isdigit():
+            gid = int(group)
+        else:
+            raise UnknownUser(f"unable to find group {group}: no matching entries in group file")
+    extra = sorted({int(e[2]) for e in groups if len(e) >= 4 and name
+                    and name in e[3].split(",") and e[2].isdigit()} - {gid})
+    return uid, gid, extra, home
+
+
+def path_exists(root: str, path: str) -> bool:
+    return Path(inside(root, path)).exists()

@@ -1,0 +1,338 @@
+"""Crash-safe bookkeeping: every resource is written down before it is made.
+
+There is no daemon, so a SIGKILLed pytest cannot clean up after itself. Instead each owner (an
+engine, or the keeper of a kept container) holds an exclusive ``flock`` on
+``owners/<owner>.lock`` for its whole life and appends one JSON line per resource to
+``owners/<owner>.journal`` *before* making it. ``reap()`` takes the lock of every owner it can:
+a lock it gets belongs to a dead owner, whose journal is undone newest first. A live owner's
+lock cannot be taken, so its resources are never touched.
+
+Undo is idempotent (a resource already gone is fine), so a record written for a resource that
+was never made, or reaped twice, does no harm. Other modules add kinds with ``register_undo``
+or by naming a handler in the record: ``record(kind, handler="pkg.mod:func", ...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+_UNDO: dict[str, Callable[[Record], None]] = {}
+
+
+def register_undo(kind: str, undo: Callable[[Record], None]) -> None:
+    """Teach ``reap`` how to remove resources of ``kind`` (called with the record)."""
+    _UNDO[kind] = undo
+
+
+class Journal:
+    """One owner's lock and its append-only record of what it made."""
+
+    def __init__(self, root: str | os.PathLike, owner: str | None = None):
+        self.root = Path(root)
+        self.owner = owner or f"{os.getpid()}-{secrets.token_hex(4)}"
+        owners = self.root / "owners"
+        owners.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock_path = owners / f"{self.owner}.lock"
+        self.path = owners / f"{self.owner}.journal"
+        self._lock_fd = _take_lock(self.lock_path, block=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                           0o600)
+        self._records: list[Record] = read_journal(self.path)
+        self._by_container: dict[str | None, list[Record]] = {}
+        for entry in self._records:
+            self._by_container.setdefault(entry.get("container"), []).append(entry)
+
+    def record(self, kind: str, container: str | None = None, **data: Any) -> Record:
+        """Write the record down (one atomic append) and return it."""
+        entry = {"kind": kind, "container": container, **data}
+        os.write(self._fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+        self._records.append(entry)
+        self._by_container.setdefault(container, []).append(entry)
+        return entry
+
+    def records(self, container: str | None = None) -> list[Record]:
+        """What this journal holds (kept in memory too), or only ``container``'s records."""
+        if container is None:
+            return list(self._records)
+        return list(self._by_container.get(container, ()))
+
+    @property
+    def lock_fd(self) -> int:
+        return self._lock_fd
+
+    def release(self) -> None:
+        """Close our descriptors but keep the files: another process (a keeper) that was
+        handed the lock's descriptor now owns this journal."""
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._lock_fd = -1
+
+    def close(self, *, undo: bool = True) -> None:
+        """Undo what is still recorded (newest first), then drop the journal and the lock."""
+        if self._fd < 0:
+            return
+        if undo:
+            undo_records(self.records())
+        os.close(self._fd)
+        self._fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.lock_path.unlink()
+        os.close(self._lock_fd)
+
+
+def _take_lock(path: Path, *, block: bool) -> int:
+    """Lock ``path``; retry if a reaper unlinked it between our open and our flock."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def read_journal(path: Path) -> list[Record]:
+    records = []
+    with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as file:
+        for line in file:
+            with contextlib.suppress(ValueError):  # a torn last line from a crash
+                records.append(json.loads(line))
+    return records
+
+
+def undo_records(records: list[Record]) -> list[str]:
+    """Undo records newest first, skipping containers handed to a keeper; return the errors."""
+    handed = {r["container"] for r in records if r["kind"] == "handed"}
+    errors = []
+    for record in reversed(records):
+        if record.get("container") in handed and record["kind"] != "handed":
+            continue
+        try:
+            undo_one(record)
+        except Exception as exc:
+            errors.append(f"{record['kind']} {record}: {exc}")
+    return errors
+
+
+def undo_one(record: Record) -> None:
+    handler = record.get("handler")
+    if handler:
+        module, _, name = handler.partition(":")
+        getattr(importlib.import_module(module), name)(record)
+        return
+    undo = _UNDO.get(record["kind"])
+    if undo is not None:
+        undo(record)
+
+
+def _owners(root: Path) -> Iterator[str]:
+    owners = root / "owners"
+    names = set()
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir(owners):
+            stem, _, ext = entry.rpartition(".")
+            if ext in ("lock", "journal"):
+                names.add(stem)
+    yield from sorted(names)
+
+
+def reap(root: str | os.PathLike) -> list[str]:
+    """Remove what dead owners left; return the owners reaped. Live owners are left alone."""
+    root = Path(root)
+    reaped = []
+    for owner in _owners(root):
+        lock_path = root / "owners" / f"{owner}.lock"
+        try:
+            fd = _take_lock(lock_path, block=False)
+        except (BlockingIOError, PermissionError):
+            continue  # alive
+        try:
+            journal = root / "owners" / f"{owner}.journal"
+            undo_records(read_journal(journal))
+            with contextlib.suppress(FileNotFoundError):
+                journal.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+            reaped.append(owner)
+        finally:
+            os.close(fd)
+    return reaped
+
+
+def owner_alive(root: str | os.PathLike, owner: str) -> bool:
+    path = Path(root) / "owners" / f"{owner}.lock"
+    if not path.exists():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def containers(root: str | os.PathLike) -> list[Record]:
+    """Every container recorded by a live owner, with ``owner`` and ``kept`` added."""
+    root = Path(root)
+    found = []
+    for owner in _owners(root):
+        if not owner_alive(root, owner):
+            continue
+        records = read_journal(root / "owners" / f"{owner}.journal")
+        gone = {r["container"] for r in records if r["kind"] in ("handed", "removed")}
+        for record in records:
+            if record["kind"] == "container" and record["container"] not in gone:
+                found.append({**record, "owner": owner, "kept": owner.startswith("keep-")})
+    return found
+
+
+def remove_kept(root: str | os.PathLike, container_id: str, timeout: float = 5.0) -> bool:
+    """Kill a kept container's keeper and undo its journal; False if there is no such keeper."""
+    root = Path(root)
+    owner = f"keep-{container_id}"
+    journal = root / "owners" / f"{owner}.journal"
+    records = read_journal(journal)
+    if not records and not (root / "owners" / f"{owner}.lock").exists():
+        return False
+    for record in records:
+        if record["kind"] == "process":
+            _kill_process(record)
+    deadline = time.monotonic() + timeout
+    while True:
+        if reap_owner(root, owner):
+            return True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the keeper of {container_id} still holds its lock")
+        time.sleep(0.01)
+
+
+def prune(root: str | os.PathLike, *, kept: bool = False) -> list[str]:
+    """What ``pycontain prune`` does: reap dead owners; with ``kept``, remove kept containers
+    too. Returns the owners removed."""
+    removed = reap(root)
+    if kept:
+        for record in containers(root):
+            if record["kept"] and remove_kept(root, record["container"]):
+                removed.append(record["owner"])
+    return removed
+
+
+def reap_owner(root: Path, owner: str) -> bool:
+    lock_path = root / "owners" / f"{owner}.lock"
+    try:
+        fd = _take_lock(lock_path, block=False)
+    except BlockingIOError:
+        return False
+    try:
+        journal = root / "owners" / f"{owner}.journal"
+        undo_records(read_journal(journal))
+        with contextlib.suppress(FileNotFoundError):
+            journal.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            lock_path.unlink()
+    finally:
+        os.close(fd)
+    return True
+
+
+# --- the built-in kinds -------------------------------------------------------------------
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks (field 22 of /proc/PID/stat): pid reuse guard."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def _kill_process(record: Record) -> None:
+    pid = record["pid"]
+    if process_start_time(pid) == record.get("start"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def mounts_under(path: str | os.PathLike) -> list[str]:
+    """Mount points at or below ``path`` in our mount namespace, deepest first."""
+    prefix = os.fspath(path).rstrip("/")
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as file:
+        for line in file:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _undo_mount(record: Record) -> None:
+    from . import syscalls
+
+    for point in mounts_under(record["path"]):
+        with contextlib.suppress(OSError):
+            syscalls.umount(point, syscalls.MNT_DETACH)
+
+
+def _undo_dir(record: Record) -> None:
+    path = record["path"]
+    if not os.path.lexists(path):
+        return
+    _undo_mount(record)
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        raise OSError(f"could not remove {path}")
+
+
+def _undo_cgroup(record: Record) -> None:
+    path = Path(record["path"])
+    if not path.is_dir():
+        return
+    deadline = time.monotonic() + 2.0
+    while True:
+        with contextlib.suppress(OSError):
+            for pid in (path / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+register_undo("process", _kill_process)
+register_undo("mount", _undo_mount)
+register_undo("dir", _undo_dir)
+register_undo("cgroup", _undo_cgroup)

@@ -1,0 +1,247 @@
+"""The contract every engine backend keeps (``engine.Container``), as one reusable suite.
+
+A backend's test module subclasses ``EngineContract`` and provides three fixtures: ``engine``
+(an ``engine.Engine``), ``busybox`` (an image of upstream's busybox shape: /bin/sh, applets,
+/etc/passwd with root, nobody, www-data) and ``make_image`` (``busybox`` with a config
+overridden: ``make_image(Healthcheck={...})``). ``tests/test_native_engine.py`` runs it on the
+native engine; the Docker backend adds its own subclass, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_pycontain.engine import Container, ExecResult, RunSpec
+from pytest_pycontain.errors import ContainerError, WaitTimeout
+
+SECOND = 1_000_000_000
+
+
+class EngineContract:
+    """Tests of ``engine.Container`` that hold for every backend."""
+
+    @pytest.fixture
+    def run(self, engine, busybox):
+        made: list[Container] = []
+
+        def run(image=None, **options) -> Container:
+            container = engine.run(RunSpec(image=image or busybox, **options))
+            made.append(container)
+            return container
+
+        yield run
+        for container in made:
+            container.remove()
+
+    def test_runs_the_image_command_and_execs_in_it(self, run) -> None:
+        container = run(command="sleep 1000")
+        assert isinstance(container, Container)
+        assert container.status == "running" and container.exit_code is None
+        result = container.exec("echo hello")
+        assert isinstance(result, ExecResult)
+        assert (result.exit_code, result.output) == (0, "hello\n")
+        code, output = container.exec(["cat", "/etc/hostname"])
+        assert (code, output) == (0, container.hostname + "\n")
+
+    def test_exec_separates_streams_and_keeps_their_order(self, run) -> None:
+        container = run(command="sleep 1000")
+        result = container.exec("echo one; sleep 0.05; echo two >&2; sleep 0.05; echo three; "
+                                "exit 3")
+        assert result.exit_code == 3
+        assert result.stdout == "one\nthree\n" and result.stderr == "two\n"
+        assert result.output == "one\ntwo\nthree\n"
+
+    def test_exec_options(self, run) -> None:
+        container = run(command="sleep 1000", env={"FROM_RUN": "r"})
+        result = container.exec("echo $FROM_RUN $FROM_EXEC; pwd; id -u; id -g",
+                                env={"FROM_EXEC": "e"}, workdir="/tmp", user="nobody")
+        assert result.output == "r e\n/tmp\n65534\n65534\n"
+        assert container.exec("id -u; id -g", user="33:65534").output == "33\n65534\n"
+        assert container.exec("cat", stdin="fed through stdin").output == "fed through stdin"
+        big = b"x" * 300_000
+        assert container.exec(["wc", "-c"], stdin=big).output.strip() == "300000"
+
+    def test_exec_timeout(self, run) -> None:
+        container = run(command="sleep 1000")
+        with pytest.raises(WaitTimeout, match="did not finish within"):
+            container.exec("echo started; sleep 30", timeout=0.3)
+        assert container.exec("true").exit_code == 0
+
+    def test_exec_of_a_missing_command(self, run) -> None:
+        container = run(command="sleep 1000")
+        result = container.exec(["no-such-command"])
+        assert result.exit_code in (126, 127)
+        assert "no-such-command" in result.output
+
+    def test_logs_hold_both_streams_as_they_came(self, run) -> None:
+        container = run(command="echo out; sleep 0.05; echo err >&2; sleep 0.05; echo end")
+        assert container.wait(timeout=10) == 0
+        assert container.status == "exited" and container.exit_code == 0
+        assert container.logs() == "out\nerr\nend\n"
+
+    def test_command_entrypoint_env_workdir_hostname(self, run) -> None:
+        container = run(entrypoint=["/bin/sh", "-c"], command=["echo $0 $GREETING; pwd; hostname",
+                                                               "argv0"],
+                        env={"GREETING": "hi"}, workdir="/made/by/run", hostname="box")
+        assert container.wait(timeout=10) == 0
+        assert container.logs() == "argv0 hi\n/made/by/run\nbox\n"
+
+    def test_image_config_is_honoured(self, run, make_image) -> None:
+        image = make_image(Entrypoint=["/bin/sh", "-c"], Cmd=["echo $MODE; pwd; id -un"],
+                           Env=["MODE=from-image", "PATH=/bin"], WorkingDir="/srv/app",
+                           User="www-data")
+        container = run(image)
+        assert container.wait(timeout=10) == 0
+        assert container.logs() == "from-image\n/srv/app\nwww-data\n"
+
+    def test_a_user_with_group_names(self, run) -> None:
+        container = run(command="id -u; id -g", user="nobody:www-data")
+        container.wait(timeout=10)
+        assert container.logs() == "65534\n33\n"
+
+    def test_a_command_not_in_the_image(self, run) -> None:
+        with pytest.raises(ContainerError, match="executable file not found in \\$PATH") as info:
+            run(command=["no-such-command", "arg"])
+        assert info.value.exit_code == 127
+        assert '"no-such-command"' in str(info.value)
+
+    def test_an_unknown_user(self, run) -> None:
+        with pytest.raises(ContainerError, match="unable to find user nosuchuser"):
+            run(command="true", user="nosuchuser")
+
+    def test_an_entrypoint_that_exits_at_once(self, run) -> None:
+        container = run(command="echo starting up; echo cannot bind >&2; exit 3")
+        assert container.wait(timeout=10) == 3
+        with pytest.raises(ContainerError, match="exited with code 3") as info:
+            container.exec("true")
+        assert info.value.exit_code == 3
+        assert "cannot bind" in info.value.logs and "cannot bind" in str(info.value)
+
+    def test_kill_and_stop(self, run) -> None:
+        sleeper = run(command=["sleep", "1000"])  # PID 1 without a handler ignores SIGTERM
+        sleeper.stop(timeout=0.2)
+        assert sleeper.exit_code == 128 + signal.SIGKILL
+        trapping = run(command="trap 'echo bye; exit 3' TERM; echo up; "
+                               "while true; do sleep 0.05; done")
+        _wait_for_log(trapping, "up")
+        trapping.stop(timeout=10)
+        assert trapping.exit_code == 3 and "bye" in trapping.logs()
+        killed = run(command=["sleep", "1000"])
+        killed.kill(signal.SIGKILL)
+        assert killed.wait(timeout=10) == 128 + signal.SIGKILL
+
+    def test_stop_signal_of_the_image(self, run, make_image) -> None:
+        image = make_image(StopSignal="SIGUSR1",
+                           Cmd=["/bin/sh", "-c", "trap 'exit 7' USR1; echo up; "
+                                                 "while true; do sleep 0.05; done"])
+        container = run(image)
+        _wait_for_log(container, "up")
+        container.stop(timeout=10)
+        assert container.exit_code == 7
+
+    def test_wait_times_out(self, run) -> None:
+        container = run(command="sleep 1000")
+        with pytest.raises(WaitTimeout):
+            container.wait(timeout=0.1)
+
+    def test_init_reaps_and_forwards_signals(self, run) -> None:
+        container = run(command=["sleep", "1000"], init=True)
+        assert container.exec("cat /proc/1/cmdline | tr '\\0' ' '").output != "sleep 1000 "
+        container.exec("sh -c 'sleep 0 & exit 0'")  # leaves an orphan for init to reap
+        time.sleep(0.1)
+        states = container.exec("cat /proc/[0-9]*/stat | cut -d' ' -f3").output.split()
+        assert "Z" not in states
+        container.stop(timeout=10)  # SIGTERM forwarded to sleep, which dies of it
+        assert container.exit_code == 128 + signal.SIGTERM
+
+    def test_copy_to_and_from(self, run, tmp_path: Path) -> None:
+        container = run(command="sleep 1000")
+        (tmp_path / "tree" / "sub").mkdir(parents=True)
+        (tmp_path / "tree" / "sub" / "file.txt").write_text("content\n")
+        (tmp_path / "single").write_text("one file\n")
+        container.copy_to(tmp_path / "tree", "/tmp")
+        container.copy_to(tmp_path / "single", "/etc/single.conf")
+        assert container.exec("cat /tmp/tree/sub/file.txt /etc/single.conf").output == (
+            "content\none file\n")
+        container.exec("mkdir -p /out && echo made inside > /out/result")
+        container.copy_from("/out", tmp_path / "back")
+        assert (tmp_path / "back" / "result").read_text() == "made inside\n"
+        container.copy_from("/out/result", tmp_path)
+        assert (tmp_path / "result").read_text() == "made inside\n"
+        with pytest.raises(FileNotFoundError, match="/no/such"):
+            container.copy_from("/no/such", tmp_path)
+
+    def test_mounts_tmpfs_and_read_only(self, run, tmp_path: Path) -> None:
+        (tmp_path / "rw").mkdir()
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro" / "given").write_text("from host\n")
+        container = run(command="sleep 1000", read_only=True, tmpfs={"/scratch": "size=1m"},
+                        mounts=[f"{tmp_path / 'rw'}:/data", f"{tmp_path / 'ro'}:/config:ro"])
+        assert container.exec("echo written > /data/out").exit_code == 0
+        assert (tmp_path / "rw" / "out").read_text() == "written\n"
+        assert container.exec("cat /config/given").output == "from host\n"
+        assert container.exec("touch /config/nope").exit_code != 0
+        assert container.exec("touch /rootfs-is-read-only").exit_code != 0
+        assert container.exec("echo ok > /scratch/x && cat /scratch/x").output == "ok\n"
+        assert "/scratch" in container.exec("grep tmpfs /proc/mounts").output
+
+    def test_own_network_namespace_with_loopback(self, run) -> None:
+        container = run(command="sleep 1000")
+        assert container.exec("ls /sys/class/net").output.split() == ["lo"]
+        assert "UP" in container.exec("ip link show lo").output
+
+    def test_healthcheck(self, run, make_image) -> None:
+        check = {"Interval": SECOND // 20, "Timeout": SECOND, "Retries": 2}
+        good = run(make_image(Healthcheck={**check, "Test": ["CMD-SHELL", "test -e /tmp/ready"]},
+                              Cmd=["sh", "-c", "sleep 0.2; touch /tmp/ready; sleep 1000"]))
+        bad = run(make_image(Healthcheck={**check, "Test": ["CMD", "false"]},
+                             Cmd=["sleep", "1000"]))
+        assert good.health == "starting"
+        _until(lambda: good.health == "healthy" and bad.health == "unhealthy")
+
+    def test_remove(self, engine, busybox) -> None:
+        container = engine.run(RunSpec(image=busybox, command="sleep 1000"))
+        container.remove()
+        assert container.status == "removed"
+        container.remove()  # twice is fine
+
+
+def _until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def _wait_for_log(container: Container, text: str) -> None:
+    _until(lambda: text in container.logs())
+
+
+def busybox_rootfs(path: Path) -> Path:
+    """A rootfs shaped like upstream's busybox image, from Debian's busybox-static."""
+    import shutil
+    import subprocess
+
+    (path / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", path / "bin" / "busybox")
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            os.symlink("busybox", path / "bin" / applet)
+    for name in ("etc", "root", "home", "var/www", "usr", "proc", "sys", "dev"):
+        (path / name).mkdir(parents=True, exist_ok=True)
+    (path / "tmp").mkdir(mode=0o1777)
+    os.chmod(path / "tmp", 0o1777)
+    (path / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
+        "www-data:x:33:33:www-data:/var/www:/bin/false\n"
+        "nobody:x:65534:65534:nobody:/home:/bin/false\n")
+    (path / "etc" / "group").write_text(
+        "root:x:0:\ndaemon:x:1:\nwww-data:x:33:\nnogroup:x:65534:\n")
+    return path

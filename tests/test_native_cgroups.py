@@ -1,0 +1,173 @@
+"""Limits through cgroups: v1 for real on this machine, v2 against a tree shaped like cgroupfs
+(and for real where the machine has v2 controllers), and OOM kills reported as such."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from engine_contract import busybox_rootfs
+
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.errors import ConfigError, ContainerError, EngineUnavailable
+from pytest_pycontain.native import state
+from pytest_pycontain.native.cgroups import Limits, detect_version, parse_memory
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the native engine needs root (namespaces, mounts, cgroups)")
+
+
+def has_v1() -> bool:
+    try:
+        return detect_version("/sys/fs/cgroup") == 1
+    except EngineUnavailable:
+        return False
+
+
+def v2_root() -> str | None:
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        try:
+            if detect_version(root) == 2:
+                return root
+        except EngineUnavailable:
+            pass
+    return None
+
+
+def fake_v2(tmp_path: Path) -> Path:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma\n")
+    (root / "cgroup.subtree_control").write_text("")
+    return root
+
+
+def test_memory_sizes() -> None:
+    assert parse_memory("256m") == 256 * 1024**2
+    assert parse_memory("1g") == parse_memory("1GB") == 1024**3
+    assert parse_memory(64 * 1024**2) == 64 * 1024**2
+    with pytest.raises(ConfigError, match="memory='lots'"):
+        parse_memory("lots")
+    with pytest.raises(ConfigError, match="minimum memory limit is 6m"):
+        parse_memory("1m")
+
+
+def test_bad_limits_name_the_option() -> None:
+    with pytest.raises(ConfigError, match="cpus=0"):
+        Limits("c", cpus=0)
+    with pytest.raises(ConfigError, match="pids=0"):
+        Limits("c", pids=0)
+
+
+def test_no_limits_no_cgroups(tmp_path: Path) -> None:
+    limits = Limits("c", root=tmp_path)
+    assert not limits.wanted and limits.paths() == [] and limits.create() == []
+
+
+def test_detects_the_hierarchy(tmp_path: Path) -> None:
+    assert detect_version(fake_v2(tmp_path)) == 2
+    v1 = tmp_path / "v1"
+    for name in ("memory", "cpu", "pids"):
+        (v1 / name).mkdir(parents=True)
+    assert detect_version(v1) == 1
+    with pytest.raises(EngineUnavailable, match="no usable cgroup controllers"):
+        detect_version(tmp_path / "empty")
+
+
+def test_v2_layout_and_limits(tmp_path: Path) -> None:
+    root = fake_v2(tmp_path)
+    journal = state.Journal(tmp_path / "state")
+    limits = Limits("abc", memory="64m", cpus=1.5, pids=20, root=root)
+    assert limits.version == 2
+    (made,) = limits.create(journal)
+    assert made == root / "pycontain" / "abc"
+    assert set((root / "cgroup.subtree_control").read_text().split()) == {
+        "+memory", "+pids", "+cpu"}
+    assert (made / "memory.max").read_text() == f"{64 * 1024**2}\n"
+    assert (made / "cpu.max").read_text() == "150000 100000\n"
+    assert (made / "pids.max").read_text() == "20\n"
+    assert [r["path"] for r in journal.records() if r["kind"] == "cgroup"] == [str(made)]
+    limits.join(4242)
+    assert (made / "cgroup.procs").read_text() == "4242\n"
+    (made / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n")
+    assert not limits.oom_killed()
+    (made / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert limits.oom_killed()
+    journal.close(undo=False)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory):
+    from pytest_pycontain.native.engine import NativeEngine
+
+    engine = NativeEngine(state_dir=tmp_path_factory.mktemp("state"))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+    return SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[root])
+
+
+@needs_root
+@pytest.mark.skipif(not has_v1(), reason="this machine has no cgroup v1 controllers")
+def test_v1_limits_for_real(engine, busybox) -> None:
+    container = engine.run(RunSpec(image=busybox, memory="32m", cpus=0.5, pids=12))
+    try:
+        memory, cpu, pids = container.limits.paths()
+        assert int((memory / "memory.limit_in_bytes").read_text()) == 32 * 1024**2
+        assert int((cpu / "cpu.cfs_quota_us").read_text()) == 50_000
+        assert int((pids / "pids.max").read_text()) == 12
+        assert str(container.pid) in (pids / "cgroup.procs").read_text()
+        result = container.exec("for i in $(seq 20); do sleep 100 & done; wait")
+        assert "can't fork" in result.output or "Resource temporarily unavailable" in (
+            result.output)
+        assert container.exec("cat /proc/self/cgroup").output.strip().endswith(":/")
+    finally:
+        container.remove()
+    assert not any(path.exists() for path in (memory, cpu, pids))
+
+
+@needs_root
+@pytest.mark.skipif(not has_v1(), reason="this machine has no cgroup v1 controllers")
+def test_an_oom_kill_is_reported_as_such(engine, busybox) -> None:
+    container = engine.run(RunSpec(
+        image=busybox, memory="16m",
+        command="echo eating; x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"))
+    try:
+        assert container.wait(timeout=30) == 137
+        assert container.oom_killed
+        with pytest.raises(ContainerError, match="OOM killer") as info:
+            container.ensure_running()
+        assert info.value.exit_code == 137 and "eating" in info.value.logs
+    finally:
+        container.remove()
+
+
+@needs_root
+@pytest.mark.skipif(v2_root() is None, reason="this machine has no v2 controllers")
+def test_v2_limits_for_real(engine, busybox) -> None:  # pragma: no cover - needs a v2 machine
+    container = engine.run(RunSpec(image=busybox, memory="32m", pids=12))
+    try:
+        (path,) = container.limits.paths()
+        assert int((path / "memory.max").read_text()) == 32 * 1024**2
+        assert int((path / "pids.max").read_text()) == 12
+    finally:
+        container.remove()
+
+
+@needs_root
+def test_limits_that_cannot_be_set(busybox, tmp_path: Path) -> None:
+    from pytest_pycontain.native.engine import NativeEngine
+
+    root = fake_v2(tmp_path)
+    (root / "pycontain").mkdir()
+    (root / "pycontain" / "cgroup.subtree_control").mkdir()  # writing to it fails
+    with NativeEngine(state_dir=tmp_path / "state", cgroup_root=root) as engine, \
+            pytest.raises(ContainerError, match=r"cannot set its limits .* in .*subtree_control"):
+        engine.run(RunSpec(image=busybox, memory="64m"))
+    assert list((tmp_path / "state" / "containers").iterdir()) == []

@@ -1,0 +1,290 @@
+"""The native engine: the engine contract on real namespaces, plus what only it has (layers,
+limits, bad input, fork safety), and proof that nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from engine_contract import EngineContract, busybox_rootfs
+
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.errors import ConfigError, ContainerError, EngineUnavailable, ImageError
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the native engine needs root (namespaces, mounts, cgroups)")
+pytestmark = [needs_root, pytest.mark.root]
+
+
+class FakeImage(SimpleNamespace):
+    """What the engine needs of an image: ``config`` and its lower dirs, bottom first."""
+
+
+@pytest.fixture(scope="session")
+def busybox_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+
+
+@pytest.fixture(scope="session")
+def busybox(busybox_dir: Path) -> FakeImage:
+    return FakeImage(config={"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+                     layer_dirs=[busybox_dir], tags=["busybox:test"])
+
+
+@pytest.fixture
+def make_image(busybox: FakeImage):
+    def make(**config) -> FakeImage:
+        return FakeImage(config={**busybox.config, **config}, layer_dirs=busybox.layer_dirs,
+                         tags=busybox.tags)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="module")
+def engine(state_dir: Path):
+    from pytest_pycontain.native.engine import NativeEngine
+
+    engine = NativeEngine(state_dir=state_dir)
+    yield engine
+    engine.close()
+    assert not list((state_dir / "owners").iterdir()), "the engine left its journal"
+    assert not list((state_dir / "containers").iterdir()), "the engine left container dirs"
+    assert_no_mounts_of(state_dir)
+
+
+def assert_no_mounts_of(state_dir: Path) -> None:
+    """Our overlays live in the containers' own mount namespaces; none may reach the host's."""
+    mounts = Path("/proc/mounts").read_text()
+    assert str(state_dir) not in mounts and "lowerdir=l/" not in mounts
+
+
+class TestNativeContract(EngineContract):
+    """The shared contract, on the native engine."""
+
+
+def test_many_layers_fit_one_mount(engine, busybox, tmp_path: Path) -> None:
+    layers = [busybox.layer_dirs[0]]
+    for number in range(1, 120):
+        layer = tmp_path / ("a-rather-long-directory-name-for-layer-" + "x" * 40) / str(number)
+        layer.mkdir(parents=True)
+        (layer / f"file{number}").write_text(str(number))
+        layers.append(layer)
+    (layers[-1] / "file1").write_text("top wins")
+    container = engine.run(RunSpec(image=FakeImage(config=busybox.config, layer_dirs=layers),
+                                   command="sleep 1000"))
+    try:
+        assert container.exec("cat /file1; echo; ls / | grep -c '^file'").output == (
+            "top wins\n119\n")
+    finally:
+        container.remove()
+
+
+def test_a_missing_layer_directory(engine, busybox, tmp_path: Path) -> None:
+    image = FakeImage(config=busybox.config, layer_dirs=[tmp_path / "gone"], tags=["x:1"])
+    with pytest.raises(ImageError, match=f"{tmp_path / 'gone'}"):
+        engine.run(RunSpec(image=image))
+
+
+def test_no_command(engine, make_image) -> None:
+    with pytest.raises(ContainerError, match="no command specified"):
+        engine.run(RunSpec(image=make_image(Cmd=None)))
+
+
+def test_bad_mount_specs(engine, busybox, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist on the host"):
+        engine.run(RunSpec(image=busybox, mounts=[f"{tmp_path}/nope:/x"]))
+    with pytest.raises(ConfigError, match="must be absolute"):
+        engine.run(RunSpec(image=busybox, mounts=[f"{tmp_path}:relative"]))
+
+
+def test_host_network(engine, busybox) -> None:
+    container = engine.run(RunSpec(image=busybox, command="sleep 1000", network="host"))
+    try:
+        names = sorted(container.exec("ls /sys/class/net").output.split())
+        assert names == sorted(os.listdir("/sys/class/net"))
+        assert container.address(8080) == ("127.0.0.1", 8080)
+    finally:
+        container.remove()
+
+
+def test_containers_started_from_many_threads(engine, busybox) -> None:
+    def lifecycle(number: int) -> str:
+        container = engine.run(RunSpec(image=busybox, command="sleep 1000",
+                                       hostname=f"h{number}"))
+        try:
+            return container.exec("hostname").output
+        finally:
+            container.remove()
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lifecycle, range(16))) == [f"h{n}\n" for n in range(16)]
+
+
+def test_pid_namespace_and_processes_die_with_removal(engine, busybox) -> None:
+    container = engine.run(RunSpec(image=busybox, command="sleep 1000"))
+    assert container.exec("echo $$").output == "2\n"
+    container.exec("sleep 1000 & sleep 1000 & exit 0")
+    pid, shim = container.pid, container.shim
+    container.remove()
+    assert not os.path.exists(f"/proc/{pid}")
+    deadline = time.monotonic() + 1  # the shim's last microseconds of exit (no zombie)
+    while os.path.exists(f"/proc/{shim}"):
+        assert time.monotonic() < deadline, "the shim outlived its container's removal"
+        time.sleep(0.001)
+
+
+def test_not_root_is_a_clear_error(tmp_path: Path) -> None:
+    from pytest_pycontain.native.engine import NativeEngine
+
+    os.seteuid(65534)
+    try:
+        with pytest.raises(EngineUnavailable) as info:
+            NativeEngine(state_dir=tmp_path)
+    finally:
+        os.seteuid(0)
+    assert "needs root" in str(info.value) and "Docker backend" in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def store_engine(tmp_path_factory: pytest.TempPathFactory):
+    """An engine on the image store, pulling from the session's seeded registry."""
+    from pytest_pycontain.config import resolve
+    from pytest_pycontain.native.engine import NativeEngine
+
+    engine = NativeEngine(resolve(), state_dir=tmp_path_factory.mktemp("state"))
+    yield engine
+    engine.close()
+
+
+def test_an_image_from_the_registry(store_engine) -> None:
+    container = store_engine.run(RunSpec(image="busybox:latest", command="echo pulled; id -un"))
+    try:
+        assert container.wait(timeout=30) == 0
+        assert container.logs() == "pulled\nroot\n"
+    finally:
+        container.remove()
+
+
+def test_an_image_that_is_not_there(store_engine) -> None:
+    with pytest.raises(ImageError, match="no-such-image"):
+        store_engine.run(RunSpec(image="no-such-image:1"))
+    never = store_engine.settings.replace(pull="never")
+    from pytest_pycontain.native.engine import NativeEngine
+
+    with NativeEngine(never, state_dir=store_engine.state_root / "never") as engine, \
+            pytest.raises(ImageError, match="no-such-image"):
+        engine.run(RunSpec(image="no-such-image:1"))
+
+
+def test_an_engine_first_used_from_a_short_lived_thread(busybox, tmp_path: Path) -> None:
+    from pytest_pycontain.native.engine import NativeEngine
+
+    engine = NativeEngine(state_dir=tmp_path)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            container = pool.submit(engine.run, RunSpec(image=busybox,
+                                                         command="sleep 1000")).result()
+        # the thread that started the helper is gone; the helper and the container are not
+        assert container.exec("echo alive").output == "alive\n"
+        assert container.status == "running"
+    finally:
+        engine.close()
+
+
+def test_logs_stream_as_they_grow(engine, busybox) -> None:
+    container = engine.run(RunSpec(image=busybox, command="for i in 1 2 3; do echo line $i; "
+                                                          "sleep 0.05; done; printf tail"))
+    try:
+        assert list(container.stream_logs()) == ["line 1\n", "line 2\n", "line 3\n", "tail"]
+        assert container.stdout_log() == "line 1\nline 2\nline 3\ntail"
+        assert container.stderr_log() == ""
+    finally:
+        container.remove()
+
+
+def test_copy_from_an_exited_container(engine, busybox, tmp_path: Path) -> None:
+    container = engine.run(RunSpec(image=busybox, command="echo result > /tmp/out; exit 4"))
+    try:
+        assert container.wait(timeout=10) == 4
+        container.copy_from("/tmp/out", tmp_path)
+        assert (tmp_path / "out").read_text() == "result\n"
+    finally:
+        container.remove()
+
+
+def test_exec_failures_say_what_and_where(engine, busybox) -> None:
+    container = engine.run(RunSpec(image=busybox, command="sleep 1000"))
+    try:
+        ghost = container.exec("true", user="ghost")
+        assert ghost.exit_code == 126 and "unable to find user ghost" in ghost.output
+        nowhere = container.exec("true", workdir="/no/such/dir")
+        assert nowhere.exit_code == 126 and '"/no/such/dir"' in nowhere.output
+        missing = container.exec(["/bin/nope"])
+        assert missing.exit_code == 127
+        assert missing.stderr == 'exec: "/bin/nope": stat /bin/nope: no such file or directory\n'
+    finally:
+        container.remove()
+
+
+def test_a_file_mount_and_symlinked_targets(engine, busybox, tmp_path: Path) -> None:
+    (tmp_path / "app.conf").write_text("setting=1\n")
+    image_root = tmp_path / "layer"
+    (image_root / "run").mkdir(parents=True)
+    (image_root / "var").mkdir()
+    os.symlink("/run", image_root / "var" / "run")  # as in Debian images
+    image = FakeImage(config=busybox.config, layer_dirs=[*busybox.layer_dirs, image_root])
+    container = engine.run(RunSpec(image=image, command="sleep 1000",
+                                   mounts=[f"{tmp_path / 'app.conf'}:/etc/app.conf:ro"],
+                                   tmpfs={"/var/run/app": "size=1m"}))
+    try:
+        assert container.exec("cat /etc/app.conf").output == "setting=1\n"
+        assert container.exec("echo x > /etc/app.conf").exit_code != 0
+        assert "/run/app" in container.exec("grep tmpfs /proc/mounts").output
+    finally:
+        container.remove()
+    assert (tmp_path / "app.conf").read_text() == "setting=1\n"
+
+
+def test_paths_made_only_to_mount_on_are_listed(engine, busybox) -> None:
+    container = engine.run(RunSpec(image=busybox, command="true", tmpfs={"/scratch/a": ""}))
+    try:
+        container.wait(timeout=10)
+        assert container.mountpoints == ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf",
+                                         "/scratch", "/scratch/a"]
+        upper = container.dir / "upper"
+        assert {str(p.relative_to(upper)) for p in upper.rglob("*")} >= {"etc/hosts", "scratch"}
+    finally:
+        container.remove()
+
+
+def test_before_start_runs_between_namespaces_and_command(engine, busybox) -> None:
+    seen = {}
+
+    def attach(container) -> None:  # what a network does: needs the netns, before the command
+        seen["netns"] = os.readlink(f"/proc/{container.pid}/ns/net")
+        with open(container.dir / "hosts", "a") as file:
+            file.write("10.0.0.2\tdb\n")
+
+    container = engine.run(RunSpec(image=busybox, command="cat /etc/hosts"), before_start=attach)
+    try:
+        assert container.wait(timeout=10) == 0
+        assert "10.0.0.2\tdb" in container.logs()
+        assert seen["netns"] != os.readlink("/proc/self/ns/net")
+    finally:
+        container.remove()
+
+    def fail(container) -> None:
+        raise RuntimeError("no address left")
+
+    with pytest.raises(RuntimeError, match="no address left"):
+        engine.run(RunSpec(image=busybox, command="sleep 1000"), before_start=fail)

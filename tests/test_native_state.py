@@ -1,0 +1,269 @@
+"""Crash safety: what a SIGKILLed owner left is reaped; a live owner's and a kept container's
+resources are never touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from engine_contract import busybox_rootfs
+
+from pytest_pycontain.errors import ContainerError
+from pytest_pycontain.native import state
+from pytest_pycontain.native.engine import NativeEngine
+
+REPO = Path(__file__).resolve().parent.parent
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the native engine needs root (namespaces, mounts, cgroups)")
+
+OWNER_SCRIPT = """
+import json, sys
+from types import SimpleNamespace
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.native.engine import NativeEngine
+
+state_dir, rootfs, mode = sys.argv[1:4]
+image = SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[rootfs])
+engine = NativeEngine(state_dir=state_dir)
+made = [engine.run(RunSpec(image=image)),
+        engine.run(RunSpec(image=image, memory="64m", pids=50, init=True))]
+made[1].exec("sleep 1000 & exit 0")
+if mode == "keep":
+    engine.keep(made[0])
+print(json.dumps({
+    "ids": [c.id for c in made],
+    "pids": [p for c in made for p in (c.pid, c.shim)] + [engine._zygote.pid],
+    "dirs": [str(c.dir) for c in made],
+    "cgroups": [str(p) for c in made for p in c.limits.paths()],
+}), flush=True)
+sys.stdin.readline()
+engine.close()
+"""
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+
+
+def start_owner(state_dir: Path, rootfs: Path, mode: str = "plain"):
+    owner = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(OWNER_SCRIPT), str(state_dir), str(rootfs), mode],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    line = owner.stdout.readline()
+    assert line, f"the owner script failed (exit {owner.wait()})"
+    return owner, json.loads(line)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def assert_nothing_left(state_dir: Path, made: dict) -> None:
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in made["pids"]):
+        assert time.monotonic() < deadline, "processes survived their owner"
+        time.sleep(0.01)
+    for path in made["dirs"] + made["cgroups"]:
+        assert not os.path.exists(path), f"{path} was left behind"
+    assert list((state_dir / "owners").iterdir()) == []
+    assert list((state_dir / "containers").iterdir()) == []
+    mounts = Path("/proc/mounts").read_text()
+    assert str(state_dir) not in mounts and "lowerdir=l/" not in mounts
+
+
+@needs_root
+def test_a_killed_owner_is_reaped(tmp_path: Path, rootfs: Path) -> None:
+    owner, made = start_owner(tmp_path, rootfs)
+    assert all(alive(pid) for pid in made["pids"])
+    assert all(os.path.isdir(path) for path in made["dirs"] + made["cgroups"])
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    assert any(os.path.exists(path) for path in made["dirs"]), "nothing to reap?"
+    reaped = state.reap(tmp_path)
+    assert len(reaped) == 1
+    assert_nothing_left(tmp_path, made)
+
+
+@needs_root
+def test_a_live_owner_is_left_alone(tmp_path: Path, rootfs: Path) -> None:
+    owner, made = start_owner(tmp_path, rootfs)
+    try:
+        assert state.reap(tmp_path) == []
+        assert all(alive(pid) for pid in made["pids"])
+        assert all(os.path.isdir(path) for path in made["dirs"] + made["cgroups"])
+        listed = state.containers(tmp_path)
+        assert sorted(c["container"] for c in listed) == sorted(made["ids"])
+        assert not any(c["kept"] for c in listed)
+        with NativeEngine(state_dir=tmp_path) as engine:
+            other = engine.attach(made["ids"][0])
+            assert other.exec("echo $HOSTNAME").output == f"{other.hostname}\n"
+            other.remove()  # kills it; its owner removes the rest
+            assert other.status == "removed" and not alive(made["pids"][0])
+            with pytest.raises(ContainerError, match="no container matches 'nope'"):
+                engine.attach("nope")
+    finally:
+        owner.communicate("done\n", timeout=30)
+    assert owner.returncode == 0
+    assert_nothing_left(tmp_path, made)
+
+
+@needs_root
+def test_a_kept_container_outlives_its_owner(tmp_path: Path, rootfs: Path) -> None:
+    owner, made = start_owner(tmp_path, rootfs, mode="keep")
+    try:
+        check_kept(tmp_path, owner, made)
+    finally:  # a kept container outlives everything by design: never leak one from a test
+        owner.kill()
+        state.remove_kept(tmp_path, made["ids"][0])
+
+
+def check_kept(tmp_path: Path, owner: subprocess.Popen, made: dict) -> None:
+    owner.communicate("done\n", timeout=30)
+    assert owner.returncode == 0
+    kept_id = made["ids"][0]
+    pid, shim = made["pids"][0], made["pids"][1]
+    assert alive(pid) and alive(shim)
+    assert not alive(made["pids"][2]), "the other container went with its owner"
+    assert state.reap(tmp_path) == []
+    assert alive(pid) and os.path.isdir(made["dirs"][0])
+    assert [(c["container"], c["kept"]) for c in state.containers(tmp_path)] == [(kept_id, True)]
+    with NativeEngine(state_dir=tmp_path) as engine:  # what `pycontain exec/rm ID` do
+        kept = engine.attach(kept_id[:12])
+        assert kept.kept and kept.status == "running" and kept.pid == pid
+        assert kept.exec("echo entered; hostname").output == f"entered\n{kept.hostname}\n"
+        kept.remove()
+    assert_nothing_left(tmp_path, made)
+    assert not state.remove_kept(tmp_path, kept_id)
+
+
+@needs_root
+def test_remove_kept_without_an_engine(tmp_path: Path, rootfs: Path) -> None:
+    owner, made = start_owner(tmp_path, rootfs, mode="keep")
+    try:
+        owner.communicate("done\n", timeout=30)
+    finally:
+        owner.kill()
+        assert state.remove_kept(tmp_path, made["ids"][0])
+    assert_nothing_left(tmp_path, made)
+
+
+@needs_root
+def test_prune_kept(tmp_path: Path, rootfs: Path) -> None:
+    owner, made = start_owner(tmp_path, rootfs, mode="keep")
+    try:
+        owner.communicate("done\n", timeout=30)
+        assert state.prune(tmp_path) == []
+        assert alive(made["pids"][0])
+        assert state.prune(tmp_path, kept=True) == [f"keep-{made['ids'][0]}"]
+    finally:
+        owner.kill()
+        state.remove_kept(tmp_path, made["ids"][0])
+    assert_nothing_left(tmp_path, made)
+
+
+def test_journal_undoes_newest_first_and_skips_handed(tmp_path: Path) -> None:
+    order: list[str] = []
+    state.register_undo("test-thing", lambda record: order.append(record["name"]))
+    journal = state.Journal(tmp_path)
+    journal.record("test-thing", container="a", name="first")
+    journal.record("test-thing", container="b", name="handed-over")
+    journal.record("test-thing", container=None, name="last")
+    journal.record("handed", container="b")
+    assert state.reap(tmp_path) == []  # our own lock: alive
+    journal.close()
+    assert order == ["last", "first"]
+    assert list((tmp_path / "owners").iterdir()) == []
+
+
+def test_a_torn_journal_and_a_named_handler(tmp_path: Path) -> None:
+    owners = tmp_path / "owners"
+    owners.mkdir()
+    (owners / "dead-1.lock").touch()
+    target = tmp_path / "made"
+    target.mkdir()
+    record = {"kind": "dir", "container": "x", "path": str(target)}
+    named = {"kind": "custom", "container": "x", "path": str(target / "f"),
+             "handler": "os:unlink"}
+    (target / "f").touch()
+    (owners / "dead-1.journal").write_text(
+        json.dumps(record) + "\n" + json.dumps(named) + "\n" + '{"kind": "dir", "pa')
+    assert state.reap(tmp_path) == ["dead-1"]
+    assert not target.exists() and list(owners.iterdir()) == []
+
+
+def test_process_records_guard_against_pid_reuse(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        journal = state.Journal(tmp_path)
+        journal.record("process", pid=sleeper.pid, start=12345)  # not its start time
+        journal.close()
+        assert sleeper.poll() is None
+        journal = state.Journal(tmp_path)
+        journal.record("process", pid=sleeper.pid, start=state.process_start_time(sleeper.pid))
+        journal.close()
+        assert sleeper.wait(10) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+KILLED_TEST = """
+import os, time
+from types import SimpleNamespace
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.native.engine import NativeEngine
+
+def test_killed_mid_test():
+    engine = NativeEngine(state_dir=os.environ["T_STATE"])
+    image = SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[os.environ["T_ROOT"]])
+    made = [engine.run(RunSpec(image=image, memory="64m", init=True)) for _ in range(2)]
+    with open(os.environ["T_READY"] + ".tmp", "w") as file:
+        file.write(" ".join(str(p) for c in made for p in (c.pid, c.shim, engine._zygote.pid)))
+    os.rename(os.environ["T_READY"] + ".tmp", os.environ["T_READY"])
+    time.sleep(1000)
+"""
+
+
+@needs_root
+def test_a_pytest_killed_mid_test_leaves_nothing_after_the_next_start(
+        tmp_path: Path, rootfs: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "test_killed.py").write_text(KILLED_TEST)
+    ready = tmp_path / "ready"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_killed.py"],
+        cwd=tmp_path / "run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO), "T_STATE": str(tmp_path / "state"),
+             "T_ROOT": str(rootfs), "T_READY": str(ready)})
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert run.poll() is None, "the inner pytest ended before it was killed"
+            assert time.monotonic() < deadline, "the inner pytest never got ready"
+            time.sleep(0.02)
+    finally:
+        run.kill()
+        run.wait()
+    pids = [int(p) for p in ready.read_text().split()]
+    left = list((tmp_path / "state" / "containers").iterdir())
+    assert len(left) == 2, "a killed run leaves its records for the next one"
+    cgroups = [g for c in left for parent in ("memory/pycontain", "pycontain")  # v1, v2
+               for g in (Path("/sys/fs/cgroup") / parent).glob(f"{c.name}*")]
+    assert len(cgroups) == 2
+    NativeEngine(state_dir=tmp_path / "state").close()  # the next run: reaps at start
+    assert_nothing_left(tmp_path / "state", {"pids": pids, "dirs": [], "cgroups": []})
+    assert not any(path.exists() for path in left)
+    assert not any(path.exists() for path in cgroups)
