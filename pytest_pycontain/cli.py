@@ -31,21 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
         "engine. Commands: " + ", ".join(COMMANDS) + ".",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in ("cli_images", "cli_containers", "cli_build"):
-        try:
-            module = __import__(f"pytest_pycontain.{module_name}", fromlist=["add_parsers"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pytest_pycontain.{module_name}":
-                raise
-            continue
-        module.add_parsers(subparsers)
+    from . import cli_build, cli_containers, cli_images
+
+    cli_images.add_parsers(subparsers, prune=False)  # prune is cli_containers' (also images)
+    cli_containers.add_parsers(subparsers)
+    cli_build.add_parsers(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
+    if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
     from .errors import PycontainError
@@ -53,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except PycontainError as exc:
-        print(f"pycontain: error: {exc}", file=sys.stderr)
+        print(f"pycontain {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -188,15 +188,3 @@ def add_parsers(subparsers: Any, *, prune: bool = True) -> None:
     if prune:
         p = subparsers.add_parser("prune", help="remove unused image data")
         p.set_defaults(handler=cmd_prune)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one image command (for tests and until the lead's ``cli.py`` wires these in)."""
-    parser = argparse.ArgumentParser(prog="pycontain")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except PycontainError as exc:
-        print(f"pycontain {args.command}: {exc}", file=sys.stderr)
-        return 1

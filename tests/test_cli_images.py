@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pycontain.cli_images import ProgressPrinter, add_parsers, main
+from pytest_pycontain.cli import main
+from pytest_pycontain.cli_images import ProgressPrinter, add_parsers
 from testenv.registry import RunningRegistry
 
 

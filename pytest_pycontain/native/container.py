@@ -106,6 +106,9 @@ class NativeContainer:
         self._attached = False  # a handle from attach(): no control socket of ours
         self._shim_fd: int | None = None
         self._started_at: int | None = None
+        self._ip: str | None = None
+        self._networks: list[Any] = []  # the networks it joined (detached at removal)
+        self._proxies: dict[int, Any] = {}  # published ports: container port -> PortProxy
 
     def __repr__(self) -> str:
         return f"<NativeContainer {self.id[:12]} {self.name} {self.status}>"
@@ -215,7 +218,8 @@ class NativeContainer:
 
     @property
     def ip(self) -> str | None:
-        return None
+        """Its address on its (first) network; None with loopback only or the host's network."""
+        return self._ip
 
     @property
     def status(self) -> str:
@@ -277,6 +281,34 @@ class NativeContainer:
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
         return _collect(ours, in_w, out_r, err_r, data, timeout, argv, self)
 
+    def exec_stdio(self, cmd: Sequence[str], *, user: str | None = None,
+                   env: Mapping[str, str] | None = None, workdir: str | None = None) -> int:
+        """Run ``cmd`` in the container on this process's own stdin/stdout/stderr (a terminal
+        for ``pycontain exec ID sh``); returns its exit code."""
+        self.ensure_running()
+        plan = {"op": "exec", "pid": self.pid, "argv": [str(a) for a in cmd],
+                "env": {**self.env, **split_env(env)},
+                "user": self.user if user is None else user,
+                "workdir": workdir or self.workdir,
+                "cgroups": [str(p) for p in self.limits.paths()]}
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            fds = [theirs.fileno(), 0, 1, 2]
+            if self._attached:
+                self.engine._send(plan, fds)
+            else:
+                self._tell(plan, fds)
+        finally:
+            theirs.close()
+        try:
+            while message := ours.recv(65536):
+                reply = json.loads(message)
+                if "exit" in reply:
+                    return int(reply["exit"])
+            return 126
+        finally:
+            ours.close()
+
     def logs(self) -> str:
         try:
             return (self.dir / "combined.log").read_bytes().decode("utf-8", "replace")
@@ -329,9 +361,27 @@ class NativeContainer:
         return ""
 
     def address(self, port: int) -> tuple[str, int]:
+        """Where the test process reaches container port ``port``: its published proxy, or the
+        port itself when the container shares the host's network."""
+        proxy = self._proxies.get(int(port))
+        if proxy is not None:
+            return proxy.address
         if self.engine and self._network_host():
             return "127.0.0.1", int(port)
-        raise NotSupported("publishing ports comes with the networking issue")
+        published = ", ".join(map(str, sorted(self._proxies))) or "none"
+        raise NotSupported(f"container {self.name}: port {port} is not published (published: "
+                           f"{published}); pass ports=[{port}] to run()")
+
+    def _leave_networks(self) -> None:
+        """Close published ports and leave networks (best effort: removal must go on)."""
+        for proxy in self._proxies.values():
+            with contextlib.suppress(Exception):
+                proxy.close()
+        self._proxies.clear()
+        for network in self._networks:
+            with contextlib.suppress(Exception):
+                network.detach(self.id)
+        self._networks.clear()
 
     def probe_port(self, port: int) -> bool:
         """Whether something accepts TCP connections on ``port`` in the container's own network
@@ -468,6 +518,7 @@ class NativeContainer:
 
     def _cleanup(self) -> None:
         self._removed = True
+        self._leave_networks()
         if self._ctl is not None:
             self._ctl.close()
             self._ctl = None

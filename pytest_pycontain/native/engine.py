@@ -29,6 +29,7 @@ from ..errors import (
     ContainerError,
     EngineUnavailable,
     ImageError,
+    NetworkError,
     NotSupported,
 )
 from . import state
@@ -100,6 +101,8 @@ class NativeEngine:
         self._trash: queue.SimpleQueue = queue.SimpleQueue()
         self._warm: list[socket.socket] = []  # control sockets of shims made ahead
         self._closed = False
+        self._networks: list[Any] = []
+        self._networks_recorded = False
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
         self._janitor: threading.Thread | None = None
 
@@ -121,11 +124,31 @@ class NativeEngine:
     def pull(self, ref: str) -> Any:
         return self.store.pull(ref)
 
-    def build(self, context: str | os.PathLike, **options: Any) -> Any:
-        raise NotSupported("building images belongs to the build issue (build.py)")
+    def build(self, context: str | os.PathLike, *, dockerfile: str | os.PathLike | None = None,
+              target: str | None = None, build_args: Mapping[str, str] | None = None,
+              tag: str | None = None, no_cache: bool = False,
+              progress: Callable[[str], None] | None = None) -> Any:
+        """Build a Dockerfile into the store; RUN steps run in this engine (host network)."""
+        from ..build import build, native_runner
+
+        return build(self.store, Path(context), dockerfile=Path(dockerfile) if dockerfile
+                     else None, target=target, build_args=dict(build_args or {}), tag=tag,
+                     no_cache=no_cache, run_step=native_runner(self), progress=progress)
 
     def network(self, name: str | None = None) -> Any:
-        raise NotSupported("networks between containers come with the networking issue")
+        """A bridge network in its own namespace; removed at close if still there."""
+        from .network import BridgeNetwork
+
+        records = self.state_root / "netrecords" / self.journal.owner
+        if not self._networks_recorded:
+            self.journal.record("netrecords", records_dir=str(records),
+                                handler="pytest_pycontain.native.network:undo_record")
+            self._networks_recorded = True
+        if name is not None and any(n.name == name and not n._removed for n in self._networks):
+            raise NetworkError(f"a network named {name!r} already exists in this session")
+        network = BridgeNetwork(name, state_dir=self.state_root, records_dir=records)
+        self._networks.append(network)
+        return network
 
     def _image(self, image: Any) -> Any:
         if isinstance(image, str):
@@ -209,11 +232,15 @@ class NativeEngine:
         image = self._image(spec.image)
         config = image_config(image)
         network = spec.network
+        bridge = None
         if network not in (None, "host", "none"):
-            raise NotSupported("networks between containers come with the networking issue")
-        if spec.ports and network != "host":
-            raise NotSupported("publishing ports comes with the networking issue; use "
-                               "network='host' meanwhile")
+            if not hasattr(network, "attach"):
+                raise ConfigError(f"network={network!r}: expected a network from "
+                                  "pycontain.network(), 'host' or None")
+            bridge = network
+            bridge._check()  # a removed network is a clear error before anything is made
+        if spec.aliases and bridge is None:
+            raise ConfigError("aliases need a network: pass network=pycontain.network()")
         argv = command_line(config, spec)
         if not argv:
             raise ContainerError("no command specified: the image has no Entrypoint or Cmd and "
@@ -268,9 +295,18 @@ class NativeEngine:
                 "tmpfs": sorted((spec.tmpfs or {}).items()), "init": spec.init,
                 "cgroups": cgroups, "etc": _etc_files(hostname, network == "host"),
             }
-            if before_start is not None:
+            start_hook = before_start
+            if bridge is not None:
+                start_hook = _joining(bridge, spec, name, hostname, before_start)
+            if start_hook is not None:
                 plan["pause"] = True
-            container._start(plan, before_start)
+            container._start(plan, start_hook)
+            if spec.ports and network != "host":
+                from .proxy import publish
+
+                container._proxies = publish(f"/proc/{container.pid}/ns/net", spec.ports,
+                                             records_dir=self.state_root / "netrecords"
+                                             / self.journal.owner)
         except BaseException:
             container._cleanup()
             raise
@@ -335,6 +371,10 @@ class NativeEngine:
             if not container.kept:
                 with contextlib.suppress(Exception):
                     container.remove()
+        for network in self._networks:
+            with contextlib.suppress(Exception):
+                network.remove()
+        self._networks.clear()
         if self._janitor is not None:
             self._trash.put(None)
             self._janitor.join()
@@ -360,6 +400,24 @@ class NativeEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
+             then: Callable[[NativeContainer], None] | None) -> Callable[[NativeContainer], None]:
+    """The start hook that joins ``bridge`` before the command runs: a veth into the
+    container's namespace, its DNS name and aliases, and /etc/hosts and resolv.conf for it."""
+
+    def join(container: NativeContainer) -> None:
+        dns_name = spec.name or hostname
+        container._ip = bridge.attach(f"/proc/{container.pid}/ns/net", dns_name,
+                                      list(spec.aliases or ()), key=container.id)
+        container._networks.append(bridge)
+        (container.dir / "hosts").write_text(bridge.hosts(container.id, hostname))
+        (container.dir / "resolv.conf").write_text(bridge.resolv_conf())
+        if then is not None:
+            then(container)
+
+    return join
 
 
 def _parse_mount(text: str) -> tuple[str, str, bool]:
