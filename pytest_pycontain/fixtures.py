@@ -239,7 +239,9 @@ def start_container(factory: Factory, request: ContainerRequest) -> Any:
                               target=request.target, build_args=dict(request.build_args))
     ports = dict(request.ports) if request.ports and isinstance(request.ports[0], tuple) else (
         list(request.ports) if request.ports else None)
-    return factory.run(image, env=dict(request.env) or None, ports=ports, wait=request.wait)
+    network = factory.network()  # a private network per container: a name, an address, DNS
+    return factory.run(image, env=dict(request.env) or None, ports=ports, wait=request.wait,
+                       network=network)
 
 
 __all__ = ["Factory", "PycontainError", "PycontainSession", "container_request"]

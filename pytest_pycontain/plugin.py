@@ -132,10 +132,13 @@ def container(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     state = _session(request.config)
     marker = request.node.get_closest_marker("pycontain")
     kwargs = dict(marker.kwargs) if marker else {}
+    problem = None
     try:
         wanted = container_request(state.settings, kwargs, request.node.nodeid)
     except ConfigError as exc:
-        pytest.fail(f"pycontain: {exc}", pytrace=False)
+        problem = f"pycontain: {exc}"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     if wanted.scope == "function":
         factory = Factory(state, f"container of {request.node.nodeid}")
         factory.on_container = lambda c: _track(request.node, c)
