@@ -186,9 +186,12 @@ def _keep_or_close(request: pytest.FixtureRequest, factory: Any) -> None:
                     f"could not keep {item.name}: {exc}")
                 continue
             factory.detach(item)
+            tool = "docker" if engine.name == "docker" else "pycontain"
+            exec_flags = " -it" if tool == "docker" else ""
+            remove = "rm -f" if tool == "docker" else "rm"
             request.config.stash.setdefault(KEPT_KEY, []).append(
-                f"kept {item.name} ({request.node.nodeid}): enter with `pycontain exec {item.id} "
-                f"sh`, remove with `pycontain rm {item.id}`")
+                f"kept {item.name} ({request.node.nodeid}): enter with `{tool} exec{exec_flags} "
+                f"{item.id} sh`, remove with `{tool} {remove} {item.id}`")
     factory.close()
 
 
