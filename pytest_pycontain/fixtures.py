@@ -6,11 +6,13 @@ per session (and per xdist worker), and reaps what killed runs left before it st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
+import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +73,19 @@ class Factory:
               tag: str | None = None, no_cache: bool = False) -> Any:
         """Build an image; relative paths resolve against the pytest rootdir."""
         context_path = self._session.resolve_path(context)
-        dockerfile_path = (self._session.resolve_path(dockerfile, base=context_path)
-                           if dockerfile else None)
+        dockerfile_path = None
+        if dockerfile:  # against the rootdir, like the settings; docker-py's habit as a fallback
+            dockerfile_path = self._session.resolve_path(dockerfile)
+            in_context = self._session.resolve_path(dockerfile, base=context_path)
+            if not dockerfile_path.exists() and in_context.exists():
+                dockerfile_path = in_context
         return self._session.build(context_path, dockerfile=dockerfile_path, target=target,
                                    build_args=dict(build_args or {}), tag=tag,
                                    no_cache=no_cache or self._session.settings.no_cache)
 
     def pull(self, ref: str) -> Any:
-        return self.engine.pull(ref)
+        with self._session.progress.operation():
+            return self.engine.pull(ref)
 
     def network(self, name: str | None = None) -> Any:
         network = self.engine.network(name)
@@ -125,6 +132,34 @@ class Factory:
                           stacklevel=1)
 
 
+class Progress:
+    """Build and pull steps for the user, shown only once an operation takes a moment: a
+    rebuild that is all cached, or a pull of an image already present, prints nothing."""
+
+    delay = 0.5
+
+    def __init__(self) -> None:
+        self.write: Callable[[list[str]], None] | None = None
+        self._pending: list[str] = []
+        self._start: float | None = None
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        self._start, self._pending = time.monotonic(), []
+        try:
+            yield
+        finally:
+            self._start, self._pending = None, []
+
+    def __call__(self, line: str) -> None:
+        if self.write is None:
+            return
+        self._pending.append(line)
+        if self._start is None or time.monotonic() - self._start >= self.delay:
+            self.write(self._pending)
+            self._pending = []
+
+
 class PycontainSession:
     """Per-session state: settings, the engine (made on first use), built images."""
 
@@ -136,11 +171,13 @@ class PycontainSession:
         self._engine: Engine | None = None
         self._images: dict[Any, Any] = {}
         self.shared: dict[Any, Any] = {}
+        self.progress = Progress()
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = make_engine(self.backend, self.reason, self.settings, self.session_id)
+            self._engine.progress = self.progress  # type: ignore[attr-defined]
         return self._engine
 
     @property
@@ -158,7 +195,8 @@ class PycontainSession:
                tuple(sorted(kwargs.get("build_args", {}).items())), kwargs.get("tag"),
                kwargs.get("no_cache"))
         if key not in self._images:
-            self._images[key] = self.engine.build(context, **kwargs)
+            with self.progress.operation():
+                self._images[key] = self.engine.build(context, **kwargs)
         return self._images[key]
 
     def close(self) -> None:
@@ -203,11 +241,15 @@ def container_request(settings: Settings, marker: Mapping[str, Any],
         raise ConfigError(f"{where}: @pytest.mark.pycontain has unknown key(s) "
                           f"{', '.join(unknown)} (known: {', '.join(MARKER_KEYS)})")
     layered = {k: marker[k] for k in ("context", "scope", "target") if k in marker}
-    if "build_args" in marker:
-        layered["build_arg"] = marker["build_args"]
+    if "build_args" in marker:  # per key over the configured ones
+        if not isinstance(marker["build_args"], Mapping):
+            raise ConfigError(f"{where}: @pytest.mark.pycontain(build_args=...) must be a "
+                              "mapping")
+        layered["build_arg"] = {**dict(settings.build_arg), **marker["build_args"]}
     merged = resolve(marker=layered, cli={k: getattr(settings, k) for k in
-                                         ("context", "scope", "target", "build_arg")},
+                                         ("context", "scope", "target")},
                      environ={})
+    build_args = merged.build_arg if "build_args" in marker else settings.build_arg
     if "image" in marker and "dockerfile" in marker:
         raise ConfigError(f"{where}: @pytest.mark.pycontain takes image= or dockerfile=, "
                           "not both")
@@ -225,7 +267,7 @@ def container_request(settings: Settings, marker: Mapping[str, Any],
     ports = tuple(sorted(ports.items())) if isinstance(ports, Mapping) else (
         tuple(ports) if ports else None)
     return ContainerRequest(image=image, dockerfile=dockerfile, context=merged.context,
-                            target=merged.target, build_args=merged.build_arg,
+                            target=merged.target, build_args=build_args,
                             env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
                             ports=ports, wait=marker.get("wait"), scope=merged.scope)
 

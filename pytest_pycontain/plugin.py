@@ -7,6 +7,7 @@ and docker are loaded only when a pycontain fixture is first used.
 from __future__ import annotations
 
 from collections.abc import Generator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,27 @@ def _session(config: pytest.Config) -> Any:
             state = PycontainSession(config, settings(config), choose_backend(config))
         except ConfigError as exc:
             raise pytest.UsageError(f"pycontain: {exc}") from None
+        state.progress.write = _terminal_progress(config)
         config.stash[SESSION_KEY] = state
     return state
+
+
+def _terminal_progress(config: pytest.Config) -> Any:
+    """Where build and pull steps go: the terminal, or nowhere under ``-q``."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or config.option.verbose < 0:
+        return None
+
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def write(lines: list[str]) -> None:
+        suspended = capture.global_and_fixture_disabled() if capture else nullcontext()
+        with suspended:  # setup output is captured; progress is for the terminal now
+            reporter.ensure_newline()
+            for text in lines:
+                reporter.write_line(f"pycontain: {text}")
+
+    return write
 
 
 def _track(item: pytest.Item, container: Any) -> None:

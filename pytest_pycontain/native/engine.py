@@ -103,6 +103,7 @@ class NativeEngine:
         self._closed = False
         self._networks: list[Any] = []
         self._networks_recorded = False
+        self.progress: Callable[[str], None] | None = None  # lines for the user (the plugin's)
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
         self._janitor: threading.Thread | None = None
 
@@ -122,7 +123,7 @@ class NativeEngine:
         return self._store
 
     def pull(self, ref: str) -> Any:
-        return self.store.pull(ref)
+        return self.store.pull(ref, progress=pull_progress(self.progress))
 
     def build(self, context: str | os.PathLike, *, dockerfile: str | os.PathLike | None = None,
               target: str | None = None, build_args: Mapping[str, str] | None = None,
@@ -133,7 +134,8 @@ class NativeEngine:
 
         return build(self.store, Path(context), dockerfile=Path(dockerfile) if dockerfile
                      else None, target=target, build_args=dict(build_args or {}), tag=tag,
-                     no_cache=no_cache, run_step=native_runner(self), progress=progress)
+                     no_cache=no_cache, run_step=native_runner(self),
+                     progress=progress or self.progress)
 
     def network(self, name: str | None = None) -> Any:
         """A bridge network in its own namespace; removed at close if still there."""
@@ -152,7 +154,7 @@ class NativeEngine:
 
     def _image(self, image: Any) -> Any:
         if isinstance(image, str):
-            return self.store.pull(image)
+            return self.pull(image)
         return image
 
     def _lower_dirs(self, image: Any) -> list[str]:
@@ -400,6 +402,21 @@ class NativeEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def pull_progress(say: Callable[[str], None] | None) -> Callable[..., None] | None:
+    """The store's progress events as lines for ``say`` (finished blobs and layers only)."""
+    if say is None:
+        return None
+
+    def relay(event: str, digest: str, done: int, total: int | None) -> None:
+        short = digest.removeprefix("sha256:")[:12]
+        if event == "downloaded":
+            say(f"pulled {short} ({done / 1e6:.1f} MB)")
+        elif event == "unpacked":
+            say(f"unpacked {short}")
+
+    return relay
 
 
 def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
