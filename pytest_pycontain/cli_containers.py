@@ -49,7 +49,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                        user=args.user, hostname=args.hostname,
                        network="host" if args.network == "host" else None,
                        ports=[int(p) for p in args.publish] or None)
-        container = engine.run(spec)
+        try:
+            container = engine.run(spec)
+        except ContainerError as exc:
+            if exc.exit_code is None:
+                raise
+            print(f"pycontain run: {exc}", file=sys.stderr)
+            return exc.exit_code  # as docker does: 127 not found, 126 not executable
         if args.detach:
             engine.keep(container)
             print(container.id)

@@ -1,20 +1,33 @@
-"""The fixtures as users run them: pytester sessions on the real native engine.
+"""The fixtures as users run them: pytester sessions on each backend.
 
-Each inner session builds the project's Dockerfile (busybox from the test registry), runs
-containers, and must leave nothing behind.
+Every test that is not about one engine runs twice: on the native engine and on the Docker
+backend against the test session's private dockerd, so the two cannot drift. Each inner session
+builds the project's Dockerfile (busybox from the test registry), runs containers, and must
+leave nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+# Imported here, before any pytester: pytester unloads the modules that a test imported first,
+# and a second import of requests under the first one's leftovers breaks its cookie jars.
+with contextlib.suppress(ImportError):
+    import docker
+
+    import pytest_pycontain.docker  # noqa: F401
+
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="the native engine needs root (namespaces, mounts)")
+SESSION_LABEL = "pycontain.session"
 
 WEB_DOCKERFILE = """\
 FROM busybox
@@ -24,6 +37,72 @@ CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
 """
 
 
+class Backend:
+    """One engine the inner sessions run on: its command-line arguments and its leftovers."""
+
+    name = "native"
+
+    def __init__(self) -> None:
+        self.args: tuple[str, ...] = ("-p", "no:cacheprovider", "--pycontain-backend=native")
+
+    def assert_no_leftovers(self) -> None:
+        """No mounts left below the state and cache directories, and no containers of ours in
+        the state directory."""
+        from pytest_pycontain.native import state
+
+        root = os.environ["PYCONTAIN_STATE_DIR"]
+        ours = (root.rstrip("/") + "/", os.environ["PYCONTAIN_CACHE_DIR"].rstrip("/") + "/")
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        assert [m for m in mounts if m.startswith(ours)] == []
+        assert [c for c in state.containers(root)
+                if c["owner"].startswith(str(os.getpid()))] == []
+
+
+class DockerBackend(Backend):
+    """The private dockerd as ``DOCKER_HOST``; sessions labelled before this test are not ours
+    to judge (an outer fixture may hold some)."""
+
+    name = "docker"
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.args = ("-p", "no:cacheprovider", "--pycontain-backend=docker")
+        self.api = docker.APIClient(base_url=host, version="auto")
+        self.before = self.sessions()
+
+    def labelled(self, session: str | None = None) -> list[str]:
+        """Containers, networks and volumes labelled with ``session`` (or any session)."""
+        label = {"label": f"{SESSION_LABEL}={session}" if session else SESSION_LABEL}
+        found = [f"container {c['Names'][0]} ({c['Labels'][SESSION_LABEL]})"
+                 for c in self.api.containers(all=True, filters=label)]
+        found += [f"network {n['Name']} ({n['Labels'][SESSION_LABEL]})"
+                  for n in self.api.networks(filters=label)]
+        found += [f"volume {v['Name']} ({v['Labels'][SESSION_LABEL]})"
+                  for v in (self.api.volumes(filters=label) or {}).get("Volumes") or []]
+        return found
+
+    def sessions(self) -> set[str]:
+        return {entry.rsplit("(", 1)[1].rstrip(")") for entry in self.labelled()}
+
+    def assert_no_leftovers(self) -> None:
+        new = self.sessions() - self.before
+        assert not new, [x for s in new for x in self.labelled(s)]
+
+
+@pytest.fixture(params=[pytest.param("native", marks=NEEDS_ROOT),
+                        pytest.param("docker", marks=pytest.mark.dockerd)])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    if request.param == "native":
+        yield Backend()
+        return
+    dockerd = request.getfixturevalue("dockerd")
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    docker_backend = DockerBackend(dockerd.host)
+    yield docker_backend
+    docker_backend.api.close()
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makefile("", Dockerfile=WEB_DOCKERFILE)
@@ -31,17 +110,15 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-def no_leftovers(state_dir: str | None = None) -> None:
-    """No overlay mounts of ours on the host and no live containers of dead owners."""
-    from pytest_pycontain.native import state
-
-    mounts = Path("/proc/self/mounts").read_text()
-    assert "pycontain" not in mounts
-    root = state_dir or os.environ["PYCONTAIN_STATE_DIR"]
-    assert [c for c in state.containers(root) if c["owner"].startswith(str(os.getpid()))] == []
+def run(pytester: pytest.Pytester, backend: Backend, *args: str) -> Any:
+    """An inner session on ``backend``, whose report header must say so."""
+    result = pytester.runpytest(*backend.args, *args)
+    result.stdout.fnmatch_lines([f"pycontain: engine {backend.name} (requested*"])
+    return result
 
 
-def test_container_from_the_dockerfile_with_ports_and_wait(project: pytest.Pytester) -> None:
+def test_container_from_the_dockerfile_with_ports_and_wait(project: pytest.Pytester,
+                                                           backend: Backend) -> None:
     project.makepyfile("""
         import urllib.request
         import pytest
@@ -51,16 +128,17 @@ def test_container_from_the_dockerfile_with_ports_and_wait(project: pytest.Pytes
         def test_home(container):
             host, port = container.address(8080)
             assert urllib.request.urlopen(f"http://{host}:{port}/").read() == b"hello\\n"
-            assert container.exec("wget -qO- localhost:8080").output == "hello\\n"
+            reply = container.exec(r"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 8080")
+            assert reply.output.startswith("HTTP/1.") and reply.output.endswith("\\nhello\\n")
             assert container.ip and container.status == "running"
             assert container.image.config["ExposedPorts"] == {"8080/tcp": {}}
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
-    no_leftovers()
+    run(project, backend).assert_outcomes(passed=1)
+    backend.assert_no_leftovers()
 
 
-def test_function_scope_is_fresh_and_module_scope_shares(project: pytest.Pytester) -> None:
+def test_function_scope_is_fresh_and_module_scope_shares(project: pytest.Pytester,
+                                                         backend: Backend) -> None:
     project.makepyfile(test_fresh="""
         seen = []
 
@@ -84,11 +162,11 @@ def test_function_scope_is_fresh_and_module_scope_shares(project: pytest.Pyteste
             assert seen == [container.id]
             assert container.exec("test -e /tmp/mark").exit_code == 0
     """)
-    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=4)
-    no_leftovers()
+    run(project, backend).assert_outcomes(passed=4)
+    backend.assert_no_leftovers()
 
 
-def test_session_scope_from_the_command_line(project: pytest.Pytester) -> None:
+def test_session_scope_from_the_command_line(project: pytest.Pytester, backend: Backend) -> None:
     project.makepyfile(test_a="""
         import ids
         def test_a(container):
@@ -99,12 +177,13 @@ def test_session_scope_from_the_command_line(project: pytest.Pytester) -> None:
             ids.seen.add(container.id)
             assert len(ids.seen) == 1
     """, ids="seen = set()\n")
-    project.runpytest("-p", "no:cacheprovider", "--pycontain-scope=session",
-                      "-p", "no:randomly").assert_outcomes(passed=2)
+    run(project, backend, "--pycontain-scope=session", "-p", "no:randomly"
+        ).assert_outcomes(passed=2)
+    backend.assert_no_leftovers()
 
 
 def test_image_option_replaces_the_dockerfile_and_a_marker_wins(
-        project: pytest.Pytester) -> None:
+        project: pytest.Pytester, backend: Backend) -> None:
     project.makepyfile("""
         import pytest
 
@@ -116,12 +195,11 @@ def test_image_option_replaces_the_dockerfile_and_a_marker_wins(
             assert container.exec("cat /www/index.html").output == "hello\\n"
     """)
     project.makefile("", Dockerfile_debian="FROM debian:bookworm\nCMD [\"sleep\", \"3600\"]\n")
-    subprocess_build = project.runpytest("-p", "no:cacheprovider",
-                                         "--pycontain-dockerfile=Dockerfile_debian")
-    subprocess_build.assert_outcomes(passed=2)
+    run(project, backend, "--pycontain-dockerfile=Dockerfile_debian").assert_outcomes(passed=2)
 
 
-def test_marker_env_and_the_failed_test_report(project: pytest.Pytester) -> None:
+def test_marker_env_and_the_failed_test_report(project: pytest.Pytester,
+                                               backend: Backend) -> None:
     project.makefile("", Dockerfile="FROM busybox\nCMD [\"sh\", \"-c\", "
                                     "\"echo started as $ROLE; exec sleep 3600\"]\n")
     project.makepyfile("""
@@ -131,20 +209,21 @@ def test_marker_env_and_the_failed_test_report(project: pytest.Pytester) -> None
         def test_fails(container):
             assert container.exec("echo $ROLE").output == "replica\\n"
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = run(project, backend)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*- pycontain log: pycontain-* -*", "started as primary"])
+    backend.assert_no_leftovers()
 
 
 def test_pycontain_factory_network_names_and_session_factory(
-        pytester: pytest.Pytester) -> None:
+        pytester: pytest.Pytester, backend: Backend) -> None:
     pytester.makepyfile("""
         import pytest
         from pytest_pycontain import wait
 
         @pytest.fixture(scope="session")
         def cache(pycontain_session):
-            net = pycontain_session.network()
+            net = pycontain_session.network("backend")
             server = pycontain_session.run(
                 "busybox", name="cache", network=net, aliases=["redis"],
                 command="while true; do echo PONG | nc -l -p 6379; done", wait=wait.port(6379))
@@ -152,6 +231,7 @@ def test_pycontain_factory_network_names_and_session_factory(
 
         def test_by_name(pycontain, cache):
             net, server = cache
+            assert net.name == "backend" and server.name == "cache"
             app = pycontain.run("busybox", name="app", network=net, command=["sleep", "100"])
             assert app.exec("nc redis 6379 </dev/null").output.strip() == "PONG"
             assert app.exec("nslookup cache").exit_code == 0
@@ -161,11 +241,12 @@ def test_pycontain_factory_network_names_and_session_factory(
         def test_session_container_survives(cache):
             assert cache[1].status == "running"
     """)
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
-    no_leftovers()
+    run(pytester, backend).assert_outcomes(passed=2)
+    backend.assert_no_leftovers()
 
 
-def test_wait_on_an_exited_container_fails_fast(pytester: pytest.Pytester) -> None:
+def test_wait_on_an_exited_container_fails_fast(pytester: pytest.Pytester,
+                                                backend: Backend) -> None:
     pytester.makepyfile("""
         from pytest_pycontain import wait
 
@@ -173,21 +254,23 @@ def test_wait_on_an_exited_container_fails_fast(pytester: pytest.Pytester) -> No
             pycontain.run("busybox", command="echo boom >&2; exit 3",
                           wait=wait.port(80, timeout=600))
     """)
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = run(pytester, backend)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*ContainerError: wait.port(80): container * exited with "
                                  "status 3*", "*boom*"])
+    backend.assert_no_leftovers()
 
 
-def test_no_image_configured_is_a_clear_error(pytester: pytest.Pytester) -> None:
+def test_no_image_configured_is_a_clear_error(pytester: pytest.Pytester,
+                                              backend: Backend) -> None:
     pytester.makepyfile("def test_x(container):\n    pass\n")
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = run(pytester, backend)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*the `container` fixture needs an image: set dockerfile in "
                                  "[[]tool.pycontain[]] or pass --pycontain-image*"])
 
 
-def test_unknown_marker_key(project: pytest.Pytester) -> None:
+def test_unknown_marker_key(project: pytest.Pytester, backend: Backend) -> None:
     project.makepyfile("""
         import pytest
 
@@ -195,13 +278,13 @@ def test_unknown_marker_key(project: pytest.Pytester) -> None:
         def test_x(container):
             pass
     """)
-    result = project.runpytest("-p", "no:cacheprovider")
+    result = run(project, backend)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*@pytest.mark.pycontain has unknown key(s) imgae*"])
 
 
 def test_broken_dockerfile_errors_its_tests_and_the_others_run(
-        pytester: pytest.Pytester) -> None:
+        pytester: pytest.Pytester, backend: Backend) -> None:
     pytester.makefile("", Dockerfile="FROM busybox\nRUN echo building; exit 7\n")
     pytester.makepyprojecttoml('[tool.pycontain]\ndockerfile = "Dockerfile"\n')
     pytester.makepyfile("""
@@ -214,19 +297,25 @@ def test_broken_dockerfile_errors_its_tests_and_the_others_run(
         def test_plain():
             pass
     """)
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = run(pytester, backend)
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines(["*Dockerfile:2*exit*7*"])
+    backend.assert_no_leftovers()
 
 
+KEPT_TEST = """
+    def test_fails(pycontain):
+        c = pycontain.run("busybox", name="kept-one", command=["sleep", "3600"]{network})
+        c.exec("echo evidence > /tmp/clue")
+        assert False
+"""
+
+
+@NEEDS_ROOT
 def test_keep_failed_keeps_and_says_how_to_enter(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("""
-        def test_fails(pycontain):
-            c = pycontain.run("busybox", name="kept-one", command=["sleep", "3600"])
-            c.exec("echo evidence > /tmp/clue")
-            assert False
-    """)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pycontain-keep=failed")
+    pytester.makepyfile(KEPT_TEST.format(network=""))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pycontain-keep=failed",
+                                           "--pycontain-backend=native")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*pycontain: kept containers*",
                                  "kept kept-one (*): enter with `pycontain exec * sh`, remove "
@@ -244,9 +333,103 @@ def test_keep_failed_keeps_and_says_how_to_enter(pytester: pytest.Pytester) -> N
     assert container_id[:12] not in listing
 
 
-def test_a_run_without_fixtures_starts_no_engine(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_x():\n    pass\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+@pytest.mark.dockerd
+def test_keep_failed_on_docker_says_the_docker_commands(pytester: pytest.Pytester,
+                                                        dockerd: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    backend = DockerBackend(dockerd.host)
+    pytester.makepyfile(KEPT_TEST.format(network=", network=pycontain.network()"))
+    result = pytester.runpytest_subprocess(*backend.args, "--pycontain-keep=failed")
+    result.assert_outcomes(failed=1)
+    assert "teardown" not in result.stdout.str()  # its network stays for it, without a warning
+    result.stdout.fnmatch_lines(["*pycontain: kept containers*",
+                                 "kept kept-one (*): enter with `docker exec -it * sh`, remove "
+                                 "with `docker rm -f *`"])
+    line = next(x for x in result.stdout.lines if x.startswith("kept kept-one"))
+    container_id = line.split("docker rm -f ")[1].rstrip("`")
+    env = {**dockerd.env(), "DOCKER_HOST": dockerd.host}
+    out = subprocess.run(["docker", "exec", container_id, "cat", "/tmp/clue"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout == "evidence\n", out.stderr
+    assert backend.api.inspect_container(container_id)["State"]["Running"]
+    subprocess.run(["docker", "rm", "-f", container_id], env=env, check=True, timeout=60,
+                   capture_output=True)
+    assert container_id not in {c["Id"] for c in backend.api.containers(all=True)}
+    from pytest_pycontain.config import Settings
+    from pytest_pycontain.docker import DockerEngine
+
+    DockerEngine(Settings(), base_url=dockerd.host).close()  # reaps the dead run's network
+    backend.assert_no_leftovers()
+
+
+def test_a_run_without_fixtures_starts_no_engine(pytester: pytest.Pytester, backend: Backend,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # a probe would fail
+    pytester.makepyfile("""
+        import sys
+
+        def test_x():
+            assert not {"docker", "pyroute2", "pytest_pycontain.fixtures"} & set(sys.modules)
+    """)
+    result = pytester.runpytest_subprocess(*backend.args)
     result.assert_outcomes(passed=1)
     assert "zygote" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
                                           text=True).stdout.split("pytest_pycontain")[0]
+
+
+@pytest.mark.dockerd
+def test_a_docker_session_leaves_nothing_labelled_and_a_killed_one_is_reaped(
+        pytester: pytest.Pytester, dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    backend = DockerBackend(dockerd.host)
+    pytester.makefile("", Dockerfile=WEB_DOCKERFILE)
+    pytester.makepyprojecttoml('[tool.pycontain]\ndockerfile = "Dockerfile"\n')
+    pytester.makepyfile(test_many="""
+        import os
+        import signal
+        import pytest
+        from pathlib import Path
+
+        @pytest.fixture(scope="session")
+        def db(pycontain_session):
+            net = pycontain_session.network("shared")
+            return pycontain_session.run("busybox", name="db", network=net,
+                                         command=["sleep", "600"])
+
+        def labelled(engine):
+            label = {"label": "pycontain.session=" + engine.session_id}
+            return (len(engine.api.containers(filters=label)),
+                    len(engine.api.networks(filters=label)))
+
+        @pytest.mark.pycontain(ports=[8080], scope="module")
+        def test_all_kinds(container, db, pycontain):
+            pycontain.run("busybox", command=["sleep", "600"], ports=[80])
+            pycontain.run("busybox", network=pycontain.network(), command=["sleep", "600"])
+            Path("session").write_text(db.engine.session_id)
+            assert labelled(db.engine) == (4, 4)
+
+        def test_fails(pycontain, db):
+            pycontain.run("busybox", network="none", command=["sleep", "600"])
+            assert False
+
+        def test_killed(pycontain):
+            net = pycontain.network()  # starts the engine, which reaps what dead runs left
+            if os.environ.get("KILL_ME"):
+                pycontain.run("busybox", network=net, command=["sleep", "600"])
+                Path("killed").write_text(pycontain.engine.session_id)
+                os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    run(pytester, backend, "-k", "not killed").assert_outcomes(passed=1, failed=1)
+    session = (pytester.path / "session").read_text()
+    assert session and backend.labelled(session) == []
+    backend.assert_no_leftovers()
+
+    monkeypatch.setenv("KILL_ME", "1")
+    pytester.runpytest_subprocess(*backend.args, "-k", "killed")
+    killed = (pytester.path / "killed").read_text()
+    assert len(backend.labelled(killed)) == 2  # a container and its network, owner dead
+    monkeypatch.delenv("KILL_ME")
+    run(pytester, backend, "-k", "killed").assert_outcomes(passed=1)  # its engine reaps
+    assert backend.labelled(killed) == []
+    backend.assert_no_leftovers()

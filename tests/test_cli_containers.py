@@ -1,0 +1,66 @@
+"""``pycontain run/exec/ps/rm/prune`` as a user types them (native engine, real containers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="the native engine needs root (namespaces, mounts)")
+
+CLI = [sys.executable, "-m", "pytest_pycontain.cli"]
+
+
+def pycontain(*argv: str, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=120,
+                          check=check)
+
+
+def test_run_passes_output_and_exit_code_through() -> None:
+    done = pycontain("run", "--rm", "-e", "WHO=world", "-w", "/srv", "--hostname", "box",
+                     "busybox", "sh", "-c", "echo hello $WHO from $(hostname) in $(pwd); exit 3")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "hello world from box in /srv\n"
+
+
+def test_run_a_missing_command_is_127_with_dockers_message() -> None:
+    done = pycontain("run", "--rm", "busybox", "no-such-command")
+    assert done.returncode == 127
+    assert "no-such-command" in done.stdout + done.stderr
+    assert "executable file not found" in done.stdout + done.stderr
+
+
+def test_detached_exec_ps_rm() -> None:
+    started = pycontain("run", "-d", "--name", "cli-kept", "busybox", "sleep", "300", check=True)
+    container_id = started.stdout.strip()
+    assert len(container_id) == 64
+    try:
+        assert pycontain("exec", container_id[:12], "cat", "/etc/hostname").stdout == (
+            container_id[:12] + "\n")
+        entered = pycontain("exec", "cli-kept", "sh", "-c", "exit 4")
+        assert entered.returncode == 4
+        listing = pycontain("ps", check=True).stdout
+        assert container_id[:12] in listing and "cli-kept" in listing and "kept" in listing
+    finally:
+        removed = pycontain("rm", container_id[:12])
+    assert removed.returncode == 0, removed.stderr
+    assert container_id[:12] not in pycontain("ps", check=True).stdout
+    missing = pycontain("rm", container_id[:12])
+    assert missing.returncode == 1 and "no container matches" in missing.stderr
+
+
+def test_prune_kept_removes_kept_containers() -> None:
+    container_id = pycontain("run", "-d", "busybox", "sleep", "300", check=True).stdout.strip()
+    assert container_id[:12] in pycontain("ps", check=True).stdout
+    pruned = pycontain("prune", "--kept", check=True)
+    assert "removed" in pruned.stdout
+    assert container_id[:12] not in pycontain("ps", check=True).stdout
+
+
+def test_exec_unknown_container_is_a_clear_error() -> None:
+    done = pycontain("exec", "nothing-like-this", "sh")
+    assert done.returncode == 1
+    assert "no container matches 'nothing-like-this'" in done.stderr

@@ -1,0 +1,68 @@
+"""A run killed with SIGKILL while containers sit on networks with published ports leaves
+nothing once the next engine starts: no lease, no veth, no bridge, no netns, no proxy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason="the native engine needs root (namespaces, mounts)")
+
+OWNER = textwrap.dedent("""
+    import sys, time
+    from pytest_pycontain.config import resolve
+    from pytest_pycontain.engine import RunSpec
+    from pytest_pycontain.native.engine import NativeEngine
+
+    engine = NativeEngine(resolve())
+    net = engine.network("doomed")
+    web = engine.run(RunSpec(image="busybox", name="web", network=net, ports=[8080],
+                             command=["sleep", "300"]))
+    print(net.subnet, web.address(8080)[1], web.pid, flush=True)
+    time.sleep(300)
+""")
+
+
+def links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
+def test_killed_owner_leaves_no_network_behind(tmp_path: Path) -> None:
+    from pytest_pycontain.config import resolve
+    from pytest_pycontain.native.engine import NativeEngine
+    from pytest_pycontain.native.ipam import IPAM
+
+    state_dir = tmp_path / "state"
+    env = {**os.environ, "PYCONTAIN_STATE_DIR": str(state_dir)}
+    before = links()
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        subnet, port, pid1 = owner.stdout.readline().split()
+    except ValueError:
+        owner.kill()
+        pytest.fail(f"the owner did not start: {owner.stderr.read()}")
+    assert subnet in IPAM(state_dir).leases()
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    NativeEngine(resolve(environ=env)).close()  # starting an engine reaps the dead owner
+    assert IPAM(state_dir).leases() == {}
+    status = Path(f"/proc/{pid1}/status")
+    alive = status.exists() and "State:\tZ" not in status.read_text()
+    assert not alive, status.read_text()
+    assert links() <= before
+    import socket
+
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", int(port)))
+    assert str(state_dir) not in Path("/proc/self/mounts").read_text()
+    owners = state_dir / "owners"
+    assert not owners.exists() or not any(owners.iterdir())
