@@ -99,12 +99,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def cmd_rm(args: argparse.Namespace) -> int:
     from .native import state
+    from .native.engine import matches as answers_to
 
     root = _settings().state_path
     failed = 0
     for ref in args.containers:
-        matches = [r for r in state.containers(root)
-                   if r["container"].startswith(ref) or r.get("name") == ref]
+        matches = [r for r in state.containers(root) if answers_to(r, ref)]
         if len(matches) != 1:
             print(f"pycontain rm: {'no' if not matches else 'more than one'} container "
                   f"matches {ref!r}", file=sys.stderr)

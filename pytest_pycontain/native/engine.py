@@ -268,7 +268,10 @@ class NativeEngine:
         mounts = [_parse_mount(m) for m in spec.mounts or ()]
         directory = self.state_root / "containers" / container_id[:16]
         name = spec.name or f"pycontain-{container_id[:12]}"
-        self.journal.record("container", container=container_id, name=name,
+        # the engine-level name carries a unique suffix, so parallel runs never clash
+        engine_name = f"{spec.name}-{container_id[:8]}" if spec.name else name
+        self.journal.record("container", container=container_id, name=engine_name,
+                            dns_name=spec.name,
                             image=image_name(image), dir=str(directory), argv=argv,
                             hostname=hostname, env=env, user=user, workdir=workdir,
                             stop_signal=config.get("StopSignal"),
@@ -319,7 +322,7 @@ class NativeEngine:
         """A handle on a live or kept container of any owner, by id (or a prefix) or name: what
         ``pycontain exec ID`` and ``pycontain rm ID`` use."""
         found = [c for c in state.containers(self.state_root)
-                 if c["container"].startswith(ref) or c.get("name") == ref]
+                 if matches(c, ref)]
         if len(found) != 1:
             what = "no" if not found else "more than one"
             raise ContainerError(f"{what} container matches {ref!r} in {self.state_root}")
@@ -402,6 +405,13 @@ class NativeEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def matches(record: Mapping[str, Any], ref: str) -> bool:
+    """Whether a container record answers to ``ref``: an id prefix, its engine-level name
+    (with the unique suffix) or the name it was given."""
+    return (record["container"].startswith(ref) or record.get("name") == ref
+            or record.get("dns_name") == ref)
 
 
 def pull_progress(say: Callable[[str], None] | None) -> Callable[..., None] | None:
