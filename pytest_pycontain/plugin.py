@@ -150,8 +150,10 @@ def container(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     from .fixtures import Factory, container_request, start_container
 
     state = _session(request.config)
-    marker = request.node.get_closest_marker("pycontain")
-    kwargs = dict(marker.kwargs) if marker else {}
+    kwargs: dict[str, Any] = {}
+    for marker in request.node.iter_markers("pycontain"):  # closest first: it wins per key
+        for key, value in marker.kwargs.items():
+            kwargs.setdefault(key, value)
     problem = None
     try:
         wanted = container_request(state.settings, kwargs, request.node.nodeid)

@@ -127,3 +127,21 @@ def test_keep_always_and_never(pytester: pytest.Pytester) -> None:
     state.remove_kept(os.environ["PYCONTAIN_STATE_DIR"], container_id)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pycontain-keep=never")
     assert not [x for x in result.stdout.lines if x.startswith("kept ")]
+
+
+def test_markers_merge_closest_first(pytester: pytest.Pytester) -> None:
+    pytester.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"60\"]\n")
+    pytester.makepyprojecttoml('[tool.pycontain]\ndockerfile = "Dockerfile"\n')
+    pytester.makepyfile("""
+        import pytest
+
+        pytestmark = pytest.mark.pycontain(env={"LEVEL": "module"}, scope="function")
+
+        @pytest.mark.pycontain(env={"LEVEL": "test"})
+        def test_closest_wins(container):
+            assert container.exec("echo $LEVEL").output == "test\\n"
+
+        def test_module_level(container):
+            assert container.exec("echo $LEVEL").output == "module\\n"
+    """)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
