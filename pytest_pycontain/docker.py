@@ -785,7 +785,8 @@ class DockerNetwork:
         self._apply(container, loss=percent)
 
     def remove(self) -> None:
-        """Remove the network (members still on it are disconnected first)."""
+        """Remove the network (members still on it are disconnected first). A network that a
+        kept container is on stays for it; the reaper removes it once that container is gone."""
         docker = _docker()
         if self._removed:
             return
@@ -793,11 +794,15 @@ class DockerNetwork:
         api = self.engine.api
         try:
             info = api.inspect_network(self.id)
+            kept = False
             for cid, member in (info.get("Containers") or {}).items():
-                if not str(member.get("Name", "")).endswith(KEPT_SUFFIX):
-                    with contextlib.suppress(docker.errors.APIError):
-                        api.disconnect_container_from_network(cid, self.id, force=True)
-            api.remove_network(self.id)
+                if str(member.get("Name", "")).endswith(KEPT_SUFFIX):
+                    kept = True
+                    continue
+                with contextlib.suppress(docker.errors.APIError):
+                    api.disconnect_container_from_network(cid, self.id, force=True)
+            if not kept:
+                api.remove_network(self.id)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
@@ -1269,6 +1274,13 @@ class DockerEngine:
             raise errors.ContainerError(f"run {given}: {message}", exit_code=code, logs=logs,
                                         container=container.id) from exc
         return container
+
+    def keep(self, container: DockerContainer) -> str:
+        """Leave ``container`` running after close(), out of the reaper's reach (keep-on-failure);
+        returns its id, for ``docker exec -it ID sh`` and ``docker rm -f ID``."""
+        if not isinstance(container, DockerContainer) or container.engine is not self:
+            raise errors.ContainerError(f"{container!r} is not a container of this engine")
+        return container.keep()
 
     # -- cleanup --------------------------------------------------------------------------------
     def _remove_labelled(self, match: Callable[[Mapping[str, str], str], bool]) -> list[str]:

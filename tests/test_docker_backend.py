@@ -443,6 +443,20 @@ def test_kept_containers_outlive_close_and_reaping(dockerd, busybox) -> None:
         engine.api.remove_container(kept.id, force=True)
 
 
+def test_a_kept_containers_network_stays_for_it(engine, busybox) -> None:
+    net = engine.network()
+    kept = engine.run(RunSpec(busybox, network=net, command="sleep 1000"))
+    try:
+        assert engine.keep(kept) == kept.id
+        net.remove()  # no error: the network stays while its kept member lives
+        assert engine.api.networks(ids=[net.id])
+    finally:
+        engine.api.remove_container(kept.id, force=True)
+        engine.api.remove_network(net.id)
+    with pytest.raises(errors.ContainerError, match="is not a container of this engine"):
+        engine.keep(object())
+
+
 def test_no_socket(tmp_path: Path) -> None:
     where = f"unix://{tmp_path}/docker.sock"
     with pytest.raises(errors.EngineUnavailable,
