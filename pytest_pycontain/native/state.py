@@ -161,24 +161,7 @@ def _owners(root: Path) -> Iterator[str]:
 def reap(root: str | os.PathLike) -> list[str]:
     """Remove what dead owners left; return the owners reaped. Live owners are left alone."""
     root = Path(root)
-    reaped = []
-    for owner in _owners(root):
-        lock_path = root / "owners" / f"{owner}.lock"
-        try:
-            fd = _take_lock(lock_path, block=False)
-        except (BlockingIOError, PermissionError):
-            continue  # alive
-        try:
-            journal = root / "owners" / f"{owner}.journal"
-            undo_records(read_journal(journal))
-            with contextlib.suppress(FileNotFoundError):
-                journal.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                lock_path.unlink()
-            reaped.append(owner)
-        finally:
-            os.close(fd)
-    return reaped
+    return [owner for owner in _owners(root) if reap_owner(root, owner)]
 
 
 def owner_alive(root: str | os.PathLike, owner: str) -> bool:
@@ -245,10 +228,11 @@ def prune(root: str | os.PathLike, *, kept: bool = False) -> list[str]:
 
 
 def reap_owner(root: Path, owner: str) -> bool:
+    """Undo a dead owner's journal and drop it; False (nothing done) while the owner lives."""
     lock_path = root / "owners" / f"{owner}.lock"
     try:
         fd = _take_lock(lock_path, block=False)
-    except BlockingIOError:
+    except (BlockingIOError, PermissionError):
         return False
     try:
         journal = root / "owners" / f"{owner}.journal"
