@@ -701,6 +701,7 @@ class DockerNetwork:
         self._removed = False
         self._partitions: set[tuple[str, str]] = set()  # (container id, peer ip)
         self._faults: dict[str, dict[str, float]] = {}
+        self._lines: dict[str, Any] = {}  # container id -> DelayLine, on kernels without netem
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -766,10 +767,39 @@ class DockerNetwork:
         pid, ifname, _ = self._member(container)
         with self._lock:
             faults = {**self._faults.get(container.id, {}), **change}
-            in_netns(pid, _set_netem(ifname, int(faults.get("delay", 0) * 1000),
-                                     int(faults.get("jitter", 0) * 1000),
-                                     float(faults.get("loss", 0))))
+            delay, jitter = float(faults.get("delay", 0)), float(faults.get("jitter", 0))
+            loss = float(faults.get("loss", 0))
+            line = self._lines.get(container.id)
+            if line is not None and (delay or 0 < loss < 100):
+                line.set(delay, jitter, loss)  # already in userspace: just new numbers
+            else:
+                self._stop_line(container.id, pid, ifname)
+                try:
+                    in_netns(pid, _set_netem(ifname, int(delay * 1000), int(jitter * 1000),
+                                             loss))
+                except errors.NotSupported:  # no netem here: the userspace delay line
+                    self._start_line(container.id, pid, ifname).set(delay, jitter, loss)
             self._faults[container.id] = faults
+
+    def _start_line(self, container_id: str, pid: int, ifname: str) -> Any:
+        from .native.network import start_delay_line
+
+        tag = secrets.token_hex(5)
+        line = in_netns(pid, lambda ipr: start_delay_line(ipr, ifname, tag))
+        self._lines[container_id] = line
+        return line
+
+    def _stop_line(self, container_id: str, pid: int | None, ifname: str) -> None:
+        from .native.network import stop_delay_line
+
+        line = self._lines.pop(container_id, None)
+        if line is None:
+            return
+        if pid:
+            with contextlib.suppress(errors.PycontainError):
+                in_netns(pid, lambda ipr: stop_delay_line(ipr, ifname, line))
+                return
+        line.close()  # its namespace is gone with the container: only our sockets remain
 
     def delay(self, container: Any, ms: int, jitter_ms: int = 0) -> None:
         """Delay every packet ``container`` sends by ``ms`` (± ``jitter_ms``); 0 undoes it."""
@@ -791,6 +821,9 @@ class DockerNetwork:
         if self._removed:
             return
         self._removed = True
+        for line in self._lines.values():  # the namespaces go with their containers
+            line.close()
+        self._lines.clear()
         api = self.engine.api
         try:
             info = api.inspect_network(self.id)

@@ -447,6 +447,29 @@ def _tc_redirect(ipr: Any, index: int, inlet: str) -> None:
                    "ifindex": target})
 
 
+def start_delay_line(ipr: Any, ifname: str, tag: str) -> DelayLine:
+    """Send what leaves ``ifname`` through a userspace ``DelayLine``: the fallback where the
+    kernel has no netem. Runs inside the interface's namespace (``ipr`` is of it); the Docker
+    backend uses it on a container's own interface."""
+    rx, tx = _add_delay_line(ipr, tag, ifname)
+    line = DelayLine(rx, tx, f"vpd{tag}")
+    try:
+        _tc_redirect(ipr, ipr.link_lookup(ifname=ifname)[0], line.inlet)
+    except BaseException:
+        stop_delay_line(ipr, ifname, line)
+        raise
+    return line
+
+
+def stop_delay_line(ipr: Any, ifname: str, line: DelayLine) -> None:
+    """Undo ``start_delay_line``: frames flow straight again, the line's links go."""
+    found = ipr.link_lookup(ifname=ifname)
+    if found:
+        _tc_clear(ipr, found[0], PRIO_FAULT)
+    _delete_link(ipr, line.inlet)
+    line.close()
+
+
 class DelayLine:
     """Holds each frame for the delay (and drops a share of them) in userspace: the fallback
     where the kernel has no netem. Frames keep their order."""
