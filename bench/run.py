@@ -3,14 +3,19 @@
 Measures, in one run on one machine, pytest-pycontain beside Docker, Podman and
 testcontainers-python, and prints a markdown table (ratios to the native engine) and writes
 the JSON below. A section whose engine or peer is missing is ``null`` with a line saying why.
+It starts what it needs (the seeded local registry, a private dockerd, podman on private
+storage) and stops it all after.
 
 JSON schema (stable)::
 
-    {"machine": {...},
-     "lifecycle": {"native": {"median_ms", "p90_ms", "amortized_ms", "n"}, "docker_backend": ...,
-                   "docker_cli": ..., "podman_cli": ..., "testcontainers": ...},
+    {"machine": {...}, "counts": {...},
+     "lifecycle": {"native": {"median_ms", "p90_ms", "amortized_ms", "n", "batch", "network",
+                              "x_native_median", "x_native_amortized"}, "docker_backend": ...,
+                   "docker_cli": ..., "podman_cli": ..., "testcontainers": ...,
+                   "native_loopback": ..., "native_fresh_network": ..., "docker_raw": ...,
+                   "docker_backend_overhead_pct": float},
      "rebuild": {"pycontain": {...}, "docker": {...}},
-     "cold_build": {...}, "suite": {...}, "fleet": {...}}
+     "cold_build": {...}, "suite": {...}, "fleet": {...}, "mesh": {...}, "images": {...}}
 """
 
 from __future__ import annotations
@@ -19,18 +24,43 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-from collections.abc import Callable
+import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make ``bench`` and ``testenv`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import builds, fleet, images, lifecycle, suite
+from bench.env import Env, note
+from bench.stats import summarize  # noqa: F401 - kept importable from here
+
 LIFECYCLE_PEERS = ("native", "docker_backend", "docker_cli", "podman_cli", "testcontainers")
+EXTRA_PEERS = ("native_loopback", "native_fresh_network", "docker_raw")
+
+COUNTS = {
+    "full": {"lifecycle_singles": 30, "lifecycle_batch": 50, "build_samples": 10,
+             "suite_tests": 200, "fleet_containers": 100, "mesh_containers": 50,
+             "image_samples": 5, "unpack_image": "debian:bookworm"},
+    "quick": {"lifecycle_singles": 5, "lifecycle_batch": 10, "build_samples": 2,
+              "suite_tests": 10, "fleet_containers": 20, "mesh_containers": 8,
+              "image_samples": 2, "unpack_image": "busybox"},
+}
 
 
 def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu": cpu,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "memory_gib": round(
@@ -39,65 +69,173 @@ def machine() -> dict:
     }
 
 
-def summarize(samples_ms: list[float], amortized_ms: float | None) -> dict:
-    ordered = sorted(samples_ms)
-    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    return {
-        "median_ms": round(statistics.median(ordered), 2),
-        "p90_ms": round(p90, 2),
-        "amortized_ms": None if amortized_ms is None else round(amortized_ms, 2),
-        "n": len(ordered),
-    }
-
-
-def skipped(reason: str) -> None:
-    print(f"skipped: {reason}", file=sys.stderr)
-
-
-# Each measurement is a function returning its JSON value or None (skipped, with a line why).
-# The issues that land engines and peers add them here.
-MEASUREMENTS: dict[str, Callable[[argparse.Namespace], object]] = {}
-
-
 def empty_results() -> dict:
     return {
         "machine": machine(),
-        "lifecycle": dict.fromkeys(LIFECYCLE_PEERS),
+        "counts": {},
+        "lifecycle": dict.fromkeys(LIFECYCLE_PEERS + EXTRA_PEERS),
         "rebuild": {"pycontain": None, "docker": None},
         "cold_build": {"pycontain": None, "docker": None},
         "suite": {"native": None, "docker_backend": None},
         "fleet": None,
+        "mesh": None,
+        "images": None,
     }
 
 
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 def table(results: dict) -> str:
-    lines = ["| lifecycle | median ms | p90 ms | amortized ms | n | × native |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    native = (results["lifecycle"].get("native") or {}).get("median_ms")
-    for peer in LIFECYCLE_PEERS:
-        row = results["lifecycle"].get(peer)
+    """The markdown tables the README carries."""
+    life = results["lifecycle"]
+    batch = results.get("counts", {}).get("lifecycle_batch", "N")
+    lines = [f"| lifecycle | median ms | p90 ms | {batch} back-to-back ÷ {batch}, ms | n | "
+             f"x native (median) | x native (÷ {batch}) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for peer in LIFECYCLE_PEERS + EXTRA_PEERS:
+        row = life.get(peer)
         if row is None:
-            lines.append(f"| {peer} | – | – | – | – | – |")
+            lines.append(f"| {peer} | - | - | - | - | - | - |")
             continue
-        ratio = f"{row['median_ms'] / native:.1f}" if native else "–"
         lines.append(f"| {peer} | {row['median_ms']} | {row['p90_ms']} | "
-                     f"{row['amortized_ms']} | {row['n']} | {ratio} |")
+                     f"{_cell(row['amortized_ms'])} | {row['n']} | "
+                     f"{_cell(row.get('x_native_median'))} | "
+                     f"{_cell(row.get('x_native_amortized'))} |")
+    if life.get("docker_backend_overhead_pct") is not None:
+        lines.append(f"\ndocker backend over the raw `docker` package: "
+                     f"{life['docker_backend_overhead_pct']:+.1f}% (median)")
+    lines += ["", "| build (10 steps) | pycontain ms | docker build ms | x |",
+              "| --- | ---: | ---: | ---: |"]
+    for key, label in (("rebuild", "no-change rebuild"), ("cold_build", "cold build")):
+        section = results[key]
+        ours = (section.get("pycontain") or {}).get("median_ms")
+        theirs = (section.get("docker") or {}).get("median_ms")
+        lines.append(f"| {label} | {_cell(ours)} | {_cell(theirs)} | "
+                     f"{_cell(section.get('x_docker_over_pycontain'))} |")
+    s = results["suite"]
+    lines += ["", f"| suite of {s.get('tests', '?')} tests | plain s | -n 2 s |",
+              "| --- | ---: | ---: |"]
+    for key in ("native", "docker_backend"):
+        row = s.get(key) or {}
+        lines.append(f"| {key} | {_cell(row.get('plain_s'))} | {_cell(row.get('n2_s'))} |")
+    f = results.get("fleet")
+    if f:
+        lines += ["", f"{f['containers']} containers alive at once (native): started in "
+                  f"{f['start_all_s']} s ({f['per_container_start_ms']} ms each); the engine's "
+                  f"helpers add {f['pss_per_container_kib'] / 1024:.2f} MiB PSS per container."]
+    m = results.get("mesh")
+    if m:
+        lines.append(f"{m['containers']} containers on one network: {m['pairs_ok']}/"
+                     f"{m['pairs_checked']} pairs reach each other by name (ping NAME).")
+    im = results.get("images")
+    if im:
+        u = im["unpack"]
+        lines.append(f"Pull with every blob present: {im['pull_present']['median_ms']} ms "
+                     f"({im['pull_present']['downloads']} downloads); from the store: "
+                     f"{im['pull_from_store']['median_ms']} ms. Unpacking {u['image']}'s layer "
+                     f"({u['bytes'] / 2**20:.1f} MiB): {u['pycontain']['median_ms']} ms vs "
+                     f"`tar -x` {u['tar_x']['median_ms']} ms ({u['x_tar']}x).")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def markdown(results: dict) -> str:
+    """RESULTS.md: the machine, the counts, the tables, and how to reproduce them."""
+    m, c = results["machine"], results.get("counts", {})
+    life = results["lifecycle"]
+    lines = ["# Benchmark results", "",
+             f"Machine: {m.get('cpu') or m['machine']}, {m['cpus']} CPUs, "
+             f"{m['memory_gib']} GiB, {m['platform']}, Python {m['python']}.",
+             f"Run: `{c.get('mode', '?')}` mode, {c.get('wall_s', '?')} s in all. Counts: "
+             + ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("mode", "wall_s"))
+             + ".", ""]
+    networks = sorted({row["network"] for row in life.values()
+                       if isinstance(row, dict) and "network" in row})
+    lines += [table(results), "",
+              "Lifecycle (DESIGN.md §4): create and start busybox on a network, exec `true`, "
+              "kill, remove. Networks used: " + "; ".join(networks) + ". `docker_raw` is the "
+              "`docker` package's low-level client making the same calls, interleaved with "
+              "`docker_backend` sample by sample. Missing peers are `-` here and `null` in "
+              "the JSON.", "",
+              "Reproduce, as root: `python bench/run.py --json results.json "
+              "--markdown bench/RESULTS.md` (`--quick` for a run under three minutes)."]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace, registry: object = None) -> dict:
+    """Every section ``args.only`` names; ``registry``: a running seeded one to reuse."""
+    counts = {**COUNTS["quick" if args.quick else "full"], **args.counts}
+    results = empty_results()
+    results["counts"] = {"mode": "quick" if args.quick else "full", **counts}
+    started = time.perf_counter()
+    with Env(registry=registry) as env:
+        note("starting the seeded registry ...")
+        env.registry  # noqa: B018 - starts it
+        if "lifecycle" in args.only:
+            note("lifecycle ...")
+            life = lifecycle.measure(env, counts["lifecycle_singles"],
+                                     counts["lifecycle_batch"], only=args.peers)
+            results["lifecycle"].update(life)
+        if "builds" in args.only:
+            note("builds ...")
+            results["rebuild"], results["cold_build"] = builds.measure(
+                env, counts["build_samples"], docker="docker_cli" in args.peers)
+        if "images" in args.only:
+            note("images ...")
+            results["images"] = images.measure(env, counts["image_samples"],
+                                               counts["unpack_image"])
+        if "fleet" in args.only:
+            note("fleet ...")
+            results["fleet"] = fleet.alive(env, counts["fleet_containers"])
+            results["mesh"] = fleet.mesh(env, counts["mesh_containers"])
+        if "suite" in args.only:
+            note("suite ...")
+            results["suite"] = suite.measure(env, counts["suite_tests"],
+                                             docker="docker_backend" in args.peers)
+    results["counts"]["wall_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (< 3 minutes)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="write RESULTS.md (machine, counts, tables) here")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default: all of {SECTIONS})")
+    parser.add_argument("--peers", default=",".join(LIFECYCLE_PEERS + EXTRA_PEERS),
+                        help="comma-separated lifecycle peers (default: all); docker build "
+                             "runs with docker_cli, the docker suite with docker_backend")
+    parser.add_argument("--counts", type=json.loads, default={},
+                        help='override counts, as JSON: \'{"lifecycle_batch": 20}\'')
     args = parser.parse_args(argv)
-    results = empty_results()
-    for name, measure in MEASUREMENTS.items():
-        results[name] = measure(args)
-    if not MEASUREMENTS:
-        skipped("no measurement has landed yet (the engine issues add them)")
+    args.peers = tuple(s.strip() for s in args.peers.split(",") if s.strip())
+    bad_peers = set(args.peers) - set(LIFECYCLE_PEERS + EXTRA_PEERS)
+    if bad_peers:
+        parser.error(f"--peers: unknown peer(s) {sorted(bad_peers)}; "
+                     f"known: {LIFECYCLE_PEERS + EXTRA_PEERS}")
+    if not isinstance(args.counts, dict) or set(args.counts) - set(COUNTS["full"]):
+        parser.error(f"--counts: a JSON object with keys among {sorted(COUNTS['full'])}")
+    args.only = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown section(s) {sorted(unknown)}; known: {SECTIONS}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
     return 0
 
 

@@ -1,0 +1,104 @@
+"""The benchmark runs end to end with tiny counts and writes the stable JSON shape. No timing
+is asserted: only that every section is there, counts are recorded, and nothing is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from bench.run import (
+    EXTRA_PEERS,
+    LIFECYCLE_PEERS,
+    empty_results,
+    markdown,
+    parse_args,
+    run,
+    table,
+)
+from bench.stats import summarize
+
+TINY = {"lifecycle_singles": 2, "lifecycle_batch": 2, "build_samples": 1, "suite_tests": 2,
+        "fleet_containers": 2, "mesh_containers": 3, "image_samples": 1,
+        "unpack_image": "busybox"}
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ip"),
+    reason="the native engine needs root: it makes namespaces, mounts and bridges")
+
+
+def test_summarize_gives_median_p90_and_count():
+    row = summarize([5.0, 1.0, 3.0, 2.0, 4.0], 2.5)
+    assert row == {"median_ms": 3.0, "p90_ms": 5.0, "amortized_ms": 2.5, "n": 5}
+
+
+def test_empty_results_have_the_stable_schema_and_table_names_every_peer():
+    results = empty_results()
+    assert set(results) >= {"machine", "lifecycle", "rebuild", "cold_build", "suite", "fleet"}
+    assert set(results["lifecycle"]) == set(LIFECYCLE_PEERS + EXTRA_PEERS)
+    assert results["rebuild"] == {"pycontain": None, "docker": None}
+    text = table(results)
+    for peer in LIFECYCLE_PEERS:
+        assert f"| {peer} | - |" in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--only", "lifecycle,bogus"], "--only: unknown section(s) ['bogus']"),
+    (["--peers", "native,vagrant"], "--peers: unknown peer(s) ['vagrant']"),
+    (["--counts", '{"apples": 1}'], "--counts: a JSON object with keys among"),
+])
+def test_bad_arguments_are_refused_naming_what(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _workdirs() -> set[str]:
+    return {name for name in os.listdir(tempfile.gettempdir())
+            if name.startswith("pycontain-bench-")}
+
+
+def _bench_mounts() -> list[str]:
+    with open("/proc/self/mounts") as mounts:
+        return [line for line in mounts if "pycontain-bench-" in line]
+
+
+@needs_root
+def test_quick_run_of_the_native_sections_writes_the_json_and_leaves_nothing(
+        test_registry, tmp_path):
+    workdirs = _workdirs()
+    out = tmp_path / "bench.json"
+    args = parse_args(["--quick", "--only", "lifecycle,builds,images,fleet,suite",
+                       "--peers", "native,native_loopback", "--counts", json.dumps(TINY)])
+    results = run(args, registry=test_registry)
+    out.write_text(json.dumps(results))
+    again = json.loads(out.read_text())
+    assert again["counts"]["mode"] == "quick"
+    assert again["counts"]["lifecycle_batch"] == 2
+    native = again["lifecycle"]["native"]
+    assert native["n"] == 2 and native["batch"] == 2
+    assert native["network"] == "one shared per run"
+    assert native["x_native_median"] == 1.0
+    assert native["median_ms"] > 0 and native["p90_ms"] >= native["median_ms"]
+    assert again["lifecycle"]["native_loopback"]["network"].startswith("none")
+    for peer in ("docker_backend", "docker_cli", "podman_cli", "testcontainers"):
+        assert again["lifecycle"][peer] is None  # not asked for: null, as a missing peer
+    assert again["rebuild"]["pycontain"]["steps"] == 10
+    assert again["rebuild"]["docker"] is None
+    assert again["cold_build"]["pycontain"]["n"] == 1
+    assert again["images"]["pull_present"]["downloads"] == 0
+    assert again["images"]["unpack"]["tar_x"]["n"] == 1
+    assert again["fleet"]["containers"] == 2 and again["fleet"]["running"] == 2
+    assert again["fleet"]["pss_per_container_kib"] is not None
+    assert again["mesh"]["pairs_ok"] == again["mesh"]["pairs_checked"] == 9
+    assert again["suite"]["tests"] == 2 and again["suite"]["native"]["plain_s"] > 0
+    assert again["suite"]["docker_backend"] is None
+    assert "| native |" in table(again)
+    assert "Machine: " in markdown(again) and "lifecycle_batch=2" in markdown(again)
+    assert _workdirs() - workdirs == set()  # its temporary directory is gone
+    assert _bench_mounts() == []  # and nothing is left mounted below it
+
