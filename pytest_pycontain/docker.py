@@ -814,7 +814,7 @@ class DockerNetwork:
             raise errors.NetworkError(f"loss: percent must be between 0 and 100, got {percent}")
         self._apply(container, loss=percent)
 
-    def remove(self) -> None:
+    def remove(self, wait: bool = True) -> None:
         """Remove the network (members still on it are disconnected first). A network that a
         kept container is on stays for it; the reaper removes it once that container is gone."""
         docker = _docker()

@@ -122,7 +122,7 @@ class Factory:
                 problems.append(f"container {getattr(container, 'name', '?')}: {exc}")
         for network in reversed(self._networks):
             try:
-                network.remove()
+                network.remove(wait=False)  # the rest of the teardown is off the test's path
             except Exception as exc:
                 problems.append(f"network {getattr(network, 'name', '?')}: {exc}")
         self._containers.clear()

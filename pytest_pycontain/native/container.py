@@ -378,9 +378,10 @@ class NativeContainer:
             with contextlib.suppress(Exception):
                 proxy.close()
         self._proxies.clear()
+        gone = self._removed and (self.shim is None or not os.path.exists(f"/proc/{self.shim}"))
         for network in self._networks:
             with contextlib.suppress(Exception):
-                network.detach(self.id)
+                network.detach(self.id, link_gone=gone)
         self._networks.clear()
 
     def probe_port(self, port: int) -> bool:

@@ -658,8 +658,12 @@ class BridgeNetwork:
             self._responder.add(names, ip)
             return ip
 
-    def detach(self, key: str) -> None:
-        """Take a container off the network (gone already is fine)."""
+    def detach(self, key: str, *, link_gone: bool = False) -> None:
+        """Take a container off the network (gone already is fine).
+
+        ``link_gone``: the container's namespace is going away, and its veth pair with it (the
+        kernel deletes both ends in its own time), so no deletion is queued here: a removal
+        then costs the next attach nothing."""
         with self._lock:
             ep = self._endpoints.pop(key, None)
             if ep is None:
@@ -670,7 +674,7 @@ class BridgeNetwork:
                 ep.line.close()
                 if self._worker is not None:
                     self._worker.submit(_delete_link, ep.line.inlet)
-            if self._worker is not None:  # in order, before any later attach reuses the address
+            if self._worker is not None and not link_gone:  # in order, before a later attach
                 self._worker.submit(_delete_link, ep.host_ifname)
             self._addresses.release(ep.ip)
             drop_record(ep.record)
