@@ -84,7 +84,14 @@ def pytest_report_header(config: pytest.Config) -> str:
         backend, reason = choose_backend(config)
     except ConfigError as exc:
         raise pytest.UsageError(f"pycontain: {exc}") from None
-    return f"pycontain: engine {backend} ({reason}); started on first use"
+    line = f"pycontain: engine {backend} ({reason}); started on first use"
+    if backend == "docker":  # which builder: the docker CLI's BuildKit, or the API's classic
+        from .docker import builder
+
+        found = builder()
+        line += (f"; builds with BuildKit through {found[0]}" if found
+                 else "; builds with the engine's classic builder (no docker CLI with BuildKit)")
+    return line
 
 
 def _session(config: pytest.Config) -> Any:

@@ -77,3 +77,22 @@ def test_cli_help_lists_commands() -> None:
     ).stdout
     for command in ("build", "run", "exec", "pull", "push", "images", "ps", "rm", "prune"):
         assert command in out
+
+
+def test_header_on_docker_names_the_builder(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("--pycontain-backend=docker")
+    result.stdout.fnmatch_lines(["pycontain: engine docker (requested*); started on first use; "
+                                 "builds with *"])
+
+
+def test_auto_falls_back_to_docker_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_pycontain import backends
+
+    monkeypatch.setattr(backends.os, "geteuid", lambda: 1000)
+    chosen, reason = backends.choose("auto", {"DOCKER_HOST": "unix:///tmp/d.sock"})
+    assert chosen == "docker"
+    assert "needs root" in reason and "unix:///tmp/d.sock" in reason
+    monkeypatch.setattr(backends, "docker_sockets", lambda environ=None: [])
+    chosen, reason = backends.choose("auto", {})
+    assert chosen == "none" and "no Docker socket was found" in reason
