@@ -156,20 +156,17 @@ class IPAM:
 
     def release_network(self, network_id: str) -> list[str]:
         """Give back the subnet(s) of ``network_id`` (a reaper that never learnt the subnet)."""
-        with self._lock():
-            data = self._read()
-            mine = [s for s, lease in data["subnets"].items() if lease["network"] == network_id]
-            for subnet in mine:
-                del data["subnets"][subnet]
-            if mine:
-                self._write(data)
-            return mine
+        return self._release_where("network", network_id)
 
     def release_owner(self, pid: int) -> list[str]:
         """Give back every subnet leased by ``pid`` (the reaper's call); returns them."""
+        return self._release_where("pid", pid)
+
+    def _release_where(self, field: str, value: Any) -> list[str]:
+        """Drop every lease whose ``field`` is ``value``, in one locked write; returns them."""
         with self._lock():
             data = self._read()
-            mine = [s for s, lease in data["subnets"].items() if lease["pid"] == pid]
+            mine = [s for s, lease in data["subnets"].items() if lease[field] == value]
             for subnet in mine:
                 del data["subnets"][subnet]
             if mine:
