@@ -52,6 +52,15 @@ def pss_kib(pids: list[int]) -> int:
     return total
 
 
+def _remove_all(boxes: list, net: object) -> None:
+    """Kill and remove every container, then the network; best effort."""
+    for box in boxes:
+        with contextlib.suppress(Exception):
+            box.kill()
+            box.remove()
+    net.remove()
+
+
 def alive(env: Env, count: int) -> dict | None:
     """``count`` native containers alive at once; PSS of the helpers before and with them."""
     try:
@@ -77,11 +86,7 @@ def alive(env: Env, count: int) -> dict | None:
             with_them = pss_kib(with_pids)
             running = sum(1 for box in boxes if box.status == "running")
         finally:
-            for box in boxes:
-                with contextlib.suppress(Exception):
-                    box.kill()
-                    box.remove()
-            net.remove()
+            _remove_all(boxes, net)
         return {"containers": count, "running": running, "network": "one shared",
                 "start_all_s": round(elapsed, 2),
                 "per_container_start_ms": round(elapsed * 1000 / count, 1),
@@ -134,11 +139,7 @@ def mesh(env: Env, count: int) -> dict | None:
                         kinds[line.split()[2]] = kinds.get(line.split()[2], 0) + 1
             checked = time.perf_counter() - start
         finally:
-            for box in boxes:
-                with contextlib.suppress(Exception):
-                    box.kill()
-                    box.remove()
-            net.remove()
+            _remove_all(boxes, net)
         return {"containers": count, "pairs_checked": ok + failed, "pairs_ok": ok,
                 "failures": failures, "failed_by": kinds, "start_s": round(started, 2),
                 "check_s": round(checked, 2), "how": "busybox ping -c1 NAME, every ordered "
