@@ -23,6 +23,7 @@ import pytest
 
 from pytest_pycontain.errors import NetworkError, NotSupported
 from pytest_pycontain.native.ipam import IPAM
+from pytest_pycontain.native.neighbours import NeighbourTable, mac_for
 from pytest_pycontain.native.network import (
     BridgeNetwork,
     in_netns,
@@ -482,18 +483,92 @@ def test_networks_are_isolated_from_each_other(net: BridgeNetwork, standins: lis
         other.remove()
 
 
-def test_many_containers_on_one_network_reach_each_other_by_name(net: BridgeNetwork,
-                                                                 tmp_path: Path) -> None:
+def test_a_full_mesh_past_the_kernels_neighbour_limit(net: BridgeNetwork,
+                                                      tmp_path: Path) -> None:
+    """50 members, every ordered pair by name: ~2,500 neighbour entries, more than the host's
+    gc_thresh3 (1024 by default) would let ARP keep; permanent entries are not counted."""
     resolv = tmp_path / "resolv.conf"
     resolv.write_text(net.resolv_conf())
-    crowd = []
+    names = [f"member-{n}" for n in range(50)]
+    crowd: list[Standin] = []
     try:
-        for n in range(10):
+        for name in names:
             crowd.append(Standin(resolv))
-            net.attach(crowd[-1].netns, f"member-{n}")
-        assert len(set(net.addresses())) == 10
-        for n, member in enumerate(crowd):
-            assert ping(member, f"member-{(n + 1) % 10}").returncode == 0
+            net.attach(crowd[-1].netns, name)
+        assert len(set(net.addresses())) == 50
+        script = " ".join(names)
+        script = (f"for n in {script}; do "
+                  f"{BUSYBOX} ping -c1 -W2 $n >/dev/null 2>&1 && echo ok || echo FAIL $n; done")
+        shells = [subprocess.Popen([*m.enter(), "sh", "-c", script], stdout=subprocess.PIPE,
+                                   text=True) for m in crowd]
+        results = {name: shell.communicate(timeout=120)[0].split("\n")
+                   for name, shell in zip(names, shells, strict=True)}
+        failed = [f"{name} -> {line.split()[1]}" for name, lines in results.items()
+                  for line in lines if line.startswith("FAIL")]
+        assert not failed, failed[:20]
+        assert sum(lines.count("ok") for lines in results.values()) == 50 * 50
     finally:
         for member in crowd:
             member.kill()
+
+
+def neighbours(netns: str) -> dict[str, tuple[str, str]]:
+    """The neighbour table of a namespace: address -> (MAC, state)."""
+    out = subprocess.run(["nsenter", f"--net={netns}", "ip", "-4", "neigh"], capture_output=True,
+                         text=True, check=True).stdout
+    table = {}
+    for line in out.splitlines():
+        words = line.split()
+        if "lladdr" in words:
+            table[words[0]] = (words[words.index("lladdr") + 1], words[-1])
+    return table
+
+
+def test_members_know_each_other_and_the_gateway_for_good(net: BridgeNetwork,
+                                                         standins: list[Standin]) -> None:
+    a, b, c = standins
+    ip_a = net.attach(a.netns, "alpha")
+    ip_b = net.attach(b.netns, "beta")
+    assert neighbours(a.netns) == {net.gateway: (mac_for(net.gateway), "PERMANENT"),
+                                   ip_b: (mac_for(ip_b), "PERMANENT")}
+    assert neighbours(b.netns) == {net.gateway: (mac_for(net.gateway), "PERMANENT"),
+                                   ip_a: (mac_for(ip_a), "PERMANENT")}
+    assert neighbours(net.netns_path) == {ip_a: (mac_for(ip_a), "PERMANENT"),
+                                          ip_b: (mac_for(ip_b), "PERMANENT")}
+    eth0 = subprocess.run(["nsenter", f"--net={b.netns}", "ip", "-o", "link", "show", "eth0"],
+                          capture_output=True, text=True, check=True).stdout
+    assert f"link/ether {mac_for(ip_b)} " in eth0  # the address the entries name
+    assert ping(a, "beta").returncode == 0
+    net.detach("beta")
+    ip_c = net.attach(c.netns, "gamma")
+    assert neighbours(a.netns) == {net.gateway: (mac_for(net.gateway), "PERMANENT"),
+                                   ip_c: (mac_for(ip_c), "PERMANENT")}  # beta forgotten
+    assert set(neighbours(net.netns_path)) == {ip_a, ip_c}
+    assert ping(c, "alpha").returncode == 0
+
+
+def test_mac_addresses_follow_the_ip() -> None:
+    assert mac_for("10.213.0.2") == "02:42:0a:d5:00:02"
+    assert mac_for("192.168.255.1") == "02:42:c0:a8:ff:01"
+    with pytest.raises(ValueError):
+        mac_for("10.213.0")
+
+
+def test_a_neighbour_table_reports_what_the_kernel_refused(tmp_path: Path) -> None:
+    standin = Standin()
+    try:
+        def check(ipr) -> None:
+            lo = ipr.link_lookup(ifname="lo")[0]
+            table = NeighbourTable()
+            try:
+                with pytest.raises(NetworkError, match=r"neighbour entry 10\.9\.0\.1 at "
+                                   r"02:42:0a:09:00:01 on interface 4242: No such device"):
+                    table.set(4242, "10.9.0.1", mac_for("10.9.0.1"))
+                table.delete(lo, "10.9.0.1")  # nothing there: fine
+                table.delete(4242, "10.9.0.1")  # no such interface: fine too
+            finally:
+                table.close()
+
+        in_netns(standin.netns, check)
+    finally:
+        standin.kill()

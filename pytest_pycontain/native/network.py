@@ -6,7 +6,9 @@ of the owner process, so it vanishes with that process even when it is killed), 
 uplink, so containers reach each other and nothing else. A container joins with one end of a
 veth pair on the bridge and the other moved into its namespace as ``eth0``, addressed from the
 network's subnet (``ipam.py``) with a default route via the gateway, the bridge's address, where
-the DNS responder (``dns.py``) listens.
+the DNS responder (``dns.py``) listens. Members know each other's (and the gateway's) MAC
+addresses for good from the start (``neighbours.py``): no ARP, and no overflow of the kernel's
+shared neighbour table however many containers talk to each other.
 
 Faults are tc on the bridge end of a container's veth (so they act on what the container
 receives): a partition is a u32 filter into a class whose queue holds nothing; delay and partial
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import NetworkError, NotSupported
+from .neighbours import NeighbourTable, mac_for
 
 NetnsRef = Union[int, str, "os.PathLike[str]"]
 
@@ -288,12 +291,15 @@ def undo_record(record: dict[str, Any]) -> None:
 
 
 # -- netlink steps (run inside a NetnsThread) -------------------------------------------------
-def _setup_bridge(ipr: Any, gateway: str, prefix: int) -> None:
+def _setup_bridge(ipr: Any, gateway: str, prefix: int) -> tuple[int, NeighbourTable]:
+    """The bridge, with a MAC address of its own choosing (a bridge otherwise takes its
+    ports' lowest, which changes as they come and go); its index and neighbour table."""
     ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-    ipr.link("add", ifname=BRIDGE, kind="bridge")
+    ipr.link("add", ifname=BRIDGE, kind="bridge", address=mac_for(gateway))
     index = ipr.link_lookup(ifname=BRIDGE)[0]
     ipr.addr("add", index=index, address=gateway, prefixlen=prefix)
     ipr.link("set", index=index, state="up")
+    return index, NeighbourTable()
 
 
 def _dns_socket(ipr: Any, address: str) -> socket.socket:
@@ -302,9 +308,9 @@ def _dns_socket(ipr: Any, address: str) -> socket.socket:
     return sock
 
 
-def _add_veth(ipr: Any, host_ifname: str, peer_netns: int) -> tuple[int, str]:
-    """The pair, its bridge end up on the bridge, the other end already in the container's
-    namespace under the first free name of eth0, eth1, ..."""
+def _add_veth(ipr: Any, host_ifname: str, peer_netns: int, mac: str) -> tuple[int, str]:
+    """The pair, its bridge end up on the bridge, the other end (with address ``mac``)
+    already in the container's namespace under the first free name of eth0, eth1, ..."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     bridge = ipr.link_lookup(ifname=BRIDGE)[0]
@@ -312,7 +318,7 @@ def _add_veth(ipr: Any, host_ifname: str, peer_netns: int) -> tuple[int, str]:
         peer = f"eth{n}"
         try:
             ipr.link("add", ifname=host_ifname, kind="veth", master=bridge, state="up",
-                     peer={"ifname": peer, "net_ns_fd": peer_netns})
+                     peer={"ifname": peer, "net_ns_fd": peer_netns, "address": mac})
         except NetlinkError as exc:
             if exc.code == errno.EEXIST and not ipr.link_lookup(ifname=host_ifname):
                 continue  # the container has this name already
@@ -330,8 +336,57 @@ def _delete_link(ipr: Any, ifname: str | None) -> None:
             ipr.link("del", index=found[0])
 
 
-def _configure_peer(ipr: Any, ifname: str, ip: str, prefix: int, gateway: str) -> None:
-    """Inside the container: address the veth end, bring it and loopback up, route."""
+def _plug(ipr: Any, host_ifname: str, peer_netns: int, ip: str,
+          tables: Sequence[tuple[NeighbourTable, int]]) -> tuple[int, str]:
+    """``_add_veth`` and ``_introduce``: a newcomer's link, known to the others."""
+    mac = mac_for(ip)
+    index, ifname = _add_veth(ipr, host_ifname, peer_netns, mac)
+    try:
+        _introduce(ipr, ip, mac, tables)
+    except BaseException:
+        _delete_link(ipr, host_ifname)
+        raise
+    return index, ifname
+
+
+def _unplug(ipr: Any, host_ifname: str, ip: str,
+            tables: Sequence[tuple[NeighbourTable, int]]) -> None:
+    _delete_link(ipr, host_ifname)
+    _forget(ipr, ip, tables)
+
+
+def _introduce(ipr: Any, ip: str, mac: str, tables: Sequence[tuple[NeighbourTable, int]]
+               ) -> None:
+    """Tell the bridge and the members already there (``(table, ifindex)`` each) where a
+    newcomer is. Best effort for members: one that is going away learns by ARP if it must."""
+    for n, (table, ifindex) in enumerate(tables):
+        try:
+            table.set(ifindex, ip, mac)
+        except (NetworkError, OSError):
+            if n == 0:  # the bridge's own
+                raise
+
+
+def _forget(ipr: Any, ip: str, tables: Sequence[tuple[NeighbourTable, int]],
+            closing: NeighbourTable | None = None) -> None:
+    """Undo ``_introduce`` (for a member that left), and close its own table."""
+    for table, ifindex in tables:
+        with contextlib.suppress(NetworkError, OSError):
+            table.delete(ifindex, ip)
+    if closing is not None:
+        closing.close()
+
+
+def _close_tables(ipr: Any, tables: Sequence[tuple[NeighbourTable, int]]) -> None:
+    for table, _ in tables:
+        table.close()
+
+
+def _configure_peer(ipr: Any, ifname: str, ip: str, prefix: int, gateway: str,
+                    neighbours: Sequence[tuple[str, str]]) -> tuple[int, NeighbourTable]:
+    """Inside the container: address the veth end, bring it and loopback up, route, and
+    learn ``neighbours`` (address, MAC: the gateway's and the other members') for good.
+    Returns the interface's index and the namespace's neighbour table."""
     from pyroute2.netlink.exceptions import NetlinkError
 
     index = ipr.link_lookup(ifname=ifname)[0]
@@ -343,6 +398,14 @@ def _configure_peer(ipr: Any, ifname: str, ip: str, prefix: int, gateway: str) -
     except NetlinkError as exc:
         if exc.code != errno.EEXIST:
             raise
+    table = NeighbourTable()
+    try:
+        for address, mac in neighbours:
+            table.set(index, address, mac)
+    except BaseException:
+        table.close()
+        raise
+    return index, table
 
 
 def _tc_root(ipr: Any, index: int) -> None:
@@ -533,6 +596,9 @@ class Endpoint:
     record: Path | None = None
     faults: dict[str, float] = dataclasses.field(default_factory=dict)
     line: DelayLine | None = None
+    mac: str = ""
+    index: int = 0  # of its interface, in its namespace
+    neighbours: NeighbourTable | None = None  # its namespace's; used on the network's thread
 
 
 class BridgeNetwork:
@@ -558,6 +624,7 @@ class BridgeNetwork:
         self._worker: NetnsThread | None = None
         self._responder: Any = None
         self._subnet: str | None = None
+        self._bridge_neighbours: tuple[NeighbourTable, int] | None = None
         self._record = write_record(records_dir, "network", self.id, name=self.name,
                                     ipam=str(self._ipam.state_dir))
         try:
@@ -568,7 +635,8 @@ class BridgeNetwork:
             self.prefix = net.prefixlen
             self.gateway = gateway_of(self._subnet)
             self._worker = NetnsThread(None, label=f"net-{self.name}")
-            self._worker.call(_setup_bridge, self.gateway, self.prefix)
+            index, table = self._worker.call(_setup_bridge, self.gateway, self.prefix)
+            self._bridge_neighbours = (table, index)
             sock = self._worker.call(_dns_socket, self.gateway)
             self._responder = dns.Responder(sock, label=f"dns-{self.name}")
         except BaseException:
@@ -636,15 +704,19 @@ class BridgeNetwork:
             host_ifname = f"vpc{secrets.token_hex(5)}"
             ip = record = None
             index = None
+            tables = self._neighbour_tables()
+            known = [(self.gateway, mac_for(self.gateway))]
+            known += [(ep.ip, ep.mac) for ep in self._endpoints.values()]
             try:
                 ip = self._addresses.allocate(key)
                 record = write_record(self.records_dir, "veth", host_ifname, network=self.id,
                                       host_ifname=host_ifname, ip=ip)
-                index, ifname = self._worker.call(_add_veth, host_ifname, nsfd)
-                in_netns(nsfd, _configure_peer, ifname, ip, self.prefix, self.gateway)
+                index, ifname = self._worker.call(_plug, host_ifname, nsfd, ip, tables)
+                peer_index, neighbours = in_netns(nsfd, _configure_peer, ifname, ip,
+                                                  self.prefix, self.gateway, known)
             except BaseException as exc:
                 if index is not None:
-                    self._worker.call(_delete_link, host_ifname)
+                    self._worker.call(_unplug, host_ifname, ip, tables)
                 if ip is not None:
                     self._addresses.release(ip)
                 drop_record(record)
@@ -654,9 +726,18 @@ class BridgeNetwork:
                 raise
             finally:
                 os.close(nsfd)
-            self._endpoints[key] = Endpoint(key, names, ip, host_ifname, index, ifname, record)
+            self._endpoints[key] = Endpoint(key, names, ip, host_ifname, index, ifname, record,
+                                            mac=mac_for(ip), index=peer_index,
+                                            neighbours=neighbours)
             self._responder.add(names, ip)
             return ip
+
+    def _neighbour_tables(self) -> list[tuple[NeighbourTable, int]]:
+        """The bridge's neighbour table and the members' (each with its interface's index),
+        for the network's thread to use."""
+        tables = [self._bridge_neighbours] if self._bridge_neighbours else []
+        return tables + [(ep.neighbours, ep.index) for ep in self._endpoints.values()
+                         if ep.neighbours is not None]
 
     def detach(self, key: str, *, link_gone: bool = False) -> None:
         """Take a container off the network (gone already is fine).
@@ -676,6 +757,8 @@ class BridgeNetwork:
                     self._worker.submit(_delete_link, ep.line.inlet)
             if self._worker is not None and not link_gone:  # in order, before a later attach
                 self._worker.submit(_delete_link, ep.host_ifname)
+            if self._worker is not None:
+                self._worker.submit(_forget, ep.ip, self._neighbour_tables(), ep.neighbours)
             self._addresses.release(ep.ip)
             drop_record(ep.record)
 
@@ -825,6 +908,7 @@ class BridgeNetwork:
                     self._worker.submit(_delete_link, ep.line.inlet)
                 self._worker.submit(_delete_link, ep.host_ifname)
             self._worker.submit(_delete_link, BRIDGE)
+            self._worker.submit(_close_tables, self._neighbour_tables())
             self._worker.submit(finish)
             self._worker.close(wait)
             self._worker = None
