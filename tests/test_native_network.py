@@ -23,7 +23,6 @@ import pytest
 
 from pytest_pycontain.errors import NetworkError, NotSupported
 from pytest_pycontain.native.ipam import IPAM
-from pytest_pycontain.native.neighbours import NeighbourTable, mac_for
 from pytest_pycontain.native.network import (
     BridgeNetwork,
     in_netns,
@@ -31,6 +30,7 @@ from pytest_pycontain.native.network import (
     reap_network_records,
     undo_record,
 )
+from pytest_pycontain.native.rtnl import RouteSocket, mac_for
 
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = "/bin/busybox"
@@ -554,21 +554,36 @@ def test_mac_addresses_follow_the_ip() -> None:
         mac_for("10.213.0")
 
 
-def test_a_neighbour_table_reports_what_the_kernel_refused(tmp_path: Path) -> None:
+def test_a_route_socket_reports_what_the_kernel_refused(tmp_path: Path) -> None:
     standin = Standin()
     try:
         def check(ipr) -> None:
-            lo = ipr.link_lookup(ifname="lo")[0]
-            table = NeighbourTable()
+            sock = RouteSocket()
             try:
-                with pytest.raises(NetworkError, match=r"neighbour entry 10\.9\.0\.1 at "
-                                   r"02:42:0a:09:00:01 on interface 4242: No such device"):
-                    table.set(4242, "10.9.0.1", mac_for("10.9.0.1"))
-                table.delete(lo, "10.9.0.1")  # nothing there: fine
-                table.delete(4242, "10.9.0.1")  # no such interface: fine too
+                with pytest.raises(NetworkError, match=r"cannot add the neighbour entry "
+                                   r"10\.9\.0\.1 at 02:42:0a:09:00:01 on interface 4242: "
+                                   r"No such device"):
+                    sock.set_neighbour(4242, "10.9.0.1", mac_for("10.9.0.1"))
+                sock.delete_neighbour(1, "10.9.0.1")  # nothing there: fine
+                sock.delete_neighbour(4242, "10.9.0.1")  # no such interface: fine too
+                with pytest.raises(NetworkError, match="cannot bring interface 4242 up"):
+                    sock.set_up(4242)
+                sock.add_address(1, "10.9.0.2", 24)
+                with pytest.raises(NetworkError, match=r"cannot give interface 1 the address "
+                                   r"10\.9\.0\.2/24: File exists"):
+                    sock.add_address(1, "10.9.0.2", 24)
+                sock.set_up(1)
+                assert sock.add_default_route("10.9.0.1", 1) is True
+                assert sock.add_default_route("10.9.0.1", 1) is False  # there already
+                with pytest.raises(NetworkError, match=r"cannot route via 10\.7\.0\.1: "
+                                   r"Network is unreachable"):
+                    sock.add_default_route("10.7.0.1", 4242)
             finally:
-                table.close()
+                sock.close()
 
         in_netns(standin.netns, check)
+        routes = subprocess.run(["nsenter", f"--net={standin.netns}", "ip", "route"],
+                                capture_output=True, text=True, check=True).stdout
+        assert "default via 10.9.0.1 dev lo" in routes
     finally:
         standin.kill()

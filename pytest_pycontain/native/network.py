@@ -7,7 +7,7 @@ uplink, so containers reach each other and nothing else. A container joins with 
 veth pair on the bridge and the other moved into its namespace as ``eth0``, addressed from the
 network's subnet (``ipam.py``) with a default route via the gateway, the bridge's address, where
 the DNS responder (``dns.py``) listens. Members know each other's (and the gateway's) MAC
-addresses for good from the start (``neighbours.py``): no ARP, and no overflow of the kernel's
+addresses for good from the start (``rtnl.py``): no ARP, and no overflow of the kernel's
 shared neighbour table however many containers talk to each other.
 
 Faults are tc on the bridge end of a container's veth (so they act on what the container
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import NetworkError, NotSupported
-from .neighbours import NeighbourTable, mac_for
+from .rtnl import RouteSocket, mac_for
 
 NetnsRef = Union[int, str, "os.PathLike[str]"]
 
@@ -291,15 +291,15 @@ def undo_record(record: dict[str, Any]) -> None:
 
 
 # -- netlink steps (run inside a NetnsThread) -------------------------------------------------
-def _setup_bridge(ipr: Any, gateway: str, prefix: int) -> tuple[int, NeighbourTable]:
+def _setup_bridge(ipr: Any, gateway: str, prefix: int) -> tuple[RouteSocket, int]:
     """The bridge, with a MAC address of its own choosing (a bridge otherwise takes its
-    ports' lowest, which changes as they come and go); its index and neighbour table."""
+    ports' lowest, which changes as they come and go); a RouteSocket here, and its index."""
     ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
     ipr.link("add", ifname=BRIDGE, kind="bridge", address=mac_for(gateway))
     index = ipr.link_lookup(ifname=BRIDGE)[0]
     ipr.addr("add", index=index, address=gateway, prefixlen=prefix)
     ipr.link("set", index=index, state="up")
-    return index, NeighbourTable()
+    return RouteSocket(), index
 
 
 def _dns_socket(ipr: Any, address: str) -> socket.socket:
@@ -308,22 +308,27 @@ def _dns_socket(ipr: Any, address: str) -> socket.socket:
     return sock
 
 
-def _add_veth(ipr: Any, host_ifname: str, peer_netns: int, mac: str) -> tuple[int, str]:
-    """The pair, its bridge end up on the bridge, the other end (with address ``mac``)
-    already in the container's namespace under the first free name of eth0, eth1, ..."""
-    from pyroute2.netlink.exceptions import NetlinkError
+def _exists(ifname: str) -> bool:
+    """Whether the calling thread's namespace has an interface ``ifname``."""
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
 
-    bridge = ipr.link_lookup(ifname=BRIDGE)[0]
+
+def _add_veth(bridge: tuple[RouteSocket, int], host_ifname: str, peer_netns: int,
+              mac: str) -> str:
+    """The pair, its bridge end up on the bridge, the other end (with address ``mac``) in the
+    container's namespace under the first name of eth0, eth1, ... it does not have yet."""
+    sock, bridge_index = bridge
     for n in range(64):
         peer = f"eth{n}"
-        try:
-            ipr.link("add", ifname=host_ifname, kind="veth", master=bridge, state="up",
-                     peer={"ifname": peer, "net_ns_fd": peer_netns, "address": mac})
-        except NetlinkError as exc:
-            if exc.code == errno.EEXIST and not ipr.link_lookup(ifname=host_ifname):
-                continue  # the container has this name already
-            raise
-        return ipr.link_lookup(ifname=host_ifname)[0], peer
+        error = sock.add_veth(host_ifname, bridge_index, peer, peer_netns, mac)
+        if error == errno.EEXIST and not _exists(host_ifname):
+            continue  # the container has this name already
+        RouteSocket._check(error, f"add the veth pair {host_ifname}/{peer}")
+        return peer
     raise NetworkError("the container has eth0 to eth63 already")
 
 
@@ -336,76 +341,67 @@ def _delete_link(ipr: Any, ifname: str | None) -> None:
             ipr.link("del", index=found[0])
 
 
-def _plug(ipr: Any, host_ifname: str, peer_netns: int, ip: str,
-          tables: Sequence[tuple[NeighbourTable, int]]) -> tuple[int, str]:
-    """``_add_veth`` and ``_introduce``: a newcomer's link, known to the others."""
+def _join(ipr: Any, home: int, tables: Sequence[tuple[RouteSocket, int]], host_ifname: str,
+          netns: int, ip: str, prefix: int, gateway: str, known: Sequence[tuple[str, str]]
+          ) -> tuple[int, str, int, RouteSocket]:
+    """On the network's thread (in the bridge's namespace, ``home``): a newcomer's veth pair,
+    its end addressed, up and routed, and neighbour entries for good on every side: in the
+    newcomer for ``known`` (address, MAC: the gateway and the members), in ``tables`` (the
+    bridge's, then the members', each with its interface's index) for the newcomer.
+
+    Returns the bridge end's index, the container's interface name and index, and a
+    RouteSocket in the container's namespace."""
     mac = mac_for(ip)
-    index, ifname = _add_veth(ipr, host_ifname, peer_netns, mac)
+    ifname = _add_veth(tables[0], host_ifname, netns, mac)
+    inside: RouteSocket | None = None
     try:
+        host_index = socket.if_nametoindex(host_ifname)
+        enter_netns(netns)  # only to open a socket there, and to learn the index
+        try:
+            inside = RouteSocket()
+            index = socket.if_nametoindex(ifname)
+        finally:
+            enter_netns(home)
+        inside.add_address(index, ip, prefix)
+        inside.set_up(index)
+        inside.set_up(1)  # loopback is ifindex 1 in every namespace
+        inside.add_default_route(gateway, index)  # the first network gives it, as with Docker
+        for address, their_mac in known:
+            inside.set_neighbour(index, address, their_mac)
         _introduce(ipr, ip, mac, tables)
     except BaseException:
+        if inside is not None:
+            inside.close()
         _delete_link(ipr, host_ifname)
+        _forget(ipr, ip, tables)
         raise
-    return index, ifname
+    return host_index, ifname, index, inside
 
 
-def _unplug(ipr: Any, host_ifname: str, ip: str,
-            tables: Sequence[tuple[NeighbourTable, int]]) -> None:
-    _delete_link(ipr, host_ifname)
-    _forget(ipr, ip, tables)
-
-
-def _introduce(ipr: Any, ip: str, mac: str, tables: Sequence[tuple[NeighbourTable, int]]
-               ) -> None:
-    """Tell the bridge and the members already there (``(table, ifindex)`` each) where a
-    newcomer is. Best effort for members: one that is going away learns by ARP if it must."""
-    for n, (table, ifindex) in enumerate(tables):
+def _introduce(ipr: Any, ip: str, mac: str, tables: Sequence[tuple[RouteSocket, int]]) -> None:
+    """Tell the bridge and the members (``(socket, ifindex)`` each, the bridge's first) where
+    a newcomer is. Best effort for members: one that is going away learns by ARP if it must."""
+    for n, (sock, index) in enumerate(tables):
         try:
-            table.set(ifindex, ip, mac)
+            sock.set_neighbour(index, ip, mac)
         except (NetworkError, OSError):
-            if n == 0:  # the bridge's own
+            if n == 0:
                 raise
 
 
-def _forget(ipr: Any, ip: str, tables: Sequence[tuple[NeighbourTable, int]],
-            closing: NeighbourTable | None = None) -> None:
-    """Undo ``_introduce`` (for a member that left), and close its own table."""
-    for table, ifindex in tables:
+def _forget(ipr: Any, ip: str, tables: Sequence[tuple[RouteSocket, int]],
+            closing: RouteSocket | None = None) -> None:
+    """Undo ``_introduce`` (for a member that left), and close the leaver's socket."""
+    for sock, index in tables:
         with contextlib.suppress(NetworkError, OSError):
-            table.delete(ifindex, ip)
+            sock.delete_neighbour(index, ip)
     if closing is not None:
         closing.close()
 
 
-def _close_tables(ipr: Any, tables: Sequence[tuple[NeighbourTable, int]]) -> None:
-    for table, _ in tables:
-        table.close()
-
-
-def _configure_peer(ipr: Any, ifname: str, ip: str, prefix: int, gateway: str,
-                    neighbours: Sequence[tuple[str, str]]) -> tuple[int, NeighbourTable]:
-    """Inside the container: address the veth end, bring it and loopback up, route, and
-    learn ``neighbours`` (address, MAC: the gateway's and the other members') for good.
-    Returns the interface's index and the namespace's neighbour table."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    index = ipr.link_lookup(ifname=ifname)[0]
-    ipr.addr("add", index=index, address=ip, prefixlen=prefix)
-    ipr.link("set", index=index, state="up")
-    ipr.link("set", index=1, state="up")  # loopback is ifindex 1 in every namespace
-    try:  # the first network gives the default route, as with Docker
-        ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise
-    table = NeighbourTable()
-    try:
-        for address, mac in neighbours:
-            table.set(index, address, mac)
-    except BaseException:
-        table.close()
-        raise
-    return index, table
+def _close_sockets(ipr: Any, tables: Sequence[tuple[RouteSocket, int]]) -> None:
+    for sock, _ in tables:
+        sock.close()
 
 
 def _tc_root(ipr: Any, index: int) -> None:
@@ -598,7 +594,7 @@ class Endpoint:
     line: DelayLine | None = None
     mac: str = ""
     index: int = 0  # of its interface, in its namespace
-    neighbours: NeighbourTable | None = None  # its namespace's; used on the network's thread
+    rtnl: RouteSocket | None = None  # in its namespace; used on the network's thread only
 
 
 class BridgeNetwork:
@@ -624,7 +620,7 @@ class BridgeNetwork:
         self._worker: NetnsThread | None = None
         self._responder: Any = None
         self._subnet: str | None = None
-        self._bridge_neighbours: tuple[NeighbourTable, int] | None = None
+        self._bridge: tuple[RouteSocket, int] | None = None  # and the bridge's index
         self._record = write_record(records_dir, "network", self.id, name=self.name,
                                     ipam=str(self._ipam.state_dir))
         try:
@@ -635,8 +631,7 @@ class BridgeNetwork:
             self.prefix = net.prefixlen
             self.gateway = gateway_of(self._subnet)
             self._worker = NetnsThread(None, label=f"net-{self.name}")
-            index, table = self._worker.call(_setup_bridge, self.gateway, self.prefix)
-            self._bridge_neighbours = (table, index)
+            self._bridge = self._worker.call(_setup_bridge, self.gateway, self.prefix)
             sock = self._worker.call(_dns_socket, self.gateway)
             self._responder = dns.Responder(sock, label=f"dns-{self.name}")
         except BaseException:
@@ -703,20 +698,16 @@ class BridgeNetwork:
             nsfd = open_netns(netns)
             host_ifname = f"vpc{secrets.token_hex(5)}"
             ip = record = None
-            index = None
-            tables = self._neighbour_tables()
             known = [(self.gateway, mac_for(self.gateway))]
             known += [(ep.ip, ep.mac) for ep in self._endpoints.values()]
             try:
                 ip = self._addresses.allocate(key)
                 record = write_record(self.records_dir, "veth", host_ifname, network=self.id,
                                       host_ifname=host_ifname, ip=ip)
-                index, ifname = self._worker.call(_plug, host_ifname, nsfd, ip, tables)
-                peer_index, neighbours = in_netns(nsfd, _configure_peer, ifname, ip,
-                                                  self.prefix, self.gateway, known)
+                host_index, ifname, index, rtnl = self._worker.call(
+                    _join, self._worker.fd, self._tables(), host_ifname, nsfd, ip,
+                    self.prefix, self.gateway, known)
             except BaseException as exc:
-                if index is not None:
-                    self._worker.call(_unplug, host_ifname, ip, tables)
                 if ip is not None:
                     self._addresses.release(ip)
                 drop_record(record)
@@ -726,18 +717,17 @@ class BridgeNetwork:
                 raise
             finally:
                 os.close(nsfd)
-            self._endpoints[key] = Endpoint(key, names, ip, host_ifname, index, ifname, record,
-                                            mac=mac_for(ip), index=peer_index,
-                                            neighbours=neighbours)
+            self._endpoints[key] = Endpoint(key, names, ip, host_ifname, host_index, ifname,
+                                            record, mac=mac_for(ip), index=index, rtnl=rtnl)
             self._responder.add(names, ip)
             return ip
 
-    def _neighbour_tables(self) -> list[tuple[NeighbourTable, int]]:
-        """The bridge's neighbour table and the members' (each with its interface's index),
-        for the network's thread to use."""
-        tables = [self._bridge_neighbours] if self._bridge_neighbours else []
-        return tables + [(ep.neighbours, ep.index) for ep in self._endpoints.values()
-                         if ep.neighbours is not None]
+    def _tables(self) -> list[tuple[RouteSocket, int]]:
+        """Where neighbour entries go: the bridge's RouteSocket and the members', each with
+        its interface's index, for the network's thread to use."""
+        tables = [self._bridge] if self._bridge else []
+        return tables + [(ep.rtnl, ep.index) for ep in self._endpoints.values()
+                         if ep.rtnl is not None]
 
     def detach(self, key: str, *, link_gone: bool = False) -> None:
         """Take a container off the network (gone already is fine).
@@ -758,7 +748,7 @@ class BridgeNetwork:
             if self._worker is not None and not link_gone:  # in order, before a later attach
                 self._worker.submit(_delete_link, ep.host_ifname)
             if self._worker is not None:
-                self._worker.submit(_forget, ep.ip, self._neighbour_tables(), ep.neighbours)
+                self._worker.submit(_forget, ep.ip, self._tables(), ep.rtnl)
             self._addresses.release(ep.ip)
             drop_record(ep.record)
 
@@ -908,7 +898,7 @@ class BridgeNetwork:
                     self._worker.submit(_delete_link, ep.line.inlet)
                 self._worker.submit(_delete_link, ep.host_ifname)
             self._worker.submit(_delete_link, BRIDGE)
-            self._worker.submit(_close_tables, self._neighbour_tables())
+            self._worker.submit(_close_sockets, self._tables())
             self._worker.submit(finish)
             self._worker.close(wait)
             self._worker = None
