@@ -868,8 +868,11 @@ class BridgeNetwork:
     def remove(self, wait: bool = True) -> None:
         """Tear everything down: endpoints, DNS, bridge, namespace, lease, records.
 
-        ``wait=False`` leaves deleting the links to the network's thread in the background
-        (the namespace goes when it ends); the subnet is released only once that is done.
+        The bridge goes with the namespace when the network's thread lets go of it (the
+        kernel removes a namespace's devices in one batch; deleting one takes it ~20 ms).
+        ``wait=False`` leaves the members' veth pairs to go that way too, in the background,
+        and the subnet is released once the thread is done; ``wait=True`` deletes them first,
+        so that no member has the interface when this returns.
         """
         with self._lock:
             if self._removed:
@@ -896,8 +899,8 @@ class BridgeNetwork:
                 if ep.line is not None:
                     ep.line.close()
                     self._worker.submit(_delete_link, ep.line.inlet)
-                self._worker.submit(_delete_link, ep.host_ifname)
-            self._worker.submit(_delete_link, BRIDGE)
+                if wait:  # the members lose their interface before this returns
+                    self._worker.submit(_delete_link, ep.host_ifname)
             self._worker.submit(_close_sockets, self._tables())
             self._worker.submit(finish)
             self._worker.close(wait)
