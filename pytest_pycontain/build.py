@@ -33,13 +33,13 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import dockerfile as dfp
-from . import shell
+from . import runmounts, shell
 from .buildcache import BuildCache, file_checksum, step_key
 from .dockerignore import DockerIgnore
 from .dockerignore import load as load_ignore
@@ -87,6 +87,8 @@ class RunRequest:
     lower_dirs: tuple[str, ...]
     network: str = "host"
     where: str = ""
+    mounts: tuple[tuple[str, str, bool], ...] = ()  # RUN --mount binds: (host, target, ro)
+    tmpfs: tuple[tuple[str, str], ...] = ()  # (target, options)
 
 
 @dataclass
@@ -100,6 +102,7 @@ class RunResult:
     output: str
     upper: Path
     cleanup: Callable[[], None] = lambda: None
+    mountpoints: Sequence[str] = ()  # paths the engine made only to mount on
 
 
 RunStep = Callable[[RunRequest], RunResult]
@@ -125,16 +128,19 @@ class NativeRunner:
             self._own = True
         image = _RunImage({"Env": list(request.env), "WorkingDir": request.workdir,
                            "User": request.user}, list(request.lower_dirs))
+        mounts = [f"{host}:{target}:{'ro' if ro else 'rw'}" for host, target, ro in request.mounts]
         container = self.engine.run(RunSpec(
             image=image, entrypoint=list(request.argv), command=None, network=request.network,
-            user=request.user, workdir=request.workdir))
+            user=request.user, workdir=request.workdir, mounts=mounts or None,
+            tmpfs=dict(request.tmpfs) or None))
         try:
             code = container.wait()
             output = container.logs()
         except BaseException:
             container.remove()
             raise
-        return RunResult(code, output, Path(container.dir) / "upper", container.remove)
+        return RunResult(code, output, Path(container.dir) / "upper", container.remove,
+                         mountpoints=container.mountpoints)
 
     def close(self) -> None:
         if self._own and self.engine is not None:
@@ -233,8 +239,11 @@ class Builder:
 
     def __init__(self, store: Any, context: Path, dockerfile: Path, *,
                  build_args: Mapping[str, str] | None = None, no_cache: bool = False,
-                 run_step: RunStep | None = None, progress: Progress | None = None):
+                 run_step: RunStep | None = None, progress: Progress | None = None,
+                 secrets: Mapping[str, str | os.PathLike] | None = None):
         self.store = store
+        self.secrets = dict(secrets or {})
+        self.caches = runmounts.Caches(Path(store.root) / "run-cache")
         self.context = context
         self.dockerfile_path = dockerfile
         self.df = dfp.parse_file(dockerfile)
@@ -635,10 +644,11 @@ class Builder:
         self._cached_layer(state, ins, created_by, (), make)
 
     def _do_run(self, state: _StageState, ins: dfp.Run) -> None:
-        if ins.mounts or (ins.network not in (None, "default", "host", "none")) or \
+        if (ins.network not in (None, "default", "host", "none")) or \
                 ins.security not in (None, "sandbox"):
-            raise NotSupported(f"{ins.path}:{ins.line}: RUN --mount, --network={ins.network} "
+            raise NotSupported(f"{ins.path}:{ins.line}: RUN --network={ins.network} "
                                f"and --security={ins.security} are not supported yet")
+        mounts = self._run_mounts(state, ins)
         network = "none" if ins.network == "none" else "host"
         if ins.json:
             argv = list(ins.command)
@@ -674,27 +684,90 @@ class Builder:
             if not lower:
                 raise self._fail(ins, f"RUN {shown}: the image is empty (FROM scratch): there "
                                  "is no shell or program to run")
-            request = RunRequest(tuple(argv), env_list + proxies, user, workdir, lower,
-                                 network=network, where=f"{ins.path}:{ins.line}")
-            try:
-                result = self.run_step(request)
-            except (BuildError, NotSupported):
-                raise
-            except PycontainError as exc:
-                raise self._fail(ins, f"RUN {shown}: could not run: {exc}",
-                                 exit_code=getattr(exc, "exit_code", None)) from exc
+            with contextlib.ExitStack() as held:
+                host = self._mount_host_side(state, ins, mounts, held)
+                request = RunRequest(tuple(argv), env_list + proxies + tuple(host.env), user,
+                                     workdir, lower, network=network,
+                                     where=f"{ins.path}:{ins.line}", mounts=tuple(host.binds),
+                                     tmpfs=tuple(host.tmpfs.items()))
+                try:
+                    result = self.run_step(request)
+                except (BuildError, NotSupported):
+                    raise
+                except PycontainError as exc:
+                    raise self._fail(ins, f"RUN {shown}: could not run: {exc}",
+                                     exit_code=getattr(exc, "exit_code", None)) from exc
             try:
                 if result.exit_code != 0:
                     raise self._fail(
                         ins, f"RUN {shown}: exited with code {result.exit_code}",
                         exit_code=result.exit_code, logs=result.output)
-                stubs = _stubs_to_leave_out(LayeredFS(lower), result.upper, self.sde or 0)
+                stubs = _stubs_to_leave_out(LayeredFS(lower), result.upper, self.sde or 0,
+                                            made=result.mountpoints)
                 return add_dir_layer(self.store, result.upper, epoch=self.sde, overlay=True,
                                      exclude=stubs, tmp_dir=self._tmp())
             finally:
                 result.cleanup()
 
-        self._cached_layer(state, ins, created_by, (env_list, user, workdir, network), make)
+        parts: tuple[Any, ...] = (env_list, user, workdir, network)
+        if mounts:  # (a RUN without mounts keeps the key it always had)
+            parts += (tuple((m.key(), checksum) for m, (_plan, checksum) in mounts),)
+        self._cached_layer(state, ins, created_by, parts, make)
+
+    def _run_mounts(self, state: _StageState, ins: dfp.Run
+                    ) -> list[tuple[runmounts.RunMount, tuple[_CopyPlan | None, str]]]:
+        """The RUN's ``--mount``s, each with what a bind mount selects (and its checksum for
+        the cache key: the context's files by content, a stage's or image's by its key)."""
+        scope = state.scope()
+        workdir = state.config.get("WorkingDir") or "/"
+        found = []
+        for text in ins.mounts:
+            mount = runmounts.parse(self._expand(text, scope, ins), workdir, ins.path, ins.line)
+            if ":" in mount.target:
+                raise NotSupported(f"{ins.path}:{ins.line}: RUN --mount target "
+                                   f"{mount.target!r}: a ':' in the path is not supported")
+            plan, checksum = None, ""
+            if mount.type == "bind":
+                source_fs, source_name, ignore = self._source_fs(state, ins, mount.from_)
+                plan = _CopyPlan(self, ins, source_fs, ignore, add=False,
+                                 from_stage=mount.from_ is not None)
+                plan.select(mount.source or "/", None)
+                checksum = source_name + " " + plan.checksum(contents=source_name == "context")
+            found.append((mount, (plan, checksum)))
+        return found
+
+    def _mount_host_side(self, state: _StageState, ins: dfp.Run,
+                         mounts: list[tuple[runmounts.RunMount, tuple[_CopyPlan | None, str]]],
+                         held: contextlib.ExitStack) -> runmounts.HostSide:
+        """Binds, caches (held, locked as their sharing says), tmpfs and secrets for one RUN;
+        what ``held`` closes removes the copies and releases the caches."""
+        host = runmounts.HostSide([], {}, [])
+        where = f"{ins.path}:{ins.line}"
+        secret_dir: Path | None = None
+        for mount, (plan, _checksum) in mounts:
+            if mount.type == "bind":
+                assert plan is not None
+                staging = held.enter_context(self._staging())
+                plan.write(_Stager(self, state, staging, fs=LayeredFS([])), "/m", False,
+                           owner=None, chmod=None)
+                for rel, (uid, gid) in staging.owners.items():
+                    os.lchown(staging.root / rel, uid, gid)
+                host.binds.append((str(staging.root / "m"), mount.target, mount.readonly))
+            elif mount.type == "cache":
+                path = held.enter_context(self.caches.hold(mount))
+                host.binds.append((str(path), mount.target, mount.readonly))
+            elif mount.type == "tmpfs":
+                host.tmpfs[mount.target] = "exec" + (f",size={mount.size}" if mount.size else "")
+            elif mount.type == "secret":
+                if secret_dir is None:
+                    secret_dir = held.enter_context(self._staging()).root
+                    secret_dir.mkdir(parents=True)
+                path = runmounts.secret_file(mount, self.secrets, secret_dir, where)
+                if path is not None:
+                    if mount.target:
+                        host.binds.append((str(path), mount.target, True))
+                    host.env.extend(runmounts.secret_env(mount, path))
+        return host
 
     def _do_copy(self, state: _StageState, ins: dfp.Copy) -> None:
         self._files(state, ins, add=False)
@@ -861,34 +934,48 @@ def _relocate(ins: dfp.Instruction, where: dfp.Instruction) -> dfp.Instruction:
     return dataclasses.replace(ins, path=where.path, line=where.line, end_line=where.line)
 
 
-def _stubs_to_leave_out(fs: LayeredFS, upper: Path, epoch: int) -> list[str]:
-    """The mount stubs a RUN left in its upper dir that are not the image's own, and the
-    directories copied up only to hold them (``etc`` for ``/etc/hosts``): without them a RUN
-    that changes nothing gives an empty, reproducible layer."""
-    stubs = [s for s in MOUNT_STUBS if fs.find("/" + s) is None]
+def _stubs_to_leave_out(fs: LayeredFS, upper: Path, epoch: int,
+                        made: Sequence[str] = ()) -> list[str]:
+    """The mount stubs a RUN left in its upper dir that are not the image's own (BuildKit's
+    files, ``made``: what the engine made to mount on), and the directories copied up only to
+    hold them (``etc`` for ``/etc/hosts``): without them a RUN that changes nothing gives an
+    empty, reproducible layer, and a RUN --mount target leaves nothing behind."""
     for point in RUNTIME_MOUNT_POINTS:  # kept, as runc's are, but with a fixed mtime
         real = upper / point
         if fs.find("/" + point) is None and real.is_dir() and not real.is_symlink():
             with contextlib.suppress(OSError):
                 if not os.listdir(real):
                     os.utime(real, (epoch, epoch))
-    for parent in sorted({posixpath.dirname(s) for s in stubs}):
-        real = upper / parent
+    candidates = {s for s in (*MOUNT_STUBS, *(p.strip("/") for p in made))
+                  if s and s.split("/")[0] not in RUNTIME_MOUNT_POINTS}
+    ancestors = {posixpath.dirname(c) for c in candidates}
+    for path in list(ancestors):
+        while path:
+            ancestors.add(path)
+            path = posixpath.dirname(path)
+    ancestors.discard("")
+    stubs: set[str] = set()
+    for rel in sorted(candidates | ancestors, key=lambda p: p.count("/"), reverse=True):
+        real = upper / rel
         try:
-            names = set(os.listdir(real))
             st = os.lstat(real)
         except OSError:
             continue
-        below = fs.find("/" + parent)
-        if names - {posixpath.basename(s) for s in stubs if posixpath.dirname(s) == parent}:
-            continue
-        if below is None or (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (
+        below = fs.find("/" + rel)
+        if stat.S_ISDIR(st.st_mode):
+            left = {posixpath.basename(s) for s in stubs if posixpath.dirname(s) == rel}
+            if set(os.listdir(real)) - left or \
+                    any(k.endswith("overlay.opaque") for k in _listxattr(real)):
+                continue
+        elif not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+            continue  # a stub is an empty file or directory
+        if below is None:
+            if rel in candidates:
+                stubs.add(rel)
+        elif stat.S_ISDIR(st.st_mode) and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (
                 stat.S_IMODE(below[1].st_mode), below[1].st_uid, below[1].st_gid):
-            continue
-        if any(k.endswith("overlay.opaque") for k in _listxattr(real)):
-            continue
-        stubs.append(parent)
-    return stubs
+            stubs.add(rel)  # copied up only to hold stubs
+    return sorted(stubs)
 
 
 def _listxattr(path: Path) -> list[str]:
@@ -1303,11 +1390,13 @@ def _open_archive(path: str) -> Any:
 def build(store: Any, context: Path | str, *, dockerfile: Path | str | None = None,
           target: str | None = None, build_args: Mapping[str, str] | None = None,
           tag: str | None = None, no_cache: bool = False, run_step: RunStep | None = None,
-          progress: Progress | None = None) -> Image:
+          progress: Progress | None = None,
+          secrets: Mapping[str, str | os.PathLike] | None = None) -> Image:
     """Build ``dockerfile`` (default ``<context>/Dockerfile``) with ``context``; return the
     image, tagged ``tag`` when given. Only the stages ``target`` (default: the last) needs
-    are built. Errors: :class:`DockerfileError` / :class:`BuildError` at file:line; nothing is
-    tagged then, and the cache holds only the steps that completed."""
+    are built. ``secrets`` (id -> file) are what ``RUN --mount=type=secret`` mounts. Errors:
+    :class:`DockerfileError` / :class:`BuildError` at file:line; nothing is tagged then, and
+    the cache holds only the steps that completed."""
     context = Path(context)
     if not context.is_dir():
         raise BuildError(f"build context {context} is not a directory")
@@ -1315,7 +1404,7 @@ def build(store: Any, context: Path | str, *, dockerfile: Path | str | None = No
     if not path.is_absolute() and not path.exists():
         path = context / path
     builder = Builder(store, context.resolve(), path, build_args=build_args, no_cache=no_cache,
-                      run_step=run_step, progress=progress)
+                      run_step=run_step, progress=progress, secrets=secrets)
     state = builder.build_stage(builder.target_stage(target))
     unused = sorted(set(builder.build_args) - builder.declared - set(PROXY_ARGS)
                     - set(PLATFORM_ARGS) - {"SOURCE_DATE_EPOCH"})

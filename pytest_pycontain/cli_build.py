@@ -24,6 +24,16 @@ def _build_arg(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _secret(text: str) -> tuple[str, str]:
+    """``id=ID,src=PATH`` (docker build's form; ``source=`` too) -> (id, path)."""
+    fields = dict(part.partition("=")[::2] for part in text.split(",") if part)
+    ident, source = fields.get("id", ""), fields.get("src") or fields.get("source", "")
+    if not ident or not source or set(fields) - {"id", "src", "source", "type"} or \
+            fields.get("type", "file") != "file":
+        raise argparse.ArgumentTypeError(f"--secret {text!r}: expected id=ID,src=PATH")
+    return ident, source
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from . import config
     from .build import build, native_runner
@@ -46,7 +56,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         image = build(store, context, dockerfile=dockerfile, target=args.target,
                       build_args=dict(args.build_arg), tag=args.tag, no_cache=args.no_cache,
-                      run_step=runner, progress=progress)
+                      run_step=runner, progress=progress, secrets=dict(args.secret))
     finally:
         runner.close()
     print(image.id)
@@ -62,6 +72,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--build-arg", action="append", type=_build_arg, default=[],
                    metavar="KEY=VALUE", help="a build argument (repeatable)")
     p.add_argument("--target", help="build only up to this stage")
+    p.add_argument("--secret", action="append", type=_secret, default=[],
+                   metavar="id=ID,src=PATH",
+                   help="a file for RUN --mount=type=secret,id=ID (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("context", metavar="CONTEXT", help="the build context directory")

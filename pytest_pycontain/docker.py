@@ -1112,9 +1112,10 @@ class DockerEngine:
         build_args: Mapping[str, str] | None = None,
         tag: str | None = None,
         no_cache: bool = False,
+        secrets: Mapping[str, str | Path] | None = None,
     ) -> DockerImage:
         """Build with BuildKit through the ``docker`` command line, or the engine's classic
-        builder where no such command line is installed."""
+        builder where no such command line is installed (it has no ``secrets``)."""
         context = Path(context).resolve()
         if not context.is_dir():
             raise errors.BuildError(f"the build context {context} is not a directory")
@@ -1126,14 +1127,18 @@ class DockerEngine:
             raise errors.DockerfileError("no such Dockerfile", path=str(path))
         found = builder()
         if found:
-            image_id = self._build_cli(found, context, path, target, build_args, tag, no_cache)
+            image_id = self._build_cli(found, context, path, target, build_args, tag, no_cache,
+                                       secrets or {})
+        elif secrets:
+            raise errors.NotSupported("build secrets need BuildKit: install the docker command "
+                                      "line (Debian: docker.io) beside the engine")
         else:
             image_id = self._build_classic(context, path, target, build_args, tag, no_cache)
         return self.image(image_id)
 
     def _build_cli(self, found: tuple[str, str], context: Path, path: Path, target: str | None,
                    build_args: Mapping[str, str] | None, tag: str | None,
-                   no_cache: bool) -> str:
+                   no_cache: bool, secrets: Mapping[str, str | Path]) -> str:
         binary, mode = found
         with tempfile.TemporaryDirectory(prefix="pycontain-build-") as tmp:
             iidfile = os.path.join(tmp, "iid")
@@ -1147,6 +1152,8 @@ class DockerEngine:
                 argv += ["-t", tag]
             if no_cache:
                 argv.append("--no-cache")
+            for ident, source in secrets.items():
+                argv += ["--secret", f"id={ident},src={os.fspath(source)}"]
             argv.append(str(context))
             env = {**os.environ, "DOCKER_HOST": self.base_url, "DOCKER_BUILDKIT": "1"}
             env.pop("DOCKER_CONTEXT", None)

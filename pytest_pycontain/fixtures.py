@@ -70,8 +70,10 @@ class Factory:
 
     def build(self, context: str | os.PathLike = ".", *, dockerfile: str | None = None,
               target: str | None = None, build_args: Mapping[str, str] | None = None,
-              tag: str | None = None, no_cache: bool = False) -> Any:
-        """Build an image; relative paths resolve against the pytest rootdir."""
+              tag: str | None = None, no_cache: bool = False,
+              secrets: Mapping[str, str | os.PathLike] | None = None) -> Any:
+        """Build an image; relative paths resolve against the pytest rootdir, ``secrets``
+        (id -> file) too: what ``RUN --mount=type=secret,id=...`` gets."""
         context_path = self._session.resolve_path(context)
         dockerfile_path = None
         if dockerfile:  # against the rootdir, like the settings; docker-py's habit as a fallback
@@ -79,9 +81,13 @@ class Factory:
             in_context = self._session.resolve_path(dockerfile, base=context_path)
             if not dockerfile_path.exists() and in_context.exists():
                 dockerfile_path = in_context
+        kwargs: dict[str, Any] = {}
+        if secrets:  # only when given: an engine of an older signature still builds
+            kwargs["secrets"] = {k: self._session.resolve_path(v) for k, v in secrets.items()}
         return self._session.build(context_path, dockerfile=dockerfile_path, target=target,
                                    build_args=dict(build_args or {}), tag=tag,
-                                   no_cache=no_cache or self._session.settings.no_cache)
+                                   no_cache=no_cache or self._session.settings.no_cache,
+                                   **kwargs)
 
     def pull(self, ref: str) -> Any:
         with self._session.progress.operation():
@@ -193,7 +199,8 @@ class PycontainSession:
     def build(self, context: Path, **kwargs: Any) -> Any:
         key = (str(context), str(kwargs.get("dockerfile")), kwargs.get("target"),
                tuple(sorted(kwargs.get("build_args", {}).items())), kwargs.get("tag"),
-               kwargs.get("no_cache"))
+               kwargs.get("no_cache"),
+               tuple(sorted((k, str(v)) for k, v in kwargs.get("secrets", {}).items())))
         if key not in self._images:
             with self.progress.operation():
                 self._images[key] = self.engine.build(context, **kwargs)

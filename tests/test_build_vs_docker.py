@@ -202,6 +202,19 @@ FROM base AS child
 ENTRYPOINT ["/bin/sh"]
 RUN ls / > /listing
 """,
+    "run_mounts": """\
+FROM busybox AS stage
+RUN mkdir /out && echo staged > /out/file
+FROM busybox
+WORKDIR /work
+RUN --mount=type=bind,source=app,target=/src ls /src > /listing && cat /src/main.py > /main
+RUN --mount=type=bind,target=ctx,rw touch ctx/written && ls -A ctx > /ctx-listing
+RUN --mount=type=bind,from=stage,source=/out,target=/staged cp /staged/file /copied
+RUN --mount=type=cache,target=/root/.cache/tool echo cached > /root/.cache/tool/f && touch /done
+RUN --mount=type=cache,target=/var/newcache/deep,id=x,uid=1000 ls /var/newcache > /varcache
+RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && ls /scratch > /scratch-listing
+RUN --mount=type=secret,id=none ls /run > /run-listing 2>&1 || true
+""",
     "debian_usrmerge": """\
 FROM debian:bookworm
 COPY script.sh /bin/
@@ -209,6 +222,14 @@ RUN useradd -m -u 1500 appuser && mkdir -p /data && chown appuser /data
 USER appuser:appuser
 COPY --chown=appuser app/main.py /data/
 """,
+}
+
+
+# The RUN --mount targets Docker 20.10's BuildKit (v0.8) leaves in the image as empty
+# directories; BuildKit removes them since v0.11 (moby/buildkit#3307 and #3314), as we do.
+OLD_BUILDKIT_STUBS = {
+    "run_mounts": ["root/.cache", "root/.cache/tool", "scratch", "src", "staged",
+                   "var/newcache", "var/newcache/deep", "work/ctx"],
 }
 
 
@@ -226,7 +247,9 @@ def test_same_image_as_docker(name: str, tmp_path: Path, store: Store, runner, d
     ours = our_tree(store, ours_image)
     assert len(theirs) > 3 and normal(their_config["config"])  # compared something real
     assert normal(dict(ours_image.config)) == normal(their_config["config"])
-    missing = sorted(set(theirs) - set(ours))
+    stubs = OLD_BUILDKIT_STUBS.get(name, [])
+    assert all(theirs[k][0] == "dir" for k in stubs)
+    missing = sorted(set(theirs) - set(ours) - set(stubs))
     extra = sorted(set(ours) - set(theirs))
     different = sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
     assert (missing, extra, [(k, ours[k], theirs[k]) for k in different]) == ([], [], [])

@@ -292,6 +292,25 @@ def test_a_failing_build_says_where(engine, busybox, tmp_path: Path) -> None:
         engine.build(tmp_path, dockerfile="Missing.dockerfile")
 
 
+def test_build_secrets_reach_buildkit(engine, busybox, tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("s3cret")
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        "FROM busybox\n"
+        "RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /len\n"
+        'CMD ["cat", "/len"]\n')
+    image = engine.build(context, secrets={"token": secret}, no_cache=True)
+    try:
+        container = engine.run(RunSpec(image))
+        assert container.wait(timeout=10) == 0
+        assert container.logs().strip() == "6"
+        container.remove()
+    finally:
+        engine.api.remove_image(image.id, force=True)
+
+
 def test_the_classic_builder_where_no_cli_builds(engine, busybox, tmp_path: Path,
                                                  monkeypatch) -> None:
     import pytest_pycontain.docker as backend
@@ -310,6 +329,8 @@ def test_the_classic_builder_where_no_cli_builds(engine, busybox, tmp_path: Path
         engine.build(tmp_path)
     assert (info.value.line, info.value.exit_code) == (3, 4)
     assert "broke" in info.value.logs
+    with pytest.raises(errors.NotSupported, match="build secrets need BuildKit"):
+        engine.build(tmp_path, secrets={"token": tmp_path / "Dockerfile"})
 
 
 def test_build_failure_parsing() -> None:

@@ -315,6 +315,26 @@ def test_broken_dockerfile_errors_its_tests_and_the_others_run(
     backend.assert_no_leftovers()
 
 
+def test_build_with_a_secret_and_a_cache_mount(pytester: pytest.Pytester,
+                                               backend: Backend) -> None:
+    pytester.makefile("", Dockerfile=(
+        "FROM busybox\n"
+        "RUN --mount=type=secret,id=token --mount=type=cache,target=/cache \\\n"
+        "    wc -c < /run/secrets/token > /len && touch /cache/used\n"))
+    (pytester.path / "secrets").mkdir()
+    (pytester.path / "secrets" / "token").write_text("abc")
+    pytester.makepyfile("""
+        def test_built(pycontain):
+            image = pycontain.build(".", secrets={"token": "secrets/token"})
+            c = pycontain.run(image, command=["cat", "/len"])
+            assert c.wait() == 0
+            assert c.logs().strip() == "3"
+    """)
+    result = run(pytester, backend)
+    result.assert_outcomes(passed=1)
+    backend.assert_no_leftovers()
+
+
 KEPT_TEST = """
     def test_fails(pycontain):
         c = pycontain.run("busybox", name="kept-one", command=["sleep", "3600"]{network})

@@ -128,14 +128,15 @@ class NativeEngine:
     def build(self, context: str | os.PathLike, *, dockerfile: str | os.PathLike | None = None,
               target: str | None = None, build_args: Mapping[str, str] | None = None,
               tag: str | None = None, no_cache: bool = False,
-              progress: Callable[[str], None] | None = None) -> Any:
+              progress: Callable[[str], None] | None = None,
+              secrets: Mapping[str, str | os.PathLike] | None = None) -> Any:
         """Build a Dockerfile into the store; RUN steps run in this engine (host network)."""
         from ..build import build, native_runner
 
         return build(self.store, Path(context), dockerfile=Path(dockerfile) if dockerfile
                      else None, target=target, build_args=dict(build_args or {}), tag=tag,
                      no_cache=no_cache, run_step=native_runner(self),
-                     progress=progress or self.progress)
+                     progress=progress or self.progress, secrets=secrets)
 
     def network(self, name: str | None = None) -> Any:
         """A bridge network in its own namespace; removed at close if still there."""
