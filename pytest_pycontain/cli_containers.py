@@ -168,4 +168,6 @@ def add_parsers(subparsers: Any) -> None:
 
     p = subparsers.add_parser("prune", help="reap what dead runs left, and unused image data")
     p.add_argument("--kept", action="store_true", help="remove kept containers too")
+    p.add_argument("--build-cache", action="store_true",
+                   help="remove the builds' cache mounts too (those no build holds)")
     p.set_defaults(handler=cmd_prune)

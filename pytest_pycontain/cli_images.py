@@ -152,6 +152,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     removed = store.prune()
     print(f"removed {removed['blobs']} blobs and {removed['layers']} unpacked layers, "
           f"{_size(removed['bytes'])}")
+    if getattr(args, "build_cache", False):
+        from .runmounts import Caches
+
+        count, size = Caches(Path(store.root) / "run-cache").clear()
+        print(f"removed {count} RUN --mount=type=cache directories, {_size(size)}")
     return 0
 
 
@@ -187,4 +192,6 @@ def add_parsers(subparsers: Any, *, prune: bool = True) -> None:
 
     if prune:
         p = subparsers.add_parser("prune", help="remove unused image data")
+        p.add_argument("--build-cache", action="store_true",
+                       help="remove the builds' cache mounts too (those no build holds)")
         p.set_defaults(handler=cmd_prune)

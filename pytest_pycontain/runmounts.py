@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import os
 import posixpath
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +157,11 @@ class HostSide:
 
 
 class Caches:
-    """The cache mounts' directories, kept under ``root`` between builds (one per id), with a
-    lock file each for ``sharing=locked`` and ``private``."""
+    """The cache mounts' directories, kept under ``root`` between builds (one per id).
+
+    Each has a lock file that its users hold while a step runs: shared (``sharing=shared``)
+    or exclusive (``locked``, and ``private``, which moves on to a new instance when the first
+    is taken), so that ``clear`` removes only what no build is using."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -164,30 +169,56 @@ class Caches:
     @contextlib.contextmanager
     def hold(self, mount: RunMount) -> Iterator[Path]:
         """The directory for ``mount`` for as long as the step runs."""
-        from filelock import FileLock, Timeout
-
         self.root.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(mount.id.encode()).hexdigest()[:32]
-        if mount.sharing == "shared":
-            yield self._directory(name, mount)
-            return
-        if mount.sharing == "locked":
-            with FileLock(str(self.root / f"{name}.lock")):
+        if mount.sharing != "private":
+            shared = mount.sharing == "shared"
+            with self._locked(name, fcntl.LOCK_SH if shared else fcntl.LOCK_EX) as held:
+                assert held
                 yield self._directory(name, mount)
             return
-        for n in range(64):  # private: the first instance nobody holds
+        for n in range(64):  # the first instance nobody holds
             candidate = name if n == 0 else f"{name}-{n}"
-            lock = FileLock(str(self.root / f"{candidate}.lock"))
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                continue
-            try:
-                yield self._directory(candidate, mount)
-            finally:
-                lock.release()
-            return
+            with self._locked(candidate, fcntl.LOCK_EX | fcntl.LOCK_NB) as held:
+                if held:
+                    yield self._directory(candidate, mount)
+                    return
         raise BuildError(f"cache mount {mount.id!r}: 64 private instances are in use")
+
+    def clear(self) -> tuple[int, int]:
+        """Remove every cache no build holds; (how many, bytes)."""
+        count = size = 0
+        if not self.root.is_dir():
+            return 0, 0
+        for path in sorted(self.root.iterdir()):
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            with self._locked(path.name, fcntl.LOCK_EX | fcntl.LOCK_NB) as held:
+                if not held:
+                    continue
+                size += sum(f.lstat().st_size for f in path.rglob("*"))
+                trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
+                os.rename(path, trash / "gone")
+                shutil.rmtree(trash, ignore_errors=True)
+                count += 1
+        for stray in self.root.glob(".*"):  # half-made by a killed build (an hour ago at least)
+            with contextlib.suppress(OSError):
+                if time.time() - stray.lstat().st_mtime > 3600:
+                    shutil.rmtree(stray, ignore_errors=True)
+        return count, size
+
+    @contextlib.contextmanager
+    def _locked(self, name: str, how: int) -> Iterator[bool]:
+        fd = os.open(self.root / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, how)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def _directory(self, name: str, mount: RunMount) -> Path:
         path = self.root / name

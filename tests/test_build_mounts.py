@@ -138,6 +138,22 @@ def test_private_caches_are_not_shared_and_locked_ones_wait(tmp_path: Path) -> N
     assert order == ["first", "second"]
 
 
+@needs_root
+def test_clearing_the_caches_spares_those_in_use(tmp_path: Path) -> None:
+    caches = Caches(tmp_path / "caches")
+    idle, busy = parse("type=cache,target=/idle", "/"), parse("type=cache,target=/busy", "/")
+    with caches.hold(idle) as path:
+        (path / "data").write_bytes(b"x" * 1000)
+    with caches.hold(busy) as in_use:
+        (in_use / "keep").write_text("k")
+        assert caches.clear() == (1, 1000)  # the idle one only
+        assert (in_use / "keep").read_text() == "k"
+    assert caches.clear() == (1, 1)
+    with caches.hold(idle) as path:
+        assert list(path.iterdir()) == []  # made afresh
+    assert Caches(tmp_path / "none").clear() == (0, 0)
+
+
 # ------------------------------------------------------------------------------ in builds
 
 
@@ -335,7 +351,8 @@ def test_the_command_line_passes_secrets(tmp_path: Path, monkeypatch: pytest.Mon
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(
-        "FROM busybox\nRUN --mount=type=secret,id=t,required wc -c < /run/secrets/t > /len\n")
+        "FROM busybox\nRUN --mount=type=secret,id=t,required --mount=type=cache,target=/c \\\n"
+        "    wc -c < /run/secrets/t > /len\n")
     assert cli.main(["build", "--secret", "id=t,src=token", "-t", "cli-secret:1",
                      str(context)]) == 0
     store = Store.from_settings(resolve())
@@ -343,3 +360,6 @@ def test_the_command_line_passes_secrets(tmp_path: Path, monkeypatch: pytest.Mon
     capsys.readouterr()
     assert cli.main(["build", "--no-cache", str(context)]) == 1
     assert "secret 't' is required but not given" in capsys.readouterr().err
+    assert cli.main(["prune", "--build-cache"]) == 0
+    assert "RUN --mount=type=cache directories" in capsys.readouterr().out
+    assert not [p for p in (Path(store.root) / "run-cache").iterdir() if p.is_dir()]
