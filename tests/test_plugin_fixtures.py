@@ -365,6 +365,49 @@ def test_keep_failed_keeps_and_says_how_to_enter(pytester: pytest.Pytester) -> N
     assert container_id[:12] not in listing
 
 
+def held_netns_fds() -> set[str]:
+    """The network namespaces that some process holds by an open fd (a bridge's keeper)."""
+    held = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:
+            continue
+        held.update(link for link in links if link.startswith("net:["))
+    return held
+
+
+@NEEDS_ROOT
+def test_a_kept_container_keeps_its_network(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_fails(pycontain):
+            net = pycontain.network()
+            pycontain.run("busybox", name="server", network=net,
+                          command=["httpd", "-f", "-p", "8080", "-h", "/etc"])
+            pycontain.run("busybox", name="client", network=net, command=["sleep", "3600"])
+            assert False
+    """)
+    before = held_netns_fds()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pycontain-keep=failed",
+                                           "--pycontain-backend=native")
+    result.assert_outcomes(failed=1)
+    ids = {line.split()[1]: line.split("pycontain rm ")[1].rstrip("`")
+           for line in result.stdout.lines if line.startswith("kept ")}
+    assert set(ids) == {"server", "client"}
+    cli = [sys.executable, "-m", "pytest_pycontain.cli"]
+    try:
+        # pytest has exited: the bridge, the veth pairs and the names are still there
+        out = subprocess.run([*cli, "exec", ids["client"], "wget", "-qO-",
+                              "http://server:8080/hostname"], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0 and out.stdout.strip(), out.stderr
+        assert held_netns_fds() - before  # a keeper holds the bridge's namespace
+    finally:
+        for container_id in ids.values():
+            subprocess.run([*cli, "rm", container_id], timeout=60, capture_output=True)
+    assert held_netns_fds() - before == set()  # and lets go of it with the containers
+
+
 @pytest.mark.dockerd
 def test_keep_failed_on_docker_says_the_docker_commands(pytester: pytest.Pytester,
                                                         docker_backend: DockerBackend) -> None:

@@ -476,7 +476,18 @@ class NativeContainer:
         keeper = state.Journal(self.engine.state_root, owner=owner)
         for record in self.engine.journal.records(self.id):
             keeper.record(**record)
-        self._tell({"op": "keep"}, [keeper.lock_fd])
+        # Its networks' bridges stay for as long as the keeper holds them (the names it knew
+        # go to /etc/hosts: the DNS responder ends with this process).
+        held = []
+        for network in self._networks:
+            with contextlib.suppress(Exception):
+                (self.dir / "hosts").write_text(network.hosts(self.id, self.hostname))
+                held.append(network.netns_fd())
+        try:
+            self._tell({"op": "keep"}, [keeper.lock_fd, *held[:3]])
+        finally:
+            for fd in held:
+                os.close(fd)
         with self._ctl_lock:
             self._ctl.settimeout(5)
             while True:

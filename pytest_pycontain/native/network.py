@@ -653,6 +653,12 @@ class BridgeNetwork:
         self._check()
         return f"/proc/{os.getpid()}/fd/{self._worker.fd}"
 
+    def netns_fd(self) -> int:
+        """An fd of the caller's own on the bridge's namespace: whoever holds it keeps the
+        bridge and its veth pairs alive (a kept container's keeper, after this process)."""
+        self._check()
+        return os.dup(self._worker.fd)
+
     def resolv_conf(self) -> str:
         from . import dns
 
