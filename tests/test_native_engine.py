@@ -13,7 +13,13 @@ import pytest
 from engine_contract import EngineContract, busybox_rootfs
 
 from pytest_pycontain.engine import RunSpec
-from pytest_pycontain.errors import ConfigError, ContainerError, EngineUnavailable, ImageError
+from pytest_pycontain.errors import (
+    ConfigError,
+    ContainerError,
+    EngineUnavailable,
+    ImageError,
+    NetworkError,
+)
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="the native engine needs root (namespaces, mounts, cgroups)")
@@ -114,6 +120,62 @@ def test_host_network(engine, busybox) -> None:
         assert container.address(8080) == ("127.0.0.1", 8080)
     finally:
         container.remove()
+
+
+def test_a_removed_network_is_the_next_ones_namespace(engine, busybox) -> None:
+    from pytest_pycontain.native.ipam import IPAM
+
+    first = engine.network("reused")
+    old = engine.run(RunSpec(image=busybox, name="old", command="sleep 1000", network=first))
+    old.remove()
+    first.remove()
+    with pytest.raises(NetworkError, match="'reused' has been removed"):
+        first.delay("old", 10)
+    second = engine.network("reused")  # the name is free again
+    try:
+        assert second.subnet == first.subnet and second.id != first.id
+        lease = IPAM(engine.state_root).leases()[second.subnet]
+        assert (lease["network"], lease["name"]) == (second.id, "reused")
+        new = engine.run(RunSpec(image=busybox, name="new", command="sleep 1000",
+                                 network=second))
+        peer = engine.run(RunSpec(image=busybox, name="peer", command="sleep 1000",
+                                  network=second))
+        assert peer.exec("ping -c1 -W2 new").exit_code == 0
+        assert peer.exec(f"nslookup old {second.dns_server}").exit_code != 0  # nothing old
+        second.partition(new, peer)
+        assert peer.exec("ping -c1 -W1 new").exit_code != 0
+        new.remove()
+        peer.remove()
+    finally:
+        second.remove()
+
+
+def test_a_network_with_containers_on_it_goes_for_good(engine, busybox) -> None:
+    net = engine.network()
+    box = engine.run(RunSpec(image=busybox, command="sleep 1000", network=net))
+    try:
+        assert "eth0" in box.exec("cat /proc/net/dev").output
+        net.remove()  # the container is still on it: no reuse, its interface goes
+        assert "eth0" not in box.exec("cat /proc/net/dev").output
+    finally:
+        box.remove()
+
+
+def test_spare_networks_go_with_the_engine(busybox, tmp_path: Path) -> None:
+    from pytest_pycontain.native.engine import NativeEngine
+    from pytest_pycontain.native.ipam import IPAM
+
+    engine = NativeEngine(state_dir=tmp_path)
+    nets = [engine.network() for _ in range(3)]
+    for net in nets:
+        net.remove()
+    assert len(IPAM(tmp_path).leases()) == engine.SPARE_NETWORKS  # the third went for good
+    engine.close()
+    deadline = time.monotonic() + 10
+    while IPAM(tmp_path).leases() and time.monotonic() < deadline:
+        time.sleep(0.02)  # spares are torn down in the background
+    assert IPAM(tmp_path).leases() == {}
+    assert not list((tmp_path / "owners").iterdir())
 
 
 def test_containers_started_from_many_threads(engine, busybox) -> None:

@@ -22,7 +22,9 @@ OWNER = textwrap.dedent("""
     from pytest_pycontain.native.engine import NativeEngine
 
     engine = NativeEngine(resolve())
+    engine.network("spare").remove()  # a spare namespace, left for the next network
     net = engine.network("doomed")
+    engine.network("another spare").remove()
     web = engine.run(RunSpec(image="busybox", name="web", network=net, ports=[8080],
                              command=["sleep", "300"]))
     print(net.subnet, web.address(8080)[1], web.pid, flush=True)
@@ -50,7 +52,7 @@ def test_killed_owner_leaves_no_network_behind(tmp_path: Path) -> None:
     except ValueError:
         owner.kill()
         pytest.fail(f"the owner did not start: {owner.stderr.read()}")
-    assert subnet in IPAM(state_dir).leases()
+    assert subnet in IPAM(state_dir).leases() and len(IPAM(state_dir).leases()) == 2
     os.kill(owner.pid, signal.SIGKILL)
     owner.wait()
     NativeEngine(resolve(environ=env)).close()  # starting an engine reaps the dead owner

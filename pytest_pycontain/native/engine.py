@@ -102,6 +102,7 @@ class NativeEngine:
         self._warm: list[socket.socket] = []  # control sockets of shims made ahead
         self._closed = False
         self._networks: list[Any] = []
+        self._spare_networks: list[Any] = []  # network.Spare: removed networks' namespaces
         self._networks_recorded = False
         self.progress: Callable[[str], None] | None = None  # lines for the user (the plugin's)
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
@@ -138,8 +139,12 @@ class NativeEngine:
                      no_cache=no_cache, run_step=native_runner(self),
                      progress=progress or self.progress, secrets=secrets)
 
+    SPARE_NETWORKS = 2
+
     def network(self, name: str | None = None) -> Any:
-        """A bridge network in its own namespace; removed at close if still there."""
+        """A bridge network in its own namespace; removed at close if still there. A removed
+        network no container was on anymore leaves its namespace, bridge and subnet for the
+        next one (up to ``SPARE_NETWORKS``): a network per test then costs no namespace."""
         from .network import BridgeNetwork
 
         records = self.state_root / "netrecords" / self.journal.owner
@@ -147,11 +152,23 @@ class NativeEngine:
             self.journal.record("netrecords", records_dir=str(records),
                                 handler="pytest_pycontain.native.network:undo_record")
             self._networks_recorded = True
-        if name is not None and any(n.name == name and not n._removed for n in self._networks):
-            raise NetworkError(f"a network named {name!r} already exists in this session")
-        network = BridgeNetwork(name, state_dir=self.state_root, records_dir=records)
-        self._networks.append(network)
+        with self._lock:
+            self._networks = [n for n in self._networks if not n._removed]
+            if name is not None and any(n.name == name for n in self._networks):
+                raise NetworkError(f"a network named {name!r} already exists in this session")
+            spare = self._spare_networks.pop() if self._spare_networks else None
+        network = BridgeNetwork(name, state_dir=self.state_root, records_dir=records,
+                                spare=spare, recycle=self._keep_spare)
+        with self._lock:
+            self._networks.append(network)
         return network
+
+    def _keep_spare(self, spare: Any) -> bool:
+        with self._lock:
+            if self._closed or len(self._spare_networks) >= self.SPARE_NETWORKS:
+                return False
+            self._spare_networks.append(spare)
+            return True
 
     def _image(self, image: Any) -> Any:
         if isinstance(image, str):
@@ -381,6 +398,11 @@ class NativeEngine:
             with contextlib.suppress(Exception):
                 network.remove()
         self._networks.clear()
+        with self._lock:
+            spares, self._spare_networks = self._spare_networks, []
+        for spare in spares:
+            with contextlib.suppress(Exception):
+                spare.close()
         if self._janitor is not None:
             self._trash.put(None)
             self._janitor.join()

@@ -154,6 +154,17 @@ class IPAM:
             del data["subnets"][str(subnet)]
             self._write(data)
 
+    def relabel(self, subnet: str, network_id: str, new_id: str, name: str | None) -> None:
+        """Hand the lease of ``network_id`` on ``subnet`` to ``new_id`` named ``name`` (a
+        network's namespace reused for another network of the same owner)."""
+        with self._lock():
+            data = self._read()
+            lease = data["subnets"].get(str(subnet))
+            if lease is None or lease["network"] != network_id:
+                raise NetworkError(f"IPAM: {subnet} is not leased to network {network_id}")
+            lease.update(network=new_id, name=name)
+            self._write(data)
+
     def release_network(self, network_id: str) -> list[str]:
         """Give back the subnet(s) of ``network_id`` (a reaper that never learnt the subnet)."""
         return self._release_where("network", network_id)

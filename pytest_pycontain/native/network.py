@@ -163,6 +163,10 @@ class NetnsThread:
         os.close(self.fd)
 
     @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
     def ipr(self) -> Any:
         if self._ipr is None:
             from pyroute2 import IPRoute
@@ -597,22 +601,47 @@ class Endpoint:
     rtnl: RouteSocket | None = None  # in its namespace; used on the network's thread only
 
 
+@dataclasses.dataclass
+class Spare:
+    """What a removed network that no container was on anymore leaves for the next one: its
+    namespace and thread, bridge, DNS responder, subnet lease and record. Making a network's
+    namespace costs little, but the kernel tears one down in a worker of its own that holds
+    the lock every network change waits for; a network per test would pay for that."""
+
+    id: str
+    ipam: Any
+    records_dir: str | os.PathLike | None
+    record: Path | None
+    subnet: str
+    addresses: Any
+    worker: NetnsThread
+    bridge: tuple[RouteSocket, int]
+    responder: Any
+
+    def close(self) -> None:
+        """Tear it down (a spare nobody took)."""
+        BridgeNetwork(spare=self).remove(wait=False)
+
+
 class BridgeNetwork:
     """A network: a bridge in its own namespace, a subnet, a DNS responder.
 
     ``state_dir`` holds the IPAM table; ``records_dir`` (the owner's directory from the state
-    bookkeeping) gets a record per resource. Satisfies ``engine.Network``.
+    bookkeeping) gets a record per resource. Satisfies ``engine.Network``. ``spare``: what a
+    removed network left (the engine's pool) to build this one on; ``recycle``: where
+    ``remove`` hands this one's own, when no container is on it anymore (``recycle`` returns
+    False to have it torn down instead).
     """
 
-    def __init__(self, name: str | None = None, *, state_dir: str | os.PathLike,
-                 records_dir: str | os.PathLike | None = None, ipam: Any = None):
+    def __init__(self, name: str | None = None, *, state_dir: str | os.PathLike | None = None,
+                 records_dir: str | os.PathLike | None = None, ipam: Any = None,
+                 spare: Spare | None = None, recycle: Callable[[Spare], bool] | None = None):
         from . import dns
         from .ipam import IPAM, AddressPool, gateway_of
 
         self.id = "pcn" + secrets.token_hex(5)
         self.name = name or self.id
-        self.records_dir = records_dir
-        self._ipam = ipam or IPAM(state_dir)
+        self._recycle = recycle
         self._endpoints: dict[str, Endpoint] = {}
         self._partitions: set[frozenset[str]] = set()
         self._lock = threading.RLock()
@@ -621,6 +650,13 @@ class BridgeNetwork:
         self._responder: Any = None
         self._subnet: str | None = None
         self._bridge: tuple[RouteSocket, int] | None = None  # and the bridge's index
+        if spare is not None:
+            self._adopt(spare)
+            return
+        if state_dir is None and ipam is None:
+            raise TypeError("BridgeNetwork needs state_dir (or ipam)")
+        self.records_dir = records_dir
+        self._ipam = ipam or IPAM(state_dir)
         self._record = write_record(records_dir, "network", self.id, name=self.name,
                                     ipam=str(self._ipam.state_dir))
         try:
@@ -637,6 +673,35 @@ class BridgeNetwork:
         except BaseException:
             self._teardown()
             raise
+
+    def _adopt(self, spare: Spare) -> None:
+        from .ipam import gateway_of
+
+        self.records_dir, self._ipam, self._record = spare.records_dir, spare.ipam, spare.record
+        self._subnet, self._addresses = spare.subnet, spare.addresses
+        self._worker, self._bridge, self._responder = spare.worker, spare.bridge, spare.responder
+        self.prefix = ipaddress.IPv4Network(spare.subnet).prefixlen
+        self.gateway = gateway_of(spare.subnet)
+        try:
+            update_record(self._record, id=self.id, name=self.name)
+            self._ipam.relabel(spare.subnet, spare.id, self.id, self.name)
+        except BaseException:
+            self.id = spare.id  # the lease and the record still name the spare
+            self._teardown()
+            raise
+
+    def _spare(self) -> Spare | None:
+        """This network's kernel side for the next one, when it is clean: no container on
+        it, its thread and responder alive (under ``_lock``, once removed)."""
+        if self._endpoints or self._worker is None or self._responder is None or \
+                self._bridge is None or not self._worker.alive or self._addresses.used():
+            return None
+        try:
+            self._ipam.relabel(self._subnet, self.id, self.id, None)  # the name is free again
+        except NetworkError:
+            return None
+        return Spare(self.id, self._ipam, self.records_dir, self._record, self._subnet,
+                     self._addresses, self._worker, self._bridge, self._responder)
 
     # -- what the engine needs ------------------------------------------------------------
     @property
@@ -884,6 +949,10 @@ class BridgeNetwork:
             if self._removed:
                 return
             self._removed = True
+            spare = self._spare() if self._recycle is not None else None
+            if spare is not None and self._recycle(spare):
+                self._worker = self._responder = self._bridge = None
+                return
             self._teardown(wait)
 
     def _teardown(self, wait: bool = True) -> None:
