@@ -205,53 +205,21 @@ def _feed(sock: socket.socket, data: bytes) -> None:
 
 
 # -- network faults, inside a container's network namespace ---------------------------------------
-def _setns(fd: int) -> None:
-    if hasattr(os, "setns"):
-        os.setns(fd, os.CLONE_NEWNET)
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def in_netns(pid: int, fn: Callable[[Any], Any]) -> Any:
-    """``fn(ipr)`` with a pyroute2 IPRoute inside the network namespace of ``pid``, run in a
-    thread of its own so that only that thread changes namespace."""
+    """``fn(ipr)`` with a pyroute2 IPRoute inside the network namespace of ``pid`` (in a
+    thread of its own, as the native engine does it)."""
+    from .native.network import in_netns as native_in_netns
+
     path = f"/proc/{pid}/ns/net"
-    box: list[Any] = []
-
-    def work() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _setns(fd)
-            finally:
-                os.close(fd)
-            from pyroute2 import IPRoute
-
-            with IPRoute() as ipr:
-                box.append((True, fn(ipr)))
-        except BaseException as exc:  # handed to the caller
-            box.append((False, exc))
-
-    thread = threading.Thread(target=work, name="pycontain-netns", daemon=True)
-    thread.start()
-    thread.join(30)
-    if not box:
-        raise errors.NetworkError(f"network namespace {path}: no answer within 30s")
-    ok, value = box[0]
-    if ok:
-        return value
-    if isinstance(value, errors.PycontainError):
-        raise value
-    if isinstance(value, PermissionError):
-        raise errors.NotSupported(
-            f"network faults on a Docker engine enter the container's network namespace "
-            f"({path}), which needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): {value}") from value
-    raise errors.NetworkError(f"network namespace {path}: {value}") from value
+    try:
+        return native_in_netns(path, fn)
+    except errors.NetworkError as exc:
+        if isinstance(exc.__cause__, PermissionError):
+            raise errors.NotSupported(
+                f"network faults on a Docker engine enter the container's network namespace "
+                f"({path}), which needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): "
+                f"{exc.__cause__}") from exc
+        raise
 
 
 def _eth_index(ipr: Any, ifname: str) -> int:

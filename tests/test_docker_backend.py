@@ -4,7 +4,9 @@ labels and reaping) and its bad input."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -558,3 +560,17 @@ def _until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="drops root's capabilities with setpriv")
+def test_faults_without_the_capabilities_are_not_supported() -> None:
+    script = ("from pytest_pycontain.docker import in_netns\n"
+              "from pytest_pycontain.errors import NotSupported\n"
+              "try:\n    in_netns(1, lambda ipr: None)\n"
+              "except NotSupported as exc:\n    print(exc)\n")
+    done = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable,
+                           "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert "enter the container's network namespace (/proc/1/ns/net), which needs root" \
+        in done.stdout, done.stderr
