@@ -781,9 +781,10 @@ class Builder:
         if not dest:
             raise DockerfileError(f"{ins.keyword}: the destination is empty", path=ins.path,
                                   line=ins.line)
-        if ins.exclude or getattr(ins, "parents", False):
-            raise NotSupported(f"{ins.path}:{ins.line}: {ins.keyword} --exclude and --parents "
-                               "are not supported yet")
+        if getattr(ins, "parents", False):
+            raise NotSupported(f"{ins.path}:{ins.line}: {ins.keyword} --parents is not "
+                               "supported yet")
+        exclude = tuple(self._expand(p, scope, ins) for p in ins.exclude)
         from_ = self._expand(ins.from_, scope, ins) if getattr(ins, "from_", None) else None
         chown = self._expand(ins.chown, scope, ins) if ins.chown else None
         chmod = None
@@ -811,7 +812,7 @@ class Builder:
         plan = _CopyPlan(self, ins, source_fs, ignore, add=add, from_stage=from_ is not None,
                          unpack=getattr(ins, "unpack", None),
                          checksum=self._expand(ins.checksum, scope, ins)
-                         if getattr(ins, "checksum", None) else None)
+                         if getattr(ins, "checksum", None) else None, exclude=exclude)
         for source, body in sources:
             plan.select(source, body)
         workdir = state.config.get("WorkingDir") or "/"
@@ -825,6 +826,7 @@ class Builder:
             flags.append(f"--chmod={ins.chmod}")
         if ins.link:
             flags.append("--link")
+        flags.extend(f"--exclude={p}" for p in exclude)
         shown_sources = " ".join(s for s, _ in sources)
         created_by = f"{ins.keyword} {' '.join([*flags, shown_sources, dest])} # buildkit"
         # A stage's or image's key already pins its files; only the context needs hashing.
@@ -839,7 +841,10 @@ class Builder:
                            owner=owner, chmod=chmod)
                 return self._commit_dir(staging.root, staging.owners)
 
-        self._cached_layer(state, ins, created_by, (source_name, checksum, chown, chmod), make)
+        parts: tuple[Any, ...] = (source_name, checksum, chown, chmod)
+        if exclude:  # (a COPY without it keeps the key it always had)
+            parts += (exclude,)
+        self._cached_layer(state, ins, created_by, parts, make)
 
     def _expand_heredoc(self, body: str, scope: Mapping[str, str], ins: dfp.Instruction) -> str:
         # Heredoc bodies expand like a shell here-document: $VAR and ${...}, quotes kept.
@@ -1077,8 +1082,15 @@ class _CopyPlan:
 
     def __init__(self, builder: Builder, ins: dfp.Instruction, fs: LayeredFS,
                  ignore: DockerIgnore | None, *, add: bool, from_stage: bool,
-                 unpack: bool | None = None, checksum: str | None = None):
+                 unpack: bool | None = None, checksum: str | None = None,
+                 exclude: Sequence[str] = ()):
         self.unpack = unpack
+        # --exclude: .dockerignore's patterns, relative to each source (a file by its name)
+        try:
+            self.exclude = DockerIgnore(exclude, source="--exclude") if exclude else None
+        except DockerfileError as exc:
+            raise DockerfileError(f"{ins.keyword} --exclude: {exc.reason}", path=ins.path,
+                                  line=ins.line) from None
         self.expected = checksum
         self.builder = builder
         self.ins = ins
@@ -1088,8 +1100,19 @@ class _CopyPlan:
         self.from_stage = from_stage
         self.items: list[_Selected] = []
 
-    def _excluded(self, rel: str) -> bool:
-        return bool(self.ignore) and self.ignore.excluded(rel)  # type: ignore[union-attr]
+    def _excluded(self, rel: str, root: str | None = None) -> bool:
+        """Ignored by .dockerignore (``rel`` from the source's root), or by --exclude
+        (``rel`` below the selected ``root``)."""
+        if self.ignore and self.ignore.excluded(rel):
+            return True
+        if self.exclude and root is not None:
+            inner = rel[len(root) + 1:] if root else rel
+            return bool(inner) and self.exclude.excluded(inner)
+        return False
+
+    def _exceptions(self) -> bool:
+        """Whether ``!`` patterns may bring back files below an excluded directory."""
+        return any(m is not None and m.has_exceptions for m in (self.ignore, self.exclude))
 
     def select(self, source: str, body: str | None) -> None:
         ins = self.ins
@@ -1132,6 +1155,9 @@ class _CopyPlan:
                        else "not found in the source stage")
                 raise BuildError(f"{ins.keyword} failed: {source}: {why}", path=ins.path,
                                  line=ins.line)
+            if self.exclude and not stat.S_ISDIR(found[1].st_mode) and \
+                    self.exclude.excluded(posixpath.basename(rel)):
+                continue
             self.items.append(_Selected(rel, found[0], found[1]))
 
     def _glob(self, pattern: str) -> list[str]:
@@ -1184,12 +1210,15 @@ class _CopyPlan:
         name = posixpath.basename(urllib.parse.urlparse(url).path) or "download"
         return _Selected(name, None, None, data, url=url, mtime=mtime)
 
-    def _entries(self, source: str) -> Iterator[tuple[str, str, os.stat_result, bool]]:
-        """(relative name, real path, stat, copied?) below directory ``source``, depth first.
+    def _entries(self, source: str, root: str | None = None
+                 ) -> Iterator[tuple[str, str, os.stat_result, bool]]:
+        """(relative name, real path, stat, copied?) below directory ``source`` (of the
+        selected ``root``, default itself), depth first.
 
         An ignored directory is still walked when exceptions may bring files below it back;
         it is then not copied itself (``copied`` False), only what is re-included.
         """
+        root = source if root is None else root
         for name in self.fs.listdir("/" + source):
             child = posixpath.join(source, name) if source else name
             found = self.fs.find("/" + child)
@@ -1197,12 +1226,12 @@ class _CopyPlan:
                 continue
             real, st = found
             is_dir = stat.S_ISDIR(st.st_mode)
-            excluded = self._excluded(child)
-            if excluded and not (is_dir and self.ignore and self.ignore.has_exceptions):
+            excluded = self._excluded(child, root)
+            if excluded and not (is_dir and self._exceptions()):
                 continue
             yield child, real, st, not excluded
             if is_dir:
-                yield from self._entries(child)
+                yield from self._entries(child, root)
 
     def checksum(self, *, contents: bool = True) -> str:
         """What the cache key needs of the selection: names, and with ``contents`` the files'

@@ -204,6 +204,49 @@ def test_dockerignore_and_exceptions(tmp_path: Path, store: Store) -> None:
         store.get("never:tagged")
 
 
+def test_copy_exclude(tmp_path: Path, store: Store) -> None:
+    write(tmp_path, {
+        "dir1/a.1": "a", "dir1/a.2": "a", "dir1/dir2/a.1": "a", "dir1/dir2/a.2": "a",
+        "home.md": "h", "homework.txt": "h", "src/app.py": "x", "src/app.pyc": "x",
+        "src/pkg/mod.pyc": "x", "src/pkg/keep.pyc": "x", ".dockerignore": "src/app.py\n",
+        "Dockerfile": """\
+FROM scratch
+ARG PATTERN=*.1
+COPY --exclude=$PATTERN dir1 /shallow/
+COPY --exclude=**/*.1 dir1 /deep/
+COPY --exclude=*.txt hom* /docs/
+COPY --exclude=**/*.pyc --exclude=!pkg/keep.pyc src /app/
+COPY --exclude=dir2 dir1 /nodir/
+"""})
+    image = build(store, tmp_path)
+    files = {name for name, info in tree(store, image).items() if info.isfile()}
+    # patterns are .dockerignore's, relative to each source: *.1 only at its top
+    assert {f for f in files if f.startswith("shallow/")} == {
+        "shallow/a.2", "shallow/dir2/a.1", "shallow/dir2/a.2"}
+    assert {f for f in files if f.startswith("deep/")} == {"deep/a.2", "deep/dir2/a.2"}
+    assert {f for f in files if f.startswith("docs/")} == {"docs/home.md"}
+    assert {f for f in files if f.startswith("app/")} == {"app/pkg/keep.pyc"}
+    assert {f for f in files if f.startswith("nodir/")} == {"nodir/a.1", "nodir/a.2"}
+    history = [h["created_by"] for h in image.raw_config["history"]]
+    assert "COPY --exclude=*.1 dir1 /shallow/ # buildkit" in history
+    seen: list[str] = []
+    build(store, tmp_path, progress=seen.append)
+    assert sum("CACHED" in line for line in seen) == 5
+    write(tmp_path, {"src/pkg/mod.pyc": "changed"})  # excluded: the cache holds
+    seen.clear()
+    build(store, tmp_path, progress=seen.append)
+    assert sum("CACHED" in line for line in seen) == 5
+    write(tmp_path, {"src/pkg/keep.pyc": "changed"})  # brought back by its ! pattern
+    seen.clear()
+    build(store, tmp_path, progress=seen.append)
+    assert [line.split(" # ")[0] for line in seen if "COPY" in line and "CACHED" not in line] \
+        == ["#5 COPY --exclude=**/*.pyc --exclude=!pkg/keep.pyc src /app/",
+            "#6 COPY --exclude=dir2 dir1 /nodir/"]
+    write(tmp_path, {"Dockerfile": "FROM scratch\nCOPY --exclude=! dir1 /x/\n"})
+    with pytest.raises(DockerfileError, match=r"Dockerfile:2: COPY --exclude: illegal exclusion"):
+        build(store, tmp_path)
+
+
 def test_multi_stage_target_and_copy_from(tmp_path: Path, store: Store) -> None:
     write(tmp_path, {"Dockerfile": """\
 ARG BASE=scratch
