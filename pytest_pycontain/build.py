@@ -1349,7 +1349,7 @@ class _CopyPlan:
 
     def _extract(self, stager: _Stager, archive: str, target: str,
                  owner: tuple[int, int] | None, chmod: int | None) -> None:
-        from .store import unpack_layer
+        from .unpack import unpack_layer
 
         work = Path(tempfile.mkdtemp(prefix="add-", dir=self.builder._tmp()))
         try:

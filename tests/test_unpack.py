@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pytest_pycontain.errors import LayerError
-from pytest_pycontain.store import unpack_layer
+from pytest_pycontain.unpack import unpack_layer
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and owners need root")
 
