@@ -402,6 +402,13 @@ def test_a_kept_container_keeps_its_network(pytester: pytest.Pytester) -> None:
                              timeout=60)
         assert out.returncode == 0 and out.stdout.strip(), out.stderr
         assert held_netns_fds() - before  # a keeper holds the bridge's namespace
+        # and answers the network's names (nslookup asks the DNS server, not /etc/hosts)
+        out = subprocess.run([*cli, "exec", ids["client"], "nslookup", "server"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "Address" in out.stdout.split("server")[-1], out.stdout
+        out = subprocess.run([*cli, "exec", ids["client"], "nslookup", "elsewhere"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "NXDOMAIN" in out.stdout + out.stderr
     finally:
         for container_id in ids.values():
             subprocess.run([*cli, "rm", container_id], timeout=60, capture_output=True)

@@ -476,15 +476,19 @@ class NativeContainer:
         keeper = state.Journal(self.engine.state_root, owner=owner)
         for record in self.engine.journal.records(self.id):
             keeper.record(**record)
-        # Its networks' bridges stay for as long as the keeper holds them (the names it knew
-        # go to /etc/hosts: the DNS responder ends with this process).
-        held = []
-        for network in self._networks:
+        # Its network's bridge stays for as long as the keeper holds it, and the keeper
+        # answers the names of the moment on the network's DNS socket when we are gone.
+        held: list[int] = []
+        request: dict[str, Any] = {"op": "keep"}
+        for network in self._networks[:1]:
             with contextlib.suppress(Exception):
                 (self.dir / "hosts").write_text(network.hosts(self.id, self.hostname))
                 held.append(network.netns_fd())
+                dns_fd, names = network.dns_handover()
+                held.append(dns_fd)
+                request["dns"] = names  # its socket is the last fd
         try:
-            self._tell({"op": "keep"}, [keeper.lock_fd, *held[:3]])
+            self._tell(request, [keeper.lock_fd, *held])
         finally:
             for fd in held:
                 os.close(fd)

@@ -156,6 +156,11 @@ class Responder:
         with self._lock:
             return sorted(n for n, ips in self._names.items() if ip in ips)
 
+    def snapshot(self) -> dict[str, list[str]]:
+        """The table as it is: name -> addresses (for a keeper that serves it on)."""
+        with self._lock:
+            return {name: list(ips) for name, ips in self._names.items()}
+
     # -- serving --------------------------------------------------------------------------
     def _serve(self) -> None:
         with selectors.DefaultSelector() as sel:
@@ -183,6 +188,20 @@ class Responder:
             os.close(fd)
         self._wake_w = -1
         self.sock.close()
+
+
+def answer_from(table: dict[str, list[str]], sock: socket.socket) -> None:
+    """Answer one query waiting on ``sock`` from a fixed ``table`` (a kept container's keeper,
+    once the network's responder has ended with its process)."""
+    try:  # the live responder shares the socket, and may have taken the query already
+        packet, peer = sock.recvfrom(4096, socket.MSG_DONTWAIT)
+    except OSError:
+        return
+    reply = respond(packet, lambda name: table.get(name, ()),
+                    lambda ip: sorted(n for n, ips in table.items() if ip in ips))
+    if reply is not None:
+        with contextlib.suppress(OSError):
+            sock.sendto(reply, peer)
 
 
 def resolv_conf(server: str) -> str:

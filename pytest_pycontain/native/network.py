@@ -724,6 +724,12 @@ class BridgeNetwork:
         self._check()
         return os.dup(self._worker.fd)
 
+    def dns_handover(self) -> tuple[int, dict[str, list[str]]]:
+        """An fd of the caller's own on the DNS responder's socket, and the names it serves:
+        for a kept container's keeper to answer from after this process."""
+        self._check()
+        return os.dup(self._responder.sock.fileno()), self._responder.snapshot()
+
     def resolv_conf(self) -> str:
         from . import dns
 

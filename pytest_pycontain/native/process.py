@@ -20,7 +20,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from . import rootfs
+from . import dns, rootfs  # imported before the fork: a kept shim's root may be elsewhere
 from . import syscalls as sc
 
 EXEC_NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
@@ -324,6 +324,10 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, request["signal"])
                 elif op == "keep":
+                    if request.get("dns") is not None and len(fds) > 1:
+                        dns_sock = socket.socket(fileno=fds[-1])
+                        selector.register(dns_sock, selectors.EVENT_READ,
+                                          ("dns", dns_sock, request["dns"]))
                     sc.prctl(sc.PR_SET_PDEATHSIG, 0)
                     null = os.open("/dev/null", os.O_RDWR)  # let go of the owner's terminal
                     for fd in (0, 1, 2):
@@ -335,6 +339,8 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     _finish(pid, running)
                 elif op == "exec":
                     _start_exec(request, fds, selector, cgroup_fds)
+            elif isinstance(what, tuple) and what[0] == "dns":  # kept: names of its network
+                dns.answer_from(what[2], what[1])
             elif isinstance(what, tuple):  # an exec'd process ended
                 _, child, exec_ctl = what
                 selector.unregister(key.fd)
