@@ -243,6 +243,7 @@ def test_host_network_and_an_image_object(engine, busybox) -> None:
         assert container.address(8080) == ("127.0.0.1", 8080)
         assert container.exec("cat /proc/net/dev").exit_code == 0
         assert container.ip is None
+        assert container.exec("hostname").output == socket.gethostname() + "\n"  # as native
     finally:
         container.remove()
 

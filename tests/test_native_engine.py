@@ -4,6 +4,7 @@ limits, bad input, fork safety), and proof that nothing is left behind."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -117,6 +118,8 @@ def test_host_network(engine, busybox) -> None:
     try:
         names = sorted(container.exec("ls /sys/class/net").output.split())
         assert names == sorted(os.listdir("/sys/class/net"))
+        assert container.hostname == socket.gethostname()  # Docker's habit on the host network
+        assert container.exec("hostname").output == socket.gethostname() + "\n"
         assert container.address(8080) == ("127.0.0.1", 8080)
     finally:
         container.remove()

@@ -266,7 +266,9 @@ class NativeEngine:
             raise ContainerError("no command specified: the image has no Entrypoint or Cmd and "
                                  "none was given")
         container_id = secrets.token_hex(32)
-        hostname = spec.hostname or container_id[:12]
+        # on the host's network, the host's name (as Docker does); else the id's first 12
+        hostname = spec.hostname or (socket.gethostname() if network == "host"
+                                     else container_id[:12])
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
         env.update(split_env(config.get("Env")))
         env.update(split_env(spec.env))
