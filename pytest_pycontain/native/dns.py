@@ -154,7 +154,7 @@ class Responder:
 
     def reverse(self, ip: str) -> list[str]:
         with self._lock:
-            return sorted(n for n, ips in self._names.items() if ip in ips)
+            return names_of(self._names, ip)
 
     def snapshot(self) -> dict[str, list[str]]:
         """The table as it is: name -> addresses (for a keeper that serves it on)."""
@@ -170,14 +170,7 @@ class Responder:
                 events = sel.select()
                 if any(key.fileobj == self._wake_r for key, _ in events):
                     return
-                try:
-                    packet, peer = self.sock.recvfrom(4096)
-                except OSError:
-                    continue
-                reply = respond(packet, self.lookup, self.reverse)
-                if reply is not None:
-                    with contextlib.suppress(OSError):
-                        self.sock.sendto(reply, peer)
+                answer_one(self.sock, self.lookup, self.reverse)
 
     def close(self) -> None:
         if self._wake_w < 0:
@@ -190,18 +183,29 @@ class Responder:
         self.sock.close()
 
 
-def answer_from(table: dict[str, list[str]], sock: socket.socket) -> None:
-    """Answer one query waiting on ``sock`` from a fixed ``table`` (a kept container's keeper,
-    once the network's responder has ended with its process)."""
-    try:  # the live responder shares the socket, and may have taken the query already
+def names_of(table: dict[str, list[str]], ip: str) -> list[str]:
+    """The names ``table`` (name -> addresses) gives ``ip``, for a reverse lookup."""
+    return sorted(n for n, ips in table.items() if ip in ips)
+
+
+def answer_one(sock: socket.socket, lookup: Callable[[str], Sequence[str]],
+               reverse: Callable[[str], Sequence[str]]) -> None:
+    """Answer the query waiting on ``sock``, if it is still there: a kept container's keeper
+    shares the socket with the live responder, and either may have taken it already."""
+    try:
         packet, peer = sock.recvfrom(4096, socket.MSG_DONTWAIT)
     except OSError:
         return
-    reply = respond(packet, lambda name: table.get(name, ()),
-                    lambda ip: sorted(n for n, ips in table.items() if ip in ips))
+    reply = respond(packet, lookup, reverse)
     if reply is not None:
         with contextlib.suppress(OSError):
             sock.sendto(reply, peer)
+
+
+def answer_from(table: dict[str, list[str]], sock: socket.socket) -> None:
+    """Answer a query on ``sock`` from a fixed ``table`` (a kept container's keeper, once the
+    network's responder has ended with its process)."""
+    answer_one(sock, lambda name: table.get(name, ()), lambda ip: names_of(table, ip))
 
 
 def resolv_conf(server: str) -> str:
