@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import NetworkError, NotSupported
-from .rtnl import RouteSocket, mac_for
+from .rtnl import RouteSocket, check, mac_for
 
 NetnsRef = Union[int, str, "os.PathLike[str]"]
 
@@ -331,7 +331,7 @@ def _add_veth(bridge: tuple[RouteSocket, int], host_ifname: str, peer_netns: int
         error = sock.add_veth(host_ifname, bridge_index, peer, peer_netns, mac)
         if error == errno.EEXIST and not _exists(host_ifname):
             continue  # the container has this name already
-        RouteSocket._check(error, f"add the veth pair {host_ifname}/{peer}")
+        check(error, f"add the veth pair {host_ifname}/{peer}")
         return peer
     raise NetworkError("the container has eth0 to eth63 already")
 
@@ -596,7 +596,6 @@ class Endpoint:
     record: Path | None = None
     faults: dict[str, float] = dataclasses.field(default_factory=dict)
     line: DelayLine | None = None
-    mac: str = ""
     index: int = 0  # of its interface, in its namespace
     rtnl: RouteSocket | None = None  # in its namespace; used on the network's thread only
 
@@ -776,7 +775,7 @@ class BridgeNetwork:
             host_ifname = f"vpc{secrets.token_hex(5)}"
             ip = record = None
             known = [(self.gateway, mac_for(self.gateway))]
-            known += [(ep.ip, ep.mac) for ep in self._endpoints.values()]
+            known += [(ep.ip, mac_for(ep.ip)) for ep in self._endpoints.values()]
             try:
                 ip = self._addresses.allocate(key)
                 record = write_record(self.records_dir, "veth", host_ifname, network=self.id,
@@ -795,7 +794,7 @@ class BridgeNetwork:
             finally:
                 os.close(nsfd)
             self._endpoints[key] = Endpoint(key, names, ip, host_ifname, host_index, ifname,
-                                            record, mac=mac_for(ip), index=index, rtnl=rtnl)
+                                            record, index=index, rtnl=rtnl)
             self._responder.add(names, ip)
             return ip
 

@@ -51,6 +51,12 @@ def mac_for(ip: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
+def check(error: int, what: str) -> None:
+    """Raise for the errno of a kernel's answer (0: done), saying what could not be done."""
+    if error:
+        raise NetworkError(f"cannot {what}: {os.strerror(error)}")
+
+
 class RouteSocket:
     """rtnetlink in the namespace the calling thread is in when this is made."""
 
@@ -86,7 +92,7 @@ class RouteSocket:
         msg = ifinfmsg()
         msg["index"] = index
         msg["flags"] = msg["change"] = IFF_UP
-        self._check(self._request(msg, RTM_NEWLINK, 0), f"bring interface {index} up")
+        check(self._request(msg, RTM_NEWLINK, 0), f"bring interface {index} up")
 
     def add_address(self, index: int, ip: str, prefix: int) -> None:
         from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
@@ -96,7 +102,7 @@ class RouteSocket:
         msg["prefixlen"] = prefix
         msg["index"] = index
         msg["attrs"] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
-        self._check(self._request(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL),
+        check(self._request(msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL),
                     f"give interface {index} the address {ip}/{prefix}")
 
     def add_default_route(self, gateway: str, index: int) -> bool:
@@ -112,20 +118,20 @@ class RouteSocket:
         error = self._request(msg, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL)
         if error == errno.EEXIST:
             return False
-        self._check(error, f"route via {gateway}")
+        check(error, f"route via {gateway}")
         return True
 
     # -- neighbours ---------------------------------------------------------------------------
     def set_neighbour(self, index: int, ip: str, mac: str) -> None:
         """``ip`` is at ``mac`` on interface ``index``, for good (made or replaced)."""
-        self._check(self._neighbour(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, index, ip, mac),
+        check(self._neighbour(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, index, ip, mac),
                     f"add the neighbour entry {ip} at {mac} on interface {index}")
 
     def delete_neighbour(self, index: int, ip: str) -> None:
         """Forget ``ip`` on ``index``; an entry or interface already gone is fine."""
         error = self._neighbour(RTM_DELNEIGH, 0, index, ip, None)
         if error not in (errno.ENOENT, errno.ENODEV):
-            self._check(error, f"delete the neighbour entry {ip} on interface {index}")
+            check(error, f"delete the neighbour entry {ip} on interface {index}")
 
     def _neighbour(self, kind: int, flags: int, index: int, ip: str, mac: str | None) -> int:
         from pyroute2.netlink.rtnl.ndmsg import ndmsg
@@ -151,8 +157,3 @@ class RouteSocket:
             _, kind_got, _, seq, _, error = _ACK.unpack_from(reply)
             if kind_got == NLMSG_ERROR and seq == self._seq:
                 return -error
-
-    @staticmethod
-    def _check(error: int, what: str) -> None:
-        if error:
-            raise NetworkError(f"cannot {what}: {os.strerror(error)}")
