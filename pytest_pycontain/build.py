@@ -711,11 +711,11 @@ class Builder:
 
         parts: tuple[Any, ...] = (env_list, user, workdir, network)
         if mounts:  # (a RUN without mounts keeps the key it always had)
-            parts += (tuple((m.key(), checksum) for m, (_plan, checksum) in mounts),)
+            parts += (tuple((m.key(), checksum) for m, _plan, checksum in mounts),)
         self._cached_layer(state, ins, created_by, parts, make)
 
     def _run_mounts(self, state: _StageState, ins: dfp.Run
-                    ) -> list[tuple[runmounts.RunMount, tuple[_CopyPlan | None, str]]]:
+                    ) -> list[tuple[runmounts.RunMount, _CopyPlan | None, str]]:
         """The RUN's ``--mount``s, each with what a bind mount selects (and its checksum for
         the cache key: the context's files by content, a stage's or image's by its key)."""
         scope = state.scope()
@@ -733,18 +733,17 @@ class Builder:
                                  from_stage=mount.from_ is not None)
                 plan.select(mount.source or "/", None)
                 checksum = source_name + " " + plan.checksum(contents=source_name == "context")
-            found.append((mount, (plan, checksum)))
+            found.append((mount, plan, checksum))
         return found
 
     def _mount_host_side(self, state: _StageState, ins: dfp.Run,
-                         mounts: list[tuple[runmounts.RunMount, tuple[_CopyPlan | None, str]]],
+                         mounts: list[tuple[runmounts.RunMount, _CopyPlan | None, str]],
                          held: contextlib.ExitStack) -> runmounts.HostSide:
         """Binds, caches (held, locked as their sharing says), tmpfs and secrets for one RUN;
         what ``held`` closes removes the copies and releases the caches."""
         host = runmounts.HostSide([], {}, [])
-        where = f"{ins.path}:{ins.line}"
         secret_dir: Path | None = None
-        for mount, (plan, _checksum) in mounts:
+        for mount, plan, _checksum in mounts:
             if mount.type == "bind":
                 assert plan is not None
                 staging = held.enter_context(self._staging())
@@ -762,7 +761,7 @@ class Builder:
                 if secret_dir is None:
                     secret_dir = held.enter_context(self._staging()).root
                     secret_dir.mkdir(parents=True)
-                path = runmounts.secret_file(mount, self.secrets, secret_dir, where)
+                path = runmounts.secret_file(mount, self.secrets, secret_dir, ins.path, ins.line)
                 if path is not None:
                     if mount.target:
                         host.binds.append((str(path), mount.target, True))

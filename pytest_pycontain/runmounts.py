@@ -234,27 +234,27 @@ class Caches:
 
 
 def secret_file(mount: RunMount, secrets: Mapping[str, str | os.PathLike], into: Path,
-                where: str) -> Path | None:
+                path: str | None = None, line: int | None = None) -> Path | None:
     """The secret's bytes in a file of ``into`` with the mount's mode and owner; None when
-    it is not given and not required."""
+    it is not given and not required. Errors name the RUN's ``path``:``line``."""
     source = secrets.get(mount.id)
     if source is None:
         if mount.required:
             given = ", ".join(sorted(secrets)) or "none"
-            raise BuildError(f"{where}: secret {mount.id!r} is required but not given (given: "
+            raise BuildError(f"secret {mount.id!r} is required but not given (given: "
                              f"{given}); pass secrets={{{mount.id!r}: PATH}} or "
-                             f"--secret id={mount.id},src=PATH")
+                             f"--secret id={mount.id},src=PATH", path=path, line=line)
         return None
     try:
         data = Path(source).read_bytes()
     except OSError as exc:
-        raise BuildError(f"{where}: secret {mount.id!r}: cannot read {source}: "
-                         f"{exc.strerror or exc}") from None
-    path = into / hashlib.sha256(mount.id.encode()).hexdigest()[:16]
-    path.write_bytes(data)
-    os.chmod(path, mount.mode if mount.mode is not None else 0o400)
-    os.chown(path, mount.uid, mount.gid)
-    return path
+        raise BuildError(f"secret {mount.id!r}: cannot read {source}: {exc.strerror or exc}",
+                         path=path, line=line) from None
+    copy = into / hashlib.sha256(mount.id.encode()).hexdigest()[:16]
+    copy.write_bytes(data)
+    os.chmod(copy, mount.mode if mount.mode is not None else 0o400)
+    os.chown(copy, mount.uid, mount.gid)
+    return copy
 
 
 def secret_env(mount: RunMount, path: Path) -> list[str]:
