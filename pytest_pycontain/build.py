@@ -6,9 +6,10 @@ instruction, commits a layer for each RUN/COPY/ADD (and a WORKDIR that had to be
 writes the image config Docker would write. Every step has a BuildKit-like cache key
 (:mod:`.buildcache`); a step already in the cache costs a file read.
 
-RUN needs a container: ``run_step`` runs one (the native engine's runner by default, see
-:func:`native_runner`), so this module stays engine-agnostic. Builds are reproducible: times in
-the config and history are SOURCE_DATE_EPOCH (a build arg or the environment) or the epoch.
+RUN needs a container: ``run_step`` runs one (:class:`RunRequest` in, :class:`RunResult` out;
+an engine passes its own, as the native one does with ``native.runner``), so this module stays
+engine-agnostic. Builds are reproducible: times in the config and history are
+SOURCE_DATE_EPOCH (a build arg or the environment) or the epoch.
 """
 
 from __future__ import annotations
@@ -52,12 +53,11 @@ from .errors import (
     PycontainError,
 )
 from .image import Image, Layer
+from .imageconfig import DEFAULT_PATH, DEFAULT_SHELL, split_env
 from .layers import LayeredFS, add_dir_layer
 
-__all__ = ["NativeRunner", "RunRequest", "RunResult", "build", "native_runner"]
+__all__ = ["RunRequest", "RunResult", "RunStep", "build"]
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_SHELL = ("/bin/sh", "-c")
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
 PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM",
@@ -108,60 +108,6 @@ class RunResult:
 RunStep = Callable[[RunRequest], RunResult]
 
 
-class NativeRunner:
-    """A ``run_step`` running RUN in the native engine, in the host's network namespace
-    (Docker gives RUN a NAT'd bridge: our documented difference). The engine is made on the
-    first RUN (a build without RUN needs no root); :meth:`close` closes one made here."""
-
-    def __init__(self, engine: Any = None, settings: Any = None):
-        self.engine = engine
-        self.settings = settings
-        self._own = False
-
-    def __call__(self, request: RunRequest) -> RunResult:
-        from .engine import RunSpec
-
-        if self.engine is None:
-            from .native.engine import NativeEngine
-
-            self.engine = NativeEngine(self.settings)
-            self._own = True
-        image = _RunImage({"Env": list(request.env), "WorkingDir": request.workdir,
-                           "User": request.user}, list(request.lower_dirs))
-        mounts = [f"{host}:{target}:{'ro' if ro else 'rw'}" for host, target, ro in request.mounts]
-        container = self.engine.run(RunSpec(
-            image=image, entrypoint=list(request.argv), command=None, network=request.network,
-            user=request.user, workdir=request.workdir, mounts=mounts or None,
-            tmpfs=dict(request.tmpfs) or None))
-        try:
-            code = container.wait()
-            output = container.logs()
-        except BaseException:
-            container.remove()
-            raise
-        return RunResult(code, output, Path(container.dir) / "upper", container.remove,
-                         mountpoints=container.mountpoints)
-
-    def close(self) -> None:
-        if self._own and self.engine is not None:
-            self.engine.close()
-            self.engine = None
-
-
-def native_runner(engine: Any = None, settings: Any = None) -> NativeRunner:
-    """The default ``run_step``: RUN in the native engine (``engine``, or one made when needed)."""
-    return NativeRunner(engine, settings)
-
-
-class _RunImage:
-    """What the engine needs of an image for a RUN: its config and its lower dirs."""
-
-    def __init__(self, config: dict[str, Any], lower_dirs: list[str]):
-        self.config = config
-        self.lower_dirs = lower_dirs
-        self.tags = ["<build step>"]
-
-
 # ---------------------------------------------------------------------------------------------
 # Build state
 # ---------------------------------------------------------------------------------------------
@@ -182,11 +128,7 @@ class _StageState:
     dirs: list[Path] | None = None
 
     def env(self) -> dict[str, str]:
-        result: dict[str, str] = {}
-        for item in self.config.get("Env") or []:
-            key, _, value = item.partition("=")
-            result[key] = value
-        return result
+        return split_env(self.config.get("Env") or [])
 
     def scope(self) -> dict[str, str]:
         """What ``$VAR`` sees: the stage's ARGs, overridden by its ENV (Docker's rule)."""

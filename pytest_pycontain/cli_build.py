@@ -36,7 +36,8 @@ def _secret(text: str) -> tuple[str, str]:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from . import config
-    from .build import build, native_runner
+    from .build import build
+    from .native.engine import native_runner
     from .store import Store
 
     table, where = config.read_pyproject(Path.cwd())

@@ -14,6 +14,7 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from .imageconfig import split_env
 from .reference import parse
 
 CONFIG_KEYS = ("Hostname", "Domainname", "User", "Env", "Cmd", "Entrypoint", "WorkingDir",
@@ -87,11 +88,7 @@ class ImageConfig:
     @property
     def env_dict(self) -> dict[str, str]:
         """``Env`` as a mapping (a later duplicate wins, as in Docker)."""
-        result: dict[str, str] = {}
-        for item in self.env:
-            key, _, value = item.partition("=")
-            result[key] = value
-        return result
+        return split_env(self.env)
 
 
 class Image:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pycontain.build import build, native_runner
+from pytest_pycontain.build import build
 from pytest_pycontain.errors import BuildError, DockerfileError, ImageNotFound, NotSupported
+from pytest_pycontain.native.engine import native_runner
 from pytest_pycontain.store import Store
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="RUN needs the native engine (root)")

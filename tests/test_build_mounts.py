@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pycontain.build import build, native_runner
+from pytest_pycontain.build import build
 from pytest_pycontain.cli_build import _secret
 from pytest_pycontain.errors import BuildError, DockerfileError, ImageNotFound, NotSupported
+from pytest_pycontain.native.engine import native_runner
 from pytest_pycontain.runmounts import Caches, RunMount, parse
 from pytest_pycontain.store import Store
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pycontain.build import build, native_runner
+from pytest_pycontain.build import build
+from pytest_pycontain.native.engine import native_runner
 from pytest_pycontain.store import Store
 
 pytestmark = [

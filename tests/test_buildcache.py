@@ -96,7 +96,8 @@ def test_a_changed_file_rebuilds_from_its_step_on(tmp_path: Path, store: Store) 
 
 WORKER = """
 import sys
-from pytest_pycontain.build import build, native_runner
+from pytest_pycontain.build import build
+from pytest_pycontain.native.engine import native_runner
 from pytest_pycontain.store import Store
 store = Store(sys.argv[1], registry_mirror=sys.argv[3], attempts=3, backoff=0.05)
 runner = native_runner() if sys.argv[4] == "run" else None

@@ -23,23 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine import ExecResult
 from ..errors import ConfigError, ContainerError, NotSupported, WaitTimeout
+from ..imageconfig import shell_argv, split_env
 from . import state
 
 if TYPE_CHECKING:
     from .cgroups import Limits
     from .engine import NativeEngine
-
-
-def split_env(items: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
-    if items is None:
-        return {}
-    if isinstance(items, Mapping):
-        return {str(k): str(v) for k, v in items.items()}
-    result = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        result[key] = value
-    return result
 
 
 def signal_number(value: str | int | None, default: int = signal.SIGTERM) -> int:
@@ -257,7 +246,7 @@ class NativeContainer:
              env: Mapping[str, str] | None = None, workdir: str | None = None,
              stdin: bytes | str | None = None, timeout: float | None = None) -> ExecResult:
         self.ensure_running()
-        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(a) for a in cmd]
+        argv = shell_argv(cmd)
         if not argv:
             raise ContainerError("exec: no command given", container=self.id)
         plan = {"op": "exec", "pid": self.pid, "argv": argv,

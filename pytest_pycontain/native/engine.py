@@ -32,14 +32,14 @@ from ..errors import (
     NetworkError,
     NotSupported,
 )
+from ..imageconfig import DEFAULT_PATH, shell_argv, split_env
 from . import state
 from .cgroups import Limits
-from .container import AttachedLimits, NativeContainer, image_name, split_env
+from .container import AttachedLimits, NativeContainer, image_name
 
-__all__ = ["NativeContainer", "NativeEngine", "command_line", "image_config"]
+__all__ = ["NativeContainer", "NativeEngine", "command_line", "image_config", "native_runner"]
 
 WARM_SHIMS = 1  # shims kept ready (namespaces made, PID 1 forked) for the next start
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ROOT_NEEDED = (
     "the native engine needs root (it makes namespaces, mounts and cgroups); rootless mode "
     "(user namespaces) does not exist yet, so a non-root user runs containers through the "
@@ -65,8 +65,7 @@ def command_line(config: Mapping[str, Any], spec: RunSpec) -> list[str]:
         entrypoint = list(config.get("Entrypoint") or [])
         cmd = list(config.get("Cmd") or [])
     if spec.command is not None:
-        cmd = (["/bin/sh", "-c", spec.command] if isinstance(spec.command, str)
-               else list(spec.command))
+        cmd = shell_argv(spec.command)
     return entrypoint + cmd
 
 
@@ -132,7 +131,7 @@ class NativeEngine:
               progress: Callable[[str], None] | None = None,
               secrets: Mapping[str, str | os.PathLike] | None = None) -> Any:
         """Build a Dockerfile into the store; RUN steps run in this engine (host network)."""
-        from ..build import build, native_runner
+        from ..build import build
 
         return build(self.store, Path(context), dockerfile=Path(dockerfile) if dockerfile
                      else None, target=target, build_args=dict(build_args or {}), tag=tag,
@@ -430,6 +429,14 @@ class NativeEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def native_runner(engine: NativeEngine | None = None, settings: Any = None) -> Any:
+    """The builder's RUN seam (a ``native.runner.NativeRunner``) on ``engine``, or on an engine
+    made at the first RUN with ``settings`` (and closed by the runner's ``close``)."""
+    from .runner import NativeRunner
+
+    return NativeRunner(engine, make_engine=lambda: NativeEngine(settings))
 
 
 def matches(record: Mapping[str, Any], ref: str) -> bool:

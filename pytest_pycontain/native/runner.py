@@ -1,0 +1,65 @@
+"""The builder's RUN seam on the native engine: a ``RunRequest`` -> a container -> ``RunResult``.
+
+The builder (``build.py``) knows only ``RunRequest``/``RunResult``; this module is the other
+side, so that the builder never imports an engine and the engine can hand its builds a runner
+of its own (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..build import RunRequest, RunResult
+from ..engine import RunSpec
+
+__all__ = ["NativeRunner"]
+
+
+class NativeRunner:
+    """Runs each RUN in the native engine, in the host's network namespace (Docker gives RUN a
+    NAT'd bridge: our documented difference). Without an ``engine``, ``make_engine`` makes one
+    at the first RUN (a build without RUN needs no root); :meth:`close` closes that one."""
+
+    def __init__(self, engine: Any = None, *, make_engine: Callable[[], Any] | None = None):
+        self.engine = engine
+        self._make_engine = make_engine
+        self._own = False
+
+    def __call__(self, request: RunRequest) -> RunResult:
+        if self.engine is None:
+            if self._make_engine is None:
+                raise ValueError("NativeRunner: no engine and no way to make one")
+            self.engine = self._make_engine()
+            self._own = True
+        image = RunImage({"Env": list(request.env), "WorkingDir": request.workdir,
+                          "User": request.user}, list(request.lower_dirs))
+        mounts = [f"{host}:{target}:{'ro' if ro else 'rw'}" for host, target, ro in request.mounts]
+        container = self.engine.run(RunSpec(
+            image=image, entrypoint=list(request.argv), command=None, network=request.network,
+            user=request.user, workdir=request.workdir, mounts=mounts or None,
+            tmpfs=dict(request.tmpfs) or None))
+        try:
+            code = container.wait()
+            output = container.logs()
+        except BaseException:
+            container.remove()
+            raise
+        return RunResult(code, output, Path(container.dir) / "upper", container.remove,
+                         mountpoints=container.mountpoints)
+
+    def close(self) -> None:
+        if self._own and self.engine is not None:
+            self.engine.close()
+            self.engine = None
+            self._own = False
+
+
+class RunImage:
+    """What the engine needs of an image for a RUN: its config and its lower dirs."""
+
+    def __init__(self, config: dict[str, Any], lower_dirs: list[str]):
+        self.config = config
+        self.lower_dirs = lower_dirs
+        self.tags = ["<build step>"]
