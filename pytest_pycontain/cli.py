@@ -21,6 +21,7 @@ COMMANDS = (
     "ps",
     "rm",
     "prune",
+    "compose",
 )
 
 
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_images.add_parsers(subparsers, prune=False)  # prune is cli_containers' (also images)
     cli_containers.add_parsers(subparsers)
     cli_build.add_parsers(subparsers)
+    from .compose import cli as cli_compose
+
+    cli_compose.add_parsers(subparsers)
     return parser
 
 

@@ -522,3 +522,24 @@ def test_config_json_has_compose_shape(tmp_path: Path) -> None:
                                "protocol": "tcp"}]}},
         "networks": {"back": {"name": "shape_back", "ipam": {}},
                      "default": {"name": "shape_default", "ipam": {}}}}
+
+
+def test_pycontain_compose_config_prints_the_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from pytest_pycontain.cli import main
+
+    write(tmp_path, "base.yaml", "services:\n  a: {image: busybox}\n"
+                                 "  b: {image: busybox, profiles: [extra]}\n")
+    write(tmp_path, "more.yaml", "services:\n  a:\n    command: echo ${WORD}\n")
+    write(tmp_path, ".env", "WORD=hello\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["compose", "-f", "base.yaml", "-f", "more.yaml", "-p", "demo", "--profile",
+                 "extra", "config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == config_json(load(["base.yaml", "more.yaml"], directory=tmp_path,
+                                       project="demo", profiles=["extra"]))
+    assert printed["name"] == "demo" and printed["services"]["a"]["command"] == ["echo", "hello"]
+    assert main(["compose", "-f", "base.yaml", "-p", "Bad Name", "config"]) == 1
+    assert "project name 'Bad Name' must contain only" in capsys.readouterr().err
