@@ -208,7 +208,7 @@ def _feed(sock: socket.socket, data: bytes) -> None:
 def in_netns(pid: int, fn: Callable[[Any], Any]) -> Any:
     """``fn(ipr)`` with a pyroute2 IPRoute inside the network namespace of ``pid`` (in a
     thread of its own, as the native engine does it)."""
-    from .native.network import in_netns as native_in_netns
+    from .native.netns import in_netns as native_in_netns
 
     path = f"/proc/{pid}/ns/net"
     try:
@@ -750,7 +750,7 @@ class DockerNetwork:
             self._faults[container.id] = faults
 
     def _start_line(self, container_id: str, pid: int, ifname: str) -> Any:
-        from .native.network import start_delay_line
+        from .native.faults import start_delay_line
 
         tag = secrets.token_hex(5)
         line = in_netns(pid, lambda ipr: start_delay_line(ipr, ifname, tag))
@@ -758,7 +758,7 @@ class DockerNetwork:
         return line
 
     def _stop_line(self, container_id: str, pid: int | None, ifname: str) -> None:
-        from .native.network import stop_delay_line
+        from .native.faults import stop_delay_line
 
         line = self._lines.pop(container_id, None)
         if line is None:

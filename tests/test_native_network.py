@@ -23,13 +23,9 @@ import pytest
 
 from pytest_pycontain.errors import NetworkError, NotSupported
 from pytest_pycontain.native.ipam import IPAM
-from pytest_pycontain.native.network import (
-    BridgeNetwork,
-    in_netns,
-    netns_of,
-    reap_network_records,
-    undo_record,
-)
+from pytest_pycontain.native.netns import in_netns, netns_of
+from pytest_pycontain.native.netrecords import reap_network_records, undo_record
+from pytest_pycontain.native.network import BridgeNetwork
 from pytest_pycontain.native.rtnl import RouteSocket, mac_for
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_pycontain.errors import NetworkError
-from pytest_pycontain.native.network import netns_of
+from pytest_pycontain.native.netns import netns_of
 from pytest_pycontain.native.proxy import PortProxy, probe_port, publish
 
 pytestmark = [

@@ -149,10 +149,10 @@ class NativeEngine:
         records = self.state_root / "netrecords" / self.journal.owner
         if not self._networks_recorded:
             self.journal.record("netrecords", records_dir=str(records),
-                                handler="pytest_pycontain.native.network:undo_record")
+                                handler="pytest_pycontain.native.netrecords:undo_record")
             self._networks_recorded = True
         with self._lock:
-            self._networks = [n for n in self._networks if not n._removed]
+            self._networks = [n for n in self._networks if not n.removed]
             if name is not None and any(n.name == name for n in self._networks):
                 raise NetworkError(f"a network named {name!r} already exists in this session")
             spare = self._spare_networks.pop() if self._spare_networks else None
@@ -257,7 +257,7 @@ class NativeEngine:
                 raise ConfigError(f"network={network!r}: expected a network from "
                                   "pycontain.network(), 'host' or None")
             bridge = network
-            bridge._check()  # a removed network is a clear error before anything is made
+            bridge.ensure_usable()  # a removed network is a clear error before anything is made
         if spec.aliases and bridge is None:
             raise ConfigError("aliases need a network: pass network=pycontain.network()")
         argv = command_line(config, spec)

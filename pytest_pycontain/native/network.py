@@ -1,22 +1,18 @@
 """Networks of the native engine: a bridge in its own network namespace, containers joined by
-veth pairs, names served by a DNS responder, faults made with tc.
+veth pairs, names served by a DNS responder.
 
 Nothing on the host changes: the bridge lives in a namespace made for it (held open by a thread
-of the owner process, so it vanishes with that process even when it is killed), and has no
-uplink, so containers reach each other and nothing else. A container joins with one end of a
-veth pair on the bridge and the other moved into its namespace as ``eth0``, addressed from the
-network's subnet (``ipam.py``) with a default route via the gateway, the bridge's address, where
-the DNS responder (``dns.py``) listens. Members know each other's (and the gateway's) MAC
-addresses for good from the start (``rtnl.py``): no ARP, and no overflow of the kernel's
-shared neighbour table however many containers talk to each other.
+of the owner process, ``netns.NetnsThread``, so it vanishes with that process even when it is
+killed), and has no uplink, so containers reach each other and nothing else. A container joins
+with one end of a veth pair on the bridge and the other moved into its namespace as ``eth0``,
+addressed from the network's subnet (``ipam.py``) with a default route via the gateway, the
+bridge's address, where the DNS responder (``dns.py``) listens. Members know each other's (and
+the gateway's) MAC addresses for good from the start (``rtnl.py``): no ARP, and no overflow of
+the kernel's shared neighbour table however many containers talk to each other.
 
-Faults are tc on the bridge end of a container's veth (so they act on what the container
-receives): a partition is a u32 filter into a class whose queue holds nothing; delay and partial
-loss use netem where the kernel has it, and elsewhere a userspace delay line (the frames are
-redirected into a packet socket, held, and sent on past the queueing discipline).
-
-Every resource is recorded (a JSON file per resource in the owner's records directory) before it
-is made, so ``reap_network_records`` can undo what a killed owner left.
+Faults act on what a container receives, on the bridge end of its veth (``faults.py``). Every
+resource is recorded before it is made (``netrecords.py``), so that the next run can undo what
+a killed owner left.
 
 The engine's use::
 
@@ -25,10 +21,6 @@ The engine's use::
     write(rootfs / "etc/resolv.conf", net.resolv_conf()); write(..., net.hosts(container_id))
     net.partition(a, b); net.heal(); net.delay(a, 200); net.loss(a, 100)
     net.detach(container_id); net.remove()
-
-Namespaces are given as a path (``/proc/PID/ns/net``, see ``netns_of``) or an open fd.
-pyroute2 is imported lazily, inside the threads that enter a namespace; its sockets belong to
-the namespace of the thread that makes them.
 """
 
 from __future__ import annotations
@@ -37,262 +29,35 @@ import contextlib
 import dataclasses
 import errno
 import ipaddress
-import json
 import os
-import queue
-import random
 import secrets
-import select
 import socket
-import struct
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-from ..errors import NetworkError, NotSupported
+from ..errors import NetworkError
+from .faults import (
+    PRIO_FAULT,
+    PRIO_PARTITION,
+    DelayLine,
+    Fault,
+    FaultState,
+    Member,
+    Partition,
+    check_delay,
+    check_loss,
+    start_delay_line,
+    tc_clear,
+    tc_drop_from,
+    tc_fault,
+)
+from .netns import NetnsRef, NetnsThread, delete_link, enter_netns, open_netns
+from .netrecords import drop_record, update_record, write_record
 from .rtnl import RouteSocket, check, mac_for
 
-NetnsRef = Union[int, str, "os.PathLike[str]"]
-
 BRIDGE = "br0"
-DROP_CLASS = 0x10020  # 1:20, a class whose leaf queue holds nothing: what goes there is dropped
-NETEM_CLASS = 0x10030  # 1:30, netem for delay and loss
-PRIO_PARTITION = 10
-PRIO_FAULT = 20
-ETH_P_IP = 0x0800
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
-PACKET_QDISC_BYPASS = 20
-SOL_PACKET = 263
-SIOCETHTOOL = 0x8946
-# legacy ethtool "set" commands: tx checksum, scatter-gather, TSO, GSO offloads off, so that
-# frames reach the delay line as plain packets with their checksums filled in
-ETHTOOL_OFFLOADS_OFF = (0x1F, 0x24, 0x19, 0x17)
-
-
-# -- namespaces -------------------------------------------------------------------------------
-def netns_of(pid: int) -> str:
-    """The network namespace of a process, as a path ``attach`` and the proxy take."""
-    return f"/proc/{int(pid)}/ns/net"
-
-
-def open_netns(ref: NetnsRef) -> int:
-    """An fd of its own on the namespace ``ref`` (a path, or an fd that is duplicated)."""
-    try:
-        if isinstance(ref, int) and not isinstance(ref, bool):
-            fd = os.dup(ref)
-        else:
-            fd = os.open(os.fspath(ref), os.O_RDONLY | os.O_CLOEXEC)
-    except (OSError, TypeError) as exc:
-        raise NetworkError(f"cannot open network namespace {ref!r}: {exc}") from exc
-    try:
-        kind = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        kind = "?"
-    if not kind.startswith("net:["):
-        os.close(fd)
-        raise NetworkError(f"{ref!r} is not a network namespace (it is {kind}); pass "
-                           "/proc/PID/ns/net or an fd opened on it")
-    return fd
-
-
-def enter_netns(fd: int) -> None:
-    """Move the calling thread (only it) into the network namespace ``fd``."""
-    from . import syscalls
-
-    try:
-        syscalls.setns(fd, syscalls.CLONE_NEWNET)
-    except OSError as exc:
-        raise NetworkError(f"cannot enter network namespace (fd {fd}): {exc.strerror or exc}; "
-                           "pass /proc/PID/ns/net or an fd opened on it") from exc
-
-
-class NetnsThread:
-    """A thread living in one network namespace that runs calls there with an IPRoute.
-
-    ``netns=None`` makes a new, empty namespace for it. ``fd`` is the namespace's fd, held as
-    long as the thread lives.
-    """
-
-    def __init__(self, netns: int | None = None, *, label: str = "netns"):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
-        self.fd = -1
-        self._ipr: Any = None
-        self._thread = threading.Thread(target=self._run, args=(netns,), daemon=True,
-                                        name=f"pycontain-{label}")
-        self._thread.start()
-        self._ready.wait()
-        if self._failure is not None:
-            self._thread.join()
-            raise self._failure
-
-    def _run(self, netns: int | None) -> None:
-        try:
-            if netns is None:
-                from . import syscalls
-
-                syscalls.unshare(syscalls.CLONE_NEWNET)
-            else:
-                enter_netns(netns)
-            self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except BaseException as exc:
-            if isinstance(exc, OSError):
-                exc = NetworkError(f"cannot make a network namespace: {exc}")
-            self._failure = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                break
-            fn, args, box, done = job
-            try:
-                box.append(fn(self.ipr, *args))
-            except BaseException as exc:
-                box.append(exc)
-                box.append(done)  # marks an exception
-            if done is not None:
-                done.set()
-        if self._ipr is not None:
-            self._ipr.close()
-        os.close(self.fd)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def ipr(self) -> Any:
-        if self._ipr is None:
-            from pyroute2 import IPRoute
-
-            self._ipr = IPRoute()
-        return self._ipr
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(ipr, *args)`` run in the namespace; its exception is raised here."""
-        if not self._thread.is_alive():
-            raise NetworkError("the namespace's thread has ended (network removed?)")
-        box: list[Any] = []
-        done = threading.Event()
-        self._jobs.put((fn, args, box, done))
-        done.wait()
-        if len(box) == 2:
-            raise box[0]
-        return box[0]
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """``fn(ipr, *args)`` in the namespace, later: calls run in order, errors are dropped."""
-        self._jobs.put((fn, args, [], None))
-
-    def close(self, wait: bool = True) -> None:
-        """End the thread after the calls queued so far (and with it, its hold on the netns)."""
-        if self._thread.is_alive():
-            self._jobs.put(None)
-            if wait:
-                self._thread.join(10)
-
-
-def in_netns(netns: NetnsRef, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(ipr, *args)`` in a short-lived thread inside ``netns``."""
-    fd = open_netns(netns)
-    try:
-        worker = NetnsThread(fd, label="netns-call")
-    finally:
-        os.close(fd)
-    try:
-        return worker.call(fn, *args)
-    finally:
-        worker.close()
-
-
-# -- records ----------------------------------------------------------------------------------
-def write_record(records_dir: str | os.PathLike | None, kind: str, ident: str,
-                 **data: Any) -> Path | None:
-    """Record a resource before it is made (atomically: a reaper never reads half a record)."""
-    if records_dir is None:
-        return None
-    directory = Path(records_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"net-{kind}-{ident}.json"
-    tmp = directory / f".{path.name}.tmp"
-    tmp.write_text(json.dumps({"kind": kind, "id": ident, "pid": os.getpid(), **data}),
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def update_record(path: Path | None, **data: Any) -> None:
-    if path is None:
-        return
-    record = json.loads(path.read_text(encoding="utf-8"))
-    record.update(data)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def drop_record(path: Path | None) -> None:
-    if path is not None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def remove_recorded(record: dict[str, Any]) -> str:
-    """Undo one recorded resource of a dead owner; returns what was done (for the reaper's log).
-
-    The bridge namespace and everything in it (bridge, veths, DNS socket) died with the owner
-    process that held it, and so did proxies; what outlives the owner is its subnet lease.
-    """
-    kind = record.get("kind")
-    if kind == "network" and record.get("ipam") and record.get("id"):
-        from .ipam import IPAM
-
-        released = IPAM(record["ipam"]).release_network(record["id"])  # killed before or after
-        return f"released subnet {', '.join(released) or '(none)'} of network {record.get('name')}"
-    if kind == "veth" and record.get("netns_path") and os.path.exists(record["netns_path"]):
-        with contextlib.suppress(NetworkError):
-            in_netns(record["netns_path"], _delete_link, record.get("host_ifname"))
-        return f"deleted veth {record.get('host_ifname')}"
-    return f"forgot {kind} {record.get('id')}"
-
-
-def reap_network_records(records_dir: str | os.PathLike) -> list[str]:
-    """Undo every network resource recorded in ``records_dir`` (an owner known to be dead)."""
-    done = []
-    directory = Path(records_dir)
-    if not directory.is_dir():
-        return done
-    for path in sorted(directory.glob("net-*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            record = {}
-        with contextlib.suppress(Exception):
-            done.append(remove_recorded(record))
-        drop_record(path)
-    return done
-
-
-def undo_record(record: dict[str, Any]) -> None:
-    """A handler for the state journal (``handler="pytest_pycontain.native.network:undo_record"``).
-
-    The engine journals ``records_dir=`` before making a network with that records directory,
-    so the reaper of its dead owner reaches every network record; a record without it is one
-    resource (``remove_recorded``).
-    """
-    if record.get("records_dir"):
-        reap_network_records(record["records_dir"])
-        with contextlib.suppress(OSError):
-            os.rmdir(record["records_dir"])
-    else:
-        remove_recorded(record)
-
 
 # -- netlink steps (run inside a NetnsThread) -------------------------------------------------
 def _setup_bridge(ipr: Any, gateway: str, prefix: int) -> tuple[RouteSocket, int]:
@@ -336,15 +101,6 @@ def _add_veth(bridge: tuple[RouteSocket, int], host_ifname: str, peer_netns: int
     raise NetworkError("the container has eth0 to eth63 already")
 
 
-def _delete_link(ipr: Any, ifname: str | None) -> None:
-    if not ifname:
-        return
-    found = ipr.link_lookup(ifname=ifname)
-    if found:
-        with contextlib.suppress(Exception):
-            ipr.link("del", index=found[0])
-
-
 def _join(ipr: Any, home: int, tables: Sequence[tuple[RouteSocket, int]], host_ifname: str,
           netns: int, ip: str, prefix: int, gateway: str, known: Sequence[tuple[str, str]]
           ) -> tuple[int, str, int, RouteSocket]:
@@ -376,7 +132,7 @@ def _join(ipr: Any, home: int, tables: Sequence[tuple[RouteSocket, int]], host_i
     except BaseException:
         if inside is not None:
             inside.close()
-        _delete_link(ipr, host_ifname)
+        delete_link(ipr, host_ifname)
         _forget(ipr, ip, tables)
         raise
     return host_index, ifname, index, inside
@@ -408,180 +164,6 @@ def _close_sockets(ipr: Any, tables: Sequence[tuple[RouteSocket, int]]) -> None:
         sock.close()
 
 
-def _tc_root(ipr: Any, index: int) -> None:
-    """HTB at the root (unclassified traffic passes straight through) with a dropping class."""
-    qdiscs = [q for q in ipr.get_qdiscs(index=index) if q["parent"] == 0xFFFFFFFF]
-    if any(q.get_attr("TCA_KIND") == "htb" for q in qdiscs):
-        return
-    ipr.tc("add", "htb", index, 0x10000, default=0)
-    ipr.tc("add-class", "htb", index, DROP_CLASS, parent=0x10000, rate="10gbit",
-           ceil="10gbit")
-    ipr.tc("add", "pfifo", index, 0x200000, parent=DROP_CLASS, limit=0)
-
-
-def _tc_drop_from(ipr: Any, index: int, source: str, prio: int) -> None:
-    _tc_root(ipr, index)
-    key = f"0x{int(ipaddress.IPv4Address(source)):08x}/0xffffffff+12"
-    ipr.tc("add-filter", "u32", index, parent=0x10000, prio=prio, protocol=ETH_P_IP,
-           target=DROP_CLASS, keys=[key])
-
-
-def _tc_clear(ipr: Any, index: int, prio: int) -> None:
-    with contextlib.suppress(Exception):
-        ipr.tc("del-filter", "u32", index, parent=0x10000, prio=prio, protocol=0,
-               target=0, keys=[])
-
-
-def _tc_fault(ipr: Any, index: int, delay_us: int, jitter_us: int, loss: float) -> None:
-    """All of the endpoint's traffic into netem (delay, loss), or into the drop class."""
-    _tc_root(ipr, index)
-    _tc_clear(ipr, index, PRIO_FAULT)
-    with contextlib.suppress(Exception):
-        ipr.tc("del-class", "htb", index, NETEM_CLASS, parent=0x10000,
-                   rate="10gbit", ceil="10gbit")
-    if not delay_us and not loss:
-        return
-    if loss >= 100 and not delay_us:
-        target = DROP_CLASS
-    else:
-        ipr.tc("add-class", "htb", index, NETEM_CLASS, parent=0x10000, rate="10gbit",
-               ceil="10gbit")
-        try:
-            ipr.tc("add", "netem", index, 0x300000, parent=NETEM_CLASS, delay=delay_us,
-                   jitter=jitter_us, loss=loss, limit=100000)
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                ipr.tc("del-class", "htb", index, NETEM_CLASS, parent=0x10000,
-                   rate="10gbit", ceil="10gbit")
-            if getattr(exc, "code", None) in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):
-                raise NotSupported(
-                    "network delay and partial loss need the kernel's netem queue "
-                    "(CONFIG_NET_SCH_NETEM), which this kernel lacks: "
-                    f"{exc}") from exc
-            raise
-        target = NETEM_CLASS
-    ipr.tc("add-filter", "u32", index, parent=0x10000, prio=PRIO_FAULT, protocol=ETH_P_IP,
-           target=target, keys=["0x0/0x0+0"])
-
-
-def _offloads_off(ifname: str) -> None:
-    import ctypes
-    import fcntl
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for cmd in ETHTOOL_OFFLOADS_OFF:
-            value = ctypes.create_string_buffer(struct.pack("II", cmd, 0))
-            request = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
-            with contextlib.suppress(OSError):
-                fcntl.ioctl(sock, SIOCETHTOOL, request)
-
-
-def _add_delay_line(ipr: Any, tag: str, host_ifname: str) -> tuple[socket.socket, ...]:
-    """A veth pair (not on the bridge) that redirected frames cross into a packet socket, and
-    a socket that sends them on to the container's veth, past its queueing discipline."""
-    inlet, outlet = f"vpd{tag}", f"vpe{tag}"
-    ipr.link("add", ifname=inlet, kind="veth", peer={"ifname": outlet})
-    for ifname in (inlet, outlet):
-        ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
-    _offloads_off(inlet)
-    rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    try:
-        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        rx.bind((outlet, ETH_P_ALL))
-        tx.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-        tx.bind((host_ifname, 0))
-    except BaseException:
-        rx.close()
-        tx.close()
-        _delete_link(ipr, inlet)
-        raise
-    return rx, tx
-
-
-def _tc_redirect(ipr: Any, index: int, inlet: str) -> None:
-    """Every frame to the container goes to the delay line instead."""
-    _tc_root(ipr, index)
-    _tc_clear(ipr, index, PRIO_FAULT)
-    target = ipr.link_lookup(ifname=inlet)[0]
-    ipr.tc("add-filter", "u32", index, parent=0x10000, prio=PRIO_FAULT, protocol=ETH_P_ALL,
-           target=DROP_CLASS, keys=["0x0/0x0+0"],
-           action={"kind": "mirred", "direction": "egress", "action": "redirect",
-                   "ifindex": target})
-
-
-def start_delay_line(ipr: Any, ifname: str, tag: str) -> DelayLine:
-    """Send what leaves ``ifname`` through a userspace ``DelayLine``: the fallback where the
-    kernel has no netem. Runs inside the interface's namespace (``ipr`` is of it); the Docker
-    backend uses it on a container's own interface."""
-    rx, tx = _add_delay_line(ipr, tag, ifname)
-    line = DelayLine(rx, tx, f"vpd{tag}")
-    try:
-        _tc_redirect(ipr, ipr.link_lookup(ifname=ifname)[0], line.inlet)
-    except BaseException:
-        stop_delay_line(ipr, ifname, line)
-        raise
-    return line
-
-
-def stop_delay_line(ipr: Any, ifname: str, line: DelayLine) -> None:
-    """Undo ``start_delay_line``: frames flow straight again, the line's links go."""
-    found = ipr.link_lookup(ifname=ifname)
-    if found:
-        _tc_clear(ipr, found[0], PRIO_FAULT)
-    _delete_link(ipr, line.inlet)
-    line.close()
-
-
-class DelayLine:
-    """Holds each frame for the delay (and drops a share of them) in userspace: the fallback
-    where the kernel has no netem. Frames keep their order."""
-
-    def __init__(self, rx: socket.socket, tx: socket.socket, inlet: str):
-        self.rx, self.tx, self.inlet = rx, tx, inlet
-        self.delay = self.jitter = self.loss = 0.0
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"pycontain-delay-{inlet}")
-        self._thread.start()
-
-    def set(self, delay_ms: float, jitter_ms: float, loss: float) -> None:
-        self.delay, self.jitter, self.loss = delay_ms / 1000, jitter_ms / 1000, loss
-
-    def _run(self) -> None:
-        pending: list[tuple[float, bytes]] = []
-        self.rx.setblocking(False)
-        last = 0.0
-        while True:
-            now = time.monotonic()
-            timeout = max(0.0, pending[0][0] - now) if pending else None
-            ready, _, _ = select.select([self.rx, self._wake_r], [], [], timeout)
-            if self._wake_r in ready:
-                return
-            while True:
-                try:
-                    frame, address = self.rx.recvfrom(65535)
-                except OSError:
-                    break
-                if address[2] == PACKET_OUTGOING or random.random() * 100 < self.loss:
-                    continue
-                jitter = random.uniform(-self.jitter, self.jitter) if self.jitter else 0.0
-                last = max(last, time.monotonic() + max(0.0, self.delay + jitter))
-                pending.append((last, frame))
-            now = time.monotonic()
-            while pending and pending[0][0] <= now:
-                with contextlib.suppress(OSError):
-                    self.tx.send(pending.pop(0)[1])
-
-    def close(self) -> None:
-        os.write(self._wake_w, b"x")
-        self._thread.join(5)
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
-        self.rx.close()
-        self.tx.close()
-
-
 # -- networks ---------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Endpoint:
@@ -594,8 +176,6 @@ class Endpoint:
     host_index: int
     ifname: str = "eth0"
     record: Path | None = None
-    faults: dict[str, float] = dataclasses.field(default_factory=dict)
-    line: DelayLine | None = None
     index: int = 0  # of its interface, in its namespace
     rtnl: RouteSocket | None = None  # in its namespace; used on the network's thread only
 
@@ -622,6 +202,28 @@ class Spare:
         BridgeNetwork(spare=self).remove(wait=False)
 
 
+@dataclasses.dataclass
+class _Shaper:
+    """Faults on what one member receives, made on its bridge end from the network's thread."""
+
+    worker: NetnsThread
+    ep: Endpoint
+
+    def netem(self, fault: Fault) -> None:
+        self.worker.call(tc_fault, self.ep.host_index, int(fault.delay_ms * 1000),
+                         int(fault.jitter_ms * 1000), fault.loss)
+
+    def start_line(self) -> DelayLine:
+        return self.worker.call(start_delay_line, self.ep.host_ifname, self.ep.host_ifname[3:])
+
+    def stop_line(self, line: DelayLine) -> None:
+        try:
+            self.worker.call(tc_clear, self.ep.host_index, PRIO_FAULT)
+            self.worker.submit(delete_link, line.inlet)
+        finally:
+            line.close()
+
+
 class BridgeNetwork:
     """A network: a bridge in its own namespace, a subnet, a DNS responder.
 
@@ -642,7 +244,7 @@ class BridgeNetwork:
         self.name = name or self.id
         self._recycle = recycle
         self._endpoints: dict[str, Endpoint] = {}
-        self._partitions: set[frozenset[str]] = set()
+        self._faults = FaultState()
         self._lock = threading.RLock()
         self._removed = False
         self._worker: NetnsThread | None = None
@@ -714,19 +316,19 @@ class BridgeNetwork:
     @property
     def netns_path(self) -> str:
         """A path on which the bridge's namespace can be opened while the owner lives."""
-        self._check()
+        self.ensure_usable()
         return f"/proc/{os.getpid()}/fd/{self._worker.fd}"
 
     def netns_fd(self) -> int:
         """An fd of the caller's own on the bridge's namespace: whoever holds it keeps the
         bridge and its veth pairs alive (a kept container's keeper, after this process)."""
-        self._check()
+        self.ensure_usable()
         return os.dup(self._worker.fd)
 
     def dns_handover(self) -> tuple[int, dict[str, list[str]]]:
         """An fd of the caller's own on the DNS responder's socket, and the names it serves:
         for a kept container's keeper to answer from after this process."""
-        self._check()
+        self.ensure_usable()
         return os.dup(self._responder.sock.fileno()), self._responder.snapshot()
 
     def resolv_conf(self) -> str:
@@ -750,7 +352,14 @@ class BridgeNetwork:
         with self._lock:
             return dict(self._endpoints)
 
-    def _check(self) -> None:
+    @property
+    def removed(self) -> bool:
+        """Whether ``remove()`` has been called."""
+        return self._removed
+
+    def ensure_usable(self) -> None:
+        """A clear ``NetworkError`` if the network has been removed (the engine asks before it
+        makes anything for a container that is to join it)."""
         if self._removed:
             raise NetworkError(f"network {self.name!r} has been removed")
 
@@ -763,7 +372,7 @@ class BridgeNetwork:
         how ``detach`` and the faults refer to it.
         """
         with self._lock:
-            self._check()
+            self.ensure_usable()
             names = [n for n in dict.fromkeys([name or "", *aliases]) if n]
             for n in names:
                 if self._responder.lookup(n):
@@ -816,13 +425,13 @@ class BridgeNetwork:
             if ep is None:
                 return
             self._responder.remove(ep.ip)
-            self._partitions = {p for p in self._partitions if key not in p}
-            if ep.line is not None:
-                ep.line.close()
+            line = self._faults.forget(key)
+            if line is not None:
+                line.close()
                 if self._worker is not None:
-                    self._worker.submit(_delete_link, ep.line.inlet)
+                    self._worker.submit(delete_link, line.inlet)
             if self._worker is not None and not link_gone:  # in order, before a later attach
-                self._worker.submit(_delete_link, ep.host_ifname)
+                self._worker.submit(delete_link, ep.host_ifname)
             if self._worker is not None:
                 self._worker.submit(_forget, ep.ip, self._tables(), ep.rtnl)
             self._addresses.release(ep.ip)
@@ -831,7 +440,7 @@ class BridgeNetwork:
     # -- faults ---------------------------------------------------------------------------
     def _endpoint(self, container: Any) -> Endpoint:
         with self._lock:
-            self._check()
+            self.ensure_usable()
             if isinstance(container, Endpoint):
                 container = container.key
             if isinstance(container, str):
@@ -855,90 +464,50 @@ class BridgeNetwork:
         ea, eb = self._endpoint(a), self._endpoint(b)
         if ea.key == eb.key:
             raise NetworkError(f"cannot partition {ea.key!r} from itself")
+        worker = self._worker
+
+        def cut(member: Member, peer: Member) -> None:
+            worker.call(tc_drop_from, self._endpoints[member.key].host_index, peer.ip,
+                        PRIO_PARTITION)
+
+        def mend(member: Member, peer: Member) -> None:
+            worker.call(tc_clear, self._endpoints[member.key].host_index, PRIO_PARTITION)
+
         with self._lock:
-            pair = frozenset((ea.key, eb.key))
-            if pair in self._partitions:
-                return
-            self._worker.call(_tc_drop_from, ea.host_index, eb.ip, PRIO_PARTITION)
-            self._worker.call(_tc_drop_from, eb.host_index, ea.ip, PRIO_PARTITION)
-            self._partitions.add(pair)
+            self.ensure_usable()
+            self._faults.partition(Partition(Member(ea.key, ea.ip), Member(eb.key, eb.ip)),
+                                   cut, mend)
 
     def heal(self) -> None:
         """Undo every partition of this network (delay and loss stay: set them to 0)."""
         with self._lock:
-            self._check()
-            keys = {k for p in self._partitions for k in p}
-            for key in keys:
+            self.ensure_usable()
+            keys = {m.key for p in self._faults.heal() for m in (p.a, p.b)}
+            for key in sorted(keys):
                 ep = self._endpoints.get(key)
                 if ep is not None:
-                    self._worker.call(_tc_clear, ep.host_index, PRIO_PARTITION)
-            self._partitions.clear()
-
-    def _apply_fault(self, ep: Endpoint) -> None:
-        """netem where the kernel has it, else the userspace delay line."""
-        delay, jitter = float(ep.faults.get("delay_ms", 0)), float(ep.faults.get("jitter_ms", 0))
-        loss = float(ep.faults.get("loss", 0))
-        if ep.line is not None and (delay or 0 < loss < 100):
-            ep.line.set(delay, jitter, loss)  # already in userspace: just new numbers
-            return
-        self._stop_line(ep)
-        try:
-            self._worker.call(_tc_fault, ep.host_index, int(delay * 1000), int(jitter * 1000),
-                              loss)
-        except NotSupported as exc:
-            try:
-                self._start_line(ep).set(delay, jitter, loss)
-            except Exception as fallback:
-                self._stop_line(ep)
-                raise NotSupported(f"{exc}; the userspace fallback failed too: "
-                                   f"{fallback}") from fallback
-
-    def _start_line(self, ep: Endpoint) -> DelayLine:
-        tag = ep.host_ifname[3:]
-        rx, tx = self._worker.call(_add_delay_line, tag, ep.host_ifname)
-        ep.line = DelayLine(rx, tx, f"vpd{tag}")
-        self._worker.call(_tc_redirect, ep.host_index, ep.line.inlet)
-        return ep.line
-
-    def _stop_line(self, ep: Endpoint) -> None:
-        if ep.line is None:
-            return
-        line, ep.line = ep.line, None
-        if self._worker is not None:
-            self._worker.call(_tc_clear, ep.host_index, PRIO_FAULT)
-            self._worker.submit(_delete_link, line.inlet)
-        line.close()
+                    self._worker.call(tc_clear, ep.host_index, PRIO_PARTITION)
 
     def delay(self, container: Any, ms: int, jitter_ms: int = 0) -> None:
         """Delay every frame to ``container`` by ``ms`` (± ``jitter_ms``); 0 undoes it.
 
         Raises ``NotSupported`` (and changes nothing) where neither netem nor packet sockets
         are available."""
-        if ms < 0 or jitter_ms < 0:
-            raise NetworkError(f"delay: ms and jitter_ms must be >= 0, got {ms}, {jitter_ms}")
+        check_delay(ms, jitter_ms)
         ep = self._endpoint(container)
         with self._lock:
-            saved = dict(ep.faults)
-            ep.faults.update(delay_ms=ms, jitter_ms=jitter_ms)
-            try:
-                self._apply_fault(ep)
-            except BaseException:
-                ep.faults = saved
-                raise
+            self.ensure_usable()
+            fault = self._faults.fault(ep.key).delayed(ms, jitter_ms)
+            self._faults.set(ep.key, fault, _Shaper(self._worker, ep))
 
     def loss(self, container: Any, percent: float) -> None:
         """Drop ``percent`` % of the packets to ``container``; 0 undoes it."""
-        if not 0 <= percent <= 100:
-            raise NetworkError(f"loss: percent must be between 0 and 100, got {percent}")
+        check_loss(percent)
         ep = self._endpoint(container)
         with self._lock:
-            saved = dict(ep.faults)
-            ep.faults["loss"] = percent
-            try:
-                self._apply_fault(ep)
-            except BaseException:
-                ep.faults = saved
-                raise
+            self.ensure_usable()
+            fault = self._faults.fault(ep.key).lossy(percent)
+            self._faults.set(ep.key, fault, _Shaper(self._worker, ep))
 
     # -- the end --------------------------------------------------------------------------
     def remove(self, wait: bool = True) -> None:
@@ -975,12 +544,12 @@ class BridgeNetwork:
                 drop_record(record)
 
         if self._worker is not None:
+            for line in self._faults.take_lines().values():
+                line.close()
+                self._worker.submit(delete_link, line.inlet)
             for ep in self._endpoints.values():
-                if ep.line is not None:
-                    ep.line.close()
-                    self._worker.submit(_delete_link, ep.line.inlet)
                 if wait:  # the members lose their interface before this returns
-                    self._worker.submit(_delete_link, ep.host_ifname)
+                    self._worker.submit(delete_link, ep.host_ifname)
             self._worker.submit(_close_sockets, self._tables())
             self._worker.submit(finish)
             self._worker.close(wait)

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..errors import NetworkError
-from .network import NetnsRef, drop_record, enter_netns, open_netns, write_record
+from .netns import NetnsRef, enter_netns, open_netns
+from .netrecords import drop_record, write_record
 
 CONNECT_TIMEOUT = 5.0
 
