@@ -288,7 +288,7 @@ class Shaper(Protocol):
 
     def netem(self, fault: Fault) -> None:
         """Put ``fault`` in place in the kernel (``Fault()`` undoes it); ``NotSupported``
-        where the kernel has no netem."""
+        where the kernel has no netem and the fault is ``shaping``."""
 
     def start_line(self) -> DelayLine:
         """Send the member's traffic through a new userspace delay line."""
