@@ -68,3 +68,63 @@ def test_killed_owner_leaves_no_network_behind(tmp_path: Path) -> None:
     assert str(state_dir) not in Path("/proc/self/mounts").read_text()
     owners = state_dir / "owners"
     assert not owners.exists() or not any(owners.iterdir())
+
+
+PORTS_ONLY = textwrap.dedent("""
+    import time
+    from pytest_pycontain.config import resolve
+    from pytest_pycontain.engine import RunSpec
+    from pytest_pycontain.native.engine import NativeEngine
+
+    engine = NativeEngine(resolve())
+    web = engine.run(RunSpec(image="busybox", name="web", ports=[8080, 8081],
+                             command=["sleep", "300"]))
+    print(engine.journal.owner, flush=True)
+    time.sleep(300)
+""")
+OWNER_NAME = OWNER.replace("print(net.subnet,", "print(engine.journal.owner, net.subnet,")
+
+
+def test_a_killed_owners_records_all_go_at_the_next_start(tmp_path: Path) -> None:
+    """Owners with published ports (one with networks too, one without: it never journals
+    its records directory) are killed; after the next start the state directory holds nothing
+    that names them, and a normal run leaves no records directory either."""
+    from pytest_pycontain.config import resolve
+    from pytest_pycontain.native.engine import NativeEngine
+
+    state_dir = tmp_path / "state"
+    env = {**os.environ, "PYCONTAIN_STATE_DIR": str(state_dir)}
+    owners = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+              for script in (OWNER_NAME, PORTS_ONLY)]
+    names = []
+    for owner in owners:
+        line = owner.stdout.readline().split()
+        if not line:
+            for other in owners:
+                other.kill()
+            pytest.fail(f"an owner did not start: {owner.stderr.read()}")
+        names.append(line[0])
+    records = state_dir / "netrecords"
+    for name in names:  # what the reaper must find: each owner's published ports
+        assert list((records / name).glob("net-proxy-*.json")), name
+    for owner in owners:
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+    NativeEngine(resolve(environ=env)).close()  # starting an engine reaps the dead owners
+    mentions = []
+    for path in state_dir.rglob("*"):
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        for name in names:
+            pid = name.split("-")[0]
+            if name in str(path.relative_to(state_dir)) or name in text or \
+                    f'"pid": {pid}' in text:
+                mentions.append(str(path.relative_to(state_dir)))
+    assert mentions == []
+    assert not records.exists() or list(records.iterdir()) == []
+    with NativeEngine(resolve(environ=env)) as engine:  # a published port and a clean close
+        from pytest_pycontain.engine import RunSpec
+
+        engine.run(RunSpec(image="busybox", ports=[8080], command=["sleep", "300"]))
+        assert list(records.glob(f"{engine.journal.owner}/net-proxy-*.json"))
+    assert list(records.iterdir()) == []

@@ -204,6 +204,23 @@ def test_a_torn_journal_and_a_named_handler(tmp_path: Path) -> None:
     assert not target.exists() and list(owners.iterdir()) == []
 
 
+def test_records_directories_of_dead_owners_are_swept(tmp_path: Path) -> None:
+    """An owner that wrote network records without journalling their directory (published
+    ports only), or died mid-write, leaves nothing once reaped; a live owner's stay."""
+    from pytest_pycontain.native.netrecords import write_record
+
+    live = state.Journal(tmp_path)
+    mine = write_record(tmp_path / "netrecords" / live.owner, "proxy", "1", host_port=8080)
+    dead = tmp_path / "netrecords" / "4242-dead"
+    write_record(dead, "proxy", "2", host_port=8081)
+    (dead / ".net-proxy-3.json.tmp").write_text('{"kind": "pro')  # torn by the kill
+    assert state.reap(tmp_path) == ["4242-dead"]
+    assert not dead.exists() and mine.exists()
+    assert state.prune(tmp_path) == []  # nothing more; the live owner's record stays
+    live.close()  # and goes with its owner's clean close
+    assert list((tmp_path / "netrecords").iterdir()) == []
+
+
 def test_process_records_guard_against_pid_reuse(tmp_path: Path) -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
     try:

@@ -98,6 +98,9 @@ def undo_record(record: dict[str, Any]) -> None:
     """
     if record.get("records_dir"):
         reap_network_records(record["records_dir"])
+        for torn in Path(record["records_dir"]).glob(".net-*.tmp"):  # killed mid-write
+            with contextlib.suppress(FileNotFoundError):
+                torn.unlink()
         with contextlib.suppress(OSError):
             os.rmdir(record["records_dir"])
     else:

@@ -30,6 +30,12 @@ from typing import Any
 Record = dict[str, Any]
 _UNDO: dict[str, Callable[[Record], None]] = {}
 
+# Directories of files kept per owner (``<root>/<name>/<owner>/``) and the handler that undoes
+# one of a dead owner (called with ``{"records_dir": path}``). The owner's journal names such a
+# directory once it makes something that needs it, but it may write there first and die, or
+# never journal it (a published port without a network): ``reap`` sweeps them all.
+OWNER_DIRS: dict[str, str] = {"netrecords": "pytest_pycontain.native.netrecords:undo_record"}
+
 
 def register_undo(kind: str, undo: Callable[[Record], None]) -> None:
     """Teach ``reap`` how to remove resources of ``kind`` (called with the record)."""
@@ -86,6 +92,12 @@ class Journal:
             return
         if undo:
             undo_records(self.records())
+            for name, handler in OWNER_DIRS.items():  # what was written there unjournalled
+                directory = self.root / name / self.owner
+                if directory.is_dir():
+                    with contextlib.suppress(Exception):
+                        undo_one({"kind": name, "records_dir": str(directory),
+                                  "handler": handler})
         os.close(self._fd)
         self._fd = -1
         with contextlib.suppress(FileNotFoundError):
@@ -161,7 +173,32 @@ def _owners(root: Path) -> Iterator[str]:
 def reap(root: str | os.PathLike) -> list[str]:
     """Remove what dead owners left; return the owners reaped. Live owners are left alone."""
     root = Path(root)
-    return [owner for owner in _owners(root) if reap_owner(root, owner)]
+    reaped = [owner for owner in _owners(root) if reap_owner(root, owner)]
+    for owner in sweep_owner_dirs(root):
+        if owner not in reaped:
+            reaped.append(owner)
+    return reaped
+
+
+def sweep_owner_dirs(root: str | os.PathLike) -> list[str]:
+    """Undo and remove the per-owner directories (``OWNER_DIRS``) of owners that are not
+    alive; returns those owners. A live owner holds its lock from before it writes any."""
+    root = Path(root)
+    swept = []
+    for name, handler in OWNER_DIRS.items():
+        try:
+            entries = sorted(os.listdir(root / name))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for owner in entries:
+            directory = root / name / owner
+            if not directory.is_dir() or owner_alive(root, owner):
+                continue
+            with contextlib.suppress(Exception):
+                undo_one({"kind": name, "records_dir": str(directory), "handler": handler})
+            if not directory.exists():
+                swept.append(owner)
+    return sorted(set(swept))
 
 
 def owner_alive(root: str | os.PathLike, owner: str) -> bool:
