@@ -39,7 +39,7 @@ if mode == "keep":
     engine.keep(made[0])
 print(json.dumps({
     "ids": [c.id for c in made],
-    "pids": [p for c in made for p in (c.pid, c.shim)] + [engine._zygote.pid],
+    "pids": [p for c in made for p in (c.pid, c.shim)] + [engine.zygote.pid],
     "dirs": [str(c.dir) for c in made],
     "cgroups": [str(p) for c in made for p in c.limits.paths()],
 }), flush=True)
@@ -248,7 +248,7 @@ def test_killed_mid_test():
     image = SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[os.environ["T_ROOT"]])
     made = [engine.run(RunSpec(image=image, memory="64m", init=True)) for _ in range(2)]
     with open(os.environ["T_READY"] + ".tmp", "w") as file:
-        file.write(" ".join(str(p) for c in made for p in (c.pid, c.shim, engine._zygote.pid)))
+        file.write(" ".join(str(p) for c in made for p in (c.pid, c.shim, engine.zygote.pid)))
     os.rename(os.environ["T_READY"] + ".tmp", os.environ["T_READY"])
     time.sleep(1000)
 """

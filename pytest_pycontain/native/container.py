@@ -1,21 +1,21 @@
 """``NativeContainer``: the engine-side handle of one container of the native engine.
 
-It talks to the container's shim over a control socket (signals, exec requests, the exit
-code), reads the log files the shim writes, and reaches the container's files through
-``/proc/SHIM/root`` (the shim stays, holding the mount namespace, until removal).
+It reaches the container through a ``control.Control`` (its shim's control socket, or from
+outside for another owner's container), reads the log files the shim writes, and reaches the
+container's files through ``/proc/SHIM/root`` (the shim stays, holding the mount namespace,
+until removal). What it needs of its engine comes in ``Services``; the exec plumbing is
+``execio.py``, the healthcheck ``health.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-import select
-import selectors
 import shutil
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -25,10 +25,15 @@ from ..engine import ExecResult
 from ..errors import ConfigError, ContainerError, NotSupported, WaitTimeout
 from ..imageconfig import shell_argv, split_env
 from . import state
+from .control import Control, ForeignShim, OwnShim
+from .execio import collect, wait_exit
+from .health import HealthCheck
+from .protocol import ExecPlan, Failed, RunPlan, Started
 
 if TYPE_CHECKING:
     from .cgroups import Limits
-    from .engine import NativeEngine
+    from .janitor import Janitor
+    from .zygote_client import ZygoteClient
 
 
 def signal_number(value: str | int | None, default: int = signal.SIGTERM) -> int:
@@ -46,6 +51,7 @@ def signal_number(value: str | int | None, default: int = signal.SIGTERM) -> int
 
 
 def image_name(image: Any) -> str:
+    """How messages name an image: its first tag, else its id."""
     tags = getattr(image, "tags", None)
     if tags:
         return str(tags[0])
@@ -65,13 +71,37 @@ class AttachedLimits:
         return False
 
 
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """What a container uses of its engine, and nothing more: the engine's journal and state
+    directory, its zygote, its janitor, its start timeout, and ``forget`` (the engine stops
+    listing a removed container)."""
+
+    journal: state.Journal
+    state_root: Path
+    zygote: ZygoteClient
+    janitor: Janitor
+    timeout: float
+    forget: Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """A container of another owner, as its journal records it (``NativeEngine.attach``)."""
+
+    pid: int
+    shim: int
+    started_at: int | None
+    kept: bool
+
+
 class NativeContainer:
     """The engine-side handle of one container (implements ``engine.Container``)."""
 
-    def __init__(self, engine: NativeEngine, container_id: str, name: str, hostname: str,
+    def __init__(self, services: Services, container_id: str, name: str, hostname: str,
                  image: Any, config: Mapping[str, Any], directory: Path, env: dict[str, str],
-                 user: str, workdir: str, limits: Limits):
-        self.engine = engine
+                 user: str, workdir: str, limits: Limits, *, found: Found | None = None):
+        self._services = services
         self.id = container_id
         self.name = name
         self.hostname = hostname
@@ -86,118 +116,74 @@ class NativeContainer:
         self.pid: int | None = None
         self.shim: int | None = None
         self.kept = False
-        self._ctl: socket.socket | None = None
-        self._ctl_lock = threading.Lock()
-        self._exit_code: int | None = None
         self._removed = False
-        self._health: str | None = None
-        self._health_thread: threading.Thread | None = None
-        self._attached = False  # a handle from attach(): no control socket of ours
-        self._shim_fd: int | None = None
-        self._started_at: int | None = None
+        self._health: HealthCheck | None = None
         self._ip: str | None = None
         self._networks: list[Any] = []  # the networks it joined (detached at removal)
         self._proxies: dict[int, Any] = {}  # published ports: container port -> PortProxy
+        self._own: OwnShim | None = None  # set while we start it: our shim's channel
+        self._control: Control
+        if found is None:
+            self._own = OwnShim(services.zygote)
+            self._control = self._own
+        else:  # another owner's: no control socket of ours
+            self.pid, self.shim, self.kept = found.pid, found.shim, found.kept
+            self._control = ForeignShim(services.zygote, found.pid, found.started_at,
+                                        directory)
 
     def __repr__(self) -> str:
         return f"<NativeContainer {self.id[:12]} {self.name} {self.status}>"
 
-    # --- start ---
+    # --- what the engine does while it makes the container ---
 
-    def _start(self, plan: dict[str, Any],
-               before_start: Callable[[NativeContainer], None] | None = None) -> None:
-        warm = self.engine._take_warm() if plan["network"] != "host" else None
-        if warm is not None:  # a shim with its namespaces and PID 1 made ahead
-            try:
-                warm.send(json.dumps(plan).encode())
-                self._ctl = warm
-            except OSError:
-                warm.close()
-        if self._ctl is None:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            self._ctl = ours
-            try:
-                self.engine._send(plan, [theirs.fileno()])
-            finally:
-                theirs.close()
-        try:
-            reply = self._receive(timeout=self.engine.settings.timeout)
-            if reply is not None and "created" in reply and before_start is not None:
-                self.pid, self.shim = reply["created"], reply["shim"]
+    def start(self, plan: RunPlan,
+              before_start: Callable[[NativeContainer], None] | None = None) -> None:
+        """Start it from ``plan``; ``before_start(self)`` runs once the namespaces and PID 1
+        exist (``plan.pause``), before the command does. Raises ``ContainerError``."""
+        if self._own is None or self.pid is not None:
+            raise ContainerError(f"container {self.name} was started already", container=self.id)
+
+        def created(pid: int, shim: int) -> None:
+            self.pid, self.shim = pid, shim
+            if before_start is not None:
                 before_start(self)
-                self._tell({"op": "go"})
-                reply = self._receive(timeout=self.engine.settings.timeout)
+
+        timeout = self._services.timeout
+        try:
+            reply = self._own.start(plan, timeout, created if before_start else None)
         except TimeoutError:
-            raise ContainerError(f"container {self.name} did not start within "
-                                 f"{self.engine.settings.timeout}s", container=self.id) from None
-        if reply is None or "started" not in reply:
-            error = (reply or {}).get("error") or "the container's helper exited without a word"
-            code = (reply or {}).get("exit_code")
+            raise ContainerError(f"container {self.name} did not start within {timeout}s",
+                                 container=self.id) from None
+        if not isinstance(reply, Started):
+            error, code = ((reply.error, reply.exit_code) if isinstance(reply, Failed) else
+                           ("the container's helper exited without a word", None))
             raise ContainerError(f"container {self.name} ({image_name(self._image)}): {error}",
                                  exit_code=code, container=self.id)
-        self.pid, self.shim = reply["started"], reply["shim"]
-        with contextlib.suppress(OSError):  # to wait for the shim's very end at removal
-            self._shim_fd = os.pidfd_open(self.shim)
+        self.pid, self.shim = reply.pid, reply.shim
         for role, pid in (("shim", self.shim), ("pid1", self.pid)):
-            self.engine.journal.record("process", container=self.id, pid=pid, role=role,
-                                       start=state.process_start_time(pid))
-        if self.config.get("Healthcheck"):
-            self._start_healthcheck(self.config["Healthcheck"])
+            self._services.journal.record("process", container=self.id, pid=pid, role=role,
+                                          start=state.process_start_time(pid))
+        self._health = HealthCheck.from_config(
+            self.config.get("Healthcheck"), self._probe, self._health_ended, name=self.name)
+        if self._health is not None:
+            self._health.start()
 
-    def _receive(self, timeout: float | None) -> dict[str, Any] | None:
-        """One message from the shim (None on EOF); raises TimeoutError."""
-        assert self._ctl is not None
-        self._ctl.settimeout(timeout)
-        try:
-            data = self._ctl.recv(65536)
-        except TimeoutError:
-            raise TimeoutError from None
-        except OSError:
-            data = b""
-        if not data:
-            return None
-        message = json.loads(data)
-        if "exited" in message:
-            self._exit_code = message["exited"]
-        return message
+    def joined(self, network: Any, ip: str | None) -> None:
+        """It is on ``network`` now, at ``ip``: left again at removal."""
+        if self._ip is None:
+            self._ip = ip
+        self._networks.append(network)
 
-    def _pump(self, timeout: float | None = 0) -> bool:
-        """Read what the shim said; True once the container has exited."""
-        if self._attached:
-            return self._attached_exited()
-        with self._ctl_lock:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while self._exit_code is None and self._ctl is not None:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    if self._receive(left) is None:
-                        break
-                except TimeoutError:
-                    break
-                except BlockingIOError:
-                    break
-            return self._exit_code is not None
+    def publish(self, ports: Sequence[int] | Mapping[int, int], records_dir: Path) -> None:
+        """Publish ``ports`` of its network namespace on the host's loopback."""
+        from .proxy import publish
 
-    def _attached_exited(self) -> bool:
-        if self._exit_code is not None:
-            return True
-        if self.pid is not None and state.process_start_time(self.pid) == self._started_at:
-            return False
-        try:
-            self._exit_code = int((self.dir / "exit").read_text())
-        except (OSError, ValueError):
-            self._exit_code = 128 + signal.SIGKILL
-        return True
+        self._proxies = publish(f"/proc/{self.pid}/ns/net", ports, records_dir=records_dir)
 
-    def _tell(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
-        if self._ctl is None:
-            return
-        with contextlib.suppress(OSError):
-            data = json.dumps(message).encode()
-            if fds:
-                socket.send_fds(self._ctl, [data], fds)
-            else:
-                self._ctl.send(data)
+    def abandon(self) -> None:
+        """Undo what was made of a container whose start failed (the shim ends with its
+        control socket closed)."""
+        self._cleanup()
 
     # --- the Container protocol ---
 
@@ -216,12 +202,16 @@ class NativeContainer:
             return "removed"
         if self.pid is None:
             return "created"
-        return "exited" if self._pump(0) else "running"
+        return "exited" if self._control.poll(0) else "running"
+
+    @property
+    def _exit_code(self) -> int | None:
+        return self._control.exit_code
 
     @property
     def exit_code(self) -> int | None:
-        self._pump(0)
-        return self._exit_code
+        self._control.poll(0)
+        return self._control.exit_code
 
     @property
     def oom_killed(self) -> bool:
@@ -229,18 +219,25 @@ class NativeContainer:
 
     @property
     def health(self) -> str | None:
-        return self._health
+        return self._health.status if self._health is not None else None
 
     def ensure_running(self) -> None:
         """Raise ``ContainerError`` (exit code, log tail; OOM said so) unless it runs."""
         if self._removed:
             raise ContainerError(f"container {self.name} was removed", container=self.id)
-        if not self._pump(0):
+        if not self._control.poll(0):
             return
         why = "was killed by the OOM killer (memory limit reached)" if self.oom_killed else (
             f"exited with code {self._exit_code}")
         raise ContainerError(f"container {self.name} is not running: it {why}",
                              exit_code=self._exit_code, logs=self.logs(), container=self.id)
+
+    def _exec_plan(self, argv: Sequence[str], user: str | None,
+                   env: Mapping[str, str] | None, workdir: str | None) -> ExecPlan:
+        return ExecPlan(pid=self.pid or 0, argv=tuple(argv), env={**self.env, **split_env(env)},
+                        user=self.user if user is None else user,
+                        workdir=workdir or self.workdir,
+                        cgroups=tuple(str(p) for p in self.limits.paths()))
 
     def exec(self, cmd: str | Sequence[str], *, user: str | None = None,
              env: Mapping[str, str] | None = None, workdir: str | None = None,
@@ -249,54 +246,33 @@ class NativeContainer:
         argv = shell_argv(cmd)
         if not argv:
             raise ContainerError("exec: no command given", container=self.id)
-        plan = {"op": "exec", "pid": self.pid, "argv": argv,
-                "env": {**self.env, **split_env(env)},
-                "user": self.user if user is None else user,
-                "workdir": workdir or self.workdir,
-                "cgroups": [str(p) for p in self.limits.paths()]}
+        plan = self._exec_plan(argv, user, env, workdir)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            if self._attached:  # not our shim: a zygote child joins the namespaces
-                self.engine._send(plan, [theirs.fileno(), in_r, out_w, err_w])
-            else:
-                self._tell(plan, [theirs.fileno(), in_r, out_w, err_w])
+            self._control.exec(plan, [theirs.fileno(), in_r, out_w, err_w])
         finally:
             theirs.close()
             for fd in (in_r, out_w, err_w):
                 os.close(fd)
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
-        return _collect(ours, in_w, out_r, err_r, data, timeout, argv, self)
+        return collect(ours, in_w, out_r, err_r, data, timeout, argv, name=self.name,
+                       container_id=self.id)
 
     def exec_stdio(self, cmd: Sequence[str], *, user: str | None = None,
                    env: Mapping[str, str] | None = None, workdir: str | None = None) -> int:
         """Run ``cmd`` in the container on this process's own stdin/stdout/stderr (a terminal
         for ``pycontain exec ID sh``); returns its exit code."""
         self.ensure_running()
-        plan = {"op": "exec", "pid": self.pid, "argv": [str(a) for a in cmd],
-                "env": {**self.env, **split_env(env)},
-                "user": self.user if user is None else user,
-                "workdir": workdir or self.workdir,
-                "cgroups": [str(p) for p in self.limits.paths()]}
+        plan = self._exec_plan([str(a) for a in cmd], user, env, workdir)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            fds = [theirs.fileno(), 0, 1, 2]
-            if self._attached:
-                self.engine._send(plan, fds)
-            else:
-                self._tell(plan, fds)
+            self._control.exec(plan, [theirs.fileno(), 0, 1, 2])
         finally:
             theirs.close()
-        try:
-            while message := ours.recv(65536):
-                reply = json.loads(message)
-                if "exit" in reply:
-                    return int(reply["exit"])
-            return 126
-        finally:
-            ours.close()
+        return wait_exit(ours)
 
     def logs(self) -> str:
         try:
@@ -318,7 +294,7 @@ class NativeContainer:
                     for line in lines:
                         yield line.decode("utf-8", "replace") + "\n"
                     continue
-                if not follow or self._removed or self._pump(0):
+                if not follow or self._removed or self._control.poll(0):
                     rest = file.read()
                     if rest or pending:
                         pending += rest
@@ -355,7 +331,7 @@ class NativeContainer:
         proxy = self._proxies.get(int(port))
         if proxy is not None:
             return proxy.address
-        if self.engine and self._network_host():
+        if self._network_host():
             return "127.0.0.1", int(port)
         published = ", ".join(map(str, sorted(self._proxies))) or "none"
         raise NotSupported(f"container {self.name}: port {port} is not published (published: "
@@ -376,7 +352,7 @@ class NativeContainer:
     def probe_port(self, port: int) -> bool:
         """Whether something accepts TCP connections on ``port`` in the container's own network
         namespace (for ``wait.port``: no published port needed)."""
-        if self.pid is None or self._removed or self._pump(0):
+        if self.pid is None or self._removed or self._control.poll(0):
             return False
         from .proxy import probe_port
 
@@ -419,39 +395,24 @@ class NativeContainer:
         _copy(source, target)
 
     def kill(self, signal: int = 9) -> None:
-        if self.pid is None or self._pump(0):
+        if self.pid is None or self._control.poll(0):
             return
-        if self._attached:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, int(signal))
-        else:
-            self._tell({"op": "signal", "signal": int(signal)})
+        self._control.signal(int(signal))
 
     def stop(self, timeout: float = 10) -> None:
         """The image's StopSignal, then SIGKILL after ``timeout`` seconds."""
-        if self.pid is None or self._pump(0):
+        if self.pid is None or self._control.poll(0):
             return
         self.kill(self.stop_signal)
-        if not self._wait_exit(timeout):
+        if not self._control.poll(timeout):
             self.kill(9)
-            self._wait_exit(None)
-
-    def _wait_exit(self, timeout: float | None) -> bool:
-        if not self._attached:
-            return self._pump(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._pump(0):
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
+            self._control.poll(None)
 
     def wait(self, timeout: float | None = None) -> int:
         if self.pid is None:
             raise ContainerError(f"container {self.name} never started", container=self.id)
-        if not self._wait_exit(timeout):
-            if self._exit_code is None and not self._attached and (
-                    self._ctl is None or timeout is None):
+        if not self._control.poll(timeout):
+            if self._exit_code is None and self._control.lost(timeout):
                 raise ContainerError(f"container {self.name}: lost its shim", container=self.id)
             raise WaitTimeout(f"container {self.name} still runs after {timeout}s",
                               logs=self.logs(), container=self.id)
@@ -459,128 +420,67 @@ class NativeContainer:
 
     def keep(self) -> str:
         """Hand this container to a keeper that outlives the engine (see NativeEngine.keep)."""
-        if self._attached or self.kept:
+        if self.kept or self._own is None:
             raise ContainerError(f"container {self.name} is not ours to keep", container=self.id)
+        services = self._services
         owner = f"keep-{self.id}"
-        keeper = state.Journal(self.engine.state_root, owner=owner)
-        for record in self.engine.journal.records(self.id):
+        keeper = state.Journal(services.state_root, owner=owner)
+        for record in services.journal.records(self.id):
             keeper.record(**record)
         # Its network's bridge stays for as long as the keeper holds it, and the keeper
         # answers the names of the moment on the network's DNS socket when we are gone.
         held: list[int] = []
-        request: dict[str, Any] = {"op": "keep"}
+        names: dict[str, list[str]] | None = None
         for network in self._networks[:1]:
             with contextlib.suppress(Exception):
                 (self.dir / "hosts").write_text(network.hosts(self.id, self.hostname))
                 held.append(network.netns_fd())
                 dns_fd, names = network.dns_handover()
-                held.append(dns_fd)
-                request["dns"] = names  # its socket is the last fd
+                held.append(dns_fd)  # its socket is the last fd
         try:
-            self._tell(request, [keeper.lock_fd, *held])
+            self._own.keep([keeper.lock_fd, *held], names)
         finally:
             for fd in held:
                 os.close(fd)
-        with self._ctl_lock:
-            self._ctl.settimeout(5)
-            while True:
-                reply = self._receive(5)
-                if reply is None or "kept" in reply:
-                    break
         keeper.release()
-        self.engine.journal.record("handed", container=self.id)
+        services.journal.record("handed", container=self.id)
         self.kept = True
-        if self._health_thread is not None:
-            self._health = None
+        if self._health is not None:
+            self._health.stop()
         return owner
 
     def remove(self) -> None:
         """Kill (SIGKILL), then remove every trace: processes, cgroups, files."""
         if self._removed:
             return
-        self._removed = True
         if self.kept:
-            state.remove_kept(self.engine.state_root, self.id)
-            self.engine.containers.pop(self.id, None)
-            return
-        if self._attached:  # its owner is alive and cleans up once PID 1 is gone
-            self._removed = False
-            self.kill(signal.SIGKILL)
-            self._wait_exit(10)
             self._removed = True
+            state.remove_kept(self._services.state_root, self.id)
+            self._services.forget(self.id)
             return
-        self._tell({"op": "exit"})
-        with self._ctl_lock:  # the shim closes its end when PID 1 and it are gone
-            while self._ctl is not None:
-                try:
-                    if self._receive(10) is None:
-                        break
-                except TimeoutError:
-                    break
-        if self._shim_fd is not None:  # EOF comes a moment before the process is gone
-            select.select([self._shim_fd], [], [], 10)
-        self._cleanup()
+        self._removed = True
+        if self._control.end():
+            self._cleanup()
 
     def _cleanup(self) -> None:
         self._removed = True
         self._leave_networks()
-        if self._ctl is not None:
-            self._ctl.close()
-            self._ctl = None
-        if self._shim_fd is not None:
-            os.close(self._shim_fd)
-            self._shim_fd = None
-        records = list(reversed(self.engine.journal.records(self.id)))
+        self._control.close()
+        journal = self._services.journal
+        records = list(reversed(journal.records(self.id)))
         for record in records:
             if record["kind"] == "cgroup":
                 state.undo_one(record)
-        self.engine.containers.pop(self.id, None)
-        self.engine._discard(self.id, [r for r in records if r["kind"] == "dir"])
+        self._services.forget(self.id)
+        self._services.janitor.discard(self.id, [r for r in records if r["kind"] == "dir"])
 
     # --- health ---
 
-    def _start_healthcheck(self, check: Mapping[str, Any]) -> None:
-        test = list(check.get("Test") or [])
-        if not test or test[0] == "NONE":
-            return
-        if test[0] == "CMD-SHELL":
-            argv: list[str] | str = " ".join(test[1:])
-        elif test[0] == "CMD":
-            argv = test[1:]
-        else:
-            argv = test
-        self._health = "starting"
-        self._health_thread = threading.Thread(target=self._healthcheck, args=(argv, check),
-                                               name=f"health-{self.name}", daemon=True)
-        self._health_thread.start()
+    def _probe(self, command: str | Sequence[str], timeout: float) -> int:
+        return self.exec(command, timeout=timeout).exit_code
 
-    def _healthcheck(self, argv: list[str] | str, check: Mapping[str, Any]) -> None:
-        """Docker's rules: first probe after one interval; failures in the start period do not
-        count; ``retries`` failures in a row make it unhealthy, one success healthy."""
-        second = 1e9
-        interval = (check.get("Interval") or 30 * second) / second
-        timeout = (check.get("Timeout") or 30 * second) / second
-        start_period = (check.get("StartPeriod") or 0) / second
-        start_interval = (check.get("StartInterval") or 5 * second) / second
-        retries = check.get("Retries") or 3
-        started = time.monotonic()
-        failures = 0
-        while not self._removed and not self.kept:
-            in_start = time.monotonic() - started < start_period
-            time.sleep(start_interval if in_start and self._health == "starting" else interval)
-            if self._removed or self.kept or self._pump(0):
-                return
-            try:
-                ok = self.exec(argv, timeout=timeout).exit_code == 0
-            except Exception:
-                ok = False
-            if ok:
-                failures = 0
-                self._health = "healthy"
-            elif not (time.monotonic() - started < start_period):
-                failures += 1
-                if failures >= retries:
-                    self._health = "unhealthy"
+    def _health_ended(self) -> bool:
+        return self._removed or self.kept or self._control.poll(0)
 
 
 def _copy(source: str, target: str) -> None:
@@ -589,97 +489,3 @@ def _copy(source: str, target: str) -> None:
     else:
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
         shutil.copy2(source, target, follow_symlinks=False)
-
-
-def _collect(ctl: socket.socket, in_w: int, out_r: int, err_r: int, data: bytes,
-             timeout: float | None, argv: list[str], container: NativeContainer) -> ExecResult:
-    """Feed stdin, gather stdout/stderr in the order they came, and the exit code."""
-    selector = selectors.DefaultSelector()
-    chunks: list[tuple[str, bytes]] = []
-    pid = None
-    exit_code = None
-    opened = {in_w, out_r, err_r}
-
-    def close(fd: int) -> None:
-        if fd in opened:
-            opened.discard(fd)
-            os.close(fd)
-
-    os.set_blocking(in_w, False)
-    if data:
-        selector.register(in_w, selectors.EVENT_WRITE, "stdin")
-    else:
-        close(in_w)
-    selector.register(out_r, selectors.EVENT_READ, "stdout")
-    selector.register(err_r, selectors.EVENT_READ, "stderr")
-    selector.register(ctl, selectors.EVENT_READ, "ctl")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    sent = 0
-    try:
-        while exit_code is None or len(selector.get_map()) > 1:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                if pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                output = b"".join(c for _, c in chunks).decode("utf-8", "replace")
-                raise WaitTimeout(f"exec {argv!r} in {container.name} did not finish within "
-                                  f"{timeout}s", logs=output, container=container.id)
-            events = selector.select(left)
-            if exit_code is not None and not events:
-                break
-            for key, _ in events:
-                if key.fileobj not in selector.get_map():
-                    continue  # unregistered by an earlier event of this batch
-                if key.data == "stdin":
-                    try:
-                        sent += os.write(in_w, data[sent:sent + 65536])
-                    except BrokenPipeError:
-                        sent = len(data)
-                    if sent >= len(data):
-                        selector.unregister(in_w)
-                        close(in_w)
-                elif key.data == "ctl":
-                    message = ctl.recv(65536)
-                    if not message:
-                        selector.unregister(ctl)
-                        if exit_code is None:
-                            exit_code = 126
-                        continue
-                    reply = json.loads(message)
-                    pid = reply.get("pid", pid)
-                    if "exit" in reply:
-                        exit_code = reply["exit"]
-                        selector.unregister(ctl)
-                        for fd in (out_r, err_r):  # drain: the process is gone
-                            if fd in selector.get_map():
-                                _drain(fd, _stream_name(fd, out_r), chunks)
-                                selector.unregister(fd)
-                else:
-                    chunk = os.read(key.fd, 65536)
-                    if chunk:
-                        chunks.append((key.data, chunk))
-                    else:
-                        selector.unregister(key.fd)
-    finally:
-        selector.close()
-        ctl.close()
-        for fd in (in_w, out_r, err_r):
-            close(fd)
-
-    def text(stream: str | None) -> str:
-        return b"".join(c for s, c in chunks if stream in (None, s)).decode("utf-8", "replace")
-
-    return ExecResult(exit_code=exit_code if exit_code is not None else 126,
-                      stdout=text("stdout"), stderr=text("stderr"), output=text(None))
-
-
-def _stream_name(fd: int, out_r: int) -> str:
-    return "stdout" if fd == out_r else "stderr"
-
-
-def _drain(fd: int, name: str, chunks: list[tuple[str, bytes]]) -> None:
-    os.set_blocking(fd, False)
-    with contextlib.suppress(BlockingIOError):
-        while chunk := os.read(fd, 65536):
-            chunks.append((name, chunk))

@@ -1,22 +1,20 @@
 """``NativeEngine``: the daemonless backend. The pytest process (or ``pycontain``) is the engine.
 
-Containers are forked by a single-threaded zygote (see ``zygote.py``) and looked after by one
-small shim each (``process.py``); this module starts them and ``container.py`` holds their
-handles. Every resource is
-journalled (``state.py``) before it is made, and reaped at the next start if we are killed.
+Containers are forked by a single-threaded zygote (``zygote.py``, reached through
+``zygote_client.py``) and looked after by one small shim each (``process.py``); what they say
+to each other is ``protocol.py``. This module turns a ``RunSpec`` into a ``RunPlan`` and
+``container.py`` holds the handles. Every resource is journalled (``state.py``) before it is
+made, and reaped at the next start if we are killed. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
-import queue
 import secrets
 import shlex
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -35,7 +33,10 @@ from ..errors import (
 from ..imageconfig import DEFAULT_PATH, shell_argv, split_env
 from . import state
 from .cgroups import Limits
-from .container import AttachedLimits, NativeContainer, image_name
+from .container import AttachedLimits, Found, NativeContainer, Services, image_name
+from .janitor import Janitor
+from .protocol import Bind, RunPlan
+from .zygote_client import ZygoteClient
 
 __all__ = ["NativeContainer", "NativeEngine", "command_line", "image_config", "native_runner"]
 
@@ -94,18 +95,17 @@ class NativeEngine:
         self.cgroup_root = Path(cgroup_root)
         self.journal = state.Journal(self.state_root)
         self._lock = threading.Lock()
-        self._zygote: subprocess.Popen | None = None
-        self._zygote_sock: socket.socket | None = None
+        self.zygote = ZygoteClient(self.journal, warm=WARM_SHIMS)
+        self.janitor = Janitor(self.journal)
         self.containers: dict[str, NativeContainer] = {}
-        self._trash: queue.SimpleQueue = queue.SimpleQueue()
-        self._warm: list[socket.socket] = []  # control sockets of shims made ahead
+        self._services = Services(self.journal, self.state_root, self.zygote, self.janitor,
+                                  settings.timeout, self._forget)
         self._closed = False
         self._networks: list[Any] = []
         self._spare_networks: list[Any] = []  # network.Spare: removed networks' namespaces
         self._networks_recorded = False
         self.progress: Callable[[str], None] | None = None  # lines for the user (the plugin's)
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
-        self._janitor: threading.Thread | None = None
 
     def describe(self) -> str:
         return f"native (Linux namespaces, daemonless; state in {self.state_root})"
@@ -182,65 +182,6 @@ class NativeEngine:
                 return [os.fspath(d) for d in dirs]
         return [os.fspath(d) for d in self.store.layer_dirs(image)]
 
-    # --- the zygote ---
-
-    def _send(self, plan: dict[str, Any], fds: list[int]) -> None:
-        """Hand a request to the zygote, starting it first if needed."""
-        with self._lock:
-            if self._zygote is None or self._zygote.poll() is not None:
-                self._start_zygote()
-            socket.send_fds(self._zygote_sock, [json.dumps(plan).encode()], fds)
-
-    def _take_warm(self) -> socket.socket | None:
-        """The control socket of a warm shim, if one is ready; asks the zygote for the next."""
-        with self._lock:
-            if self._zygote is None or self._zygote.poll() is not None:
-                self._start_zygote()
-            warm = self._warm.pop() if self._warm else None
-            self._order_warm()
-        return warm
-
-    def _order_warm(self) -> None:
-        while len(self._warm) < WARM_SHIMS:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            socket.send_fds(self._zygote_sock, [b'{"op": "warm"}'], [theirs.fileno()])
-            theirs.close()
-            self._warm.insert(0, ours)
-
-    def _start_zygote(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH")) if p)
-        started: list[Any] = []
-        ready = threading.Event()
-
-        def keeper() -> None:
-            """The zygote's parent-death signal fires when the *thread* that forked it ends,
-            so a thread that lives as long as this process forks it (not a pool worker)."""
-            try:
-                started.append(subprocess.Popen(
-                    [sys.executable, "-m", "pytest_pycontain.native.zygote",
-                     str(theirs.fileno()), str(os.getpid())],
-                    pass_fds=[theirs.fileno()], start_new_session=True, env=env,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
-            except BaseException as exc:
-                started.append(exc)
-            ready.set()
-            if isinstance(started[0], subprocess.Popen):
-                started[0].wait()
-
-        threading.Thread(target=keeper, name="pycontain-zygote", daemon=True).start()
-        ready.wait()
-        theirs.close()
-        if isinstance(started[0], BaseException):
-            raise EngineUnavailable(f"cannot start the engine's helper: {started[0]}")
-        self._zygote = started[0]
-        self._zygote_sock = ours
-        self.journal.record("process", pid=self._zygote.pid,
-                            start=state.process_start_time(self._zygote.pid))
-
     # --- containers ---
 
     def run(self, spec: RunSpec, *,
@@ -284,7 +225,7 @@ class NativeEngine:
                                  "not exist (was the store cleaned?)")
         if not lower:
             raise ImageError(f"image {image_name(image)}: it has no layers to run")
-        mounts = [_parse_mount(m) for m in spec.mounts or ()]
+        mounts = tuple(_parse_mount(m) for m in spec.mounts or ())
         directory = self.state_root / "containers" / container_id[:16]
         name = spec.name or f"pycontain-{container_id[:12]}"
         # the engine-level name carries a unique suffix, so parallel runs never clash
@@ -296,7 +237,7 @@ class NativeEngine:
                             stop_signal=config.get("StopSignal"),
                             cgroups=[str(p) for p in limits.paths()])
         self.journal.record("dir", container=container_id, path=str(directory))
-        container = NativeContainer(self, container_id, name, hostname, image, config,
+        container = NativeContainer(self._services, container_id, name, hostname, image, config,
                                     directory, env, user, workdir, limits)
         try:
             (directory / "l").mkdir(parents=True)
@@ -311,28 +252,21 @@ class NativeEngine:
                 raise ContainerError(f"container {name}: cannot set its limits (memory, cpus, "
                                      f"pids) in {where}: {exc.strerror or exc}",
                                      container=container_id) from exc
-            plan = {
-                "op": "run", "dir": str(directory), "lower": lower, "argv": argv,
-                "env": env, "workdir": workdir, "user": user, "hostname": hostname,
-                "network": "host" if network == "host" else "own",
-                "read_only": spec.read_only, "mounts": mounts,
-                "tmpfs": sorted((spec.tmpfs or {}).items()), "init": spec.init,
-                "cgroups": cgroups, "etc": _etc_files(hostname, network == "host"),
-            }
             start_hook = before_start
             if bridge is not None:
                 start_hook = _joining(bridge, spec, name, hostname, before_start)
-            if start_hook is not None:
-                plan["pause"] = True
-            container._start(plan, start_hook)
+            plan = RunPlan(
+                directory=str(directory), lower=tuple(lower), argv=tuple(argv), env=env,
+                workdir=workdir, user=user, hostname=hostname, host_network=network == "host",
+                read_only=spec.read_only, mounts=mounts,
+                tmpfs=tuple(sorted((spec.tmpfs or {}).items())), init=spec.init,
+                cgroups=tuple(cgroups), etc=_etc_files(hostname, network == "host"),
+                pause=start_hook is not None)
+            container.start(plan, start_hook)
             if spec.ports and network != "host":
-                from .proxy import publish
-
-                container._proxies = publish(f"/proc/{container.pid}/ns/net", spec.ports,
-                                             records_dir=self.state_root / "netrecords"
-                                             / self.journal.owner)
+                container.publish(spec.ports, self.state_root / "netrecords" / self.journal.owner)
         except BaseException:
-            container._cleanup()
+            container.abandon()
             raise
         self.containers[container_id] = container
         return container
@@ -350,39 +284,22 @@ class NativeEngine:
         processes = {r.get("role"): r for r in state.read_journal(journal)
                      if r["kind"] == "process" and r.get("container") == record["container"]}
         cgroups = [Path(p) for p in record.get("cgroups", ())]
-        container = NativeContainer(
-            self, record["container"], record["name"], record["hostname"], record["image"],
-            {"StopSignal": record.get("stop_signal")}, Path(record["dir"]), record["env"],
-            record["user"], record["workdir"], AttachedLimits(cgroups))
-        container.pid = processes["pid1"]["pid"]
-        container.shim = processes["shim"]["pid"]
-        container._started_at = processes["pid1"].get("start")
-        container.kept = record["kept"]
-        container._attached = True
-        return container
+        found = Found(pid=processes["pid1"]["pid"], shim=processes["shim"]["pid"],
+                      started_at=processes["pid1"].get("start"), kept=record["kept"])
+        return NativeContainer(
+            self._services, record["container"], record["name"], record["hostname"],
+            record["image"], {"StopSignal": record.get("stop_signal")}, Path(record["dir"]),
+            record["env"], record["user"], record["workdir"], AttachedLimits(cgroups),
+            found=found)
 
     def keep(self, container: NativeContainer) -> str:
         """Hand ``container`` to a keeper (its own shim) that outlives this process; the reaper
         leaves it alone. Returns the keeper's owner name; ``state.remove_kept`` removes it."""
         return container.keep()
 
-    def _discard(self, container_id: str, records: list[dict[str, Any]]) -> None:
-        """Delete a removed container's files in the background: its processes are gone
-        already, and the journal keeps the records until the files are gone too."""
-        with self._lock:
-            if self._janitor is None:
-                self._janitor = threading.Thread(target=self._sweep, name="pycontain-janitor",
-                                                 daemon=True)
-                self._janitor.start()
-        self._trash.put((container_id, records))
-
-    def _sweep(self) -> None:
-        while (item := self._trash.get()) is not None:
-            container_id, records = item
-            for record in records:
-                with contextlib.suppress(Exception):
-                    state.undo_one(record)
-            self.journal.record("removed", container=container_id)
+    def _forget(self, container_id: str) -> None:
+        """A removed container's handle is no longer ours to close."""
+        self.containers.pop(container_id, None)
 
     def close(self) -> None:
         """Kill and remove every container this engine made (except kept ones), then the
@@ -404,24 +321,8 @@ class NativeEngine:
         for spare in spares:
             with contextlib.suppress(Exception):
                 spare.close()
-        if self._janitor is not None:
-            self._trash.put(None)
-            self._janitor.join()
-            self._janitor = None
-        with self._lock:
-            for warm in self._warm:
-                warm.close()
-            self._warm.clear()
-            if self._zygote_sock is not None:
-                self._zygote_sock.close()
-                self._zygote_sock = None
-            if self._zygote is not None:
-                try:
-                    self._zygote.wait(5)
-                except subprocess.TimeoutExpired:
-                    self._zygote.kill()
-                    self._zygote.wait()
-                self._zygote = None
+        self.janitor.close()
+        self.zygote.close()
         self.journal.close()
 
     def __enter__(self) -> NativeEngine:
@@ -468,9 +369,9 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
 
     def join(container: NativeContainer) -> None:
         dns_name = spec.name or hostname
-        container._ip = bridge.attach(f"/proc/{container.pid}/ns/net", dns_name,
-                                      list(spec.aliases or ()), key=container.id)
-        container._networks.append(bridge)
+        ip = bridge.attach(f"/proc/{container.pid}/ns/net", dns_name, list(spec.aliases or ()),
+                           key=container.id)
+        container.joined(bridge, ip)
         (container.dir / "hosts").write_text(bridge.hosts(container.id, hostname))
         (container.dir / "resolv.conf").write_text(bridge.resolv_conf())
         if then is not None:
@@ -479,8 +380,8 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
     return join
 
 
-def _parse_mount(text: str) -> tuple[str, str, bool]:
-    """``HOST:CONTAINER[:ro|rw]`` -> (host, container, read_only); the host path must exist."""
+def _parse_mount(text: str) -> Bind:
+    """``HOST:CONTAINER[:ro|rw]`` -> a ``Bind``; the host path must exist."""
     parts = text.split(":")
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
         source, target, mode = parts
@@ -493,7 +394,7 @@ def _parse_mount(text: str) -> tuple[str, str, bool]:
     source = os.path.abspath(source)
     if not os.path.exists(source):
         raise ConfigError(f"mounts: {text!r}: {source} does not exist on the host")
-    return source, target, mode == "ro"
+    return Bind(source, target, mode == "ro")
 
 
 def _etc_files(hostname: str, host_network: bool) -> dict[str, str]:

@@ -4,37 +4,50 @@ The shim unshares the namespaces, forks PID 1 (which waits), builds the root fil
 PID 1 pivot into it and exec, and then stays, small and single-threaded, to copy PID 1's output
 into the log files, relay signals, fork the commands its engine execs (it is in the container's
 namespaces already, so they need no setns) and report exit codes over its control socket.
-Messages on control sockets are JSON objects, one per datagram (SOCK_SEQPACKET), with file
-descriptors passed alongside where needed.
+What goes over that socket and over PID 1's pipes is defined in ``protocol.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import selectors
 import signal
 import socket
 import struct
 from collections.abc import Sequence
-from typing import Any
 
 from . import dns, rootfs  # imported before the fork: a kept shim's root may be elsewhere
 from . import syscalls as sc
+from .protocol import (
+    Created,
+    Exec,
+    ExecExited,
+    ExecPlan,
+    ExecStarted,
+    Exit,
+    Exited,
+    Failed,
+    Go,
+    Keep,
+    Kept,
+    Launch,
+    ProtocolError,
+    Run,
+    RunPlan,
+    Signal,
+    Started,
+    read_all,
+    receive,
+    receive_with_fds,
+    send,
+    write_all,
+)
 
 EXEC_NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT, signal.SIGTERM)
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
               signal.SIGUSR2, signal.SIGWINCH)
-
-
-def send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    data = json.dumps(message).encode()
-    if fds:
-        socket.send_fds(sock, [data], fds)
-    else:
-        sock.send(data)
 
 
 def exit_status(status: int) -> int:
@@ -79,9 +92,9 @@ def _become(uid: int, gid: int, groups: list[int]) -> None:
     os.setuid(uid)
 
 
-def _exec(argv: list[str], env: dict[str, str], report: int | None) -> None:
-    """Replace this process with ``argv``; on failure tell ``report`` (a JSON pipe) or stderr
-    why, and exit 127 or 126."""
+def _exec(argv: Sequence[str], env: dict[str, str], report: int | None) -> None:
+    """Replace this process with ``argv``; on failure tell ``report`` (a pipe to the shim: a
+    ``Failed``) or stderr why, and exit 127 or 126."""
     for number in _RESET_SIGNALS:
         signal.signal(number, signal.SIG_DFL)
     try:
@@ -92,7 +105,7 @@ def _exec(argv: list[str], env: dict[str, str], report: int | None) -> None:
             if report is None:
                 os.write(2, f"{message}\n".encode())
             else:
-                os.write(report, json.dumps({"error": message, "exit_code": code}).encode())
+                write_all(report, Failed(message, code))
         os._exit(code)
 
 
@@ -145,47 +158,41 @@ class _Pid1:
                 _die_with_parent(0)
                 for fd in (out_r, err_r, report_r, self.go_w):
                     os.close(fd)
-                go = b""
-                while chunk := os.read(go_r, 65536):
-                    go += chunk
-                if not go:
+                launch = read_all(go_r)
+                if not isinstance(launch, Launch):
                     os._exit(0)
-                _pid1(json.loads(go), out_w, err_w, report_w)
+                _pid1(launch, out_w, err_w, report_w)
             finally:
                 os._exit(125)
         os.close(go_r)  # the other write ends are closed by run_shim once PID 1 has them
 
-    def go(self, spec: dict[str, Any]) -> None:
-        data = json.dumps(spec).encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.go_w, view):]
+    def go(self, launch: Launch) -> None:
+        write_all(self.go_w, launch)
         os.close(self.go_w)
 
 
-def _pid1(spec: dict[str, Any], out_w: int, err_w: int, report_w: int) -> None:
+def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
     """In the container's PID 1: fresh /proc, pivot_root, stdio, user, workdir, then exec
     (or, with ``init``, fork the command and stay as its init). Never returns."""
     try:
         sc.unshare(sc.CLONE_NEWCGROUP)  # the shim moved us into our cgroups by now
-        rootfs.enter(spec["root"])
+        rootfs.enter(launch.root)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        _become(spec["uid"], spec["gid"], spec["groups"])
-        os.chdir(spec["workdir"])
-        if spec.get("init"):
+        _become(launch.uid, launch.gid, list(launch.groups))
+        os.chdir(launch.workdir)
+        if launch.init:
             child = os.fork()
             if child:
                 os.close(report_w)
                 _init(child)
             _die_with_parent(1)
-        _exec(spec["argv"], spec["env"], report_w)
+        _exec(launch.argv, launch.env, report_w)
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            os.write(report_w, json.dumps({"error": f"cannot start the container: {exc}",
-                                           "exit_code": 125}).encode())
+            write_all(report_w, Failed(f"cannot start the container: {exc}", 125))
     os._exit(125)
 
 
@@ -200,70 +207,65 @@ def warm_shim(sock: socket.socket, zygote: int) -> None:
     except OSError:
         os._exit(1)
     try:
-        message = sock.recv(1 << 20)
-    except OSError:
-        message = b""
-    if not message:  # the engine went away, or closed us unused
+        message = receive(sock, 1 << 20)
+    except (OSError, ProtocolError):
+        message = None
+    if not isinstance(message, Run):  # the engine went away, or closed us unused
         os._exit(0)
-    run_shim(json.loads(message), sock, zygote, warm=pid1)
+    run_shim(message.plan, sock, zygote, warm=pid1)
 
 
-def run_shim(plan: dict[str, Any], ctl: socket.socket, zygote: int,
+def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
              warm: _Pid1 | None = None) -> None:
     """Start one container and look after it until told to go (or its owner dies)."""
     if warm is None:
         _die_with_parent(zygote)
-    directory = plan["dir"]
+    directory = plan.directory
     dir_fd = os.open(directory, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
         if warm is None:
-            enter_namespaces(plan["network"] == "host")
+            enter_namespaces(plan.host_network)
             pid1 = _Pid1()
         else:
             pid1 = warm
         # We stay out of the container's cgroups (its limits are not ours to count against, and
         # its OOM killer must not pick us); PID 1 and every exec'd command go in.
         cgroup_fds = [os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-                      for path in plan.get("cgroups", ())]
+                      for path in plan.cgroups]
         for fd in cgroup_fds:
             os.write(fd, str(pid1.pid).encode())
-        socket.sethostname(plan["hostname"])
-        rootfs.mount_overlay(directory, len(plan["lower"]))
+        socket.sethostname(plan.hostname)
+        rootfs.mount_overlay(directory, len(plan.lower))
         root = os.path.join(directory, "merged")
-        uid, gid, groups, home = rootfs.resolve_user(plan.get("user"), root)
-        env = dict(plan["env"])
+        uid, gid, groups, home = rootfs.resolve_user(plan.user, root)
+        env = dict(plan.env)
         env.setdefault("HOME", home)
-        if not rootfs.path_exists(root, plan["workdir"]):
-            plan["workdir_owner"] = (uid, gid)
-        rootfs.prepare(plan, root)
+        new_workdir = not rootfs.path_exists(root, plan.workdir)
+        rootfs.prepare(plan, root, workdir_owner=(uid, gid) if new_workdir else None)
     except (OSError, rootfs.UnknownUser) as exc:
-        send(ctl, {"error": f"cannot create the container: {exc}", "exit_code": 125})
+        send(ctl, Failed(f"cannot create the container: {exc}", 125))
         os._exit(125)
     logs = {name: os.open(f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                           0o644, dir_fd=dir_fd) for name in ("stdout", "stderr", "combined")}
-    spec = {"root": root, "argv": plan["argv"], "env": env, "uid": uid, "gid": gid,
-            "groups": groups, "workdir": plan["workdir"], "init": plan.get("init")}
-    if plan.get("pause"):  # the engine sets up more (a network) before the command starts
-        send(ctl, {"created": pid1.pid, "shim": os.getpid()})
+    launch = Launch(root, plan.argv, env, uid, gid, tuple(groups), plan.workdir, plan.init)
+    if plan.pause:  # the engine sets up more (a network) before the command starts
+        send(ctl, Created(pid1.pid, os.getpid()))
         try:
-            answer = json.loads(ctl.recv(65536) or b"{}")
-        except (OSError, ValueError):
-            answer = {}
-        if answer.get("op") != "go":
+            answer = receive(ctl)
+        except (OSError, ProtocolError):
+            answer = None
+        if not isinstance(answer, Go):
             os._exit(125)  # PID 1 dies with us
-    pid1.go(spec)
+    pid1.go(launch)
     for fd in (pid1.out_w, pid1.err_w, pid1.report_w):
         os.close(fd)
-    report = b""
-    while chunk := os.read(pid1.report_r, 65536):
-        report += chunk
+    failure = read_all(pid1.report_r)
     os.close(pid1.report_r)
-    if report:
-        failure = json.loads(report)
+    if isinstance(failure, Failed):
         os.waitpid(pid1.pid, 0)
         send(ctl, failure)
-        os._exit(failure["exit_code"])
-    send(ctl, {"started": pid1.pid, "shim": os.getpid()})
+        os._exit(failure.exit_code)
+    send(ctl, Started(pid1.pid, os.getpid()))
     _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, cgroup_fds)
 
 
@@ -305,40 +307,38 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                 os.write(exit_fd, str(code).encode())
                 os.close(exit_fd)
                 with contextlib.suppress(OSError):
-                    send(ctl, {"exited": code})
+                    send(ctl, Exited(code))
             elif what == "ctl":
                 try:
-                    message, fds, _, _ = socket.recv_fds(ctl, 65536, 4)
+                    request, fds = receive_with_fds(ctl, 65536, 4)
                 except OSError:
-                    message, fds = b"", []
+                    request, fds = None, []
                 for fd in fds:
                     os.set_inheritable(fd, False)
-                if not message:
+                if request is None:
                     selector.unregister(ctl)
                     if kept:
                         continue
                     _finish(pid, running)
-                request = json.loads(message)
-                op = request["op"]
-                if op == "signal" and running:
+                if isinstance(request, Signal) and running:
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, request["signal"])
-                elif op == "keep":
-                    if request.get("dns") is not None and len(fds) > 1:
+                        os.kill(pid, request.number)
+                elif isinstance(request, Keep):
+                    if request.dns is not None and len(fds) > 1:
                         dns_sock = socket.socket(fileno=fds[-1])
                         selector.register(dns_sock, selectors.EVENT_READ,
-                                          ("dns", dns_sock, request["dns"]))
+                                          ("dns", dns_sock, request.dns))
                     sc.prctl(sc.PR_SET_PDEATHSIG, 0)
                     null = os.open("/dev/null", os.O_RDWR)  # let go of the owner's terminal
                     for fd in (0, 1, 2):
                         os.dup2(null, fd)
                     os.close(null)
                     kept = True  # the lock fd we were given stays open for our life
-                    send(ctl, {"kept": True})
-                elif op == "exit":
+                    send(ctl, Kept())
+                elif isinstance(request, Exit):
                     _finish(pid, running)
-                elif op == "exec":
-                    _start_exec(request, fds, selector, cgroup_fds)
+                elif isinstance(request, Exec):
+                    _start_exec(request.plan, fds, selector, cgroup_fds)
             elif isinstance(what, tuple) and what[0] == "dns":  # kept: names of its network
                 dns.answer_from(what[2], what[1])
             elif isinstance(what, tuple):  # an exec'd process ended
@@ -347,27 +347,27 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                 os.close(key.fd)
                 _, status = os.waitpid(child, 0)
                 with contextlib.suppress(OSError):
-                    send(exec_ctl, {"exit": exit_status(status)})
+                    send(exec_ctl, ExecExited(exit_status(status)))
                 exec_ctl.close()
 
 
-def _start_exec(request: dict[str, Any], fds: list[int], selector: selectors.BaseSelector,
+def _start_exec(plan: ExecPlan, fds: list[int], selector: selectors.BaseSelector,
                 cgroup_fds: list[int]) -> None:
     """Run a command for our engine: we are in the container's namespaces and root already,
     and our children are born in its pid namespace."""
     exec_ctl = socket.socket(fileno=fds[0])
     try:
-        child = spawn_exec(request, fds[1:4], cgroup_fds)
+        child = spawn_exec(plan, fds[1:4], cgroup_fds)
     except (OSError, rootfs.UnknownUser) as exc:
         with contextlib.suppress(OSError):
             os.write(fds[3], f"{exc}\n".encode())
-            send(exec_ctl, {"exit": 126, "error": str(exc)})
+            send(exec_ctl, ExecExited(126, str(exc)))
         for fd in fds[1:4]:
             with contextlib.suppress(OSError):
                 os.close(fd)
         exec_ctl.close()
         return
-    send(exec_ctl, {"pid": child})
+    send(exec_ctl, ExecStarted(child))
     selector.register(os.pidfd_open(child), selectors.EVENT_READ, ("exec", child, exec_ctl))
 
 
@@ -382,17 +382,17 @@ def _finish(pid: int, running: bool) -> None:
 
 # --- exec helpers --------------------------------------------------------------------------
 
-def run_exec(plan: dict[str, Any], ctl: socket.socket, stdio: list[int], zygote: int) -> None:
+def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) -> None:
     """Join a running container's namespaces and cgroups, run one command, report its exit.
     (For containers of another process, such as kept ones; a container's own engine asks its
     shim, which is in those namespaces already.)"""
     _die_with_parent(zygote)
-    target = plan["pid"]
+    target = plan.pid
     try:
         ns_fds = [os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
                   for name in EXEC_NAMESPACES]
         root_fd = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        for path in plan.get("cgroups", ()):
+        for path in plan.cgroups:
             with open(os.path.join(path, "cgroup.procs"), "w") as file:
                 file.write(str(os.getpid()))
         for fd in ns_fds:
@@ -404,21 +404,21 @@ def run_exec(plan: dict[str, Any], ctl: socket.socket, stdio: list[int], zygote:
         pid = spawn_exec(plan, stdio)
     except (OSError, rootfs.UnknownUser) as exc:
         os.write(stdio[2], f"{exc}\n".encode())
-        send(ctl, {"exit": 126, "error": str(exc)})
+        send(ctl, ExecExited(126, str(exc)))
         os._exit(126)
-    send(ctl, {"pid": pid})
+    send(ctl, ExecStarted(pid))
     _, status = os.waitpid(pid, 0)
-    send(ctl, {"exit": exit_status(status)})
+    send(ctl, ExecExited(exit_status(status)))
     os._exit(0)
 
 
-def spawn_exec(plan: dict[str, Any], stdio: list[int], cgroup_fds: Sequence[int] = ()) -> int:
-    """Fork ``plan["argv"]`` as ``plan["user"]`` in ``plan["workdir"]``; we must be in the
+def spawn_exec(plan: ExecPlan, stdio: list[int], cgroup_fds: Sequence[int] = ()) -> int:
+    """Fork ``plan.argv`` as ``plan.user`` in ``plan.workdir``; we must be in the
     container's namespaces and root already. The child joins the cgroups (``cgroup.procs``
     opened before the root changed) and then a cgroup namespace of its own, rooted there, as
     PID 1 has. Closes ``stdio`` here; returns the child's pid."""
-    uid, gid, groups, home = rootfs.resolve_user(plan.get("user"), "/")
-    env = dict(plan["env"])
+    uid, gid, groups, home = rootfs.resolve_user(plan.user, "/")
+    env = dict(plan.env)
     env.setdefault("HOME", home)
     pid = os.fork()
     if pid == 0:
@@ -431,12 +431,12 @@ def spawn_exec(plan: dict[str, Any], stdio: list[int], cgroup_fds: Sequence[int]
                 os.dup2(fd, number)
             _become(uid, gid, groups)
             try:
-                os.chdir(plan["workdir"])
+                os.chdir(plan.workdir)
             except OSError as exc:
-                os.write(2, f"chdir to cwd (\"{plan['workdir']}\") set in config.json "
+                os.write(2, f"chdir to cwd (\"{plan.workdir}\") set in config.json "
                             f"failed: {(exc.strerror or str(exc)).lower()}\n".encode())
                 os._exit(126)
-            _exec(plan["argv"], env, None)
+            _exec(plan.argv, env, None)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.write(2, f"exec failed: {exc}\n".encode())

@@ -11,9 +11,12 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import syscalls as sc
+
+if TYPE_CHECKING:
+    from .protocol import RunPlan
 
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
            "urandom": (1, 9), "tty": (5, 0)}
@@ -85,8 +88,9 @@ def mount_overlay(directory: str, layers: int, merged: str = "merged") -> None:
              f"lowerdir={lower},upperdir=upper,workdir=work")
 
 
-def prepare(plan: dict[str, Any], root: str) -> None:
-    """Mount /dev, /sys, the generated /etc files, bind mounts and tmpfs under ``root``.
+def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None = None) -> None:
+    """Mount /dev, /sys, the generated /etc files, bind mounts and tmpfs under ``root``; make
+    the working directory (owned by ``workdir_owner`` when it is new, as Docker does).
 
     The paths created only to mount on are listed in ``mountpoints.json`` in the container's
     directory, so that a build committing the upper layer can leave them out, as Docker does.
@@ -113,26 +117,26 @@ def prepare(plan: dict[str, Any], root: str) -> None:
     _mkdirs(root, "/proc", made=made)
     sys_dir = _mkdirs(root, "/sys", made=made)
     sc.mount("sysfs", sys_dir, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    for name, text in plan["etc"].items():  # hosts, hostname, resolv.conf
-        source = os.path.join(plan["dir"], name)
+    for name, text in plan.etc.items():  # hosts, hostname, resolv.conf
+        source = os.path.join(plan.directory, name)
         with open(source, "w") as file:
             file.write(text)
         sc.mount(source, _touch(root, f"/etc/{name}", made), None, sc.MS_BIND)
-    for source, target, read_only in plan.get("mounts", ()):
+    for source, target, read_only in plan.mounts:
         where = (_mkdirs(root, target, made=made) if os.path.isdir(source)
                  else _touch(root, target, made))
         sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
         if read_only:
             sc.mount(source, where, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_REC)
-    for target, options in plan.get("tmpfs", ()):
+    for target, options in plan.tmpfs:
         flags, data = tmpfs_options(options)
         sc.mount("tmpfs", _mkdirs(root, target, made=made), "tmpfs", flags, data)
-    with open(os.path.join(plan["dir"], "mountpoints.json"), "w") as file:
+    with open(os.path.join(plan.directory, "mountpoints.json"), "w") as file:
         json.dump(sorted(set(made)), file)
-    workdir = _mkdirs(root, plan["workdir"])
-    if plan.get("workdir_owner"):
-        os.chown(workdir, *plan["workdir_owner"])
-    if plan.get("read_only"):
+    workdir = _mkdirs(root, plan.workdir)
+    if workdir_owner is not None:
+        os.chown(workdir, *workdir_owner)
+    if plan.read_only:
         sc.mount(root, root, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
 
 

@@ -2,9 +2,10 @@
 
 pytest has threads, and forking a threaded process is unsafe (a lock held by another thread
 stays locked forever in the child). So the engine starts this process once, with everything
-pre-imported, and sends it requests over a unix socket (one JSON datagram plus the file
-descriptors the child needs); each fork costs about a millisecond. It dies with its owner
-(parent-death signal), and so, in a chain, does every container it started.
+pre-imported, and sends it requests over a unix socket (``Warm``, ``Run`` or ``Exec`` of
+``protocol.py``, with the file descriptors the child needs); each fork costs about a
+millisecond. It dies with its owner (parent-death signal), and so, in a chain, does every
+container it started. The engine's side is ``zygote_client.py``.
 
 Run as ``python -m pytest_pycontain.native.zygote FD OWNER_PID``.
 """
@@ -12,7 +13,6 @@ Run as ``python -m pytest_pycontain.native.zygote FD OWNER_PID``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -20,6 +20,7 @@ import sys
 
 from . import process
 from . import syscalls as sc
+from .protocol import Exec, Failed, Message, ProtocolError, Run, Warm, receive_with_fds, send
 
 
 def serve(sock: socket.socket) -> None:
@@ -27,16 +28,17 @@ def serve(sock: socket.socket) -> None:
     zygote = os.getpid()
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
+            message, fds = receive_with_fds(sock, 1 << 20, 8)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
-        if not message:
+        except ProtocolError:
+            continue  # not ours to guess at: the engine's request gets no helper
+        if message is None:
             return  # the engine closed its end, or died
-        plan = json.loads(message)
-        if plan["op"] == "warm":
+        if isinstance(message, Warm):
             _fork_warm(sock, fds[0], zygote)
-        else:
-            _fork_helper(sock, plan, fds, zygote)
+        elif isinstance(message, (Run, Exec)):
+            _fork_helper(sock, message, fds, zygote)
         for fd in fds:
             os.close(fd)
 
@@ -54,7 +56,7 @@ def _fork_warm(sock: socket.socket, ctl: int, zygote: int) -> None:
             os._exit(1)
 
 
-def _fork_helper(sock: socket.socket, plan: dict, fds: list[int], zygote: int) -> None:
+def _fork_helper(sock: socket.socket, request: Message, fds: list[int], zygote: int) -> None:
     if os.fork() != 0:
         return
     status = 1
@@ -64,15 +66,14 @@ def _fork_helper(sock: socket.socket, plan: dict, fds: list[int], zygote: int) -
         for fd in fds:
             os.set_inheritable(fd, False)
         ctl = socket.socket(fileno=fds[0])
-        if plan["op"] == "run":
-            process.run_shim(plan, ctl, zygote)
-        elif plan["op"] == "exec":
-            process.run_exec(plan, ctl, fds[1:4], zygote)
+        if isinstance(request, Run):
+            process.run_shim(request.plan, ctl, zygote)
+        elif isinstance(request, Exec):
+            process.run_exec(request.plan, ctl, fds[1:4], zygote)
         status = 0
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            process.send(socket.socket(fileno=os.dup(fds[0])),
-                         {"error": f"helper failed: {exc!r}", "exit_code": 125})
+            send(socket.socket(fileno=os.dup(fds[0])), Failed(f"helper failed: {exc!r}", 125))
     finally:
         os._exit(status)
 

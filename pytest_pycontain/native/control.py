@@ -1,0 +1,244 @@
+"""How a container handle reaches its container: through a shim of ours, or from outside.
+
+A container this engine started has a shim holding a control socket to us (``OwnShim``): it
+starts the command, relays signals and execs, reports the exit, and can be kept alive for a
+keeper. A container of another owner (``pycontain exec ID`` on a kept container, found by
+``NativeEngine.attach``) has no socket of ours (``ForeignShim``): we signal its PID 1 directly,
+ask the zygote for an exec helper that joins its namespaces, and read its exit from its
+directory. ``NativeContainer`` reaches either through ``Control``; only starting and keeping
+need an ``OwnShim``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from . import state
+from .protocol import (
+    Created,
+    Exec,
+    ExecPlan,
+    Exit,
+    Exited,
+    Go,
+    Keep,
+    Kept,
+    Message,
+    Run,
+    RunPlan,
+    Signal,
+    Started,
+    decode,
+    send,
+)
+from .zygote_client import ZygoteClient
+
+__all__ = ["Control", "ForeignShim", "OwnShim"]
+
+
+class Control(Protocol):
+    """What a container handle needs to reach its container, either way."""
+
+    exit_code: int | None
+
+    def poll(self, timeout: float | None = 0) -> bool:
+        """Whether PID 1 has exited, waiting up to ``timeout`` seconds (None: for ever)."""
+        ...
+
+    def lost(self, timeout: float | None) -> bool:
+        """After ``poll(timeout)`` said no: whether the shim is gone without a word."""
+        ...
+
+    def signal(self, number: int) -> None: ...
+
+    def exec(self, plan: ExecPlan, fds: list[int]) -> None:
+        """Start ``plan`` with ``fds`` (its control socket, stdin, stdout, stderr)."""
+        ...
+
+    def end(self) -> bool:
+        """Kill PID 1 and wait for the end; True when what the container leaves (cgroups,
+        files, network links) is ours to remove."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class OwnShim:
+    """The control socket to a shim this engine started (see ``protocol.py`` for what goes
+    over it). One reader at a time: ``poll`` and ``keep`` hold the lock."""
+
+    def __init__(self, zygote: ZygoteClient):
+        self._zygote = zygote
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._shim_fd: int | None = None
+        self.exit_code: int | None = None
+
+    def start(self, plan: RunPlan, timeout: float,
+              created: Callable[[int, int], None] | None = None) -> Message | None:
+        """Start the container: a warm shim when one is ready (its own network namespace
+        only), else a fresh one. With ``plan.pause``, ``created(pid, shim)`` runs between
+        ``Created`` and ``Go``. Returns ``Started``, a ``Failed``, or None (the shim died);
+        raises ``TimeoutError``."""
+        warm = self._zygote.take_warm() if not plan.host_network else None
+        if warm is not None:  # a shim with its namespaces and PID 1 made ahead
+            try:
+                send(warm, Run(plan))
+                self._sock = warm
+            except OSError:
+                warm.close()
+        if self._sock is None:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._sock = ours
+            try:
+                self._zygote.send(Run(plan), [theirs.fileno()])
+            finally:
+                theirs.close()
+        reply = self._receive(timeout)
+        if isinstance(reply, Created) and created is not None:
+            created(reply.pid, reply.shim)
+            self._tell(Go())
+            reply = self._receive(timeout)
+        if isinstance(reply, Started):
+            with contextlib.suppress(OSError):  # to wait for the shim's very end at removal
+                self._shim_fd = os.pidfd_open(reply.shim)
+        return reply
+
+    def _receive(self, timeout: float | None) -> Message | None:
+        """One message from the shim (None on EOF); raises TimeoutError."""
+        assert self._sock is not None
+        self._sock.settimeout(timeout)
+        try:
+            data = self._sock.recv(65536)
+        except TimeoutError:
+            raise TimeoutError from None
+        except OSError:
+            data = b""
+        if not data:
+            return None
+        message = decode(data)
+        if isinstance(message, Exited):
+            self.exit_code = message.code
+        return message
+
+    def _tell(self, message: Message, fds: list[int] | None = None) -> None:
+        if self._sock is None:
+            return
+        with contextlib.suppress(OSError):
+            send(self._sock, message, fds)
+
+    def poll(self, timeout: float | None = 0) -> bool:
+        with self._lock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self.exit_code is None and self._sock is not None:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    if self._receive(left) is None:
+                        break
+                except TimeoutError:
+                    break
+                except BlockingIOError:
+                    break
+            return self.exit_code is not None
+
+    def lost(self, timeout: float | None) -> bool:
+        return self._sock is None or timeout is None
+
+    def signal(self, number: int) -> None:
+        self._tell(Signal(int(number)))
+
+    def exec(self, plan: ExecPlan, fds: list[int]) -> None:
+        self._tell(Exec(plan), fds)
+
+    def keep(self, fds: list[int], dns: dict[str, list[str]] | None) -> None:
+        """Hand the container to a keeper: ``fds`` are the keeper's journal lock, then the
+        network's namespace and DNS socket when ``dns`` (its names) is given."""
+        self._tell(Keep(dns), fds)
+        with self._lock:
+            while True:
+                reply = self._receive(5)
+                if reply is None or isinstance(reply, Kept):
+                    break
+
+    def end(self) -> bool:
+        self._tell(Exit())
+        with self._lock:  # the shim closes its end when PID 1 and it are gone
+            while self._sock is not None:
+                try:
+                    if self._receive(10) is None:
+                        break
+                except TimeoutError:
+                    break
+        if self._shim_fd is not None:  # EOF comes a moment before the process is gone
+            select.select([self._shim_fd], [], [], 10)
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._shim_fd is not None:
+            os.close(self._shim_fd)
+            self._shim_fd = None
+
+
+class ForeignShim:
+    """A container of another owner, alive or kept: its PID 1 (told from a reused pid by its
+    start time), its directory (``exit`` is written there) and our zygote for execs."""
+
+    def __init__(self, zygote: ZygoteClient, pid: int, started_at: int | None,
+                 directory: Path):
+        self._zygote = zygote
+        self._pid = pid
+        self._started_at = started_at
+        self._dir = directory
+        self.exit_code: int | None = None
+
+    def _exited(self) -> bool:
+        if self.exit_code is not None:
+            return True
+        if state.process_start_time(self._pid) == self._started_at:
+            return False
+        try:
+            self.exit_code = int((self._dir / "exit").read_text())
+        except (OSError, ValueError):
+            self.exit_code = 128 + signal.SIGKILL
+        return True
+
+    def poll(self, timeout: float | None = 0) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._exited():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def lost(self, timeout: float | None) -> bool:
+        return False
+
+    def signal(self, number: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid, int(number))
+
+    def exec(self, plan: ExecPlan, fds: list[int]) -> None:
+        # not our shim: a zygote child joins the namespaces
+        self._zygote.send(Exec(plan), fds)
+
+    def end(self) -> bool:
+        """Its owner is alive and cleans up once PID 1 is gone."""
+        if not self._exited():
+            self.signal(signal.SIGKILL)
+            self.poll(10)
+        return False
+
+    def close(self) -> None:
+        pass

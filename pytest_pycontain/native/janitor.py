@@ -1,0 +1,52 @@
+"""Deleting removed containers' files in the background, so that ``remove()`` returns at once.
+
+A removed container's processes are gone already; what is left (its directory: the overlay's
+upper layer, logs) can take a while to delete. The journal keeps the records until the files
+are gone too, so a run killed meanwhile leaves them to the next run's reaper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+
+from . import state
+
+__all__ = ["Janitor"]
+
+
+class Janitor:
+    """One background thread, started with the first discard, that undoes journal records."""
+
+    def __init__(self, journal: state.Journal):
+        self._journal = journal
+        self._trash: queue.SimpleQueue[tuple[str, list[state.Record]] | None] = (
+            queue.SimpleQueue())
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def discard(self, container_id: str, records: list[state.Record]) -> None:
+        """Undo ``records`` (best effort), then journal the container as removed."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._sweep, name="pycontain-janitor",
+                                                daemon=True)
+                self._thread.start()
+        self._trash.put((container_id, records))
+
+    def close(self) -> None:
+        """Finish what was handed over, then stop."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._trash.put(None)
+            thread.join()
+
+    def _sweep(self) -> None:
+        while (item := self._trash.get()) is not None:
+            container_id, records = item
+            for record in records:
+                with contextlib.suppress(Exception):
+                    state.undo_one(record)
+            self._journal.record("removed", container=container_id)
