@@ -297,6 +297,10 @@ class NativeEngine:
         leaves it alone. Returns the keeper's owner name; ``state.remove_kept`` removes it."""
         return container.keep()
 
+    def drain(self) -> None:
+        """Wait until removed containers' files are deleted (that runs in the background)."""
+        self.janitor.drain()
+
     def _forget(self, container_id: str) -> None:
         """A removed container's handle is no longer ours to close."""
         self.containers.pop(container_id, None)

@@ -21,8 +21,7 @@ class Janitor:
 
     def __init__(self, journal: state.Journal):
         self._journal = journal
-        self._trash: queue.SimpleQueue[tuple[str, list[state.Record]] | None] = (
-            queue.SimpleQueue())
+        self._trash: queue.Queue[tuple[str, list[state.Record]] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -35,6 +34,10 @@ class Janitor:
                 self._thread.start()
         self._trash.put((container_id, records))
 
+    def drain(self) -> None:
+        """Wait until everything handed over so far is gone (a benchmark counts it so)."""
+        self._trash.join()
+
     def close(self) -> None:
         """Finish what was handed over, then stop."""
         with self._lock:
@@ -44,9 +47,15 @@ class Janitor:
             thread.join()
 
     def _sweep(self) -> None:
-        while (item := self._trash.get()) is not None:
-            container_id, records = item
-            for record in records:
-                with contextlib.suppress(Exception):
-                    state.undo_one(record)
-            self._journal.record("removed", container=container_id)
+        while True:
+            item = self._trash.get()
+            try:
+                if item is None:
+                    return
+                container_id, records = item
+                for record in records:
+                    with contextlib.suppress(Exception):
+                        state.undo_one(record)
+                self._journal.record("removed", container=container_id)
+            finally:
+                self._trash.task_done()
