@@ -136,7 +136,7 @@ class NativeContainer:
 
     # --- what the engine does while it makes the container ---
 
-    def start(self, plan: RunPlan,
+    def launch(self, plan: RunPlan,
               before_start: Callable[[NativeContainer], None] | None = None) -> None:
         """Start it from ``plan``; ``before_start(self)`` runs once the namespaces and PID 1
         exist (``plan.pause``), before the command does. Raises ``ContainerError``."""

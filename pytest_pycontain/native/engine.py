@@ -262,7 +262,7 @@ class NativeEngine:
                 tmpfs=tuple(sorted((spec.tmpfs or {}).items())), init=spec.init,
                 cgroups=tuple(cgroups), etc=_etc_files(hostname, network == "host"),
                 pause=start_hook is not None)
-            container.start(plan, start_hook)
+            container.launch(plan, start_hook)
             if spec.ports and network != "host":
                 container.publish(spec.ports, self.state_root / "netrecords" / self.journal.owner)
         except BaseException:
