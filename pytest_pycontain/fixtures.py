@@ -93,6 +93,20 @@ class Factory:
         with self._session.progress.operation():
             return self.engine.pull(ref)
 
+    def compose(self, *files: str | os.PathLike, project: str | None = None,
+                profiles: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                build: bool = True, wait: bool = True) -> Any:
+        """Start a Compose project (``compose.yaml`` in the rootdir when no file is given),
+        removed with this factory like the rest; without ``project=`` its name is unique."""
+        from .compose import load
+        from .compose.stack import Compose
+
+        rootdir = self._session.resolve_path(".")
+        loaded = load([self._session.resolve_path(f) for f in files], directory=rootdir,
+                      project=project, profiles=profiles, env=env, unique=True)
+        stack = Compose(self, loaded, timeout=self._session.settings.timeout)
+        return stack.up(build=build, wait=wait)
+
     def network(self, name: str | None = None) -> Any:
         network = self.engine.network(name)
         self._networks.append(network)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -53,12 +54,13 @@ def default_files(directory: Path) -> list[Path]:
 def load(files: Sequence[str | os.PathLike[str]] = (), *, directory: Path | None = None,
          project: str | None = None, profiles: Iterable[str] = (),
          env: Mapping[str, str] | None = None,
-         environ: Mapping[str, str] | None = None) -> Project:
+         environ: Mapping[str, str] | None = None, unique: bool = False) -> Project:
     """Load and resolve a project.
 
     ``files`` resolve against ``directory`` (default: the current one); none given means the
     default file there. ``env`` wins over ``environ`` (default: the process's), which wins over
-    the ``.env`` beside the first file.
+    the ``.env`` beside the first file. ``unique``: without ``project``, the name compose
+    would derive gets a random suffix, so two stacks from one directory never merge.
     """
     base = Path(directory or Path.cwd())
     paths = [(base / f).resolve() for f in files] if files else default_files(base)
@@ -75,7 +77,7 @@ def load(files: Sequence[str | os.PathLike[str]] = (), *, directory: Path | None
     chosen = tuple(profiles)
     if not chosen and variables.get("COMPOSE_PROFILES"):
         chosen = tuple(p for p in (variables.get("COMPOSE_PROFILES") or "").split(",") if p)
-    return _Loader(data, marks, paths, working_dir, variables).project(project, chosen)
+    return _Loader(data, marks, paths, working_dir, variables).project(project, chosen, unique)
 
 
 class _Loader:
@@ -118,7 +120,8 @@ class _Loader:
         return value
 
     # -- the project ------------------------------------------------------------------------
-    def project(self, name: str | None, profiles: tuple[str, ...]) -> Project:
+    def project(self, name: str | None, profiles: tuple[str, ...],
+                unique: bool = False) -> Project:
         self.check_keys(self.data, (), keys.TOP_LEVEL, None)
         for k in self.data:
             if k in keys.TOP_LEVEL - keys.TOP_LEVEL_SUPPORTED and self.data[k]:
@@ -126,6 +129,8 @@ class _Loader:
         if self.mapping(self.data.get("volumes"), ("volumes",)):
             raise self.unsupported(("volumes",), "named volumes need the engine's volumes")
         project = self.project_name(name)
+        if unique and name is None:
+            project = f"{project}-{secrets.token_hex(3)}"
         raw = self.mapping(self.data.get("services"), ("services",))
         if not raw:
             raise ComposeFileError("no service is defined", self.mark(("services",)))

@@ -1,0 +1,323 @@
+"""A running Compose project: one implementation over the factory's public ``run``,
+``build``, ``pull`` and ``network``, so it behaves the same on every engine and is removed
+with the factory's scope like anything else the factory made.
+
+Start order follows ``depends_on``; its conditions are honoured always (as ``docker compose
+up`` does), and ``wait=True`` also waits for every healthcheck and fails on a service that
+exited with an error. Healthchecks written in the file are run here, through
+``Container.exec``: the engines' run options carry no healthcheck of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import (
+    ConfigError,
+    ContainerError,
+    NotSupported,
+    PycontainError,
+    WaitTimeout,
+    tail,
+)
+from .model import DependsOn, Project, Service
+
+_LOG_TAIL = 30
+
+
+class Maker(Protocol):
+    """What the stack needs from a factory (its public methods)."""
+
+    def run(self, image: Any, **options: Any) -> Any: ...
+    def build(self, context: Any, **options: Any) -> Any: ...
+    def network(self, name: str | None = None) -> Any: ...
+
+
+class Compose:
+    """A started stack: ``services`` (name -> Container), ``service(name, index)``,
+    ``network(key)``, ``stop``/``start``, ``logs``."""
+
+    def __init__(self, maker: Maker, project: Project, *, timeout: float = 60.0):
+        self.project = project
+        self._maker = maker
+        self._timeout = timeout
+        self._networks: dict[str, Any] = {}
+        self._containers: dict[str, list[Any]] = {}
+        self._health: dict[str, str] = {}  # container id -> "healthy" (file healthchecks)
+        self._satisfied: set[tuple[str, str]] = set()
+
+    # -- bringing it up ---------------------------------------------------------------------
+    def up(self, *, build: bool = True, wait: bool = True) -> Compose:
+        """Start every enabled service in dependency order; see the module's docstring."""
+        used = {m.network for s in self.project.services.values() for m in s.networks}
+        for key in sorted(used):
+            self._networks[key] = self._maker.network(self.project.networks[key].name)
+        for name in self.project.order():
+            service = self.project.services[name]
+            for dep in service.depends_on:
+                if dep.service in self._containers:
+                    self._satisfy(service, dep)
+            image = self._image(service, build)
+            self._containers[name] = [self._start(service, image, index)
+                                      for index in range(1, service.replicas + 1)]
+        if wait:
+            for name in self.project.order():
+                self._wait_service(self.project.services[name])
+        return self
+
+    def _image(self, service: Service, build: bool) -> Any:
+        if service.build is not None and build:
+            spec = service.build
+            try:
+                return self._maker.build(spec.context, dockerfile=spec.dockerfile and str(
+                    spec.context / spec.dockerfile), target=spec.target,
+                    build_args=dict(spec.args), tag=service.image)
+            except PycontainError as exc:
+                raise _about(service, exc) from exc
+        if service.image is None:
+            raise ConfigError(f"{service.mark}: service {service.name!r} has only a build "
+                              "context, and the stack was asked not to build (build=False)")
+        return service.image
+
+    def _start(self, service: Service, image: Any, index: int) -> Any:
+        membership = service.networks[0] if service.networks else None
+        first = index == 1
+        try:
+            return self._maker.run(
+                image,
+                name=service.name if first else f"{self.project.name}-{service.name}-{index}",
+                command=list(service.command) if service.command is not None else None,
+                entrypoint=list(service.entrypoint) if service.entrypoint else None,
+                env=dict(service.environment) or None,
+                network=self._networks[membership.network] if membership else None,
+                aliases=list(membership.aliases) if membership and first and
+                membership.aliases else None,
+                ports=self._ports(service), hostname=service.hostname, user=service.user,
+                workdir=service.working_dir, mounts=self._mounts(service),
+                tmpfs=self._tmpfs(service), read_only=bool(service.read_only),
+                init=bool(service.init), memory=service.limits.memory,
+                cpus=service.limits.cpus, pids=service.limits.pids)
+        except PycontainError as exc:
+            raise _about(service, exc) from exc
+
+    def _ports(self, service: Service) -> dict[int, int | None] | None:
+        ports: dict[int, int | None] = {}
+        for port in service.ports:
+            if port.host_ip not in (None, "", "0.0.0.0", "127.0.0.1"):
+                raise NotSupported(f"{service.mark}: service {service.name!r}: ports on host "
+                                   f"address {port.host_ip} (published ports are on "
+                                   "127.0.0.1)")
+            ports[port.target] = port.published
+        if ports and service.replicas > 1 and any(ports.values()):
+            raise ConfigError(f"{service.mark}: service {service.name!r}: {service.replicas} "
+                              "replicas cannot all publish the same host port")
+        return ports or None
+
+    def _mounts(self, service: Service) -> list[str] | None:
+        mounts = []
+        for volume in service.volumes:
+            if volume.type != "bind" or volume.source is None:
+                continue
+            Path(volume.source).mkdir(parents=True, exist_ok=True)  # as compose creates it
+            mounts.append(f"{volume.source}:{volume.target}" + (":ro" if volume.read_only
+                                                                else ""))
+        return mounts or None
+
+    def _tmpfs(self, service: Service) -> dict[str, str] | None:
+        tmpfs: dict[str, str] = {}
+        for entry in service.tmpfs:
+            path, _, options = entry.partition(":")
+            tmpfs[path] = options
+        for volume in service.volumes:
+            if volume.type == "tmpfs":
+                options = [] if volume.tmpfs_size is None else [f"size={volume.tmpfs_size}"]
+                if volume.read_only:
+                    options.append("ro")
+                tmpfs[volume.target] = ",".join(options)
+        return tmpfs or None
+
+    # -- conditions and waits ---------------------------------------------------------------
+    def _satisfy(self, service: Service, dep: DependsOn) -> None:
+        if (dep.service, dep.condition) in self._satisfied:
+            return
+        target = self.project.services[dep.service]
+        for container in self._containers[dep.service]:
+            if dep.condition == "service_healthy":
+                self._wait_healthy(target, container, needed_by=service.name)
+            elif dep.condition == "service_completed_successfully":
+                self._wait_completed(target, container, needed_by=service.name)
+        self._satisfied.add((dep.service, dep.condition))
+
+    def _wait_completed(self, service: Service, container: Any, needed_by: str) -> None:
+        try:
+            code = container.wait(timeout=self._timeout)
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"service {service.name!r} did not complete within "
+                              f"{self._timeout:g}s ({needed_by!r} waits for it)",
+                              logs=_logs(container), container=container.name) from exc
+        if code != 0:
+            raise ContainerError(f"service {service.name!r} exited with code {code}; "
+                                 f"{needed_by!r} needs it to complete successfully",
+                                 exit_code=code, logs=_logs(container), container=container.name)
+
+    def _wait_service(self, service: Service) -> None:
+        for container in self._containers[service.name]:
+            check = service.healthcheck
+            if (check is not None and not check.disable) or (check is None and
+                                                             container.health is not None):
+                self._wait_healthy(service, container)
+            elif container.status != "running" and container.exit_code not in (0, None):
+                raise ContainerError(f"service {service.name!r} exited with code "
+                                     f"{container.exit_code}", exit_code=container.exit_code,
+                                     logs=_logs(container), container=container.name)
+
+    def _wait_healthy(self, service: Service, container: Any, needed_by: str | None = None) -> None:
+        if container.id in self._health:
+            return
+        why = f" ({needed_by!r} waits for it)" if needed_by else ""
+        check = service.healthcheck
+        if check is None and container.health is not None:  # the image's own HEALTHCHECK
+            from .. import wait
+
+            wait.until_ready(container, wait.healthcheck(timeout=self._timeout), self._timeout)
+            self._health[container.id] = "healthy"
+            return
+        if check is None or check.disable:
+            raise ConfigError(f"{service.mark}: service {service.name!r} has no healthcheck, "
+                              f"so it cannot become healthy{why}")
+        started = time.monotonic()
+        failures, last = 0, ""
+        while True:
+            if container.status != "running":
+                raise ContainerError(f"service {service.name!r} exited with code "
+                                     f"{container.exit_code} before it was healthy{why}",
+                                     exit_code=container.exit_code, logs=_logs(container),
+                                     container=container.name)
+            try:
+                result = container.exec(list(check.test), timeout=check.timeout_s)
+                ok, last = result.exit_code == 0, result.output
+            except WaitTimeout:
+                ok, last = False, f"the check took longer than {check.timeout_s:g}s"
+            except ContainerError:
+                if container.status == "running":
+                    raise
+                continue  # it exited meanwhile: reported at the top of the loop
+            if ok:
+                self._health[container.id] = "healthy"
+                return
+            elapsed = time.monotonic() - started
+            in_start = elapsed < check.start_period_s
+            failures += 0 if in_start else 1
+            if failures >= check.retries_n:
+                self._health[container.id] = "unhealthy"
+                raise ContainerError(f"service {service.name!r} is unhealthy: {failures} "
+                                     f"checks failed in a row{why}; the last said: "
+                                     f"{tail(last, 5) or '(nothing)'}", logs=_logs(container),
+                                     container=container.name)
+            if elapsed >= self._timeout:
+                raise WaitTimeout(f"service {service.name!r} not healthy after "
+                                  f"{elapsed:.1f}s{why}", logs=_logs(container),
+                                  container=container.name)
+            pause = check.start_interval_s if in_start else check.interval_s
+            time.sleep(max(0.0, min(pause, self._timeout - elapsed)))
+
+    # -- the stack's API --------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.project.name
+
+    @property
+    def services(self) -> Mapping[str, Any]:
+        """Every started service's first container, one-shots that completed included."""
+        return {name: containers[0] for name, containers in self._containers.items()
+                if containers}
+
+    def service(self, name: str, index: int = 1) -> Any:
+        """The ``index``-th container of service ``name`` (replicas count from 1)."""
+        if name in self.project.disabled:
+            raise ConfigError(f"service {name!r} is not started: it needs profile(s) "
+                              f"{', '.join(self.project.disabled[name])}")
+        if name not in self._containers:
+            raise ConfigError(f"no service {name!r} in project {self.name!r} (services: "
+                              f"{', '.join(sorted(self.project.services))})")
+        containers = self._containers[name]
+        if not 1 <= index <= len(containers):
+            raise ConfigError(f"service {name!r} has {len(containers)} container(s); "
+                              f"index {index} is not one of them")
+        return containers[index - 1]
+
+    def health(self, name: str, index: int = 1) -> str | None:
+        """The service's health: ``healthy``/``unhealthy`` once its file's healthcheck was
+        waited for, else what the engine reports (an image's HEALTHCHECK), else None."""
+        container = self.service(name, index)
+        return self._health.get(container.id) or container.health
+
+    def network(self, name: str = "default") -> Any:
+        """The ``Network`` for the file's key ``name`` (partition, delay, loss)."""
+        if name not in self._networks:
+            raise ConfigError(f"no network {name!r} in project {self.name!r} (networks: "
+                              f"{', '.join(sorted(self._networks)) or 'none'})")
+        return self._networks[name]
+
+    def volume(self, name: str) -> Any:
+        raise NotSupported(f"volume({name!r}): named volumes are not supported by the Compose "
+                           "stack yet")
+
+    def stop(self, service: str) -> None:
+        """Stop the service's containers (its ``stop_grace_period``, else 10 s)."""
+        spec = self.project.services.get(service)
+        grace = spec.stop_grace_period if spec and spec.stop_grace_period is not None else 10
+        for index in range(len(self._containers.get(service, [None]))):
+            self.service(service, index + 1).stop(timeout=grace)
+
+    def start(self, service: str) -> None:
+        """Start a stopped service again; what is running is waited for as ``wait=True``."""
+        for index in range(len(self._containers.get(service, [None]))):
+            container = self.service(service, index + 1)
+            if container.status != "running":
+                raise NotSupported(f"start({service!r}): the engines cannot restart a stopped "
+                                   "container yet (Container has no start())")
+        self._health = {k: v for k, v in self._health.items()
+                        if k not in {c.id for c in self._containers[service]}}
+        self._wait_service(self.project.services[service])
+
+    def logs(self) -> str:
+        """Every container's log, each line prefixed with its service, as compose prints."""
+        parts = []
+        for name in self.project.order():
+            for index, container in enumerate(self._containers.get(name, []), 1):
+                label = f"{name}-{index}"
+                text = container.logs()
+                parts.extend(f"{label}  | {line}" for line in text.splitlines())
+        return "\n".join(parts) + ("\n" if parts else "")
+
+    def __repr__(self) -> str:
+        return f"<Compose {self.name}: {', '.join(self._containers)}>"
+
+
+def _logs(container: Any) -> str:
+    try:
+        return tail(container.logs(), _LOG_TAIL)
+    except Exception:  # evidence only: never a reason to hide the real error
+        return ""
+
+
+def _about(service: Service, exc: PycontainError) -> PycontainError:
+    """``exc`` with the service it is about in front (same type, same evidence)."""
+    prefix = f"service {service.name!r}: "
+    if isinstance(exc, ContainerError):
+        message = str(exc).split("\n--- last lines of its log ---")[0]
+        return type(exc)(prefix + message, exit_code=exc.exit_code, logs=exc.logs,
+                         container=exc.container)
+    try:
+        return type(exc)(prefix + str(exc))
+    except TypeError:
+        return PycontainError(prefix + str(exc))
+
+
+def files_of(paths: Sequence[str | Path], base: Path) -> list[Path]:
+    """The file arguments against ``base`` (the pytest rootdir)."""
+    return [Path(p) if Path(p).is_absolute() else base / p for p in paths]

@@ -1,0 +1,237 @@
+"""Compose stacks as users run them: ``pycontain.compose(...)`` in pytester sessions on the
+native engine and on the Docker backend, the same files and the same expectations on both.
+
+One inner session per backend holds every scenario (a migrate one-shot before the app, a
+healthy wait, names and aliases on two networks, published ports, a partition, profiles,
+interpolation and override values seen inside the containers, and the errors), so the engine
+starts once per backend; the outer test checks that all of them passed and nothing was left.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_plugin_fixtures import Backend, backend, docker_backend, run
+
+__all__ = ["backend", "docker_backend"]  # fixtures, used by name
+
+WEB = """\
+FROM busybox
+ARG WORD=unset
+RUN mkdir -p /www && echo "$WORD" > /www/index.html
+CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]
+"""
+
+STACK = """\
+x-web: &web
+  image: busybox
+  command: sh -c 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www'
+
+services:
+  migrate:
+    image: busybox
+    command: sh -c 'sleep 0.2; echo migrated > /shared/marker; echo migration done'
+    volumes: ["./shared:/shared"]
+  db:
+    <<: *web
+    command: >-
+      sh -c 'sleep 0.3; mkdir -p /www && echo db-data > /www/index.html;
+      exec httpd -f -p 8080 -h /www'
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
+      interval: 100ms
+      retries: 100
+  app:
+    build:
+      context: .
+      dockerfile: Dockerfile.web
+      args: {WORD: "${WORD:-from-default}"}
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+      db: {condition: service_healthy}
+    entrypoint: ["/bin/sh", "-c"]
+    command:
+      - cat /shared/marker; wget -q -O - http://db:8080/; exec httpd -f -p 8080 -h /www
+    volumes: ["./shared:/shared:ro"]
+    ports: ["8080"]
+    environment:
+      MESSAGE: "${GREETING} from ${PLACE:-nowhere}"
+      FROM_DOTENV: ${DOTENV_VALUE}
+    healthcheck:
+      test: wget -q -O /dev/null http://127.0.0.1:8080/
+      interval: 100ms
+  debug:
+    image: busybox
+    command: sleep 1000
+    profiles: [debug]
+"""
+
+OVERRIDE = """\
+services:
+  app:
+    environment:
+      OVERRIDDEN: "yes, ${GREETING}"
+"""
+
+NETWORKS = """\
+x-web: &web
+  image: busybox
+  command: >-
+    sh -c 'mkdir -p /www && echo "$$(hostname) says hi" > /www/index.html &&
+    exec httpd -f -p 8080 -h /www'
+  healthcheck:
+    test: [CMD-SHELL, "wget -q -O /dev/null http://127.0.0.1:8080/"]
+    interval: 100ms
+
+services:
+  api:
+    <<: *web
+    networks:
+      front: {aliases: [api-alias]}
+  client:
+    image: busybox
+    command: sleep 1000
+    networks: [front]
+  store:
+    <<: *web
+    hostname: store-host
+    networks:
+      back: {aliases: [storage]}
+  loner:
+    image: busybox
+    command: sleep 1000
+    networks: [back]
+networks:
+  front: {}
+  back: {}
+"""
+
+FAILING = """\
+services:
+  migrate:
+    image: busybox
+    command: sh -c 'echo cannot reach the database >&2; exit 3'
+  app:
+    image: busybox
+    command: sleep 1000
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+"""
+
+CRASHING = """\
+services:
+  worker:
+    image: busybox
+    command: sh -c 'echo starting; echo bad config >&2; exit 2'
+    healthcheck: {test: [CMD, "true"], interval: 1s}
+  sleeper:
+    image: busybox
+    command: sleep 1000
+"""
+
+INNER = r'''
+import urllib.request
+
+import pytest
+
+from pytest_pycontain.errors import ConfigError, ContainerError, NotSupported
+
+
+def test_the_stack_in_order_healthy_with_ports_and_values(pycontain):
+    stack = pycontain.compose("compose.yaml", "compose.override.yaml", env={"GREETING": "hi"})
+    assert set(stack.services) == {"migrate", "db", "app"}
+    migrate, app = stack.services["migrate"], stack.service("app")
+    assert migrate.status == "exited" and migrate.exit_code == 0  # a completed one-shot stays
+    assert stack.health("app") == "healthy" and stack.health("db") == "healthy"
+    # app started after migrate completed and db was healthy: its first lines say so
+    assert app.logs().startswith("migrated\ndb-data\n")
+    host, port = app.address(8080)
+    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=10) as response:
+        assert response.read() == b"built-by-test\n"  # build arg from WORD in .env
+    env = app.exec("env").output.splitlines()
+    assert "MESSAGE=hi from nowhere" in env  # env= and a default, interpolated
+    assert "OVERRIDDEN=yes, hi" in env  # the override file's
+    assert "FROM_DOTENV=dotenv-value" in env
+    assert not [line for line in env if line.startswith(("DOTENV_VALUE=", "WORD="))]
+    assert "migrate-1  | migration done" in stack.logs()
+    with pytest.raises(ConfigError, match="service 'debug' is not started: it needs "
+                                          "profile\\(s\\) debug"):
+        stack.service("debug")
+    with pytest.raises(NotSupported, match="named volumes"):
+        stack.volume("data")
+    stack.stop("db")
+    assert stack.services["db"].status == "exited"
+    with pytest.raises(NotSupported, match="cannot restart a stopped container"):
+        stack.start("db")
+
+
+def test_profiles_and_two_stacks_from_one_directory(pycontain):
+    one = pycontain.compose("compose.yaml", profiles=["debug"], env={"GREETING": "a"},
+                            wait=False)
+    two = pycontain.compose("compose.yaml", env={"GREETING": "b"})
+    assert "debug" in one.services and "debug" not in two.services
+    assert one.name != two.name and one.name.startswith(two.name.rsplit("-", 1)[0])
+    assert one.service("debug").status == "running"
+
+
+def test_names_and_aliases_on_two_networks_and_a_partition(pycontain):
+    stack = pycontain.compose("networks.yaml", project="netcheck")
+    client, loner = stack.services["client"], stack.services["loner"]
+    fetch = "timeout 3 wget -q -O - http://{}:8080/"
+    api = stack.services["api"]
+    assert client.exec(fetch.format("api")).output == f"{api.hostname} says hi\n"
+    assert client.exec(fetch.format("api-alias")).exit_code == 0
+    assert loner.exec(fetch.format("storage")).output == "store-host says hi\n"
+    assert loner.exec(fetch.format("store")).exit_code == 0
+    assert client.exec(fetch.format("store")).exit_code != 0  # not on its network
+    assert loner.exec(fetch.format("api-alias")).exit_code != 0
+    front = stack.network("front")
+    assert front is not stack.network("back")
+    with pytest.raises(ConfigError, match="no network 'default' in project 'netcheck'"):
+        stack.network()
+    front.partition(client, api)
+    assert client.exec(fetch.format("api")).exit_code != 0
+    front.heal()
+    assert client.exec(fetch.format("api")).exit_code == 0
+
+
+def test_a_failing_one_shot_stops_the_stack(pycontain):
+    with pytest.raises(ContainerError) as info:
+        pycontain.compose("failing.yaml")
+    message = str(info.value)
+    assert "service 'migrate' exited with code 3; 'app' needs it to complete" in message
+    assert "cannot reach the database" in message
+    assert info.value.exit_code == 3
+
+
+def test_a_crashing_service(pycontain):
+    with pytest.raises(ContainerError, match="service 'worker' exited with code 2 before it "
+                                             "was healthy") as info:
+        pycontain.compose("crashing.yaml")
+    assert "bad config" in info.value.logs
+    stack = pycontain.compose("crashing.yaml", wait=False)
+    assert stack.service("sleeper").status == "running"
+
+
+def test_a_bad_file_names_file_and_line(pycontain, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services:\n  a:\n    image: busybox\n    cap_add: [NET_ADMIN]\n")
+    with pytest.raises(NotSupported, match=f"^{bad}:4: service 'a': compose key 'cap_add'"):
+        pycontain.compose(str(bad))
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".web", Dockerfile=WEB)
+    pytester.makefile(".yaml", compose=STACK, networks=NETWORKS, failing=FAILING,
+                      crashing=CRASHING)
+    pytester.makefile(".override.yaml", compose=OVERRIDE)
+    pytester.makefile("", **{".env": "WORD=built-by-test\nDOTENV_VALUE=dotenv-value\n"})
+    pytester.makepyfile(test_stack=INNER)
+    return pytester
+
+
+def test_compose_stacks(project: pytest.Pytester, backend: Backend) -> None:
+    result = run(project, backend, "-v")
+    result.assert_outcomes(passed=6)
+    backend.assert_no_leftovers()
