@@ -18,8 +18,8 @@ from pytest_pycontain.native.ipam import (
     AddressPool,
     gateway_of,
     host_routes,
-    owner_alive,
 )
+from pytest_pycontain.procinfo import process_alive
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,9 +83,9 @@ def test_dead_owners_leases_are_reclaimed(tmp_path: Path) -> None:
 
 
 def test_a_recycled_pid_is_not_the_owner() -> None:
-    assert owner_alive(os.getpid(), None)
-    assert not owner_alive(os.getpid(), 1)  # same pid, another start time
-    assert not owner_alive(dead_pid(), None)
+    assert process_alive(os.getpid(), None)
+    assert not process_alive(os.getpid(), 1)  # same pid, another start time
+    assert not process_alive(dead_pid(), None)
 
 
 def test_reclaim_and_release_owner(tmp_path: Path) -> None:

@@ -22,28 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NetworkError
+from ..procinfo import process_alive, process_start_time
 
 DEFAULT_POOL = "10.213.0.0/16"
 DEFAULT_PREFIX = 24
 TABLE = "ipam.json"
-
-
-def process_start(pid: int) -> int | None:
-    """The start time (clock ticks since boot) of ``pid``, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # the command name may hold spaces and parentheses: the fields start after the last ")"
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return int(fields[19])
-
-
-def owner_alive(pid: int, start: int | None) -> bool:
-    """Whether the process that took a lease still runs (same pid and same start time)."""
-    now = process_start(pid)
-    return now is not None and (start is None or now == start)
 
 
 def host_routes(path: str = "/proc/net/route") -> list[ipaddress.IPv4Network]:
@@ -108,7 +91,7 @@ class IPAM:
     @staticmethod
     def _reclaim(data: dict[str, Any]) -> list[str]:
         dead = [s for s, lease in data["subnets"].items()
-                if not owner_alive(lease["pid"], lease.get("start"))]
+                if not process_alive(lease["pid"], lease.get("start"))]
         for subnet in dead:
             del data["subnets"][subnet]
         return dead
@@ -135,7 +118,7 @@ class IPAM:
                     continue
                 data["subnets"][str(candidate)] = {
                     "network": network_id, "name": name, "pid": pid,
-                    "start": process_start(pid),
+                    "start": process_start_time(pid),
                 }
                 self._write(data)
                 return str(candidate)

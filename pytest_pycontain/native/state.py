@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..procinfo import process_start_time
+
 Record = dict[str, Any]
 _UNDO: dict[str, Callable[[Record], None]] = {}
 
@@ -284,16 +286,6 @@ def reap_owner(root: Path, owner: str) -> bool:
 
 
 # --- the built-in kinds -------------------------------------------------------------------
-
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks (field 22 of /proc/PID/stat): pid reuse guard."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            data = file.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
-
 
 def _kill_process(record: Record) -> None:
     pid = record["pid"]
