@@ -316,7 +316,7 @@ def test_build_secrets_reach_buildkit(engine, busybox, tmp_path: Path) -> None:
 
 def test_the_classic_builder_where_no_cli_builds(engine, busybox, tmp_path: Path,
                                                  monkeypatch) -> None:
-    import pytest_pycontain.docker as backend
+    import pytest_pycontain.docker.build as backend
 
     monkeypatch.setattr(backend, "_BUILDERS", [])
     assert "classic builder" in engine.describe()

@@ -1,0 +1,426 @@
+"""The engine protocol over a Docker Engine (local or remote).
+
+For users without Linux root (macOS, Windows, CI with a remote ``DOCKER_HOST``). The engine
+keeps the books of what it made (``containers``, ``networks``), turns a ``RunSpec`` into the
+engine's create and start calls, and removes its objects on ``close()`` and dead owners' on
+start (``reap()``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import shlex
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import errors
+from ..engine import RunSpec
+from .build import BuildRequest, build_image, builder
+from .client import (
+    DEFAULT_HOST,
+    EngineApi,
+    command_argv,
+    connect,
+    load_docker,
+    message,
+    unique_suffix,
+)
+from .containers import DockerContainer
+from .images import DockerImage, inspect_image, pull_image
+from .labels import (
+    KEPT_SUFFIX,
+    LABEL_NAME,
+    LABEL_PID,
+    LABEL_SESSION,
+    left_by_dead_owner,
+    owner_labels,
+)
+from .networks import DockerNetwork
+
+
+class DockerEngine:
+    """The engine protocol over a Docker Engine (local or remote)."""
+
+    name = "docker"
+
+    def __init__(self, settings: Any, *, base_url: str | None = None,
+                 session_id: str | None = None, reap: bool = True):
+        from ..backends import docker_sockets
+        from ..config import Settings
+
+        self.settings = settings if settings is not None else Settings()
+        self.session_id = session_id or secrets.token_hex(6)
+        self.base_url = base_url or (docker_sockets() or [DEFAULT_HOST])[0]
+        self.containers: dict[str, DockerContainer] = {}
+        self.networks: dict[str, DockerNetwork] = {}
+        self._lock = threading.Lock()
+        self._version: dict[str, Any] = {}
+        self.api = self._connect()
+        self.reaped: list[str] = self.reap() if reap else []
+
+    def _connect(self) -> EngineApi:
+        api, self._version = connect(self.base_url, max(60, int(self.settings.timeout)))
+        return api
+
+    # -- where things are -----------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        """Whether the engine runs on this host (a unix socket here, not a Desktop VM)."""
+        if not sys.platform.startswith("linux"):
+            return False
+        if not self.base_url.startswith("unix://"):
+            return False
+        return "desktop" not in str(self._version.get("Platform", {}).get("Name", "")).lower()
+
+    @property
+    def address_host(self) -> str:
+        """The host where published ports are reached from this process."""
+        url = urlsplit(self.base_url)
+        if url.scheme in ("tcp", "http", "https", "ssh") and url.hostname:
+            return url.hostname
+        return "127.0.0.1"
+
+    @property
+    def loopback(self) -> bool:
+        """Whether published ports are reached over this host's loopback."""
+        host = self.address_host
+        return host == "localhost" or host == "::1" or host.startswith("127.")
+
+    def local_pid(self, container: DockerContainer | None,
+                  info: Mapping[str, Any] | None = None) -> int | None:
+        """The host pid of the container's first process, when the engine is local and the
+        process is visible here (its cgroup names the container)."""
+        if container is None or not self.is_local:
+            return None
+        try:
+            info = info or container.inspect()
+        except errors.ContainerError:
+            return None
+        pid = int(info["State"].get("Pid") or 0)
+        if not pid:
+            return None
+        try:
+            cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            return None
+        return pid if container.id in cgroup or info["Id"] in cgroup else None
+
+    def require_local(self, what: str) -> None:
+        if not self.is_local:
+            raise errors.NotSupported(
+                f"{what} need the container's network namespace, which only a Docker engine on "
+                f"this host gives (this one is at {self.base_url}); use the native engine or a "
+                "local Docker")
+
+    # -- labels, bookkeeping --------------------------------------------------------------------
+    def labels(self, **extra: str) -> dict[str, str]:
+        """The labels of everything this engine makes (see ``labels.py``)."""
+        return owner_labels(self.session_id, **extra)
+
+    def forget(self, thing: DockerContainer | DockerNetwork) -> None:
+        """Drop ``thing`` from this engine's books (removed, or kept beyond close())."""
+        with self._lock:
+            if isinstance(thing, DockerContainer):
+                self.containers.pop(thing.id, None)
+            else:
+                self.networks.pop(thing.id, None)
+
+    # -- protocol -------------------------------------------------------------------------------
+    def describe(self) -> str:
+        version = self._version.get("Version", "?")
+        api = self._version.get("ApiVersion", "?")
+        found = builder()
+        builds = (f"BuildKit via {found[0]}" + (" buildx" if found[1] == "buildx" else "")
+                  if found else "the classic builder (no docker CLI with BuildKit found)")
+        return f"Docker Engine {version} (API {api}) at {self.base_url}; builds with {builds}"
+
+    def image(self, ref: Any) -> DockerImage:
+        """The engine's image ``ref`` (a reference or an image object)."""
+        key = ref if isinstance(ref, str) else (getattr(ref, "id", None)
+                                                or (getattr(ref, "tags", None) or [None])[0])
+        if not key:
+            raise errors.ImageNotFound(f"{ref!r} is neither an image reference nor an image")
+        return inspect_image(self.api, key)
+
+    def pull(self, ref: str) -> DockerImage:
+        """Pull ``ref`` through the engine (with its own mirrors and credentials)."""
+        return pull_image(self.api, ref)
+
+    def _ensure_image(self, image: Any) -> str:
+        """The engine's id for ``image``, pulled as the ``pull`` setting says; an image object
+        (``.id``, ``.tags``) that the engine lacks is pulled by its first tag."""
+        if not isinstance(image, str):
+            tags = list(getattr(image, "tags", None) or [])
+            key = getattr(image, "id", None) or (tags[0] if tags else None)
+            if not key:
+                raise errors.ImageNotFound(f"{image!r} is neither an image reference nor an "
+                                           "image")
+            try:
+                return self.image(key).id
+            except errors.ImageNotFound:
+                if not tags:
+                    raise errors.ImageNotFound(f"image {key} is not in the Docker engine at "
+                                               f"{self.base_url}, and has no tag to pull it by"
+                                               ) from None
+                return self._ensure_image(tags[0])
+        policy = getattr(self.settings, "pull", "missing")
+        if policy == "always":
+            return self.pull(image).id
+        try:
+            return self.image(image).id
+        except errors.ImageNotFound:
+            if policy == "never":
+                raise errors.ImageNotFound(
+                    f"image {image} is not in the Docker engine and pull=never") from None
+            return self.pull(image).id
+
+    def build(
+        self,
+        context: str | Path,
+        *,
+        dockerfile: str | Path | None = None,
+        target: str | None = None,
+        build_args: Mapping[str, str] | None = None,
+        tag: str | None = None,
+        no_cache: bool = False,
+        secrets: Mapping[str, str | Path] | None = None,
+    ) -> DockerImage:
+        """Build with BuildKit through the ``docker`` command line, or the engine's classic
+        builder where no such command line is installed (it has no ``secrets``)."""
+        request = BuildRequest.resolve(context, dockerfile=dockerfile, target=target,
+                                       build_args=build_args, tag=tag, no_cache=no_cache,
+                                       secrets=secrets)
+        return self.image(build_image(self.api, request))
+
+    def network(self, name: str | None = None) -> DockerNetwork:
+        """A user-defined bridge network, labelled as ours."""
+        return self._network(name)
+
+    def _network(self, name: str | None, internal_use: bool = False) -> DockerNetwork:
+        given = name or f"pycontain-{unique_suffix()}"
+        engine_name = f"{given}-{unique_suffix()}" if name else given
+        with self.api.mapped(f"create network {given}", error=errors.NetworkError):
+            nid = self.api.create_network(engine_name, driver="bridge",
+                                          labels=self.labels(**{LABEL_NAME: given}))["Id"]
+        network = DockerNetwork(self, nid, name=given, engine_name=engine_name,
+                                internal_use=internal_use)
+        with self._lock:
+            self.networks[nid] = network
+        return network
+
+    def run(self, spec: RunSpec) -> DockerContainer:
+        """Create and start a container; a command that cannot start raises ContainerError
+        (Docker's message, exit code 127 or 126) and leaves nothing behind."""
+        docker = load_docker()
+        image_key = self._ensure_image(spec.image)
+        given = spec.name or f"pycontain-{unique_suffix()}"
+        engine_name = f"{given}-{unique_suffix()}" if spec.name else given
+        host_ip = "127.0.0.1" if self.loopback else ""  # a remote host: every interface
+        ports = _port_bindings(spec.ports, host_ip)
+        binds, memory = _binds(spec.mounts), _memory(spec.memory)  # bad input: before anything
+        try:
+            nano_cpus = int(float(spec.cpus) * 1e9) if spec.cpus else None
+            pids = int(spec.pids) if spec.pids else None
+        except (TypeError, ValueError):
+            raise errors.ConfigError(f"cpus={spec.cpus!r}, pids={spec.pids!r}: expected numbers"
+                                     ) from None
+        network = spec.network
+        own_network = None
+        network_mode = None
+        if isinstance(network, DockerNetwork):
+            network_mode = network.engine_name
+        elif isinstance(network, str):  # "host", "none" or an engine's network name
+            network_mode = network
+        elif network is None:
+            if ports:
+                own_network = self._network(None, internal_use=True)
+                network_mode = own_network.engine_name
+            else:
+                network_mode = "none"
+        else:
+            raise errors.NetworkError(f"network={network!r}: expected a network of this engine, "
+                                      "'host', 'none' or None")
+        if network_mode in ("host", "none") and ports:
+            if network_mode == "none":
+                raise errors.NetworkError("ports cannot be published with network='none'")
+            ports = {}
+        hostname = spec.hostname or (given if network_mode != "host" and _hostname_ok(given)
+                                     else None)
+        try:
+            with self.api.mapped(f"run {given}"):
+                host_config = self.api.create_host_config(
+                    network_mode=network_mode,
+                    port_bindings=ports or None,
+                    binds=binds,
+                    tmpfs=dict(spec.tmpfs) if spec.tmpfs else None,
+                    read_only=bool(spec.read_only),
+                    init=bool(spec.init) or None,
+                    mem_limit=memory,
+                    nano_cpus=nano_cpus,
+                    pids_limit=pids,
+                )
+                networking = None
+                if network_mode not in ("host", "none", None) and not network_mode.startswith(
+                        "container:"):
+                    networking = self.api.create_networking_config({
+                        network_mode: self.api.create_endpoint_config(
+                            aliases=[given, *(spec.aliases or ())])})
+                created = self.api.create_container(
+                    image_key,
+                    command=command_argv(spec.command) if spec.command is not None else None,
+                    entrypoint=(shlex.split(spec.entrypoint) if isinstance(spec.entrypoint, str)
+                                else list(spec.entrypoint) if spec.entrypoint is not None
+                                else None),
+                    environment={str(k): str(v) for k, v in (spec.env or {}).items()} or None,
+                    hostname=hostname,
+                    user=spec.user or None,
+                    working_dir=spec.workdir or None,
+                    ports=[int(p) for p in ports] or None,
+                    labels=self.labels(**{LABEL_NAME: given}),
+                    name=engine_name,
+                    host_config=host_config,
+                    networking_config=networking,
+                )
+        except BaseException:  # nothing left behind: not even the network made for it
+            if own_network is not None:
+                own_network.remove()
+            raise
+        container = DockerContainer(
+            self, created["Id"], name=given, engine_name=engine_name,
+            hostname=hostname or created["Id"][:12], image=spec.image,
+            network=spec.network if isinstance(spec.network, DockerNetwork) else None,
+            own_network=own_network, network_mode=network_mode)
+        with self._lock:
+            self.containers[container.id] = container
+        try:
+            self.api.start(container.id)
+        except docker.errors.APIError as exc:
+            reason = message(exc)
+            code = 127 if ("not found" in reason or "no such file" in reason) else 126
+            with contextlib.suppress(Exception):
+                code = int(self.api.inspect_container(container.id)["State"]["ExitCode"]) or code
+            logs = ""
+            with contextlib.suppress(Exception):
+                logs = container.logs()
+            container.remove()
+            raise errors.ContainerError(f"run {given}: {reason}", exit_code=code, logs=logs,
+                                        container=container.id) from exc
+        return container
+
+    def keep(self, container: DockerContainer) -> str:
+        """Leave ``container`` running after close(), out of the reaper's reach (keep-on-failure);
+        returns its id, for ``docker exec -it ID sh`` and ``docker rm -f ID``."""
+        if not isinstance(container, DockerContainer) or container.engine is not self:
+            raise errors.ContainerError(f"{container!r} is not a container of this engine")
+        return container.keep()
+
+    # -- cleanup --------------------------------------------------------------------------------
+    def _remove_labelled(self, match: Callable[[Mapping[str, str], str], bool]) -> list[str]:
+        """Remove the containers, networks and volumes with our labels that ``match``
+        (labels, engine-level name) selects."""
+        docker = load_docker()
+        removed = []
+        api = self.api
+        for info in api.containers(all=True, filters={"label": LABEL_PID}):
+            name = (info.get("Names") or ["?"])[0].lstrip("/")
+            if match(info.get("Labels") or {}, name):
+                with contextlib.suppress(docker.errors.APIError):
+                    api.remove_container(info["Id"], force=True, v=True)
+                    removed.append(f"container {name}")
+        for info in api.networks(filters={"label": LABEL_PID}):
+            if match(info.get("Labels") or {}, info["Name"]):
+                with contextlib.suppress(docker.errors.APIError):
+                    api.remove_network(info["Id"])
+                    removed.append(f"network {info['Name']}")
+        for info in (api.volumes(filters={"label": LABEL_PID}) or {}).get("Volumes") or []:
+            if match(info.get("Labels") or {}, info["Name"]):
+                with contextlib.suppress(docker.errors.APIError):
+                    api.remove_volume(info["Name"], force=True)
+                    removed.append(f"volume {info['Name']}")
+        return removed
+
+    def reap(self) -> list[str]:
+        """Remove what owners that died on this host left (never a live owner's, never a kept
+        container); returns what was removed."""
+        return self._remove_labelled(left_by_dead_owner)
+
+    def close(self) -> None:
+        """Remove everything this engine made (kept containers excepted)."""
+        for container in list(self.containers.values()):
+            with contextlib.suppress(errors.PycontainError):
+                container.remove()
+        for network in list(self.networks.values()):
+            with contextlib.suppress(errors.PycontainError):
+                network.remove()
+        with contextlib.suppress(Exception):
+            self._remove_labelled(lambda labels, name: labels.get(LABEL_SESSION)
+                                  == self.session_id and not name.endswith(KEPT_SUFFIX))
+        with contextlib.suppress(Exception):
+            self.api.close()
+
+    def __enter__(self) -> DockerEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+def _hostname_ok(name: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", name))
+
+
+def _port_bindings(ports: Sequence[int] | Mapping[int, int] | None,
+                   host_ip: str) -> dict[int, tuple[str, int | None]]:
+    if not ports:
+        return {}
+    pairs = ports.items() if isinstance(ports, Mapping) else ((p, None) for p in ports)
+    bindings: dict[int, tuple[str, int | None]] = {}
+    for container_port, host_port in pairs:
+        try:
+            number = int(container_port)
+            host = int(host_port) if host_port else None
+        except (TypeError, ValueError):
+            raise errors.ConfigError(
+                f"ports: {container_port!r}: {host_port!r}: expected port numbers") from None
+        if not 0 < number < 65536 or (host is not None and not 0 < host < 65536):
+            raise errors.ConfigError(f"ports: {container_port!r}: out of range 1-65535")
+        bindings[number] = (host_ip, host)
+    return bindings
+
+
+def _binds(mounts: Sequence[str] | None) -> list[str] | None:
+    """``HOST:CONTAINER[:ro]`` with an absolute host path, as the engine wants it."""
+    if not mounts:
+        return None
+    binds = []
+    for mount in mounts:
+        parts = str(mount).split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") or (
+                len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise errors.ConfigError(
+                f"mounts: {mount!r}: expected HOST:CONTAINER or HOST:CONTAINER:ro, with an "
+                "absolute container path")
+        host = Path(parts[0]).expanduser().resolve()
+        if not host.exists():
+            raise errors.ConfigError(f"mounts: {mount!r}: {host} does not exist on the host")
+        binds.append(":".join([str(host), *parts[1:]]))
+    return binds
+
+
+def _memory(value: int | str | None) -> int | None:
+    if value is None:
+        return None
+    docker = load_docker()
+    try:
+        number = docker.utils.parse_bytes(value) if isinstance(value, str) else int(value)
+    except (docker.errors.DockerException, ValueError, TypeError):
+        raise errors.ConfigError(f"memory: {value!r}: expected bytes or a size like '256m'") \
+            from None
+    if number <= 0:
+        raise errors.ConfigError(f"memory: {value!r}: must be positive")
+    return number

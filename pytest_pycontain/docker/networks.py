@@ -1,0 +1,237 @@
+"""Docker networks and their faults, made from this process inside the members' namespaces.
+
+On a local engine a fault is made in the container's network namespace
+(``/proc/<State.Pid>/ns/net``), so the image needs no ``tc``: a partition is a blackhole route
+to the peer in each side, delay and loss a netem queue on the interface (or, on kernels without
+netem, the native engine's userspace delay line). A remote engine raises NotSupported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import errors
+from .client import load_docker, message
+from .containers import DockerContainer
+from .labels import KEPT_SUFFIX
+
+if TYPE_CHECKING:
+    from .engine import DockerEngine
+
+
+def in_netns(pid: int, fn: Callable[[Any], Any]) -> Any:
+    """``fn(ipr)`` with a pyroute2 IPRoute inside the network namespace of ``pid`` (in a
+    thread of its own, as the native engine does it)."""
+    from ..native.netns import in_netns as native_in_netns
+
+    path = f"/proc/{pid}/ns/net"
+    try:
+        return native_in_netns(path, fn)
+    except errors.NetworkError as exc:
+        if isinstance(exc.__cause__, PermissionError):
+            raise errors.NotSupported(
+                f"network faults on a Docker engine enter the container's network namespace "
+                f"({path}), which needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): "
+                f"{exc.__cause__}") from exc
+        raise
+
+
+def _eth_index(ipr: Any, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise errors.NetworkError(f"no interface {ifname!r} in the container's namespace")
+    return found[0]
+
+
+def _set_netem(ifname: str, delay_us: int, jitter_us: int, loss: float) -> Callable[[Any], None]:
+    def apply(ipr: Any) -> None:
+        index = _eth_index(ipr, ifname)
+        with contextlib.suppress(Exception):
+            ipr.tc("del", index=index, root=True)
+        if not delay_us and not loss:
+            return
+        if loss >= 100 and not delay_us:  # no netem needed: a class whose queue holds nothing
+            ipr.tc("add", "htb", index, 0x10000, default=0x20)
+            ipr.tc("add-class", "htb", index, 0x10020, parent=0x10000, rate="10gbit",
+                   ceil="10gbit")
+            ipr.tc("add", "pfifo", index, 0x200000, parent=0x10020, limit=0)
+            return
+        try:
+            ipr.tc("add", "netem", index, 0x10000, delay=delay_us, jitter=jitter_us, loss=loss,
+                   limit=100000)
+        except Exception as exc:
+            raise errors.NotSupported(
+                f"network delay and loss need the kernel's netem queue "
+                f"(CONFIG_NET_SCH_NETEM): {exc}") from exc
+
+    return apply
+
+
+def _blackhole(ip: str, add: bool) -> Callable[[Any], None]:
+    def apply(ipr: Any) -> None:
+        if add:
+            ipr.route("replace", dst=ip, dst_len=32, type="blackhole")
+        else:
+            with contextlib.suppress(Exception):
+                ipr.route("del", dst=ip, dst_len=32, type="blackhole")
+
+    return apply
+
+class DockerNetwork:
+    """A user-defined bridge network; faults are made inside the members' namespaces."""
+
+    def __init__(self, engine: DockerEngine, nid: str, *, name: str, engine_name: str,
+                 internal_use: bool = False):
+        self.engine = engine
+        self.id = nid
+        self.name = name
+        self.engine_name = engine_name
+        self.internal_use = internal_use
+        self._removed = False
+        self._partitions: set[tuple[str, str]] = set()  # (container id, peer ip)
+        self._faults: dict[str, dict[str, float]] = {}
+        self._lines: dict[str, Any] = {}  # container id -> DelayLine, on kernels without netem
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<DockerNetwork {self.name} {self.id[:12]}>"
+
+    @property
+    def subnet(self) -> str:
+        docker = load_docker()
+        try:
+            info = self.engine.api.inspect_network(self.id)
+        except docker.errors.APIError as exc:
+            raise errors.NetworkError(f"network {self.name}: {message(exc)}") from exc
+        configs = (info.get("IPAM") or {}).get("Config") or []
+        return configs[0]["Subnet"] if configs else ""
+
+    def _member(self, container: Any) -> tuple[int, str, str]:
+        """(pid, interface, ip) of ``container`` on this network, for a local engine."""
+        if not isinstance(container, DockerContainer) or container.engine is not self.engine:
+            raise errors.NetworkError(f"{container!r} is not a container of this engine")
+        self.engine.require_local("network faults")
+        info = container.inspect()
+        member = (info["NetworkSettings"].get("Networks") or {}).get(self.engine_name)
+        if not member:
+            raise errors.NetworkError(f"{container.name!r} is not on network {self.name!r}")
+        pid = self.engine.local_pid(container, info)
+        if not pid:
+            raise errors.NetworkError(
+                f"{container.name!r} is not running; faults need a running container")
+        return pid, self._ifname(pid, member.get("MacAddress", "")), member["IPAddress"]
+
+    @staticmethod
+    def _ifname(pid: int, mac: str) -> str:
+        def find(ipr: Any) -> str:
+            for link in ipr.get_links():
+                if link.get_attr("IFLA_ADDRESS") == mac.lower():
+                    return link.get_attr("IFLA_IFNAME")
+            return "eth0"
+
+        return in_netns(pid, find)
+
+    def partition(self, a: Any, b: Any) -> None:
+        """Drop all traffic between ``a`` and ``b`` (a blackhole route in each) until heal()."""
+        pid_a, _, ip_a = self._member(a)
+        pid_b, _, ip_b = self._member(b)
+        if a.id == b.id:
+            raise errors.NetworkError(f"cannot partition {a.name!r} from itself")
+        with self._lock:
+            in_netns(pid_a, _blackhole(ip_b, True))
+            self._partitions.add((a.id, ip_b))
+            in_netns(pid_b, _blackhole(ip_a, True))
+            self._partitions.add((b.id, ip_a))
+
+    def heal(self) -> None:
+        """Undo every partition of this network."""
+        with self._lock:
+            for cid, ip in sorted(self._partitions):
+                pid = self.engine.local_pid(self.engine.containers.get(cid))
+                if pid:
+                    in_netns(pid, _blackhole(ip, False))
+            self._partitions.clear()
+
+    def _apply(self, container: Any, **change: float) -> None:
+        pid, ifname, _ = self._member(container)
+        with self._lock:
+            faults = {**self._faults.get(container.id, {}), **change}
+            delay, jitter = float(faults.get("delay", 0)), float(faults.get("jitter", 0))
+            loss = float(faults.get("loss", 0))
+            line = self._lines.get(container.id)
+            if line is not None and (delay or 0 < loss < 100):
+                line.set(delay, jitter, loss)  # already in userspace: just new numbers
+            else:
+                self._stop_line(container.id, pid, ifname)
+                try:
+                    in_netns(pid, _set_netem(ifname, int(delay * 1000), int(jitter * 1000),
+                                             loss))
+                except errors.NotSupported:  # no netem here: the userspace delay line
+                    self._start_line(container.id, pid, ifname).set(delay, jitter, loss)
+            self._faults[container.id] = faults
+
+    def _start_line(self, container_id: str, pid: int, ifname: str) -> Any:
+        from ..native.faults import start_delay_line
+
+        tag = secrets.token_hex(5)
+        line = in_netns(pid, lambda ipr: start_delay_line(ipr, ifname, tag))
+        self._lines[container_id] = line
+        return line
+
+    def _stop_line(self, container_id: str, pid: int | None, ifname: str) -> None:
+        from ..native.faults import stop_delay_line
+
+        line = self._lines.pop(container_id, None)
+        if line is None:
+            return
+        if pid:
+            with contextlib.suppress(errors.PycontainError):
+                in_netns(pid, lambda ipr: stop_delay_line(ipr, ifname, line))
+                return
+        line.close()  # its namespace is gone with the container: only our sockets remain
+
+    def delay(self, container: Any, ms: int, jitter_ms: int = 0) -> None:
+        """Delay every packet ``container`` sends by ``ms`` (± ``jitter_ms``); 0 undoes it."""
+        if ms < 0 or jitter_ms < 0:
+            raise errors.NetworkError(f"delay: ms and jitter_ms must be >= 0, got {ms}, "
+                                      f"{jitter_ms}")
+        self._apply(container, delay=ms, jitter=jitter_ms)
+
+    def loss(self, container: Any, percent: float) -> None:
+        """Drop ``percent`` % of the packets ``container`` sends; 0 undoes it."""
+        if not 0 <= percent <= 100:
+            raise errors.NetworkError(f"loss: percent must be between 0 and 100, got {percent}")
+        self._apply(container, loss=percent)
+
+    def remove(self, wait: bool = True) -> None:
+        """Remove the network (members still on it are disconnected first). A network that a
+        kept container is on stays for it; the reaper removes it once that container is gone."""
+        docker = load_docker()
+        if self._removed:
+            return
+        self._removed = True
+        for line in self._lines.values():  # the namespaces go with their containers
+            line.close()
+        self._lines.clear()
+        api = self.engine.api
+        try:
+            info = api.inspect_network(self.id)
+            kept = False
+            for cid, member in (info.get("Containers") or {}).items():
+                if str(member.get("Name", "")).endswith(KEPT_SUFFIX):
+                    kept = True
+                    continue
+                with contextlib.suppress(docker.errors.APIError):
+                    api.disconnect_container_from_network(cid, self.id, force=True)
+            if not kept:
+                api.remove_network(self.id)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise errors.NetworkError(f"remove network {self.name}: {message(exc)}") from exc
+        finally:
+            self.engine.forget(self)
