@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -36,13 +36,6 @@ def load_docker() -> Any:
 def unique_suffix() -> str:
     """Eight hex digits that keep engine-level names of parallel runs apart."""
     return secrets.token_hex(4)
-
-
-def command_argv(cmd: str | Sequence[str]) -> list[str]:
-    """A string runs with ``/bin/sh -c``; a list as is."""
-    if isinstance(cmd, str):
-        return ["/bin/sh", "-c", cmd]
-    return [str(word) for word in cmd]
 
 
 def message(exc: BaseException) -> str:

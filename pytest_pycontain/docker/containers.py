@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..engine import ExecResult
-from .client import EngineApi, command_argv, load_docker, message
+from ..imageconfig import shell_argv
+from .client import EngineApi, load_docker, message
 from .labels import KEPT_SUFFIX
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ class DockerContainer:
     ) -> ExecResult:
         """Run ``cmd`` in the running container; stdout and stderr are kept apart and together."""
         docker = load_docker()
-        argv = command_argv(cmd)
+        argv = shell_argv(cmd)
         if not argv:
             raise errors.ContainerError("exec: no command given", container=self.id)
         with self._api.mapped(f"exec {argv!r} in {self.name}", container=self.id):

@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 from .. import errors
 from ..engine import RunSpec
+from ..imageconfig import shell_argv
 from .build import BuildRequest, build_image, builder
 from .client import (
     DEFAULT_HOST,
     EngineApi,
-    command_argv,
     connect,
     load_docker,
     message,
@@ -273,7 +273,7 @@ class DockerEngine:
                             aliases=[given, *(spec.aliases or ())])})
                 created = self.api.create_container(
                     image_key,
-                    command=command_argv(spec.command) if spec.command is not None else None,
+                    command=shell_argv(spec.command) if spec.command is not None else None,
                     entrypoint=(shlex.split(spec.entrypoint) if isinstance(spec.entrypoint, str)
                                 else list(spec.entrypoint) if spec.entrypoint is not None
                                 else None),
