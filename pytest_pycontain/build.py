@@ -522,10 +522,7 @@ class Builder:
 
     def _unpacked(self, layer: Layer) -> Path:
         """The unpacked directory of one layer (the store unpacks each once per machine)."""
-        public = getattr(self.store, "unpacked", None)
-        if public is not None:
-            return Path(public(Layer(*layer)))
-        return Path(self.store._unpacked(Layer(*layer), None))
+        return Path(self.store.unpacked(Layer(*layer)))
 
     def _cached_layer(self, state: _StageState, ins: dfp.Instruction, created_by: str,
                       key_parts: tuple[Any, ...], make: Callable[[], Layer | None]) -> None:

@@ -486,9 +486,10 @@ class Store:
         as read-only: containers use them as overlayfs lower directories.
         """
         image = self.get(image) if isinstance(image, str) else image
-        return [self._unpacked(layer, progress) for layer in image.layers]
+        return [self.unpacked(layer, progress=progress) for layer in image.layers]
 
-    def _unpacked(self, layer: Layer, progress: Progress | None) -> Path:
+    def unpacked(self, layer: Layer, *, progress: Progress | None = None) -> Path:
+        """The unpacked directory of one layer (unpacked here once per machine; read-only)."""
         dest = self.layers_dir / _hex(layer.diff_id)
         if dest.is_dir():
             return dest
