@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine import ExecResult
 from ..errors import ConfigError, ContainerError, NotSupported, WaitTimeout
 from ..imageconfig import shell_argv, split_env
+from ..procinfo import process_start_time
 from . import state
 from .control import Control, ForeignShim, OwnShim
 from .execio import collect, wait_exit
@@ -162,7 +163,7 @@ class NativeContainer:
         self.pid, self.shim = reply.pid, reply.shim
         for role, pid in (("shim", self.shim), ("pid1", self.pid)):
             self._services.journal.record("process", container=self.id, pid=pid, role=role,
-                                          start=state.process_start_time(pid))
+                                          start=process_start_time(pid))
         self._health = HealthCheck.from_config(
             self.config.get("Healthcheck"), self._probe, self._health_ended, name=self.name)
         if self._health is not None:

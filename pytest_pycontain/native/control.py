@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from . import state
+from ..procinfo import process_alive
 from .protocol import (
     Created,
     Exec,
@@ -206,7 +206,7 @@ class ForeignShim:
     def _exited(self) -> bool:
         if self.exit_code is not None:
             return True
-        if state.process_start_time(self._pid) == self._started_at:
+        if process_alive(self._pid, self._started_at):
             return False
         try:
             self.exit_code = int((self._dir / "exit").read_text())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineUnavailable
+from ..procinfo import process_start_time
 from . import state
 from .protocol import Message, Warm, send
 
@@ -120,4 +121,4 @@ class ZygoteClient:
         self._process = started[0]
         self._sock = ours
         self._journal.record("process", pid=self._process.pid,
-                             start=state.process_start_time(self._process.pid))
+                             start=process_start_time(self._process.pid))
