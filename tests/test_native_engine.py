@@ -353,3 +353,61 @@ def test_before_start_runs_between_namespaces_and_command(engine, busybox) -> No
 
     with pytest.raises(RuntimeError, match="no address left"):
         engine.run(RunSpec(image=busybox, command="sleep 1000"), before_start=fail)
+
+
+def gone(pid: int, limit: float = 10.0) -> bool:
+    """Whether ``pid`` ends within a bounded while (a process's last moments of exit)."""
+    deadline = time.monotonic() + limit
+    while os.path.exists(f"/proc/{pid}"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_start_that_fails_before_the_command_leaves_nothing(engine, busybox) -> None:
+    made = {}
+
+    def fail(container) -> None:
+        made.update(pid=container.pid, shim=container.shim, dir=container.dir)
+        raise RuntimeError("no address left")
+
+    with pytest.raises(RuntimeError, match="no address left"):
+        engine.run(RunSpec(image=busybox, command="sleep 1000"), before_start=fail)
+    assert gone(made["pid"]) and gone(made["shim"])  # PID 1 and its shim end unstarted
+    engine.drain()
+    assert not made["dir"].exists()
+    assert all(c.pid != made["pid"] for c in engine.containers.values())
+
+
+def test_a_shim_killed_under_a_container_is_said_and_removal_still_tidies(
+        engine, busybox) -> None:
+    container = engine.run(RunSpec(image=busybox, command="sleep 1000"))
+    os.kill(container.shim, 9)
+    assert gone(container.pid)  # PID 1 dies with its shim
+    with pytest.raises(ContainerError, match="lost its shim"):
+        container.wait()
+    container.remove()
+    assert container.status == "removed" and container.id not in engine.containers
+    engine.drain()
+    assert not container.dir.exists()
+
+
+def test_a_handle_from_attach_reaches_the_container_from_outside(engine, busybox) -> None:
+    container = engine.run(RunSpec(image=busybox, command="sleep 1000", name="outside"))
+    try:
+        handle = engine.attach("outside")
+        assert handle.id == container.id and handle.status == "running"
+        result = handle.exec("echo from $(hostname)")  # a zygote helper joins it
+        assert (result.exit_code, result.output) == (0, f"from {container.hostname}\n")
+        with pytest.raises(ContainerError, match="not ours to keep"):
+            handle.keep()
+        handle.kill(9)  # (PID 1 of a pid namespace takes only SIGKILL from outside it)
+        assert handle.wait(timeout=10) == 128 + 9
+        assert container.wait(timeout=10) == 128 + 9  # the owner's handle says the same
+        handle.remove()  # not ours: the owner tidies up
+        assert container.dir.exists() and container.id in engine.containers
+    finally:
+        container.remove()
+    engine.drain()
+    assert not container.dir.exists()
