@@ -21,17 +21,14 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import errors
 from ..engine import ExecResult
 from ..imageconfig import shell_argv
 from .client import EngineApi, load_docker, message
 from .labels import KEPT_SUFFIX
-
-if TYPE_CHECKING:
-    from .engine import DockerEngine
-    from .networks import DockerNetwork
+from .views import EngineView, NetworkView
 
 
 def _raw_socket(sock: Any) -> Any:
@@ -84,9 +81,9 @@ class DockerContainer:
     """A container in the engine. ``name`` is the name other containers resolve; the
     engine-level name (``engine_name``) carries a unique suffix."""
 
-    def __init__(self, engine: DockerEngine, cid: str, *, name: str, engine_name: str,
-                 hostname: str, image: Any, network: DockerNetwork | None,
-                 own_network: DockerNetwork | None, network_mode: str | None):
+    def __init__(self, engine: EngineView, cid: str, *, name: str, engine_name: str,
+                 hostname: str, image: Any, network: NetworkView | None,
+                 own_network: NetworkView | None, network_mode: str | None):
         self.engine = engine
         self.id = cid
         self.name = name

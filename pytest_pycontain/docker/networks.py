@@ -12,15 +12,13 @@ import contextlib
 import secrets
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import errors
 from .client import load_docker, message
 from .containers import DockerContainer
 from .labels import KEPT_SUFFIX
-
-if TYPE_CHECKING:
-    from .engine import DockerEngine
+from .views import EngineView
 
 
 def in_netns(pid: int, fn: Callable[[Any], Any]) -> Any:
@@ -84,7 +82,7 @@ def _blackhole(ip: str, add: bool) -> Callable[[Any], None]:
 class DockerNetwork:
     """A user-defined bridge network; faults are made inside the members' namespaces."""
 
-    def __init__(self, engine: DockerEngine, nid: str, *, name: str, engine_name: str,
+    def __init__(self, engine: EngineView, nid: str, *, name: str, engine_name: str,
                  internal_use: bool = False):
         self.engine = engine
         self.id = nid
