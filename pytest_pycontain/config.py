@@ -8,6 +8,7 @@ where it came from, so a bad one is reported with its origin ("PYCONTAIN_SCOPE=w
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -20,6 +21,11 @@ CHOICES_BACKEND = ("auto", "native", "docker")
 CHOICES_SCOPE = ("function", "module", "session")
 CHOICES_KEEP = ("never", "failed", "always")
 CHOICES_PULL = ("missing", "always", "never")
+# Where the native engine's networks take their subnets from, and how large each is: /20s of a
+# /12, as Docker's default pools hand out /16s and /20s (4,093 containers a network, and 256
+# networks side by side, as many as the /24s of a /16 that came before)
+NETWORK_POOL = "10.208.0.0/12"
+NETWORK_PREFIX = 20
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
@@ -67,6 +73,22 @@ def _count(value: Any) -> int:
     if isinstance(value, bool) or number < 0:
         raise ValueError(f"expected a whole number >= 0, got {value!r}")
     return number
+
+
+def _ipv4_network(value: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Network(str(value).strip()))
+    except ValueError as exc:
+        raise ValueError(f"expected an IPv4 network such as {NETWORK_POOL}, got {value!r} "
+                         f"({exc})") from None
+
+
+def _prefix_length(value: Any) -> int:
+    text = str(value).strip().removeprefix("/")
+    if isinstance(value, bool) or not text.isdigit() or not 8 <= int(text) <= 30:
+        raise ValueError(f"expected a prefix length from 8 to 30 (/{NETWORK_PREFIX}: "
+                         f"{2 ** (32 - NETWORK_PREFIX) - 3} containers a network), got {value!r}")
+    return int(text)
 
 
 def _words(value: Any) -> tuple[str, ...]:
@@ -163,6 +185,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("insecure_registries", _words, (), "registries reached over plain http"),
     Option("cache_dir", _text, None, "where images and layers are cached"),
     Option("state_dir", _text, None, "where the engine records what it made"),
+    Option("network_pool", _ipv4_network, NETWORK_POOL,
+           "the addresses native networks take their subnets from (an IPv4 network)"),
+    Option("network_prefix", _prefix_length, NETWORK_PREFIX,
+           "the size of a native network's subnet, as a prefix length (20: 4,093 containers)"),
     Option("timeout", _seconds, 60.0, "seconds a wait or start may take"),
     Option("log_lines", _count, 50, "log lines of each container shown for a failed test"),
 )
@@ -188,6 +214,8 @@ class Settings:
     insecure_registries: tuple[str, ...] = ()
     cache_dir: str | None = None
     state_dir: str | None = None
+    network_pool: str = NETWORK_POOL
+    network_prefix: int = NETWORK_PREFIX
     timeout: float = 60.0
     log_lines: int = 50
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
@@ -292,7 +320,18 @@ def resolve(
         else:
             values[option.name] = option.default
             sources[option.name] = "default"
+    _check_network_sizes(values, sources)
     return Settings(**values, sources=sources)
+
+
+def _check_network_sizes(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """A subnet must fit in the pool it is taken from (each value says where it came from)."""
+    pool = ipaddress.IPv4Network(values["network_pool"])
+    if values["network_prefix"] < pool.prefixlen:
+        raise ConfigError(
+            f"{sources['network_prefix']} = {values['network_prefix']}: a /"
+            f"{values['network_prefix']} subnet does not fit in the network pool {pool} "
+            f"({sources['network_pool']}); use a prefix of {pool.prefixlen} or more")
 
 
 def _normalize_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:

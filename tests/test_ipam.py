@@ -31,7 +31,7 @@ def dead_pid() -> int:
 
 
 def test_subnets_are_distinct_and_from_the_pool(tmp_path: Path) -> None:
-    ipam = IPAM(tmp_path, pool="10.213.0.0/16", avoid=[])
+    ipam = IPAM(tmp_path, pool="10.213.0.0/16", prefix=24, avoid=[])
     subnets = [ipam.allocate_subnet(f"n{i}") for i in range(5)]
     assert len(set(subnets)) == 5
     for subnet in subnets:
@@ -45,7 +45,8 @@ def test_subnets_are_distinct_and_from_the_pool(tmp_path: Path) -> None:
 
 
 def test_subnets_overlapping_host_routes_are_skipped(tmp_path: Path) -> None:
-    ipam = IPAM(tmp_path, pool="10.213.0.0/22", avoid=["10.213.0.0/23", "10.213.2.128/25"])
+    ipam = IPAM(tmp_path, pool="10.213.0.0/22", prefix=24,
+                avoid=["10.213.0.0/23", "10.213.2.128/25"])
     assert ipam.allocate_subnet("n") == "10.213.3.0/24"
 
 
@@ -62,7 +63,7 @@ def test_host_routes_are_read_from_the_route_table(tmp_path: Path) -> None:
 
 
 def test_exhausted_pool_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
-    ipam = IPAM(tmp_path, pool="10.213.0.0/23", avoid=[])
+    ipam = IPAM(tmp_path, pool="10.213.0.0/23", prefix=24, avoid=[])
     ipam.allocate_subnet("a")
     ipam.allocate_subnet("b")
     before = (tmp_path / "ipam.json").read_bytes()
@@ -73,7 +74,7 @@ def test_exhausted_pool_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> 
 
 
 def test_dead_owners_leases_are_reclaimed(tmp_path: Path) -> None:
-    ipam = IPAM(tmp_path, pool="10.213.0.0/24", avoid=[])
+    ipam = IPAM(tmp_path, pool="10.213.0.0/24", prefix=24, avoid=[])
     subnet = ipam.allocate_subnet("ghost", pid=dead_pid())
     assert subnet == "10.213.0.0/24"
     assert ipam.allocate_subnet("live") == subnet  # the only subnet, taken back from the dead
@@ -89,7 +90,7 @@ def test_a_recycled_pid_is_not_the_owner() -> None:
 
 
 def test_reclaim_and_release_owner(tmp_path: Path) -> None:
-    ipam = IPAM(tmp_path, pool="10.213.0.0/22", avoid=[])
+    ipam = IPAM(tmp_path, pool="10.213.0.0/22", prefix=24, avoid=[])
     mine = ipam.allocate_subnet("mine")
     ghost = ipam.allocate_subnet("ghost", pid=dead_pid())
     assert ipam.reclaim() == [ghost]
@@ -101,7 +102,7 @@ def test_reclaim_and_release_owner(tmp_path: Path) -> None:
 
 
 def test_names_are_unique_per_owner(tmp_path: Path) -> None:
-    ipam = IPAM(tmp_path, pool="10.213.0.0/22", avoid=[])
+    ipam = IPAM(tmp_path, pool="10.213.0.0/22", prefix=24, avoid=[])
     ipam.allocate_subnet("n1", name="backend")
     with pytest.raises(NetworkError, match="'backend' is already taken"):
         ipam.allocate_subnet("n2", name="backend")
@@ -110,7 +111,7 @@ def test_names_are_unique_per_owner(tmp_path: Path) -> None:
 
 
 def test_release_subnet_only_for_its_network(tmp_path: Path) -> None:
-    ipam = IPAM(tmp_path, pool="10.213.0.0/22", avoid=[])
+    ipam = IPAM(tmp_path, pool="10.213.0.0/22", prefix=24, avoid=[])
     subnet = ipam.allocate_subnet("n1")
     ipam.release_subnet(subnet, network_id="someone-else")
     assert subnet in ipam.leases()
@@ -158,7 +159,7 @@ def test_a_corrupt_table_is_named(tmp_path: Path) -> None:
 WORKER = textwrap.dedent("""
     import json, sys
     from pytest_pycontain.native.ipam import IPAM
-    ipam = IPAM(sys.argv[1], pool="10.213.0.0/20", avoid=[])
+    ipam = IPAM(sys.argv[1], pool="10.213.0.0/20", prefix=24, avoid=[])
     got = [ipam.allocate_subnet(f"{sys.argv[2]}-{i}") for i in range(int(sys.argv[3]))]
     print(json.dumps(got), flush=True)
     sys.stdin.read()  # stay alive (owning the leases) until the test has looked
@@ -182,4 +183,58 @@ def test_processes_side_by_side_never_share_a_subnet(tmp_path: Path) -> None:
     nets = [ipaddress.IPv4Network(s) for s in everything]
     assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
     # the workers are gone now: their leases go back to the pool
-    assert sorted(IPAM(tmp_path, pool="10.213.0.0/20", avoid=[]).reclaim()) == sorted(everything)
+    ipam = IPAM(tmp_path, pool="10.213.0.0/20", prefix=24, avoid=[])
+    assert sorted(ipam.reclaim()) == sorted(everything)
+
+
+def test_a_network_holds_more_than_a_slash_24_by_default(tmp_path: Path) -> None:
+    subnet = IPAM(tmp_path, avoid=[]).allocate_subnet("big")
+    net = ipaddress.IPv4Network(subnet)
+    assert net.prefixlen == 20 and net.subnet_of(ipaddress.IPv4Network("10.208.0.0/12"))
+    pool = AddressPool(subnet)
+    got = [pool.allocate(f"c{i}") for i in range(4093)]  # addresses only: no container made
+    assert len(set(got)) == 4093 and gateway_of(subnet) not in got
+    assert all(ipaddress.IPv4Address(a) in net for a in got)
+    assert str(net.network_address) not in got and str(net.broadcast_address) not in got
+    assert got[253] == str(net.network_address + 255) and got[254] == str(net.network_address + 256)
+    with pytest.raises(NetworkError, match=f"no address left in {subnet} for 'one-more'"):
+        pool.allocate("one-more")
+    pool.release(got[300])
+    assert pool.allocate("again") == got[300]
+
+
+def test_subnets_of_another_size_are_never_overlapped(tmp_path: Path) -> None:
+    small = IPAM(tmp_path, pool="10.213.0.0/16", prefix=24, avoid=[])
+    large = IPAM(tmp_path, pool="10.213.0.0/16", prefix=20, avoid=[])
+    first = small.allocate_subnet("a")  # 10.213.0.0/24, as another process's setting had it
+    second = large.allocate_subnet("b")
+    third = small.allocate_subnet("c")
+    nets = [ipaddress.IPv4Network(s) for s in (first, second, third)]
+    assert second == "10.213.16.0/20" and not any(
+        a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
+
+
+def test_the_pool_and_the_subnet_size_are_settings(tmp_path: Path) -> None:
+    from pytest_pycontain.config import resolve
+    from pytest_pycontain.errors import ConfigError
+
+    settings = resolve(environ={})
+    assert (settings.network_pool, settings.network_prefix) == ("10.208.0.0/12", 20)
+    settings = resolve(environ={"PYCONTAIN_NETWORK_PREFIX": "/22"},
+                       pyproject={"network_pool": "172.30.0.0/16"})
+    assert (settings.network_pool, settings.network_prefix) == ("172.30.0.0/16", 22)
+    ipam = IPAM(tmp_path, pool=settings.network_pool, prefix=settings.network_prefix, avoid=[])
+    assert ipam.allocate_subnet("n") == "172.30.0.0/22"
+    with pytest.raises(ConfigError, match=r"PYCONTAIN_NETWORK_PREFIX = '31': expected a prefix "
+                                          r"length from 8 to 30"):
+        resolve(environ={"PYCONTAIN_NETWORK_PREFIX": "31"})
+    with pytest.raises(ConfigError, match=r"network_pool = '10\.1\.2\.3/16': expected an IPv4 "
+                                          r"network"):
+        resolve(environ={}, pyproject={"network_pool": "10.1.2.3/16"})
+    with pytest.raises(ConfigError, match=r"--pycontain-network-prefix = 11: a /11 subnet does "
+                                          r"not fit in the network pool 10\.208\.0\.0/12 "
+                                          r"\(default\)"):
+        resolve(environ={}, cli={"network_prefix": 11}, pyproject={})
+    with pytest.raises(ConfigError, match=r"network pool 10\.9\.0\.0/16 \(environment variable "
+                                          r"PYCONTAIN_NETWORK_POOL\); use a prefix of 16 or more"):
+        resolve(environ={"PYCONTAIN_NETWORK_POOL": "10.9.0.0/16", "PYCONTAIN_NETWORK_PREFIX": "12"})

@@ -125,6 +125,22 @@ def test_host_network(engine, busybox) -> None:
         container.remove()
 
 
+def test_networks_take_their_size_and_pool_from_the_settings(tmp_path: Path, busybox) -> None:
+    import ipaddress
+
+    from pytest_pycontain.config import resolve
+    from pytest_pycontain.native.engine import NativeEngine
+
+    settings = resolve(environ={"PYCONTAIN_NETWORK_POOL": "10.199.0.0/16",
+                                "PYCONTAIN_NETWORK_PREFIX": "22"})
+    with NativeEngine(settings, state_dir=tmp_path) as engine:
+        net = engine.network()
+        assert net.subnet == "10.199.0.0/22"
+        member = engine.run(RunSpec(image=busybox, command="sleep 1000", network=net))
+        assert ipaddress.IPv4Address(member.ip) in ipaddress.IPv4Network("10.199.0.0/22")
+        assert member.exec("ip -o -4 addr show eth0").output.split()[3] == f"{member.ip}/22"
+
+
 def test_a_removed_network_is_the_next_ones_namespace(engine, busybox) -> None:
     from pytest_pycontain.native.ipam import IPAM
 

@@ -355,7 +355,7 @@ def test_bad_input_leaves_nothing_half_made(net: BridgeNetwork, standins: list[S
 
 
 def test_subnets_exhausted(tmp_path: Path) -> None:
-    ipam = IPAM(tmp_path, pool="10.213.250.0/24", avoid=[])
+    ipam = IPAM(tmp_path, pool="10.213.250.0/24", prefix=24, avoid=[])
     first = BridgeNetwork("one", state_dir=tmp_path, records_dir=tmp_path / "rec", ipam=ipam)
     try:
         held = nsfds()

@@ -144,6 +144,7 @@ class NativeEngine:
         """A bridge network in its own namespace; removed at close if still there. A removed
         network no container was on anymore leaves its namespace, bridge and subnet for the
         next one (up to ``SPARE_NETWORKS``): a network per test then costs no namespace."""
+        from .ipam import IPAM
         from .network import BridgeNetwork
 
         records = self.state_root / "netrecords" / self.journal.owner
@@ -156,8 +157,10 @@ class NativeEngine:
             if name is not None and any(n.name == name for n in self._networks):
                 raise NetworkError(f"a network named {name!r} already exists in this session")
             spare = self._spare_networks.pop() if self._spare_networks else None
-        network = BridgeNetwork(name, state_dir=self.state_root, records_dir=records,
-                                spare=spare, recycle=self._keep_spare)
+        ipam = IPAM(self.state_root, pool=self.settings.network_pool,
+                    prefix=self.settings.network_prefix)
+        network = BridgeNetwork(name, ipam=ipam, records_dir=records, spare=spare,
+                                recycle=self._keep_spare)
         with self._lock:
             self._networks.append(network)
         return network

@@ -11,6 +11,7 @@ are never handed out.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import json
 import os
@@ -21,11 +22,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..config import NETWORK_POOL, NETWORK_PREFIX
 from ..errors import NetworkError
 from ..procinfo import process_alive, process_start_time
 
-DEFAULT_POOL = "10.213.0.0/16"
-DEFAULT_PREFIX = 24
+DEFAULT_POOL = NETWORK_POOL
+DEFAULT_PREFIX = NETWORK_PREFIX
 TABLE = "ipam.json"
 
 
@@ -112,9 +114,11 @@ class IPAM:
                 if name is not None and lease.get("name") == name and lease["pid"] == pid:
                     raise NetworkError(f"network name {name!r} is already taken "
                                        f"(subnet {subnet}, owner pid {pid})")
-            taken = {ipaddress.IPv4Network(s) for s in data["subnets"]}
+            # leases of other sizes or pools (another process's settings) are avoided too
+            taken = [ipaddress.IPv4Network(s) for s in data["subnets"]]
             for candidate in self.pool.subnets(new_prefix=self.prefix):
-                if candidate in taken or any(candidate.overlaps(r) for r in avoid):
+                if any(candidate.overlaps(r) for r in taken) or \
+                        any(candidate.overlaps(r) for r in avoid):
                     continue
                 data["subnets"][str(candidate)] = {
                     "network": network_id, "name": name, "pid": pid,
@@ -187,20 +191,30 @@ class AddressPool:
 
     Only the lease's owner attaches containers to its network, so this needs no file and no
     lock between processes (an attach stays a few system calls); the first address is the
-    gateway's and never handed out.
+    gateway's and never handed out. Addresses never used are counted off, not listed: a large
+    subnet costs nothing to set up.
     """
 
     def __init__(self, subnet: str):
         self.subnet = ipaddress.IPv4Network(subnet)
-        self._free = [str(h) for h in self.subnet.hosts()][1:]
+        first, last = int(self.subnet.network_address), int(self.subnet.broadcast_address)
+        if self.subnet.prefixlen >= 31:  # no network or broadcast address to leave out
+            first, last = first - 1, last + 1
+        self._next = first + 2  # after the gateway
+        self._end = last  # the broadcast address, never handed out
+        self._released: collections.deque[str] = collections.deque()
         self._used: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def allocate(self, owner: str) -> str:
         with self._lock:
-            if not self._free:
+            if self._next < self._end:
+                address = str(ipaddress.IPv4Address(self._next))
+                self._next += 1
+            elif self._released:
+                address = self._released.popleft()
+            else:
                 raise NetworkError(f"IPAM: no address left in {self.subnet} for {owner!r}")
-            address = self._free.pop(0)
             self._used[address] = owner
             return address
 
@@ -208,7 +222,7 @@ class AddressPool:
         """Give an address back (it is handed out again last); unknown ones are ignored."""
         with self._lock:
             if self._used.pop(str(address), None) is not None:
-                self._free.append(str(address))
+                self._released.append(str(address))
 
     def used(self) -> dict[str, str]:
         """address -> owner."""
