@@ -106,20 +106,22 @@ def _build_classic(api: EngineApi, request: BuildRequest) -> str:
     lines: list[str] = []
     image_id = None
     failure = None
-    try:
-        for event in api.build(path=str(context), dockerfile=str(path), tag=request.tag,
-                               target=request.target, buildargs=dict(request.build_args),
-                               nocache=request.no_cache, rm=True, forcerm=True, decode=True):
-            if "stream" in event:
-                lines.append(event["stream"])
-            if "error" in event:
-                failure = event["error"]
-                lines.append(event["error"] + "\n")
-            if "aux" in event and "ID" in event["aux"]:
-                image_id = event["aux"]["ID"]
-    except docker.errors.APIError as exc:
-        failure = message(exc)
-        lines.append(failure + "\n")
+    with api.mapped(f"build of {context}", error=errors.BuildError):  # a stream that breaks
+        try:
+            for event in api.build(path=str(context), dockerfile=str(path), tag=request.tag,
+                                   target=request.target, buildargs=dict(request.build_args),
+                                   nocache=request.no_cache, rm=True, forcerm=True,
+                                   decode=True):
+                if "stream" in event:
+                    lines.append(event["stream"])
+                if "error" in event:
+                    failure = event["error"]
+                    lines.append(event["error"] + "\n")
+                if "aux" in event and "ID" in event["aux"]:
+                    image_id = event["aux"]["ID"]
+        except docker.errors.APIError as exc:
+            failure = message(exc)
+            lines.append(failure + "\n")
     output = "".join(lines)
     if failure or not image_id:
         _, line, code = build_failure(output, path)

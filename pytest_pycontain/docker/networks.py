@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import errors
-from .client import load_docker, message
+from .client import load_docker
 from .containers import DockerContainer
 from .labels import KEPT_SUFFIX
 from .views import EngineView
@@ -100,11 +100,9 @@ class DockerNetwork:
 
     @property
     def subnet(self) -> str:
-        docker = load_docker()
-        try:
-            info = self.engine.api.inspect_network(self.id)
-        except docker.errors.APIError as exc:
-            raise errors.NetworkError(f"network {self.name}: {message(exc)}") from exc
+        api = self.engine.api
+        with api.mapped(f"network {self.name}", error=errors.NetworkError):
+            info = api.inspect_network(self.id)
         configs = (info.get("IPAM") or {}).get("Config") or []
         return configs[0]["Subnet"] if configs else ""
 
@@ -217,19 +215,17 @@ class DockerNetwork:
         self._lines.clear()
         api = self.engine.api
         try:
-            info = api.inspect_network(self.id)
-            kept = False
-            for cid, member in (info.get("Containers") or {}).items():
-                if str(member.get("Name", "")).endswith(KEPT_SUFFIX):
-                    kept = True
-                    continue
-                with contextlib.suppress(docker.errors.APIError):
-                    api.disconnect_container_from_network(cid, self.id, force=True)
-            if not kept:
-                api.remove_network(self.id)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            raise errors.NetworkError(f"remove network {self.name}: {message(exc)}") from exc
+            with api.mapped(f"remove network {self.name}", error=errors.NetworkError), \
+                    contextlib.suppress(docker.errors.NotFound):
+                info = api.inspect_network(self.id)
+                kept = False
+                for cid, member in (info.get("Containers") or {}).items():
+                    if str(member.get("Name", "")).endswith(KEPT_SUFFIX):
+                        kept = True
+                        continue
+                    with contextlib.suppress(docker.errors.APIError):
+                        api.disconnect_container_from_network(cid, self.id, force=True)
+                if not kept:
+                    api.remove_network(self.id)
         finally:
             self.engine.forget(self)
