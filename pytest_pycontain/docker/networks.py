@@ -3,18 +3,29 @@
 On a local engine a fault is made in the container's network namespace
 (``/proc/<State.Pid>/ns/net``), so the image needs no ``tc``: a partition is a blackhole route
 to the peer in each side, delay and loss a netem queue on the interface (or, on kernels without
-netem, the native engine's userspace delay line). A remote engine raises NotSupported.
+netem, the native engine's userspace delay line). What is in place is kept as the native
+engine keeps it (``native.faults.FaultState``). A remote engine raises NotSupported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from .. import errors
+from ..native.faults import (
+    DelayLine,
+    Fault,
+    FaultState,
+    Member,
+    Partition,
+    check_delay,
+    check_loss,
+)
 from .client import load_docker
 from .containers import DockerContainer
 from .labels import KEPT_SUFFIX
@@ -79,6 +90,32 @@ def _blackhole(ip: str, add: bool) -> Callable[[Any], None]:
 
     return apply
 
+@dataclasses.dataclass
+class _Shaper:
+    """Faults on what one member sends, made on its interface inside its namespace."""
+
+    pid: int
+    ifname: str
+
+    def netem(self, fault: Fault) -> None:
+        in_netns(self.pid, _set_netem(self.ifname, int(fault.delay_ms * 1000),
+                                      int(fault.jitter_ms * 1000), fault.loss))
+
+    def start_line(self) -> DelayLine:
+        from ..native.faults import start_delay_line
+
+        tag = secrets.token_hex(5)
+        return in_netns(self.pid, lambda ipr: start_delay_line(ipr, self.ifname, tag))
+
+    def stop_line(self, line: DelayLine) -> None:
+        from ..native.faults import stop_delay_line
+
+        with contextlib.suppress(errors.PycontainError):
+            in_netns(self.pid, lambda ipr: stop_delay_line(ipr, self.ifname, line))
+            return
+        line.close()  # its namespace is gone with the container: only our sockets remain
+
+
 class DockerNetwork:
     """A user-defined bridge network; faults are made inside the members' namespaces."""
 
@@ -90,9 +127,7 @@ class DockerNetwork:
         self.engine_name = engine_name
         self.internal_use = internal_use
         self._removed = False
-        self._partitions: set[tuple[str, str]] = set()  # (container id, peer ip)
-        self._faults: dict[str, dict[str, float]] = {}
-        self._lines: dict[str, Any] = {}  # container id -> DelayLine, on kernels without netem
+        self._faults = FaultState()  # keyed by container id
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -137,71 +172,41 @@ class DockerNetwork:
         pid_b, _, ip_b = self._member(b)
         if a.id == b.id:
             raise errors.NetworkError(f"cannot partition {a.name!r} from itself")
+        pids = {a.id: pid_a, b.id: pid_b}
+
+        def cut(member: Member, peer: Member) -> None:
+            in_netns(pids[member.key], _blackhole(peer.ip, True))
+
+        def mend(member: Member, peer: Member) -> None:
+            in_netns(pids[member.key], _blackhole(peer.ip, False))
+
         with self._lock:
-            in_netns(pid_a, _blackhole(ip_b, True))
-            self._partitions.add((a.id, ip_b))
-            in_netns(pid_b, _blackhole(ip_a, True))
-            self._partitions.add((b.id, ip_a))
+            self._faults.partition(Partition(Member(a.id, ip_a), Member(b.id, ip_b)), cut, mend)
 
     def heal(self) -> None:
         """Undo every partition of this network."""
         with self._lock:
-            for cid, ip in sorted(self._partitions):
-                pid = self.engine.local_pid(self.engine.containers.get(cid))
-                if pid:
-                    in_netns(pid, _blackhole(ip, False))
-            self._partitions.clear()
+            for partition in self._faults.heal():
+                for member, peer in partition.ways():
+                    pid = self.engine.local_pid(self.engine.containers.get(member.key))
+                    if pid:
+                        in_netns(pid, _blackhole(peer.ip, False))
 
-    def _apply(self, container: Any, **change: float) -> None:
+    def _apply(self, container: Any, change: Callable[[Fault], Fault]) -> None:
         pid, ifname, _ = self._member(container)
         with self._lock:
-            faults = {**self._faults.get(container.id, {}), **change}
-            delay, jitter = float(faults.get("delay", 0)), float(faults.get("jitter", 0))
-            loss = float(faults.get("loss", 0))
-            line = self._lines.get(container.id)
-            if line is not None and (delay or 0 < loss < 100):
-                line.set(delay, jitter, loss)  # already in userspace: just new numbers
-            else:
-                self._stop_line(container.id, pid, ifname)
-                try:
-                    in_netns(pid, _set_netem(ifname, int(delay * 1000), int(jitter * 1000),
-                                             loss))
-                except errors.NotSupported:  # no netem here: the userspace delay line
-                    self._start_line(container.id, pid, ifname).set(delay, jitter, loss)
-            self._faults[container.id] = faults
-
-    def _start_line(self, container_id: str, pid: int, ifname: str) -> Any:
-        from ..native.faults import start_delay_line
-
-        tag = secrets.token_hex(5)
-        line = in_netns(pid, lambda ipr: start_delay_line(ipr, ifname, tag))
-        self._lines[container_id] = line
-        return line
-
-    def _stop_line(self, container_id: str, pid: int | None, ifname: str) -> None:
-        from ..native.faults import stop_delay_line
-
-        line = self._lines.pop(container_id, None)
-        if line is None:
-            return
-        if pid:
-            with contextlib.suppress(errors.PycontainError):
-                in_netns(pid, lambda ipr: stop_delay_line(ipr, ifname, line))
-                return
-        line.close()  # its namespace is gone with the container: only our sockets remain
+            fault = change(self._faults.fault(container.id))
+            self._faults.set(container.id, fault, _Shaper(pid, ifname))
 
     def delay(self, container: Any, ms: int, jitter_ms: int = 0) -> None:
         """Delay every packet ``container`` sends by ``ms`` (± ``jitter_ms``); 0 undoes it."""
-        if ms < 0 or jitter_ms < 0:
-            raise errors.NetworkError(f"delay: ms and jitter_ms must be >= 0, got {ms}, "
-                                      f"{jitter_ms}")
-        self._apply(container, delay=ms, jitter=jitter_ms)
+        check_delay(ms, jitter_ms)
+        self._apply(container, lambda fault: fault.delayed(ms, jitter_ms))
 
     def loss(self, container: Any, percent: float) -> None:
         """Drop ``percent`` % of the packets ``container`` sends; 0 undoes it."""
-        if not 0 <= percent <= 100:
-            raise errors.NetworkError(f"loss: percent must be between 0 and 100, got {percent}")
-        self._apply(container, loss=percent)
+        check_loss(percent)
+        self._apply(container, lambda fault: fault.lossy(percent))
 
     def remove(self, wait: bool = True) -> None:
         """Remove the network (members still on it are disconnected first). A network that a
@@ -210,9 +215,8 @@ class DockerNetwork:
         if self._removed:
             return
         self._removed = True
-        for line in self._lines.values():  # the namespaces go with their containers
-            line.close()
-        self._lines.clear()
+        for line in self._faults.take_lines().values():  # the namespaces go with their
+            line.close()  # containers
         api = self.engine.api
         try:
             with api.mapped(f"remove network {self.name}", error=errors.NetworkError), \
