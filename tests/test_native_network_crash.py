@@ -128,3 +128,25 @@ def test_a_killed_owners_records_all_go_at_the_next_start(tmp_path: Path) -> Non
         engine.run(RunSpec(image="busybox", ports=[8080], command=["sleep", "300"]))
         assert list(records.glob(f"{engine.journal.owner}/net-proxy-*.json"))
     assert list(records.iterdir()) == []
+
+
+def test_pycontain_prune_removes_a_killed_owners_records(tmp_path: Path) -> None:
+    """The same through the command a user runs: ``pycontain prune`` says whom it reaped."""
+    env = {**os.environ, "PYCONTAIN_STATE_DIR": str(tmp_path / "state")}
+    owner = subprocess.Popen([sys.executable, "-c", PORTS_ONLY], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    name = owner.stdout.readline().strip()
+    if not name:
+        owner.kill()
+        pytest.fail(f"the owner did not start: {owner.stderr.read()}")
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    records = tmp_path / "state" / "netrecords"
+    assert list((records / name).glob("net-proxy-*.json"))
+    done = subprocess.run([sys.executable, "-m", "pytest_pycontain.cli", "prune"],
+                          env={**env, "PYCONTAIN_CACHE_DIR": str(tmp_path / "cache")},
+                          capture_output=True, text=True, timeout=120)  # (an empty store)
+    assert done.returncode == 0, done.stderr
+    assert f"reaped {name}" in done.stdout.splitlines()
+    assert list(records.iterdir()) == []
+    assert list((tmp_path / "state" / "owners").iterdir()) == []

@@ -35,7 +35,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NetworkError
 from .faults import (
@@ -56,6 +56,10 @@ from .faults import (
 from .netns import NetnsRef, NetnsThread, delete_link, enter_netns, open_netns
 from .netrecords import drop_record, update_record, write_record
 from .rtnl import RouteSocket, check, mac_for
+
+if TYPE_CHECKING:  # dns and ipam are imported when a network is made
+    from .dns import Responder
+    from .ipam import IPAM, AddressPool
 
 BRIDGE = "br0"
 
@@ -188,14 +192,14 @@ class Spare:
     the lock every network change waits for; a network per test would pay for that."""
 
     id: str
-    ipam: Any
+    ipam: IPAM
     records_dir: str | os.PathLike | None
     record: Path | None
     subnet: str
-    addresses: Any
+    addresses: AddressPool
     worker: NetnsThread
     bridge: tuple[RouteSocket, int]
-    responder: Any
+    responder: Responder
 
     def close(self) -> None:
         """Tear it down (a spare nobody took)."""
@@ -235,7 +239,7 @@ class BridgeNetwork:
     """
 
     def __init__(self, name: str | None = None, *, state_dir: str | os.PathLike | None = None,
-                 records_dir: str | os.PathLike | None = None, ipam: Any = None,
+                 records_dir: str | os.PathLike | None = None, ipam: IPAM | None = None,
                  spare: Spare | None = None, recycle: Callable[[Spare], bool] | None = None):
         from . import dns
         from .ipam import IPAM, AddressPool, gateway_of
@@ -248,7 +252,7 @@ class BridgeNetwork:
         self._lock = threading.RLock()
         self._removed = False
         self._worker: NetnsThread | None = None
-        self._responder: Any = None
+        self._responder: Responder | None = None
         self._subnet: str | None = None
         self._bridge: tuple[RouteSocket, int] | None = None  # and the bridge's index
         if spare is not None:
