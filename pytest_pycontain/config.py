@@ -191,6 +191,10 @@ OPTIONS: tuple[Option, ...] = (
            "the size of a native network's subnet, as a prefix length (20: 4,093 containers)"),
     Option("timeout", _seconds, 60.0, "seconds a wait or start may take"),
     Option("log_lines", _count, 50, "log lines of each container shown for a failed test"),
+    Option("compose", _words, (), "a compose file the `compose` fixture starts (repeatable, "
+           "merged in order; default: compose.yaml in the rootdir)"),
+    Option("compose_profiles", _words, (), "a profile the `compose` fixture enables "
+           "(repeatable)"),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -218,6 +222,8 @@ class Settings:
     network_prefix: int = NETWORK_PREFIX
     timeout: float = 60.0
     log_lines: int = 50
+    compose: tuple[str, ...] = ()
+    compose_profiles: tuple[str, ...] = ()
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     @property

@@ -23,7 +23,7 @@ from .engine import Engine, RunSpec
 from .errors import ConfigError, EngineUnavailable, PycontainError
 
 MARKER_KEYS = ("image", "dockerfile", "context", "scope", "env", "ports", "wait", "build_args",
-               "target")
+               "target", "compose", "compose_profiles")
 
 
 class Factory:

@@ -36,6 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         kwargs: dict[str, Any] = {"dest": f"pycontain_{option.name}", "help": option.help}
         if option.name == "build_arg":
             kwargs.update(action="append", default=[], metavar="KEY=VALUE")
+        elif option.name in ("compose", "compose_profiles"):
+            kwargs.update(action="append", default=[], metavar=option.name.upper())
         elif option.name == "no_cache":
             kwargs.update(action="store_const", const=True, default=None)
         elif option.choices:
@@ -49,8 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "pycontain(image=, dockerfile=, context=, scope=, env=, ports=, wait=, build_args=): "
-        "configure the `container` fixture for this test",
+        "pycontain(image=, dockerfile=, context=, scope=, env=, ports=, wait=, build_args=, "
+        "compose=, compose_profiles=): configure the `container` and `compose` fixtures for "
+        "this test",
     )
 
 
@@ -199,6 +202,22 @@ def container(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
         raise shared
     _track(request.node, shared)
     yield shared
+
+
+@pytest.fixture
+def compose(pycontain: Any, request: pytest.FixtureRequest) -> Any:
+    """A Compose stack per test: the marker's ``compose=``/``compose_profiles=``, else the
+    configured files and profiles, else ``compose.yaml`` in the rootdir."""
+    configured = settings(request.config)
+    marker = request.node.get_closest_marker("pycontain")
+    wanted = dict(marker.kwargs) if marker else {}
+    files = wanted.get("compose", configured.compose)
+    profiles = wanted.get("compose_profiles", configured.compose_profiles)
+    for key, value in (("compose", files), ("compose_profiles", profiles)):
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            pytest.fail(f"pycontain: {request.node.nodeid}: @pytest.mark.pycontain({key}=...) "
+                        f"must be a list of strings, not {value!r}", pytrace=False)
+    return pycontain.compose(*files, profiles=tuple(profiles))
 
 
 def _keep_or_close(request: pytest.FixtureRequest, factory: Any) -> None:

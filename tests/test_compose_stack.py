@@ -235,3 +235,45 @@ def test_compose_stacks(project: pytest.Pytester, backend: Backend) -> None:
     result = run(project, backend, "-v")
     result.assert_outcomes(passed=6)
     backend.assert_no_leftovers()
+
+
+FIXTURE_TESTS = r'''
+import pytest
+
+
+def test_configured(compose):
+    assert sorted(compose.services) == EXPECTED
+    assert compose.services["one"].exec("echo $WHO").output == WHO
+
+
+@pytest.mark.pycontain(compose=["marked.yaml"], compose_profiles=[])
+def test_marker_wins(compose):
+    assert sorted(compose.services) == ["marked"]
+
+
+def test_a_failing_test_reports_the_stack_logs(compose):
+    assert compose.services["one"].logs() == "nothing like this\n"
+'''
+
+
+def test_the_compose_fixture_from_settings_marker_and_command_line(
+        pytester: pytest.Pytester, backend: Backend) -> None:
+    service = "    image: busybox\n    command: sh -c 'echo {0} says hello; exec sleep 1000'\n"
+    pytester.makefile(".yaml", stack="services:\n  one:\n" + service.format("one")
+                      + "    environment: {WHO: pyproject}\n  two:\n" + service.format("two")
+                      + "    profiles: [extra]\n",
+                      cli="services:\n  one:\n" + service.format("one")
+                      + "    environment: {WHO: cli}\n",
+                      marked="services:\n  marked:\n" + service.format("marked"))
+    pytester.makepyprojecttoml('[tool.pycontain]\ncompose = ["stack.yaml"]\n'
+                               'compose_profiles = ["extra"]\n')
+    pytester.makepyfile(test_fixture="EXPECTED = ['one', 'two']\nWHO = 'pyproject\\n'\n"
+                        + FIXTURE_TESTS)
+    result = run(pytester, backend)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*pycontain log: one*", "one says hello"])
+    pytester.makepyfile(test_fixture="EXPECTED = ['one']\nWHO = 'cli\\n'\n" + FIXTURE_TESTS)
+    result = run(pytester, backend, "--pycontain-compose", "cli.yaml",
+                 "--pycontain-compose-profiles", "none")
+    result.assert_outcomes(passed=2, failed=1)
+    backend.assert_no_leftovers()
