@@ -176,6 +176,55 @@ class EngineContract:
         with pytest.raises(FileNotFoundError, match="/no/such"):
             container.copy_from("/no/such", tmp_path)
 
+    def test_copy_resolves_planted_symlinks_inside_the_root(self, run, tmp_path: Path) -> None:
+        """Symlinks the container planted (absolute and ``../`` forms, on the way or at the end
+        of a path) resolve inside the container, as ``docker cp`` resolves them: nothing is read
+        or written on the host through them (the class of CVE-2018-15664). The host directory
+        ``outside`` exists in the container too, with its own file, so every copy has an
+        in-container answer to give."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "secret").write_text("host secret\n")
+        rel = "../" * 12 + str(outside).lstrip("/")
+        container = run(command="sleep 1000")
+        planted = container.exec(
+            f"mkdir -p {outside} /plant /dst && echo container secret > {outside}/secret && "
+            f"ln -s {outside} /plant/abs && ln -s {rel} /plant/rel && "
+            f"ln -s {outside} /dst/tree && ln -s {outside}/secret /plant/file")
+        assert planted.exit_code == 0, planted.output
+        (tmp_path / "f").write_text("written\n")
+        (tmp_path / "tree").mkdir()
+        (tmp_path / "tree" / "x").write_text("in tree\n")
+        container.copy_to(tmp_path / "f", "/plant/abs/f1")  # an absolute link on the way
+        container.copy_to(tmp_path / "f", "/plant/rel/f2")  # a ../ link on the way
+        container.copy_to(tmp_path / "f", "/plant/abs")  # the destination: a link to a dir
+        container.copy_to(tmp_path / "tree", "/dst")  # /dst/tree is a link: replaced, not used
+        assert sorted(os.listdir(outside)) == ["secret"]
+        assert (outside / "secret").read_text() == "host secret\n"
+        seen = container.exec(f"cd {outside} && ls && cat f1 f2 f secret && "
+                              "test -d /dst/tree && ! test -L /dst/tree && cat /dst/tree/x")
+        assert seen.output == ("f\nf1\nf2\nsecret\nwritten\nwritten\nwritten\n"
+                               "container secret\nin tree\n"), seen.output
+        back = tmp_path / "back"
+        back.mkdir()
+        container.copy_from("/plant/abs/secret", back / "s1")
+        container.copy_from("/plant/rel/secret", back / "s2")
+        assert (back / "s1").read_text() == (back / "s2").read_text() == "container secret\n"
+        container.copy_from("/plant", back)  # links come out as links, not followed
+        assert os.readlink(back / "plant" / "abs") == str(outside)
+        assert os.readlink(back / "plant" / "rel") == rel
+        assert os.readlink(back / "plant" / "file") == f"{outside}/secret"
+        # a second copy where the container turned the links into directories must not
+        # write through the links the first one left on the host
+        assert container.exec("cd /plant && rm abs rel file && mkdir abs rel && "
+                              "echo over > abs/secret && echo over > rel/secret && "
+                              "echo over > file").exit_code == 0
+        container.copy_from("/plant", back)
+        assert sorted(os.listdir(outside)) == ["secret"]
+        assert (outside / "secret").read_text() == "host secret\n"
+        assert (back / "plant" / "abs" / "secret").read_text() == "over\n"
+        assert (back / "plant" / "file").read_text() == "over\n"
+
     def test_mounts_tmpfs_and_read_only(self, run, tmp_path: Path) -> None:
         (tmp_path / "rw").mkdir()
         (tmp_path / "ro").mkdir()

@@ -17,6 +17,7 @@ import signal as signals
 import socket
 import struct
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -291,6 +292,11 @@ class DockerContainer:
             raise FileNotFoundError(f"copy_to: {src} does not exist on the host")
         with self._api.mapped(f"copy_to {self.name}:{dest}", container=self.id):
             stat = self._stat(dest)
+            if stat is not None and stat.get("mode", 0) & (1 << 27) and stat.get("linkTarget"):
+                # a symlink (Go's os.ModeSymlink): the docker CLI copies to what it leads to,
+                # which the engine resolved inside the container's root
+                dest = stat["linkTarget"]
+                stat = self._stat(dest)
             if stat is not None and stat.get("mode", 0) & (1 << 31):  # Go's os.ModeDir
                 directory, arcname = dest, os.path.basename(src.rstrip("/")) or "."
             else:
@@ -434,7 +440,24 @@ def _extract(data: bytes, root: Path, rename: str | None) -> None:
                     raise errors.ContainerError(f"copy_from: unsafe link {member.name!r}")
             member.mode &= 0o7777
         root.mkdir(parents=True, exist_ok=True)
-        if hasattr(tarfile, "tar_filter"):
-            tar.extractall(root, members=members, filter="tar")
-        else:  # pragma: no cover - older patch releases of 3.10/3.11
-            tar.extractall(root, members=members)
+        # Into a fresh directory first, then across with no symlink followed: what an earlier
+        # copy left in ``root`` (a container's symlink) is replaced, never written through.
+        with tempfile.TemporaryDirectory(prefix=".pycontain-cp-", dir=root) as fresh:
+            if hasattr(tarfile, "tar_filter"):
+                tar.extractall(fresh, members=members, filter="tar")
+            else:  # pragma: no cover - older patch releases of 3.10/3.11
+                tar.extractall(fresh, members=members)
+            _move_into(Path(fresh), root, {m.name.split("/")[0] for m in members})
+
+
+def _move_into(fresh: Path, root: Path, names: set[str]) -> None:
+    from .. import fdcopy
+
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+    source, target = os.open(fresh, flags), os.open(root, flags)
+    try:
+        for name in sorted(names):
+            fdcopy.copy(fdcopy.Location(source, name, name), fdcopy.Location(target, name, name))
+    finally:
+        os.close(source)
+        os.close(target)

@@ -13,9 +13,10 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
+import posixpath
 import signal
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -371,29 +372,76 @@ class NativeContainer:
 
     def copy_to(self, src: str | os.PathLike, dest: str) -> None:
         """Copy a host file or directory into the container, like ``docker cp``: into ``dest``
-        if it is a directory there, else as ``dest``."""
-        from .rootfs import inside
+        if it is a directory there, else as ``dest``. ``dest`` resolves inside the container's
+        root, race-free (see ``inroot``): no symlink the container planted leads out."""
+        from .. import fdcopy
+        from . import inroot
 
         src = os.fspath(src)
         if not os.path.exists(src):
             raise FileNotFoundError(f"copy_to: {src} does not exist on the host")
-        root = self._root()
-        target = inside(root, dest)
-        if os.path.isdir(target):
-            target = os.path.join(target, os.path.basename(src.rstrip("/")))
-        _copy(src, target)
+        host = os.path.abspath(src)
+        with self._root_fd() as root, _closing(os.open(os.path.dirname(host), _PATH_DIR)) as up:
+            try:
+                try:
+                    where = inroot.locate(root, dest, follow_last=True)
+                except FileNotFoundError:
+                    inroot.make_parents(root, posixpath.dirname(posixpath.normpath("/" + dest)))
+                    where = inroot.locate(root, dest, follow_last=True)
+                try:
+                    st = where.lstat()
+                    if st is not None and stat.S_ISDIR(st.st_mode):
+                        into = os.open(where.name or ".", _PATH_DIR | os.O_NOFOLLOW,
+                                       dir_fd=where.dir_fd)
+                        where.close()
+                        where = fdcopy.Location(into, os.path.basename(host), dest)
+                    fdcopy.copy(fdcopy.Location(up, os.path.basename(host), src), where)
+                finally:
+                    where.close()
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                raise ContainerError(f"copy_to {self.name}:{dest}: {exc.strerror or exc}",
+                                     container=self.id) from exc
 
     def copy_from(self, src: str, dest: str | os.PathLike) -> None:
-        """Copy a file or directory out of the container (running or exited)."""
-        from .rootfs import inside
+        """Copy a file or directory out of the container (running or exited), like ``docker
+        cp``: a symlink is copied as a symlink (followed only for ``src/`` or ``src/.``), and
+        ``src`` resolves inside the container's root, race-free (see ``inroot``)."""
+        from .. import fdcopy
+        from . import inroot
 
-        source = inside(self._root(), src)
-        if not os.path.lexists(source):
-            raise FileNotFoundError(f"copy_from: {src} does not exist in container {self.name}")
+        follow = src.endswith("/") or src.endswith("/.")
         target = os.fspath(dest)
         if os.path.isdir(target):
             target = os.path.join(target, os.path.basename(src.rstrip("/")) or "root")
-        _copy(source, target)
+        with self._root_fd() as root:
+            try:
+                try:
+                    where = inroot.locate(root, src, follow_last=follow)
+                except FileNotFoundError:
+                    where = None
+                if where is None or where.lstat() is None:
+                    if where is not None:
+                        where.close()
+                    raise FileNotFoundError(
+                        f"copy_from: {src} does not exist in container {self.name}")
+                try:
+                    host = os.path.abspath(target)
+                    os.makedirs(os.path.dirname(host), exist_ok=True)
+                    with _closing(os.open(os.path.dirname(host), _PATH_DIR)) as up:
+                        fdcopy.copy(where, fdcopy.Location(up, os.path.basename(host), target))
+                finally:
+                    where.close()
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                raise ContainerError(f"copy_from {self.name}:{src}: {exc.strerror or exc}",
+                                     container=self.id) from exc
+
+    def _root_fd(self) -> contextlib.AbstractContextManager[int]:
+        """The container's root directory, open (``O_PATH``) for paths resolved inside it."""
+        return _closing(os.open(self._root(), _PATH_DIR))
 
     def kill(self, signal: int = 9) -> None:
         if self.pid is None or self._control.poll(0):
@@ -484,9 +532,12 @@ class NativeContainer:
         return self._removed or self.kept or self._control.poll(0)
 
 
-def _copy(source: str, target: str) -> None:
-    if os.path.isdir(source) and not os.path.islink(source):
-        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-    else:
-        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        shutil.copy2(source, target, follow_symlinks=False)
+_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
