@@ -85,7 +85,7 @@ class RunRequest:
     user: str
     workdir: str
     lower_dirs: tuple[str, ...]
-    network: str = "host"
+    network: str = "default"  # its own namespace with a way out; "host"; "none" (loopback)
     where: str = ""
     mounts: tuple[tuple[str, str, bool], ...] = ()  # RUN --mount binds: (host, target, ro)
     tmpfs: tuple[tuple[str, str], ...] = ()  # (target, options)
@@ -588,7 +588,9 @@ class Builder:
             raise NotSupported(f"{ins.path}:{ins.line}: RUN --network={ins.network} "
                                f"and --security={ins.security} are not supported yet")
         mounts = self._run_mounts(state, ins)
-        network = "none" if ins.network == "none" else "host"
+        # its own namespace with a way out (as Docker's bridge), or as asked: loopback only,
+        # or the host's namespace
+        network = ins.network if ins.network in ("host", "none") else "default"
         if ins.json:
             argv = list(ins.command)
         else:

@@ -223,11 +223,15 @@ class LayeredFS:
 
     def resolve(self, path: str, *, follow_last: bool = True) -> str:
         """``path`` with every symlink on it resolved inside the root (absolute, normalised)."""
-        parts = self._parts(path)
+        parts = self._parts(path)  # the path itself is cleaned first, as Docker cleans it
         done: list[str] = []
         hops = 0
         while parts:
             part = parts.pop(0)
+            if part == "..":  # from a link's target: up from where the link is, not past /
+                if done:
+                    done.pop()
+                continue
             candidate = "/" + "/".join([*done, part])
             found = self.find(candidate)
             if found and stat.S_ISLNK(found[1].st_mode) and (parts or follow_last):
@@ -237,7 +241,7 @@ class LayeredFS:
                 target = os.readlink(found[0])
                 if target.startswith("/"):
                     done = []
-                parts = self._parts(target) + parts
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts
                 continue
             done.append(part)
         return "/" + "/".join(done)

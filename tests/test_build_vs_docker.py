@@ -216,6 +216,16 @@ RUN --mount=type=cache,target=/var/newcache/deep,id=x,uid=1000 ls /var/newcache 
 RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/t && ls /scratch > /scratch-listing
 RUN --mount=type=secret,id=none ls /run > /run-listing 2>&1 || true
 """,
+    "copy_through_planted_symlinks": """\
+FROM busybox
+RUN mkdir -p /real/sub /a/b && ln -s /real /abs && ln -s ../../real /a/b/rel && \
+    ln -s ../../../../.. /a/up && ln -s /real/sub/file /real/flink && echo old > /real/sub/file
+COPY README.md /abs/
+COPY CHANGES.md /a/b/rel/changes
+COPY keep.log /a/up/real/sub/
+COPY app /abs/app
+COPY script.sh /real/flink
+""",
     "debian_usrmerge": """\
 FROM debian:bookworm
 COPY script.sh /bin/

@@ -18,8 +18,10 @@ __all__ = ["NativeRunner"]
 
 
 class NativeRunner:
-    """Runs each RUN in the native engine, in the host's network namespace (Docker gives RUN a
-    NAT'd bridge: our documented difference). Without an ``engine``, ``make_engine`` makes one
+    """Runs each RUN in the native engine. A RUN gets its own network namespace with a way
+    out through pasta (``egress``: never to the host's loopback or abstract sockets, as
+    Docker's NAT'd bridge), loopback only with ``--network=none``, and the host's namespace
+    only when it asks (``--network=host``). Without an ``engine``, ``make_engine`` makes one
     at the first RUN (a build without RUN needs no root); :meth:`close` closes that one."""
 
     def __init__(self, engine: Any = None, *, make_engine: Callable[[], Any] | None = None):
@@ -36,18 +38,40 @@ class NativeRunner:
         image = RunImage({"Env": list(request.env), "WorkingDir": request.workdir,
                           "User": request.user}, list(request.lower_dirs))
         mounts = [f"{host}:{target}:{'ro' if ro else 'rw'}" for host, target, ro in request.mounts]
+        network = request.network
+        if network not in ("default", "host", "none"):
+            raise ValueError(f"RunRequest.network={network!r}: expected default, host or none")
+        ways_out: list[Any] = []
+
+        def attach_egress(container: Any) -> None:
+            from . import egress
+
+            made = egress.attach(container.pid, journal=self.engine.journal,
+                                 container=container.id)
+            if made is not None:
+                ways_out.append(made)
+
+        def remove(container: Any) -> None:
+            try:
+                container.remove()
+            finally:
+                for way in ways_out:
+                    way.close()
+
         container = self.engine.run(RunSpec(
-            image=image, entrypoint=list(request.argv), command=None, network=request.network,
+            image=image, entrypoint=list(request.argv), command=None,
+            network="host" if network == "host" else None,
             user=request.user, workdir=request.workdir, mounts=mounts or None,
-            tmpfs=dict(request.tmpfs) or None))
+            tmpfs=dict(request.tmpfs) or None),
+            before_start=attach_egress if network == "default" else None)
         try:
             code = container.wait()
             output = container.logs()
         except BaseException:
-            container.remove()
+            remove(container)
             raise
-        return RunResult(code, output, Path(container.dir) / "upper", container.remove,
-                         mountpoints=container.mountpoints)
+        return RunResult(code, output, Path(container.dir) / "upper",
+                         lambda: remove(container), mountpoints=container.mountpoints)
 
     def close(self) -> None:
         if self._own and self.engine is not None:

@@ -1,0 +1,131 @@
+"""A way out for a build step's own network namespace: pasta (Debian's ``passt``) attached to it.
+
+Docker gives RUN steps a NAT'd bridge; we give them their own namespace (never the host's, whose
+loopback services and abstract unix sockets an untrusted Dockerfile must not reach) and pasta,
+a userspace stack that turns the step's connections into the host's own sockets. No bridge,
+route or firewall rule is made on the host, and pasta ends with the step (or with us: a
+parent-death signal, and the journal for the reaper). Its flags keep the host's loopback out
+of reach: ``--no-map-gw`` (the gateway address is the real gateway, not the host), and no
+port forwarding either way (``-t/-u/-T/-U none``).
+
+One thing pasta of Debian 12 does not refuse: a step holding CAP_NET_ADMIN could route
+``127.0.0.0/8`` out of its tap and pasta would connect that to the host's loopback. The
+privilege boundary of build steps (Docker's 14 capabilities, a read-only ``/proc/sys``) takes
+that capability away; ``tests/test_build_security.py`` proves a step cannot do it.
+
+Without pasta, a step gets loopback only and one warning names the package (``passt``): a
+Dockerfile whose steps need no network still builds, and one that does fails with its own
+network error, next to the warning that says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NetworkError
+from . import state
+
+PACKAGE = "passt"
+_READY_TIMEOUT = 5.0
+
+
+def pasta_path() -> str | None:
+    """The pasta binary, if installed."""
+    return shutil.which("pasta")
+
+
+@dataclass
+class Egress:
+    """A running pasta serving one network namespace; :meth:`close` ends it."""
+
+    process: subprocess.Popen[bytes]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        self.process.wait()
+
+
+def warn_missing() -> None:
+    """Say that build steps run without a way out, and how to get one (once per process:
+    the warnings module's default filter shows a warning once per place)."""
+    warnings.warn(f"pycontain: pasta (Debian's {PACKAGE} package) is not installed: RUN steps "
+                  "get loopback only (no outbound network); install it for egress",
+                  RuntimeWarning, stacklevel=2)
+
+
+def attach(pid: int, *, journal: Any = None, container: str | None = None) -> Egress | None:
+    """Start pasta for the network namespace of process ``pid`` (a step paused before its
+    command) and wait until the namespace has its address and default route. None, after a
+    one-line warning, when pasta is not installed; ``NetworkError`` with pasta's words when it
+    cannot start."""
+    binary = pasta_path()
+    if binary is None:
+        warn_missing()
+        return None
+    # pasta opens the namespace itself; /proc/PID/ns/net of another process is refused to it
+    # (it keeps only a few capabilities), so it gets ours, already open, as /proc/self/fd/N.
+    netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    argv = [binary, "--config-net", "--no-map-gw", "-t", "none", "-u", "none", "-T", "none",
+            "-U", "none", "--foreground", "--quiet", "--netns", f"/proc/self/fd/{netns}"]
+    if os.geteuid() == 0:
+        argv[1:1] = ["--runas", "0"]  # else it becomes nobody, who may not enter the namespace
+    setpriv = shutil.which("setpriv")  # util-linux: pasta dies with us, even when we are killed
+    if setpriv is not None:
+        argv[:0] = [setpriv, "--pdeathsig", "KILL", "--"]
+    with tempfile.TemporaryFile() as log:
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                       pass_fds=[netns], start_new_session=True)
+        finally:
+            os.close(netns)
+        egress = Egress(process)
+        if journal is not None:
+            journal.record("process", container=container, pid=process.pid, role="pasta",
+                           start=state.process_start_time(process.pid))
+        try:
+            _wait_ready(pid, process, log)
+        except BaseException:
+            egress.close()
+            raise
+    return egress
+
+
+def _wait_ready(pid: int, process: subprocess.Popen[bytes], log: Any) -> None:
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while not _has_default_route(pid):
+        code = process.poll()
+        if code is not None or time.monotonic() > deadline:
+            log.seek(0)
+            said = " ".join(line for line in log.read().decode(errors="replace").splitlines()
+                            if line and "syslog" not in line)
+            what = f"exited with code {code}" if code is not None else \
+                f"set up no route within {_READY_TIMEOUT:.0f}s"
+            raise NetworkError(f"pasta (for a RUN step's network) {what}: {said or 'no output'}")
+        time.sleep(0.005)
+
+
+def _has_default_route(pid: int) -> bool:
+    """Whether the namespace of ``pid`` has an IPv4 or IPv6 default route (pasta's last step
+    of --config-net)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/net/route") as routes:
+        for line in routes.readlines()[1:]:
+            fields = line.split()
+            if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
+                return True
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/net/ipv6_route") as routes:
+        for line in routes:
+            fields = line.split()
+            if len(fields) > 9 and fields[0] == "0" * 32 and fields[1] == "00" \
+                        and fields[9] != "lo":
+                return True
+    return False
