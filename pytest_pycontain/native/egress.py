@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NetworkError
-from . import state
+from ..procinfo import process_start_time
 
 PACKAGE = "passt"
 _READY_TIMEOUT = 5.0
@@ -91,7 +91,7 @@ def attach(pid: int, *, journal: Any = None, container: str | None = None) -> Eg
         egress = Egress(process)
         if journal is not None:
             journal.record("process", container=container, pid=process.pid, role="pasta",
-                           start=state.process_start_time(process.pid))
+                           start=process_start_time(process.pid))
         try:
             _wait_ready(pid, process, log)
         except BaseException:
