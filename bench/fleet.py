@@ -71,7 +71,7 @@ def alive(env: Env, count: int) -> dict | None:
         warm = engine.run(RunSpec(image=IMAGE, command=SLEEP, network=net))
         warm.kill()
         warm.remove()  # the zygote (the shims' parent) is up, and warm shims are ready
-        zygote = engine._zygote.pid
+        zygote = engine.zygote.pid
         time.sleep(0.5)
         before_pids = helper_pids(zygote)
         before = pss_kib(before_pids)

@@ -1,4 +1,4 @@
-"""The lifecycle of DESIGN.md §4 for each engine and peer: create and start a busybox
+"""The lifecycle (docs/benchmarks.md) for each engine and peer: create and start a busybox
 container on a network, exec ``true``, kill, remove.
 
 Each peer is a ``Peer``: ``setup()`` makes the network (once per run, or per lifecycle when
@@ -23,11 +23,10 @@ SLEEP = ["sleep", "3600"]  # busybox's Cmd is ``sh``, which exits at once withou
 
 def drain(engine: Any) -> None:
     """Wait until the native engine's background teardown has caught up, so that
-    back-to-back timings count it (DESIGN.md §4)."""
-    trash = getattr(engine, "_trash", None)
-    deadline = time.monotonic() + 30
-    while trash is not None and not trash.empty() and time.monotonic() < deadline:
-        time.sleep(0.001)
+    back-to-back timings count it (engines without background teardown have no ``drain``)."""
+    waiting = getattr(engine, "drain", None)
+    if waiting is not None:
+        waiting()
 
 
 class Peer:

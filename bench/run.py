@@ -153,7 +153,7 @@ def markdown(results: dict) -> str:
     networks = sorted({row["network"] for row in life.values()
                        if isinstance(row, dict) and "network" in row})
     lines += [table(results), "",
-              "Lifecycle (DESIGN.md §4): create and start busybox on a network, exec `true`, "
+              "Lifecycle (docs/benchmarks.md): create and start busybox on a network, exec `true`, "
               "kill, remove. Networks used: " + "; ".join(networks) + ". `docker_raw` is the "
               "`docker` package's low-level client making the same calls, interleaved with "
               "`docker_backend` sample by sample. Missing peers are `-` here and `null` in "
