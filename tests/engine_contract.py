@@ -260,6 +260,63 @@ class EngineContract:
         container.remove()  # twice is fine
 
 
+    def test_network_faults(self, engine, busybox) -> None:
+        """Partitions, loss and delay, undone again, and the same errors: one fault state on
+        every backend (the native engine shapes what a member receives, Docker what it sends;
+        a round trip sees either alike)."""
+        from pytest_pycontain.errors import NetworkError, NotSupported
+
+        fetch = "printf 'GET /ping HTTP/1.0\\r\\n\\r\\n' | nc -w 2 server 8080"
+        net = engine.network()
+        made: list[Container] = []
+        try:
+            made.append(server := engine.run(RunSpec(
+                image=busybox, name="server", network=net,
+                command="echo pong > /tmp/ping; exec httpd -f -p 8080 -h /tmp")))
+            made.append(client := engine.run(RunSpec(image=busybox, name="client", network=net,
+                                                     command="sleep 1000")))
+            made.append(loner := engine.run(RunSpec(image=busybox, command="sleep 1000")))
+            _until(lambda: server.probe_port(8080))
+            assert client.exec(fetch).stdout.endswith("pong\n")
+
+            net.partition(client, server)
+            net.partition(server, client)  # in place already: nothing changes
+            assert client.exec(fetch, timeout=10).exit_code != 0
+            assert server.exec(f"ping -c 1 -W 1 {client.ip}").exit_code != 0
+            net.heal()
+            net.heal()
+            assert client.exec(fetch).stdout.endswith("pong\n")
+
+            net.loss(client, 100)
+            assert client.exec(f"ping -c 1 -W 1 {server.ip}").exit_code != 0
+            assert server.exec(f"ping -c 1 -W 1 {client.ip}").exit_code != 0
+            net.loss(client, 0)
+            assert client.exec(f"ping -c 1 -W 5 {server.ip}").exit_code == 0
+
+            try:
+                net.delay(client, 200, jitter_ms=0)
+            except NotSupported as exc:
+                pytest.skip(f"this kernel cannot delay packets: {exc}")
+            rtt = client.exec(f"ping -c 1 -W 5 {server.ip}")
+            assert rtt.exit_code == 0 and _ping_ms(rtt.stdout) >= 200, rtt.output
+            net.delay(client, 0)
+            assert client.exec(f"ping -c 1 -W 5 {server.ip}").exit_code == 0
+
+            for call, message in [
+                (lambda: net.partition(client, client), "from itself"),
+                (lambda: net.delay(client, -1), r"delay: ms and jitter_ms must be >= 0, got -1, 0"),
+                (lambda: net.loss(client, 120),
+                 r"loss: percent must be between 0 and 100, got 120"),
+                (lambda: net.delay(loner, 100), "is not on network"),
+                (lambda: net.partition(client, loner), "is not on network"),
+            ]:
+                with pytest.raises(NetworkError, match=message):
+                    call()
+        finally:
+            for container in made:
+                container.remove()
+            net.remove()
+
 def _until(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -294,3 +351,11 @@ def busybox_rootfs(path: Path) -> Path:
     (path / "etc" / "group").write_text(
         "root:x:0:\ndaemon:x:1:\nwww-data:x:33:\nnogroup:x:65534:\n")
     return path
+
+
+def _ping_ms(output: str) -> float:
+    """The round trip of busybox ping's one packet, in ms."""
+    for line in output.splitlines():
+        if "time=" in line:
+            return float(line.split("time=")[1].split()[0])
+    raise AssertionError(f"no round trip in {output!r}")
