@@ -5,7 +5,8 @@ engine, or the keeper of a kept container) holds an exclusive ``flock`` on
 ``owners/<owner>.lock`` for its whole life and appends one JSON line per resource to
 ``owners/<owner>.journal`` *before* making it. ``reap()`` takes the lock of every owner it can:
 a lock it gets belongs to a dead owner, whose journal is undone newest first. A live owner's
-lock cannot be taken, so its resources are never touched.
+lock cannot be taken, so its resources are never touched. Directories of files kept per owner
+(``netrecords/<owner>/``, see ``OWNER_DIRS``) are swept by the same rule, journalled or not.
 
 Undo is idempotent (a resource already gone is fine), so a record written for a resource that
 was never made, or reaped twice, does no harm. Other modules add kinds with ``register_undo``
