@@ -39,16 +39,26 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
+def _published(values: list[str]) -> dict[str, str | None]:
+    """``-p PORT`` (any free host port) or ``-p HOST_PORT:PORT``, as ``docker run -p``; the run
+    request checks the numbers."""
+    ports: dict[str, str | None] = {}
+    for value in values:
+        host, sep, port = value.rpartition(":")
+        ports[port] = host if sep else None
+    return ports
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import RunSpec
 
+    spec = RunSpec.create(args.image, name=args.name, command=args.command or None,
+                          entrypoint=args.entrypoint, env=_env(args.env), workdir=args.workdir,
+                          user=args.user, hostname=args.hostname,
+                          network="host" if args.network == "host" else None,
+                          ports=_published(args.publish))  # bad input: before any engine
     engine = _engine()
     try:
-        spec = RunSpec(image=args.image, name=args.name, command=args.command or None,
-                       entrypoint=args.entrypoint, env=_env(args.env), workdir=args.workdir,
-                       user=args.user, hostname=args.hostname,
-                       network="host" if args.network == "host" else None,
-                       ports=[int(p) for p in args.publish] or None)
         try:
             container = engine.run(spec)
         except ContainerError as exc:
@@ -146,7 +156,8 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--hostname")
     p.add_argument("--entrypoint")
     p.add_argument("--network", choices=("none", "host"), default="none")
-    p.add_argument("-p", "--publish", action="append", default=[], metavar="PORT")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[HOST_PORT:]PORT",
+                   help="publish a port on 127.0.0.1 (any free host port without HOST_PORT)")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(handler=cmd_run)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .frozen import FrozenMap
 
 CHOICES_BACKEND = ("auto", "native", "docker")
 CHOICES_SCOPE = ("function", "module", "session")
@@ -100,8 +101,9 @@ def _words(value: Any) -> tuple[str, ...]:
     raise ValueError(f"expected a list of strings, got {value!r}")
 
 
-def _build_args(value: Any) -> tuple[tuple[str, str], ...]:
-    """``KEY=VALUE`` pairs, from a mapping, a list of ``K=V`` or a whitespace-separated string."""
+def _build_args(value: Any) -> FrozenMap[str, str]:
+    """``KEY=VALUE`` pairs, from a mapping, a list of ``K=V`` or a whitespace-separated string;
+    the one form build args keep from here to the builder (hashable: it keys built images)."""
     if isinstance(value, Mapping):
         items = [(str(k), str(v)) for k, v in value.items()]
     else:
@@ -115,7 +117,7 @@ def _build_args(value: Any) -> tuple[tuple[str, str], ...]:
     for key, _ in items:
         if not key:
             raise ValueError("a build arg needs a name before '='")
-    return tuple(items)
+    return FrozenMap(items)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +152,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("dockerfile", _text, None, "the Dockerfile the `container` fixture is built from"),
     Option("context", _text, ".", "the build context for the Dockerfile"),
-    Option("build_arg", _build_args, (), "a build argument KEY=VALUE (repeatable)"),
+    Option("build_arg", _build_args, FrozenMap(), "a build argument KEY=VALUE (repeatable)"),
     Option("target", _text, None, "the build stage to build"),
     Option(
         "backend",
@@ -206,7 +208,7 @@ class Settings:
     image: str | None = None
     dockerfile: str | None = None
     context: str = "."
-    build_arg: tuple[tuple[str, str], ...] = ()
+    build_arg: Mapping[str, str] = FrozenMap()
     target: str | None = None
     backend: str = "auto"
     scope: str = "function"
@@ -235,8 +237,8 @@ class Settings:
         return Path(self.state_dir) if self.state_dir else default_state_dir()
 
     @property
-    def build_args(self) -> dict[str, str]:
-        return dict(self.build_arg)
+    def build_args(self) -> Mapping[str, str]:
+        return self.build_arg
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -338,6 +340,34 @@ def _check_network_sizes(values: Mapping[str, Any], sources: Mapping[str, str]) 
             f"{sources['network_prefix']} = {values['network_prefix']}: a /"
             f"{values['network_prefix']} subnet does not fit in the network pool {pool} "
             f"({sources['network_pool']}); use a prefix of {pool.prefixlen} or more")
+
+
+MARKER_OPTIONS = {"context": "context", "scope": "scope", "target": "target",
+                  "build_args": "build_arg"}
+
+
+def apply_marker(settings: Settings, marker: Mapping[str, Any], where: str) -> Settings:
+    """``settings`` with a ``@pytest.mark.pycontain(...)``'s own values over them (the
+    highest layer of ``resolve``, applied to its result rather than resolving again): each
+    checked by its option's parser; ``build_args`` per key over the configured ones."""
+    changes: dict[str, Any] = {}
+    sources = dict(settings.sources)
+    for key, name in MARKER_OPTIONS.items():
+        raw = marker.get(key)
+        if raw is None:
+            continue
+        described = f"{where}: @pytest.mark.pycontain({key}=...)"
+        if name == "build_arg" and not isinstance(raw, Mapping):
+            raise ConfigError(f"{described} must be a mapping")
+        try:
+            value = BY_NAME[name].parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{described} = {raw!r}: {exc}") from None
+        changes[name] = settings.build_arg | value if name == "build_arg" else value
+        sources[name] = described
+    if not changes:
+        return settings
+    return dataclasses.replace(settings, **changes, sources=sources)
 
 
 def _normalize_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:

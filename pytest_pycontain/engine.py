@@ -11,6 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .runspec import Mount, RunSpec
+
+__all__ = ["Container", "Engine", "ExecResult", "Mount", "Network", "RunSpec"]
+
 
 @dataclasses.dataclass(frozen=True)
 class ExecResult:
@@ -23,30 +27,6 @@ class ExecResult:
 
     def __iter__(self):  # allows ``code, out = container.exec(...)`` like docker-py
         return iter((self.exit_code, self.output))
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """Everything ``run`` takes, normalised (DESIGN.md §1)."""
-
-    image: Any  # a reference string or an Image
-    name: str | None = None
-    command: str | Sequence[str] | None = None
-    entrypoint: str | Sequence[str] | None = None
-    env: Mapping[str, str] | None = None
-    network: Any = None  # a Network, "host", "none" or None (own loopback-only namespace)
-    aliases: Sequence[str] | None = None
-    ports: Sequence[int] | Mapping[int, int] | None = None
-    hostname: str | None = None
-    user: str | None = None
-    workdir: str | None = None
-    mounts: Sequence[str] | None = None
-    tmpfs: Mapping[str, str] | None = None
-    read_only: bool = False
-    init: bool = False
-    memory: int | str | None = None
-    cpus: float | None = None
-    pids: int | None = None
 
 
 @runtime_checkable

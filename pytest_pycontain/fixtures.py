@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from .config import Settings, resolve
+from .config import Settings, apply_marker
 from .engine import Engine, RunSpec
 from .errors import ConfigError, EngineUnavailable, PycontainError
+from .frozen import FrozenMap
+from .runspec import parse_env, parse_ports
 
 MARKER_KEYS = ("image", "dockerfile", "context", "scope", "env", "ports", "wait", "build_args",
                "target", "compose", "compose_profiles")
@@ -50,14 +52,16 @@ class Factory:
             read_only: bool = False, init: bool = False, wait: Any = None,
             memory: int | str | None = None, cpus: float | None = None,
             pids: int | None = None) -> Any:
-        """Start a container (DESIGN.md §1); with ``wait``, return once it is ready."""
-        if isinstance(image, str):
-            image = self.pull(image) if self._session.settings.pull != "never" else image
-        spec = RunSpec(image=image, name=name, command=command, entrypoint=entrypoint, env=env,
-                       network=network, aliases=aliases, ports=ports, hostname=hostname,
-                       user=user, workdir=workdir, mounts=self._resolve_mounts(mounts),
-                       tmpfs=tmpfs, read_only=read_only, init=init, memory=memory, cpus=cpus,
-                       pids=pids)
+        """Start a container (DESIGN.md §1); with ``wait``, return once it is ready. Every
+        option is checked before anything is pulled; relative mount sources are taken from the
+        pytest rootdir."""
+        spec = RunSpec.create(image, base=self._session.resolve_path("."), name=name,
+                              command=command, entrypoint=entrypoint, env=env, network=network,
+                              aliases=aliases, ports=ports, hostname=hostname, user=user,
+                              workdir=workdir, mounts=mounts, tmpfs=tmpfs, read_only=read_only,
+                              init=init, memory=memory, cpus=cpus, pids=pids)
+        if isinstance(image, str) and self._session.settings.pull != "never":
+            spec = dataclasses.replace(spec, image=self.pull(image))
         container = self.engine.run(spec)
         self._containers.append(container)
         if self.on_container is not None:
@@ -83,9 +87,10 @@ class Factory:
                 dockerfile_path = in_context
         kwargs: dict[str, Any] = {}
         if secrets:  # only when given: an engine of an older signature still builds
-            kwargs["secrets"] = {k: self._session.resolve_path(v) for k, v in secrets.items()}
+            kwargs["secrets"] = FrozenMap((k, self._session.resolve_path(v))
+                                          for k, v in secrets.items())
         return self._session.build(context_path, dockerfile=dockerfile_path, target=target,
-                                   build_args=dict(build_args or {}), tag=tag,
+                                   build_args=FrozenMap(build_args or {}), tag=tag,
                                    no_cache=no_cache or self._session.settings.no_cache,
                                    **kwargs)
 
@@ -115,17 +120,6 @@ class Factory:
     @property
     def containers(self) -> list[Any]:
         return list(self._containers)
-
-    def _resolve_mounts(self, mounts: Sequence[str] | None) -> list[str] | None:
-        if not mounts:
-            return None
-        resolved = []
-        for mount in mounts:
-            host, sep, rest = mount.partition(":")
-            if not sep:
-                raise ConfigError(f"mount {mount!r}: expected HOST:CONTAINER[:ro]")
-            resolved.append(f"{self._session.resolve_path(host)}:{rest}")
-        return resolved
 
     def detach(self, container: Any) -> None:
         """Forget ``container`` (it was kept alive for a failed test)."""
@@ -211,10 +205,7 @@ class PycontainSession:
         return (base or Path(self.config.rootpath)) / path
 
     def build(self, context: Path, **kwargs: Any) -> Any:
-        key = (str(context), str(kwargs.get("dockerfile")), kwargs.get("target"),
-               tuple(sorted(kwargs.get("build_args", {}).items())), kwargs.get("tag"),
-               kwargs.get("no_cache"),
-               tuple(sorted((k, str(v)) for k, v in kwargs.get("secrets", {}).items())))
+        key = (context, FrozenMap(kwargs))  # every value is hashable: build args are frozen
         if key not in self._images:
             with self.progress.operation():
                 self._images[key] = self.engine.build(context, **kwargs)
@@ -241,15 +232,16 @@ def make_engine(backend: str, reason: str, settings: Settings, session_id: str) 
 
 @dataclasses.dataclass(frozen=True)
 class ContainerRequest:
-    """What the ``container`` fixture should run, resolved from settings and the marker."""
+    """What the ``container`` fixture should run, resolved from settings and the marker; frozen
+    and hashable, it keys the containers that module- and session-scoped tests share."""
 
     image: str | None
     dockerfile: str | None
     context: str
     target: str | None
-    build_args: tuple[tuple[str, str], ...]
-    env: tuple[tuple[str, str], ...]
-    ports: Any
+    build_args: Mapping[str, str]
+    env: Mapping[str, str]
+    ports: Mapping[int, int | None]
     wait: Any
     scope: str
 
@@ -261,16 +253,7 @@ def container_request(settings: Settings, marker: Mapping[str, Any],
     if unknown:
         raise ConfigError(f"{where}: @pytest.mark.pycontain has unknown key(s) "
                           f"{', '.join(unknown)} (known: {', '.join(MARKER_KEYS)})")
-    layered = {k: marker[k] for k in ("context", "scope", "target") if k in marker}
-    if "build_args" in marker:  # per key over the configured ones
-        if not isinstance(marker["build_args"], Mapping):
-            raise ConfigError(f"{where}: @pytest.mark.pycontain(build_args=...) must be a "
-                              "mapping")
-        layered["build_arg"] = {**dict(settings.build_arg), **marker["build_args"]}
-    merged = resolve(marker=layered, cli={k: getattr(settings, k) for k in
-                                         ("context", "scope", "target")},
-                     environ={})
-    build_args = merged.build_arg if "build_args" in marker else settings.build_arg
+    merged = apply_marker(settings, marker, where)
     if "image" in marker and "dockerfile" in marker:
         raise ConfigError(f"{where}: @pytest.mark.pycontain takes image= or dockerfile=, "
                           "not both")
@@ -284,12 +267,12 @@ def container_request(settings: Settings, marker: Mapping[str, Any],
     env = marker.get("env") or {}
     if not isinstance(env, Mapping):
         raise ConfigError(f"{where}: @pytest.mark.pycontain(env=...) must be a mapping")
-    ports = marker.get("ports")
-    ports = tuple(sorted(ports.items())) if isinstance(ports, Mapping) else (
-        tuple(ports) if ports else None)
+    try:  # the run request's own readers: the same rules and words as pycontain.run()
+        env, ports = parse_env(env), parse_ports(marker.get("ports"))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: @pytest.mark.pycontain: {exc}") from None
     return ContainerRequest(image=image, dockerfile=dockerfile, context=merged.context,
-                            target=merged.target, build_args=build_args,
-                            env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
+                            target=merged.target, build_args=merged.build_arg, env=env,
                             ports=ports, wait=marker.get("wait"), scope=merged.scope)
 
 
@@ -299,11 +282,9 @@ def start_container(factory: Factory, request: ContainerRequest) -> Any:
         image: Any = request.image
     else:
         image = factory.build(request.context, dockerfile=request.dockerfile,
-                              target=request.target, build_args=dict(request.build_args))
-    ports = dict(request.ports) if request.ports and isinstance(request.ports[0], tuple) else (
-        list(request.ports) if request.ports else None)
+                              target=request.target, build_args=request.build_args)
     network = factory.network()  # a private network per container: a name, an address, DNS
-    return factory.run(image, env=dict(request.env) or None, ports=ports, wait=request.wait,
+    return factory.run(image, env=request.env, ports=request.ports, wait=request.wait,
                        network=network)
 
 

@@ -141,7 +141,7 @@ def test_publish_is_all_or_nothing(standin: int) -> None:
             publish(netns_of(standin), {9000: first, 9001: taken.getsockname()[1]})
     with socket.socket() as again:  # the first proxy was closed: its port is free
         again.bind(("127.0.0.1", first))
-    proxies = publish(netns_of(standin), [9000, 9001])
+    proxies = publish(netns_of(standin), {9000: None, 9001: None})
     try:
         assert sorted(proxies) == [9000, 9001]
         assert proxies[9000].port != proxies[9001].port

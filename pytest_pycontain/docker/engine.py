@@ -11,17 +11,15 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import shlex
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .. import errors
 from ..engine import RunSpec
-from ..imageconfig import shell_argv
 from .build import BuildRequest, build_image, builder
 from .client import (
     DEFAULT_HOST,
@@ -222,14 +220,10 @@ class DockerEngine:
         given = spec.name or f"pycontain-{unique_suffix()}"
         engine_name = f"{given}-{unique_suffix()}" if spec.name else given
         host_ip = "127.0.0.1" if self.loopback else ""  # a remote host: every interface
-        ports = _port_bindings(spec.ports, host_ip)
-        binds, memory = _binds(spec.mounts), _memory(spec.memory)  # bad input: before anything
-        try:
-            nano_cpus = int(float(spec.cpus) * 1e9) if spec.cpus else None
-            pids = int(spec.pids) if spec.pids else None
-        except (TypeError, ValueError):
-            raise errors.ConfigError(f"cpus={spec.cpus!r}, pids={spec.pids!r}: expected numbers"
-                                     ) from None
+        # the spec is checked and normalised already: only the engine API's shapes are made
+        ports = {port: (host_ip, host) for port, host in spec.ports.items()}
+        binds = [str(mount) for mount in spec.mounts] or None
+        nano_cpus = int(spec.cpus * 1e9) if spec.cpus is not None else None
         network = spec.network
         own_network = None
         network_mode = None
@@ -258,26 +252,24 @@ class DockerEngine:
                     network_mode=network_mode,
                     port_bindings=ports or None,
                     binds=binds,
-                    tmpfs=dict(spec.tmpfs) if spec.tmpfs else None,
-                    read_only=bool(spec.read_only),
-                    init=bool(spec.init) or None,
-                    mem_limit=memory,
+                    tmpfs=dict(spec.tmpfs) or None,
+                    read_only=spec.read_only,
+                    init=spec.init or None,
+                    mem_limit=spec.memory,
                     nano_cpus=nano_cpus,
-                    pids_limit=pids,
+                    pids_limit=spec.pids,
                 )
                 networking = None
                 if network_mode not in ("host", "none", None) and not network_mode.startswith(
                         "container:"):
                     networking = self.api.create_networking_config({
                         network_mode: self.api.create_endpoint_config(
-                            aliases=[given, *(spec.aliases or ())])})
+                            aliases=[given, *spec.aliases])})
                 created = self.api.create_container(
                     image_key,
-                    command=shell_argv(spec.command) if spec.command is not None else None,
-                    entrypoint=(shlex.split(spec.entrypoint) if isinstance(spec.entrypoint, str)
-                                else list(spec.entrypoint) if spec.entrypoint is not None
-                                else None),
-                    environment={str(k): str(v) for k, v in (spec.env or {}).items()} or None,
+                    command=list(spec.command) if spec.command is not None else None,
+                    entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                    environment=dict(spec.env) or None,
                     hostname=hostname,
                     user=spec.user or None,
                     working_dir=spec.workdir or None,
@@ -370,57 +362,6 @@ class DockerEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
 def _hostname_ok(name: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", name))
-
-
-def _port_bindings(ports: Sequence[int] | Mapping[int, int] | None,
-                   host_ip: str) -> dict[int, tuple[str, int | None]]:
-    if not ports:
-        return {}
-    pairs = ports.items() if isinstance(ports, Mapping) else ((p, None) for p in ports)
-    bindings: dict[int, tuple[str, int | None]] = {}
-    for container_port, host_port in pairs:
-        try:
-            number = int(container_port)
-            host = int(host_port) if host_port else None
-        except (TypeError, ValueError):
-            raise errors.ConfigError(
-                f"ports: {container_port!r}: {host_port!r}: expected port numbers") from None
-        if not 0 < number < 65536 or (host is not None and not 0 < host < 65536):
-            raise errors.ConfigError(f"ports: {container_port!r}: out of range 1-65535")
-        bindings[number] = (host_ip, host)
-    return bindings
-
-
-def _binds(mounts: Sequence[str] | None) -> list[str] | None:
-    """``HOST:CONTAINER[:ro]`` with an absolute host path, as the engine wants it."""
-    if not mounts:
-        return None
-    binds = []
-    for mount in mounts:
-        parts = str(mount).split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") or (
-                len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise errors.ConfigError(
-                f"mounts: {mount!r}: expected HOST:CONTAINER or HOST:CONTAINER:ro, with an "
-                "absolute container path")
-        host = Path(parts[0]).expanduser().resolve()
-        if not host.exists():
-            raise errors.ConfigError(f"mounts: {mount!r}: {host} does not exist on the host")
-        binds.append(":".join([str(host), *parts[1:]]))
-    return binds
-
-
-def _memory(value: int | str | None) -> int | None:
-    if value is None:
-        return None
-    docker = load_docker()
-    try:
-        number = docker.utils.parse_bytes(value) if isinstance(value, str) else int(value)
-    except (docker.errors.DockerException, ValueError, TypeError):
-        raise errors.ConfigError(f"memory: {value!r}: expected bytes or a size like '256m'") \
-            from None
-    if number <= 0:
-        raise errors.ConfigError(f"memory: {value!r}: must be positive")
-    return number

@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from pathlib import Path
 
 from ..errors import ConfigError, EngineUnavailable
+from ..runspec import memory_bytes
 
 GROUP = "pycontain"
 V1_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
 CPU_PERIOD = 100_000
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def parse_memory(value: int | str) -> int:
-    """``"256m"`` -> bytes, as Docker reads ``--memory``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", str(value).lower())
-        if not match:
-            raise ConfigError(f"memory={value!r}: expected bytes or a size like '256m'")
-        number = int(float(match.group(1)) * _UNITS[match.group(2)])
-    if number < 6 * 1024 * 1024:
-        raise ConfigError(f"memory={value!r}: the minimum memory limit is 6m, as Docker's")
-    return number
+    """``"256m"`` -> bytes, as Docker reads ``--memory`` (the run request's one reader)."""
+    try:
+        return memory_bytes(value)
+    except ValueError as exc:
+        raise ConfigError(f"memory={value!r}: {exc}") from None
 
 
 def detect_version(root: str | os.PathLike = "/sys/fs/cgroup") -> int:

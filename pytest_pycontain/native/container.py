@@ -176,7 +176,7 @@ class NativeContainer:
             self._ip = ip
         self._networks.append(network)
 
-    def publish(self, ports: Sequence[int] | Mapping[int, int], records_dir: Path) -> None:
+    def publish(self, ports: Mapping[int, int | None], records_dir: Path) -> None:
         """Publish ``ports`` of its network namespace on the host's loopback."""
         from .proxy import publish
 

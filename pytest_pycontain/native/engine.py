@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import os
 import secrets
-import shlex
 import socket
 import sys
 import threading
@@ -30,7 +29,7 @@ from ..errors import (
     NetworkError,
     NotSupported,
 )
-from ..imageconfig import DEFAULT_PATH, shell_argv, split_env
+from ..imageconfig import DEFAULT_PATH, split_env
 from . import state
 from .cgroups import Limits
 from .container import AttachedLimits, Found, NativeContainer, Services, image_name
@@ -56,17 +55,15 @@ def image_config(image: Any) -> dict[str, Any]:
 
 
 def command_line(config: Mapping[str, Any], spec: RunSpec) -> list[str]:
-    """Entrypoint + Cmd as Docker combines them: a run ``entrypoint`` drops the image's Cmd;
-    a string ``command`` runs with ``/bin/sh -c``; a string ``entrypoint`` is split."""
+    """Entrypoint + Cmd as Docker combines them: a run ``entrypoint`` drops the image's Cmd
+    (the spec holds both as argvs already)."""
     if spec.entrypoint is not None:
-        entrypoint = (shlex.split(spec.entrypoint) if isinstance(spec.entrypoint, str)
-                      else list(spec.entrypoint))
-        cmd: list[str] = []
+        entrypoint, cmd = list(spec.entrypoint), []
     else:
         entrypoint = list(config.get("Entrypoint") or [])
         cmd = list(config.get("Cmd") or [])
     if spec.command is not None:
-        cmd = shell_argv(spec.command)
+        cmd = list(spec.command)
     return entrypoint + cmd
 
 
@@ -134,7 +131,7 @@ class NativeEngine:
         from ..build import build
 
         return build(self.store, Path(context), dockerfile=Path(dockerfile) if dockerfile
-                     else None, target=target, build_args=dict(build_args or {}), tag=tag,
+                     else None, target=target, build_args=build_args, tag=tag,
                      no_cache=no_cache, run_step=native_runner(self),
                      progress=progress or self.progress, secrets=secrets)
 
@@ -214,7 +211,7 @@ class NativeEngine:
                                      else container_id[:12])
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
         env.update(split_env(config.get("Env")))
-        env.update(split_env(spec.env))
+        env.update(spec.env)
         workdir = spec.workdir or config.get("WorkingDir") or "/"
         if not workdir.startswith("/"):
             raise ConfigError(f"workdir={workdir!r}: the working directory must be absolute")
@@ -228,7 +225,7 @@ class NativeEngine:
                                  "not exist (was the store cleaned?)")
         if not lower:
             raise ImageError(f"image {image_name(image)}: it has no layers to run")
-        mounts = tuple(_parse_mount(m) for m in spec.mounts or ())
+        mounts = tuple(Bind(str(m.source), m.target, m.read_only) for m in spec.mounts)
         directory = self.state_root / "containers" / container_id[:16]
         name = spec.name or f"pycontain-{container_id[:12]}"
         # the engine-level name carries a unique suffix, so parallel runs never clash
@@ -262,7 +259,7 @@ class NativeEngine:
                 directory=str(directory), lower=tuple(lower), argv=tuple(argv), env=env,
                 workdir=workdir, user=user, hostname=hostname, host_network=network == "host",
                 read_only=spec.read_only, mounts=mounts,
-                tmpfs=tuple(sorted((spec.tmpfs or {}).items())), init=spec.init,
+                tmpfs=tuple(sorted(spec.tmpfs.items())), init=spec.init,
                 cgroups=tuple(cgroups), etc=_etc_files(hostname, network == "host"),
                 pause=start_hook is not None)
             container.launch(plan, start_hook)
@@ -376,7 +373,7 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
 
     def join(container: NativeContainer) -> None:
         dns_name = spec.name or hostname
-        ip = bridge.attach(f"/proc/{container.pid}/ns/net", dns_name, list(spec.aliases or ()),
+        ip = bridge.attach(f"/proc/{container.pid}/ns/net", dns_name, list(spec.aliases),
                            key=container.id)
         container.joined(bridge, ip)
         (container.dir / "hosts").write_text(bridge.hosts(container.id, hostname))
@@ -385,23 +382,6 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
             then(container)
 
     return join
-
-
-def _parse_mount(text: str) -> Bind:
-    """``HOST:CONTAINER[:ro|rw]`` -> a ``Bind``; the host path must exist."""
-    parts = text.split(":")
-    if len(parts) == 3 and parts[2] in ("ro", "rw"):
-        source, target, mode = parts
-    elif len(parts) == 2:
-        (source, target), mode = parts, "rw"
-    else:
-        raise ConfigError(f"mounts: {text!r}: expected HOST:CONTAINER or HOST:CONTAINER:ro")
-    if not os.path.isabs(target):
-        raise ConfigError(f"mounts: {text!r}: the container path must be absolute")
-    source = os.path.abspath(source)
-    if not os.path.exists(source):
-        raise ConfigError(f"mounts: {text!r}: {source} does not exist on the host")
-    return Bind(source, target, mode == "ro")
 
 
 def _etc_files(hostname: str, host_network: bool) -> dict[str, str]:

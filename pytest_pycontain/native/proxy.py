@@ -14,7 +14,7 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import NetworkError
@@ -151,16 +151,16 @@ class PortProxy:
         self.close()
 
 
-def publish(netns: NetnsRef, ports: Sequence[int] | Mapping[int, int], *,
+def publish(netns: NetnsRef, ports: Mapping[int, int | None], *,
             records_dir: str | os.PathLike | None = None) -> dict[int, PortProxy]:
-    """Proxies for ``[8080]`` (any free host port) or ``{8080: 18080}``: container port -> proxy.
+    """Proxies for ``{8080: 18080}`` (``None``: any free host port): container port -> proxy;
+    the run request's ports, as ``RunSpec`` normalised them.
 
     All or nothing: when one port cannot be published, the ones already made are closed.
     """
-    wanted = dict(ports) if isinstance(ports, Mapping) else {p: 0 for p in ports}
     made: dict[int, PortProxy] = {}
     try:
-        for container_port, host_port in wanted.items():
+        for container_port, host_port in ports.items():
             made[container_port] = PortProxy(netns, container_port, host_port or 0,
                                              records_dir=records_dir)
     except BaseException:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..build import RunRequest, RunResult
-from ..engine import RunSpec
+from ..engine import Mount, RunSpec
 
 __all__ = ["NativeRunner"]
 
@@ -37,7 +37,6 @@ class NativeRunner:
             self._own = True
         image = RunImage({"Env": list(request.env), "WorkingDir": request.workdir,
                           "User": request.user}, list(request.lower_dirs))
-        mounts = [f"{host}:{target}:{'ro' if ro else 'rw'}" for host, target, ro in request.mounts]
         network = request.network
         if network not in ("default", "host", "none"):
             raise ValueError(f"RunRequest.network={network!r}: expected default, host or none")
@@ -59,10 +58,11 @@ class NativeRunner:
                     way.close()
 
         container = self.engine.run(RunSpec(
-            image=image, entrypoint=list(request.argv), command=None,
+            image=image, entrypoint=request.argv, command=None,
             network="host" if network == "host" else None,
-            user=request.user, workdir=request.workdir, mounts=mounts or None,
-            tmpfs=dict(request.tmpfs) or None),
+            user=request.user, workdir=request.workdir,
+            mounts=tuple(Mount(Path(host), target, ro) for host, target, ro in request.mounts),
+            tmpfs=dict(request.tmpfs)),
             before_start=attach_egress if network == "default" else None)
         try:
             code = container.wait()

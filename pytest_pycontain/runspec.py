@@ -1,0 +1,354 @@
+"""``RunSpec``: what ``run`` takes, in one typed form, checked once.
+
+Users write ports as ``[8080]`` or ``{8080: 18080}``, mounts as ``"HOST:CONTAINER:ro"``, memory
+as ``"256m"``, a command as a string or a list. Every backend used to re-read those forms on its
+own, with its own rules and its own errors; here they are read once, when the request is made,
+and a bad value is a ``ConfigError`` that names the option and the value. The backends take the
+fields as they are: ports a ``{container port: host port or None}`` map, mounts ``Mount``\\ s,
+memory bytes, command and entrypoint an argv, env and tmpfs maps, aliases a tuple.
+
+A ``RunSpec`` is frozen and hashable, so it can key a memo (a shared container).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .frozen import FrozenMap
+from .imageconfig import shell_argv
+
+MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses smaller memory limits; so do we, on every backend
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+
+
+def memory_bytes(value: int | float | str) -> int:
+    """``"256m"``, ``"1g"``, ``"1GiB"`` or a number of bytes -> bytes, at least 6 MiB.
+
+    Raises ``ValueError`` with the reason; callers say which option it was."""
+    if isinstance(value, bool):
+        raise ValueError("expected bytes or a size like '256m'")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("expected bytes or a size like '256m'")
+        number = int(value)
+    else:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?", str(value).strip().lower())
+        if not match:
+            raise ValueError("expected bytes or a size like '256m'")
+        number = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if number < MIN_MEMORY:
+        raise ValueError("the minimum memory limit is 6m, as Docker's")
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    """A bind mount: the host's ``source`` (absolute) at ``target`` (absolute) in the
+    container, read-only or not. ``str(mount)`` is Docker's ``HOST:CONTAINER[:ro]``."""
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", Path(self.source))
+        if not self.source.is_absolute():
+            raise ConfigError(f"mounts: {str(self)!r}: the host path must be absolute")
+        if not isinstance(self.target, str) or not self.target.startswith("/"):
+            raise ConfigError(f"mounts: {str(self)!r}: the container path must be absolute")
+        if not isinstance(self.read_only, bool):
+            raise ConfigError(f"mounts: {str(self)!r}: read_only must be True or False")
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
+
+    @classmethod
+    def parse(cls, text: str, base: Path | None = None) -> Mount:
+        """``HOST:CONTAINER[:ro|rw]``; a relative host path is taken from ``base`` (the
+        current directory without one), and must exist."""
+        parts = text.split(":")
+        if len(parts) == 3 and parts[2] in ("ro", "rw"):
+            source, target, mode = parts
+        elif len(parts) == 2:
+            (source, target), mode = parts, "rw"
+        else:
+            raise ConfigError(f"mounts: {text!r}: expected HOST:CONTAINER or HOST:CONTAINER:ro")
+        if not source:
+            raise ConfigError(f"mounts: {text!r}: the host path is empty")
+        if not target.startswith("/"):
+            raise ConfigError(f"mounts: {text!r}: the container path must be absolute")
+        path = Path(source).expanduser()
+        path = Path(os.path.abspath(base / path if base is not None else path))
+        return cls(path, target, mode == "ro")
+
+
+def parse_mounts(value: Any, base: Path | None = None) -> tuple[Mount, ...]:
+    """Mount strings (or ``Mount``\\ s) -> ``Mount``\\ s whose host paths exist."""
+    mounts = []
+    for item in _sequence("mounts", value):
+        if isinstance(item, Mount):
+            mount = item
+        elif isinstance(item, str | os.PathLike):
+            mount = Mount.parse(os.fspath(item), base)
+        else:
+            raise ConfigError(f"mounts: {item!r}: expected 'HOST:CONTAINER[:ro]' or a Mount")
+        if not mount.source.exists():
+            raise ConfigError(f"mounts: {str(item)!r}: {mount.source} does not exist on the host")
+        mounts.append(mount)
+    return tuple(mounts)
+
+
+def parse_ports(value: Any) -> FrozenMap[int, int | None]:
+    """``[8080]`` (any free host port) or ``{8080: 18080}`` -> {container port: host port or
+    None}. A port is a number or its text (``"8080"``, ``"8080/tcp"``); host port 0 is any."""
+    if value is None:
+        return FrozenMap()
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        pairs = [(port, None) for port in _sequence("ports", value)]
+    ports: dict[int, int | None] = {}
+    for container, host in pairs:
+        number = _port(container, f"ports: {container!r}")
+        if host is None or (host == 0 and not isinstance(host, bool)):
+            ports[number] = None
+        else:
+            ports[number] = _port(host, f"ports: {container!r}: host port {host!r}")
+    return FrozenMap(ports)
+
+
+def parse_env(value: Any, option: str = "env") -> FrozenMap[str, str]:
+    """A mapping, or ``KEY=VALUE`` strings -> {KEY: VALUE}."""
+    if value is None:
+        return FrozenMap()
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for item in _sequence(option, value):
+            if not isinstance(item, str) or "=" not in item:
+                raise ConfigError(f"{option}: {item!r}: expected KEY=VALUE")
+            key, _, text = item.partition("=")
+            pairs.append((key, text))
+    env: dict[str, str] = {}
+    for key, text in pairs:
+        if not isinstance(key, str) or not key or "=" in key:
+            raise ConfigError(f"{option}: {key!r}: expected a variable name (text without '=')")
+        if text is None or isinstance(text, Mapping | list | tuple | set):
+            raise ConfigError(f"{option}: {key}={text!r}: expected a text value")
+        env[key] = str(text)
+    return FrozenMap(env)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything ``run`` takes, normalised when made (see the module's docstring); it accepts
+    each option in every form the user API allows and keeps the one form below."""
+
+    image: Any  # a reference string or an Image
+    name: str | None = None
+    command: tuple[str, ...] | None = None  # None: the image's Cmd
+    entrypoint: tuple[str, ...] | None = None  # None: the image's; () drops it
+    env: Mapping[str, str] = FrozenMap()
+    network: Any = None  # a Network, "host", "none" or None (own loopback-only namespace)
+    aliases: tuple[str, ...] = ()
+    ports: Mapping[int, int | None] = FrozenMap()  # container port -> host port (None: any)
+    hostname: str | None = None
+    user: str | None = None
+    workdir: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: Mapping[str, str] = FrozenMap()  # container path -> mount options
+    read_only: bool = False
+    init: bool = False
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+    pids: int | None = None
+
+    def __post_init__(self) -> None:
+        for option, parse in _FIELDS.items():
+            object.__setattr__(self, option, parse(option, getattr(self, option)))
+
+    @classmethod
+    def create(cls, image: Any, *, base: Path | None = None, **options: Any) -> RunSpec:
+        """A checked request; relative host paths of ``mounts`` are taken from ``base`` (the
+        pytest rootdir for the fixtures, the current directory without one)."""
+        if base is not None and options.get("mounts") is not None:
+            options["mounts"] = parse_mounts(options["mounts"], base)
+        return cls(image, **options)
+
+
+# -- one reader per option: (option name, raw value) -> the normalised value -----------------
+def _text(option: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{option}: {value!r}: expected a string")
+    return value
+
+
+def _user(option: str, value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)  # a uid
+    return _text(option, value)
+
+
+def _workdir(option: str, value: Any) -> str | None:
+    text = _text(option, value)
+    if text and not text.startswith("/"):
+        raise ConfigError(f"workdir={text!r}: the working directory must be absolute")
+    return text or None
+
+
+def _command(option: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(shell_argv(value))
+    return tuple(_word(option, value, word) for word in _sequence(option, value))
+
+
+def _entrypoint(option: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # Docker splits a string entrypoint into words
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise ConfigError(f"{option}: {value!r}: {exc}") from None
+    return tuple(_word(option, value, word) for word in _sequence(option, value))
+
+
+def _aliases(option: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = tuple(_sequence(option, value))
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{option}: {name!r}: expected a name")
+    return names
+
+
+def _tmpfs(option: str, value: Any) -> FrozenMap[str, str]:
+    """``{"/run": "size=64m"}`` or ``["/run", "/tmp:size=1m"]``."""
+    if value is None:
+        return FrozenMap()
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for item in _sequence(option, value):
+            if not isinstance(item, str):
+                raise ConfigError(f"{option}: {item!r}: expected 'PATH' or 'PATH:OPTIONS'")
+            path, _, options = item.partition(":")
+            pairs.append((path, options))
+    tmpfs: dict[str, str] = {}
+    for path, options in pairs:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(f"{option}: {path!r}: the container path must be absolute")
+        if options is None:
+            options = ""
+        if not isinstance(options, str):
+            raise ConfigError(f"{option}: {path}: {options!r}: expected mount options as text")
+        tmpfs[path] = options
+    return FrozenMap(tmpfs)
+
+
+def _flag(option: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{option}: {value!r}: expected True or False")
+    return value
+
+
+def _memory(option: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return memory_bytes(value)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {value!r}: {exc}") from None
+
+
+def _cpus(option: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{option}: {value!r}: expected a positive number of CPUs")
+    return number
+
+
+def _pids(option: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(value, bool | float) or number < 1:
+        raise ConfigError(f"{option}: {value!r}: expected a whole number >= 1")
+    return number
+
+
+def _keep(option: str, value: Any) -> Any:
+    """The image and the network: what they may be is each engine's to say (it pulls the one
+    and knows its own kind of the other)."""
+    return value
+
+
+_FIELDS = {
+    "image": _keep, "name": _text, "command": _command, "entrypoint": _entrypoint,
+    "env": lambda option, value: parse_env(value, option), "network": _keep,
+    "aliases": _aliases, "ports": lambda option, value: parse_ports(value),
+    "hostname": _text, "user": _user, "workdir": _workdir,
+    "mounts": lambda option, value: parse_mounts(value) if value is not None else (),
+    "tmpfs": _tmpfs, "read_only": _flag, "init": _flag, "memory": _memory, "cpus": _cpus,
+    "pids": _pids,
+}
+
+
+def _sequence(option: str, value: Any) -> list[Any]:
+    """The items of a list-like option; a lone string is refused, not split into letters."""
+    if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{option}: {value!r}: expected a list")
+    return list(value)
+
+
+def _word(option: str, whole: Any, word: Any) -> str:
+    if isinstance(word, str):
+        return word
+    if isinstance(word, os.PathLike):
+        return os.fspath(word)
+    if isinstance(word, int | float) and not isinstance(word, bool):
+        return str(word)
+    raise ConfigError(f"{option}: {whole!r}: {word!r} is not a word of a command line")
+
+
+def _port(value: Any, where: str) -> int:
+    text = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("/tcp"):
+            text = text[:-len("/tcp")]
+        if not text.isdigit():
+            raise ConfigError(f"{where}: expected a TCP port number 1-65535")
+        text = int(text)
+    if isinstance(text, bool) or not isinstance(text, int):
+        raise ConfigError(f"{where}: expected a TCP port number 1-65535")
+    if not 0 < text < 65536:
+        raise ConfigError(f"{where}: out of range 1-65535")
+    return text
+
+
+__all__ = ["MIN_MEMORY", "Mount", "RunSpec", "memory_bytes", "parse_env", "parse_mounts",
+           "parse_ports"]
