@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "Compose",
     "Container",
     "ExecResult",
     "Image",
@@ -22,6 +23,7 @@ _LAZY = {
     "errors": ("pytest_pycontain.errors", None),
     "wait": ("pytest_pycontain.wait", None),
     "ExecResult": ("pytest_pycontain.engine", "ExecResult"),
+    "Compose": ("pytest_pycontain.compose.stack", "Compose"),
     "Container": ("pytest_pycontain.engine", "Container"),
     "Network": ("pytest_pycontain.engine", "Network"),
     "Image": ("pytest_pycontain.image", "Image"),

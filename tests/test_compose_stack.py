@@ -128,6 +128,30 @@ services:
     command: sleep 1000
 """
 
+OPTIONS = """\
+services:
+  box:
+    image: busybox
+    command: sleep 1000
+    user: "65534:65534"
+    working_dir: /srv/app
+    hostname: boxhost
+    init: true
+    read_only: true
+    tmpfs: ["/run/scratch"]
+    volumes:
+      - {type: tmpfs, target: /cache}
+    deploy:
+      resources: {limits: {memory: 64m, pids: 50}}
+  worker:
+    image: busybox
+    command: sleep 1000
+    scale: 2
+  built:
+    build: .
+    stop_grace_period: 1s
+"""
+
 INNER = r'''
 import urllib.request
 
@@ -212,6 +236,32 @@ def test_a_crashing_service(pycontain):
     assert stack.service("sleeper").status == "running"
 
 
+def test_service_options_seen_inside(pycontain):
+    stack = pycontain.compose("options.yaml", profiles=[], build=True)
+    box = stack.service("box")
+    assert box.exec("id -u; id -g; pwd; hostname").output == "65534\n65534\n/srv/app\nboxhost\n"
+    assert box.exec("touch /nope").exit_code != 0  # read_only
+    assert box.exec("touch /run/scratch/x /cache/y").exit_code == 0  # tmpfs, both forms
+    # the memory limit, seen as what it does: a 128 MiB buffer is killed, 8 MiB is not
+    assert box.exec("dd if=/dev/zero of=/dev/null bs=8M count=1").exit_code == 0
+    assert box.exec("dd if=/dev/zero of=/dev/null bs=128M count=1").exit_code != 0
+    assert box.exec("cat /proc/1/cmdline").output.split("\0")[0] != "sleep"  # init: true
+    first, second = stack.service("worker", 1), stack.service("worker", 2)
+    assert first.id != second.id and second.status == "running"
+    with pytest.raises(ConfigError, match="service 'worker' has 2 container\\(s\\); index 3"):
+        stack.service("worker", 3)
+    with pytest.raises(ConfigError, match="no service 'nope' in project"):
+        stack.service("nope")
+    stack.stop("built")
+    assert stack.services["built"].status == "exited"
+
+
+def test_build_false_needs_an_image(pycontain):
+    with pytest.raises(ConfigError, match="options.yaml:.*service 'built' has only a build "
+                                          "context.*build=False"):
+        pycontain.compose("options.yaml", build=False)
+
+
 def test_a_bad_file_names_file_and_line(pycontain, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("services:\n  a:\n    image: busybox\n    cap_add: [NET_ADMIN]\n")
@@ -224,7 +274,8 @@ def test_a_bad_file_names_file_and_line(pycontain, tmp_path):
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makefile(".web", Dockerfile=WEB)
     pytester.makefile(".yaml", compose=STACK, networks=NETWORKS, failing=FAILING,
-                      crashing=CRASHING)
+                      crashing=CRASHING, options=OPTIONS)
+    pytester.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"1000\"]\n")
     pytester.makefile(".override.yaml", compose=OVERRIDE)
     pytester.makefile("", **{".env": "WORD=built-by-test\nDOTENV_VALUE=dotenv-value\n"})
     pytester.makepyfile(test_stack=INNER)
@@ -233,7 +284,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_compose_stacks(project: pytest.Pytester, backend: Backend) -> None:
     result = run(project, backend, "-v")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=8)
     backend.assert_no_leftovers()
 
 
