@@ -47,6 +47,7 @@ class Compose:
         self._networks: dict[str, Any] = {}
         self._containers: dict[str, list[Any]] = {}
         self._health: dict[str, str] = {}  # container id -> "healthy" (file healthchecks)
+        self._born: dict[str, float] = {}  # container id -> when it was started (monotonic)
         self._satisfied: set[tuple[str, str]] = set()
 
     # -- bringing it up ---------------------------------------------------------------------
@@ -86,7 +87,7 @@ class Compose:
         membership = service.networks[0] if service.networks else None
         first = index == 1
         try:
-            return self._maker.run(
+            container = self._maker.run(
                 image,
                 name=service.name if first else f"{self.project.name}-{service.name}-{index}",
                 command=list(service.command) if service.command is not None else None,
@@ -102,6 +103,8 @@ class Compose:
                 cpus=service.limits.cpus, pids=service.limits.pids)
         except PycontainError as exc:
             raise _about(service, exc) from exc
+        self._born[container.id] = time.monotonic()
+        return container
 
     def _ports(self, service: Service) -> dict[int, int | None] | None:
         ports: dict[int, int | None] = {}
@@ -188,9 +191,17 @@ class Compose:
         if check is None or check.disable:
             raise ConfigError(f"{service.mark}: service {service.name!r} has no healthcheck, "
                               f"so it cannot become healthy{why}")
-        started = time.monotonic()
+        # as Docker schedules it: the first check one interval after the start (the start
+        # interval within the start period), failures within the start period not counted
+        born = self._born.get(container.id, time.monotonic())
+        deadline = time.monotonic() + self._timeout
+        starting = check.start_period_s > 0
+        next_check = born + (check.start_interval_s if starting else check.interval_s)
         failures, last = 0, ""
         while True:
+            now = time.monotonic()
+            if next_check > now:
+                time.sleep(max(0.0, min(next_check, deadline) - now))
             if container.status != "running":
                 raise ContainerError(f"service {service.name!r} exited with code "
                                      f"{container.exit_code} before it was healthy{why}",
@@ -208,21 +219,20 @@ class Compose:
             if ok:
                 self._health[container.id] = "healthy"
                 return
-            elapsed = time.monotonic() - started
-            in_start = elapsed < check.start_period_s
-            failures += 0 if in_start else 1
+            now = time.monotonic()
+            starting = now - born < check.start_period_s
+            failures += 0 if starting else 1
             if failures >= check.retries_n:
                 self._health[container.id] = "unhealthy"
                 raise ContainerError(f"service {service.name!r} is unhealthy: {failures} "
                                      f"checks failed in a row{why}; the last said: "
                                      f"{tail(last, 5) or '(nothing)'}", logs=_logs(container),
                                      container=container.name)
-            if elapsed >= self._timeout:
+            if now >= deadline:
                 raise WaitTimeout(f"service {service.name!r} not healthy after "
-                                  f"{elapsed:.1f}s{why}", logs=_logs(container),
+                                  f"{self._timeout:g}s{why}", logs=_logs(container),
                                   container=container.name)
-            pause = check.start_interval_s if in_start else check.interval_s
-            time.sleep(max(0.0, min(pause, self._timeout - elapsed)))
+            next_check = now + (check.start_interval_s if starting else check.interval_s)
 
     # -- the stack's API --------------------------------------------------------------------
     @property
