@@ -52,7 +52,7 @@ def _published(values: list[str]) -> dict[str, str | None]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .engine import RunSpec
 
-    spec = RunSpec.create(args.image, name=args.name, command=args.command or None,
+    spec = RunSpec.create(args.image, name=args.name, command=args.argv or None,
                           entrypoint=args.entrypoint, env=_env(args.env), workdir=args.workdir,
                           user=args.user, hostname=args.hostname,
                           network="host" if args.network == "host" else None,
@@ -159,7 +159,8 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[HOST_PORT:]PORT",
                    help="publish a port on 127.0.0.1 (any free host port without HOST_PORT)")
     p.add_argument("image")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="command",
+                   help="the command and its arguments (default: the image's)")
     p.set_defaults(handler=cmd_run)
 
     p = subparsers.add_parser("exec", help="run a command in a live container on this terminal")

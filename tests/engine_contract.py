@@ -239,6 +239,27 @@ class EngineContract:
         assert container.exec("echo ok > /scratch/x && cat /scratch/x").output == "ok\n"
         assert "/scratch" in container.exec("grep tmpfs /proc/mounts").output
 
+    def test_published_ports_in_each_form(self, run) -> None:
+        """Ports as ``[p]``, ``{p: None}``, ``{"p/tcp": host}``: the run request gives every
+        backend the same map, and each publishes it the same way."""
+        from urllib.request import urlopen
+
+        from pytest_pycontain import wait
+        from testenv.registry import free_port
+
+        fixed = free_port()
+        container = run(command="httpd -p 8081 -h /etc; exec httpd -f -p 8080 -h /etc",
+                        ports={8080: None, "8081/tcp": str(fixed)})
+        listed = run(command="exec httpd -f -p 9090 -h /etc", ports=[9090])
+        wait.until_ready(container, wait.all(wait.port(8080), wait.port(8081)), 60)
+        wait.until_ready(listed, wait.port(9090), 60)
+        assert container.address(8081)[1] == fixed
+        for box, published in ((container, container.address(8080)),
+                               (container, container.address(8081)),
+                               (listed, listed.address(9090))):
+            with urlopen(f"http://{published[0]}:{published[1]}/hostname", timeout=30) as answer:
+                assert answer.read().decode() == box.hostname + "\n"
+
     def test_own_network_namespace_with_loopback(self, run) -> None:
         container = run(command="sleep 1000")
         assert container.exec("ls /sys/class/net").output.split() == ["lo"]

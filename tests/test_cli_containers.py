@@ -64,3 +64,15 @@ def test_exec_unknown_container_is_a_clear_error() -> None:
     done = pycontain("exec", "nothing-like-this", "sh")
     assert done.returncode == 1
     assert "no container matches 'nothing-like-this'" in done.stderr
+
+
+@pytest.mark.parametrize(("publish", "message"), [
+    ("70000", "ports: '70000': out of range 1-65535"),
+    ("8080:http", "ports: 'http': expected a TCP port number"),
+    ("x:8080", "ports: '8080': host port 'x': expected a TCP port number"),
+])
+def test_run_checks_published_ports_before_starting_anything(publish: str, message: str) -> None:
+    done = pycontain("run", "--rm", "-p", publish, "busybox", "true")
+    assert done.returncode == 1
+    assert f"pycontain run: {message}" in done.stderr
+    assert done.stdout == ""
