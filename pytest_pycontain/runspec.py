@@ -29,21 +29,24 @@ MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses smaller memory limits; so do we, 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 
 
-def memory_bytes(value: int | float | str) -> int:
-    """``"256m"``, ``"1g"``, ``"1GiB"`` or a number of bytes -> bytes, at least 6 MiB.
-
-    Raises ``ValueError`` with the reason; callers say which option it was."""
+def byte_size(value: int | float | str) -> int:
+    """``"256m"``, ``"1g"``, ``"1GiB"``, ``"100b"`` or a number -> bytes (units of 1024, as
+    Docker and Compose read sizes). Raises ``ValueError``; callers say which option it was."""
     if isinstance(value, bool):
         raise ValueError("expected bytes or a size like '256m'")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if not math.isfinite(value) or value < 0:
             raise ValueError("expected bytes or a size like '256m'")
-        number = int(value)
-    else:
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?", str(value).strip().lower())
-        if not match:
-            raise ValueError("expected bytes or a size like '256m'")
-        number = int(float(match.group(1)) * _UNITS[match.group(2)])
+        return int(value)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?", str(value).strip().lower())
+    if not match:
+        raise ValueError("expected bytes or a size like '256m'")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def memory_bytes(value: int | float | str) -> int:
+    """A memory limit in bytes: a ``byte_size`` of at least 6 MiB (Docker's minimum)."""
+    number = byte_size(value)
     if number < MIN_MEMORY:
         raise ValueError("the minimum memory limit is 6m, as Docker's")
     return number
@@ -350,5 +353,5 @@ def _port(value: Any, where: str) -> int:
     return text
 
 
-__all__ = ["MIN_MEMORY", "Mount", "RunSpec", "memory_bytes", "parse_env", "parse_mounts",
-           "parse_ports"]
+__all__ = ["MIN_MEMORY", "Mount", "RunSpec", "byte_size", "memory_bytes", "parse_env",
+           "parse_mounts", "parse_ports"]

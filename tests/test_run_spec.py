@@ -17,7 +17,7 @@ from pytest_pycontain.errors import ConfigError
 from pytest_pycontain.fixtures import container_request
 from pytest_pycontain.frozen import FrozenMap
 from pytest_pycontain.imageconfig import shell_argv
-from pytest_pycontain.runspec import memory_bytes, parse_ports
+from pytest_pycontain.runspec import byte_size, memory_bytes, parse_ports
 
 
 def test_defaults_are_empty_forms_not_none() -> None:
@@ -186,6 +186,15 @@ def test_memory_is_bytes(given: object, size: int) -> None:
 def test_bad_memory(value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RunSpec("busybox", memory=value)
+
+
+def test_sizes_below_a_memory_limit() -> None:
+    """One size reader: Compose's sizes use it without the memory minimum."""
+    assert (byte_size("100b"), byte_size("1k"), byte_size(0), byte_size("2MB")) == (
+        100, 1024, 0, 2 * 1024**2)
+    for bad in (-1, "1x", "", True, float("nan")):
+        with pytest.raises(ValueError, match="expected bytes or a size like '256m'"):
+            byte_size(bad)
 
 
 def test_cpus_pids_and_flags() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotSupported
+from ..runspec import byte_size
 from . import keys
 from .merge import key_value_map, merge_files, names_map
 from .model import (
@@ -567,13 +568,10 @@ class _Loader:
             raise self.error(key, f"must be a number of CPUs, not {value!r}") from None
 
     def byte_size(self, value: Any, key: PathKey) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*", str(value).lower())
-        if match is None:
-            raise self.error(key, f"must be a size such as 256m, not {value!r}")
-        power = " kmgt".index(match.group(2) or " ")
-        return int(float(match.group(1)) * 1024 ** power)
+        try:  # the run request's reader: the same units as run(memory=...)
+            return byte_size(value)
+        except ValueError:
+            raise self.error(key, f"must be a size such as 256m, not {value!r}") from None
 
     def duration(self, value: Any, key: PathKey) -> float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
