@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from .config import Settings, apply_marker
-from .engine import Engine, RunSpec
+from .engine import Engine, Mount, RunSpec
 from .errors import ConfigError, EngineUnavailable, PycontainError
 from .frozen import FrozenMap
 from .runspec import parse_env, parse_ports
@@ -48,7 +48,7 @@ class Factory:
             network: Any = None, aliases: Sequence[str] | None = None,
             ports: Sequence[int] | Mapping[int, int] | None = None, hostname: str | None = None,
             user: str | None = None, workdir: str | None = None,
-            mounts: Sequence[str] | None = None, tmpfs: Mapping[str, str] | None = None,
+            mounts: Sequence[str | Mount] | None = None, tmpfs: Mapping[str, str] | None = None,
             read_only: bool = False, init: bool = False, wait: Any = None,
             memory: int | str | None = None, cpus: float | None = None,
             pids: int | None = None) -> Any:

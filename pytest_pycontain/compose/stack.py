@@ -23,6 +23,7 @@ from ..errors import (
     WaitTimeout,
     tail,
 )
+from ..runspec import Mount
 from .model import DependsOn, Project, Service
 
 _LOG_TAIL = 30
@@ -119,15 +120,14 @@ class Compose:
                               "replicas cannot all publish the same host port")
         return ports or None
 
-    def _mounts(self, service: Service) -> list[str] | None:
+    def _mounts(self, service: Service) -> tuple[Mount, ...]:
         mounts = []
         for volume in service.volumes:
             if volume.type != "bind" or volume.source is None:
                 continue
             Path(volume.source).mkdir(parents=True, exist_ok=True)  # as compose creates it
-            mounts.append(f"{volume.source}:{volume.target}" + (":ro" if volume.read_only
-                                                                else ""))
-        return mounts or None
+            mounts.append(Mount(Path(volume.source), volume.target, bool(volume.read_only)))
+        return tuple(mounts)
 
     def _tmpfs(self, service: Service) -> dict[str, str] | None:
         tmpfs: dict[str, str] = {}
