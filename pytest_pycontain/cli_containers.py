@@ -29,6 +29,12 @@ def _engine(reap: bool = True) -> Any:
     return NativeEngine(_settings(), reap=reap)
 
 
+def engine_for_cli() -> Any:
+    """The native engine as the commands use it (settings from ./pyproject.toml), reaping
+    what dead runs left first."""
+    return _engine()
+
+
 def _env(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:

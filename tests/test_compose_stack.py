@@ -9,8 +9,12 @@ starts once per backend; the outer test checks that all of them passed and nothi
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from test_plugin_fixtures import Backend, backend, docker_backend, run
+from test_plugin_fixtures import NEEDS_ROOT, Backend, backend, docker_backend, run
 
 __all__ = ["backend", "docker_backend"]  # fixtures, used by name
 
@@ -328,3 +332,39 @@ def test_the_compose_fixture_from_settings_marker_and_command_line(
                  "--pycontain-compose-profiles", "none")
     result.assert_outcomes(passed=2, failed=1)
     backend.assert_no_leftovers()
+
+
+UP = """\
+services:
+  first:
+    image: busybox
+    command: sh -c 'echo one; sleep 0.3; echo two'
+  second:
+    image: busybox
+    command: sh -c 'echo after first'
+    depends_on: {first: {condition: service_completed_successfully}}
+  failing:
+    image: busybox
+    command: sh -c 'echo broken >&2; exit 4'
+    profiles: [broken]
+  dependent:
+    image: busybox
+    command: "true"
+    depends_on: {failing: {condition: service_completed_successfully}}
+    profiles: [broken]
+"""
+
+
+@NEEDS_ROOT
+def test_pycontain_compose_up_runs_the_stack_in_the_foreground(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(UP)
+    command = [sys.executable, "-m", "pytest_pycontain.cli", "compose"]
+    done = subprocess.run([*command, "up"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "first-1  | one\nfirst-1  | two\nsecond-1  | after first\n"
+    failed = subprocess.run([*command, "--profile", "broken", "up"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert failed.returncode == 1
+    assert "service 'failing' exited with code 4; 'dependent' needs it" in failed.stderr
+    assert "broken" in failed.stderr

@@ -1,12 +1,19 @@
-"""``pycontain compose [-f FILE]... [-p NAME] [--profile P] config``: the resolved project as
-JSON, in the form ``docker compose config --format json`` prints, so the two can be compared
-on the same files."""
+"""``pycontain compose [-f FILE]... [-p NAME] [--profile P] config | up``.
+
+``config`` prints the resolved project as JSON, in the form ``docker compose config --format
+json`` prints, so the two can be compared on the same files. ``up`` runs the stack on the
+native engine in the foreground, its logs prefixed by service as compose prints them, until
+every container has exited or Ctrl-C; there is no daemon, so the stack goes when ``up`` ends.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 
@@ -24,6 +31,10 @@ def add_parsers(subparsers: Any) -> None:
     config = actions.add_parser("config", help="print the resolved project as JSON")
     config.add_argument("--format", choices=("json",), default="json")
     config.set_defaults(handler=cmd_config)
+    up = actions.add_parser("up", help="run the stack in the foreground (native engine)")
+    up.add_argument("--no-build", dest="build", action="store_false",
+                    help="use the images as they are")
+    up.set_defaults(handler=cmd_up)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -34,3 +45,77 @@ def cmd_config(args: argparse.Namespace) -> int:
     json.dump(config_json(project), sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0
+
+
+class _EngineMaker:
+    """What the stack needs from a factory, straight over an engine (no pytest here)."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.containers: list[Any] = []
+        self.networks: list[Any] = []
+
+    def run(self, image: Any, **options: Any) -> Any:
+        from ..engine import RunSpec
+
+        spec = RunSpec.create(image, base=Path.cwd(), **options)
+        if isinstance(image, str):
+            spec = dataclasses.replace(spec, image=self.engine.pull(image))
+        container = self.engine.run(spec)
+        self.containers.append(container)
+        return container
+
+    def build(self, context: Any, **options: Any) -> Any:
+        return self.engine.build(context, **options)
+
+    def network(self, name: str | None = None) -> Any:
+        network = self.engine.network(name)
+        self.networks.append(network)
+        return network
+
+    def close(self) -> None:
+        for container in reversed(self.containers):
+            container.remove()
+        for network in reversed(self.networks):
+            network.remove()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ..cli_containers import engine_for_cli
+    from .loader import load
+    from .stack import Compose
+
+    project = load(args.file, project=args.project_name, profiles=args.profile)
+    engine = engine_for_cli()
+    maker = _EngineMaker(engine)
+    try:
+        stack = Compose(maker, project)
+        stack.up(build=args.build, wait=False)
+        _follow(stack)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        try:
+            maker.close()
+        finally:
+            engine.close()
+
+
+def _follow(stack: Any, poll: float = 0.1) -> None:
+    """Print every container's new log lines, prefixed, until all of them have exited."""
+    seen: dict[str, int] = {}
+    while True:
+        running = False
+        for name in stack.project.order():
+            for index, container in enumerate(stack.replicas(name), 1):
+                text = container.logs()
+                done = text.rfind("\n") + 1
+                start = seen.get(container.id, 0)
+                for line in text[start:done].splitlines():
+                    print(f"{name}-{index}  | {line}", flush=True)
+                seen[container.id] = done
+                running = running or container.status == "running"
+        if not running:
+            return
+        time.sleep(poll)

@@ -259,6 +259,10 @@ class Compose:
                               f"index {index} is not one of them")
         return containers[index - 1]
 
+    def replicas(self, name: str) -> list[Any]:
+        """Every container of service ``name`` (empty for one not started)."""
+        return list(self._containers.get(name, []))
+
     def health(self, name: str, index: int = 1) -> str | None:
         """The service's health: ``healthy``/``unhealthy`` once its file's healthcheck was
         waited for, else what the engine reports (an image's HEALTHCHECK), else None."""
