@@ -374,10 +374,16 @@ def _normalize_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``[tool.pycontain]`` keyed by option name; ``build_args`` is accepted for ``build_arg``."""
     aliases = {"build_args": "build_arg"}
     normalized: dict[str, Any] = {}
+    unknown = []
     for key, value in table.items():
         name = aliases.get(key, key)
         if name not in BY_NAME:
-            known = ", ".join(sorted(BY_NAME))
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {known})")
+            unknown.append(key)
+            continue
         normalized[name] = value
+    if unknown:  # all of them at once: one round of fixes, not one per run
+        known = ", ".join(sorted(BY_NAME))
+        keys = ", ".join(repr(key) for key in unknown)
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {keys} "
+                          f"(known: {known})")
     return normalized

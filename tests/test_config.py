@@ -83,6 +83,17 @@ def test_bad_values_name_their_source(layers: dict, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_every_unknown_pyproject_key_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(environ={}, pyproject={"dockerfiel": "Dockerfile", "scope": "module",
+                                       "scoep": "x", "timout": 3},
+                pyproject_path="/p/pyproject.toml")
+    message = str(info.value)
+    assert message.startswith("/p/pyproject.toml: [tool.pycontain]: unknown keys "
+                              "'dockerfiel', 'scoep', 'timout' (known: ")
+    assert "'scope'" not in message.split("(known:")[0]
+
+
 def test_build_args_forms() -> None:
     assert resolve(environ={"PYCONTAIN_BUILD_ARG": "A=1 B=x=y"}).build_args == {
         "A": "1",
