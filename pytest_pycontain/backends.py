@@ -10,6 +10,11 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .engine import Engine
 
 
 def docker_sockets(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -61,3 +66,31 @@ def choose(requested: str, environ: Mapping[str, str] | None = None) -> tuple[st
     if sockets:
         return "docker", f"auto: {blocker}; using {sockets[0]}"
     return "none", f"auto: {blocker}, and no Docker socket was found"
+
+
+def header(requested: str, environ: Mapping[str, str] | None = None) -> str:
+    """The report header's line for the built-in choice, from cheap facts only."""
+    backend, reason = choose(requested, environ)
+    line = f"engine {backend} ({reason}); started on first use"
+    if backend == "docker":  # which builder: the docker CLI's BuildKit, or the API's classic
+        from .docker import builder
+
+        found = builder()
+        line += (f"; builds with BuildKit through {found[0]}" if found
+                 else "; builds with the engine's classic builder (no docker CLI with BuildKit)")
+    return line
+
+
+def make(settings: Settings) -> Engine | None:
+    """The built-in engine for ``settings.backend`` (``None`` when none can run here: the
+    caller says why); engines reap what dead owners left when they start."""
+    backend, _ = choose(settings.backend)
+    if backend == "native":
+        from .native.engine import NativeEngine
+
+        return NativeEngine(settings)
+    if backend == "docker":
+        from .docker import DockerEngine
+
+        return DockerEngine(settings)
+    return None

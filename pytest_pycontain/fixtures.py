@@ -1,7 +1,9 @@
 """The fixtures: ``container``, ``pycontain`` (per test) and ``pycontain_session``.
 
 Nothing here touches an engine until a fixture is used: the engine is made on first use, once
-per session (and per xdist worker), and reaps what killed runs left before it starts.
+per session (and per xdist worker), through the ``pytest_pycontain_make_engine`` hook, and
+reaps what killed runs left before it starts. The plugin (``plugin.py``) makes the
+``PycontainSession`` at configure time and keeps it, like all its state, in stashes.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import secrets
+import shlex
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,11 @@ from .engine import Engine, Mount, RunSpec
 from .errors import ConfigError, EngineUnavailable, PycontainError
 from .frozen import FrozenMap
 from .runspec import parse_env, parse_ports
+
+SESSION_KEY = pytest.StashKey["PycontainSession"]()  # config: made at configure time
+CONTAINERS_KEY = pytest.StashKey[list[Any]]()  # item: containers a test used, for its report
+FAILED_KEY = pytest.StashKey[bool]()  # item: the test failed (setup or call): keep-on-failure
+KEPT_KEY = pytest.StashKey[list[str]]()  # item: what was kept, for its teardown report
 
 MARKER_KEYS = ("image", "dockerfile", "context", "scope", "env", "ports", "wait", "build_args",
                "target", "compose", "compose_profiles")
@@ -177,11 +184,9 @@ class Progress:
 class PycontainSession:
     """Per-session state: settings, the engine (made on first use), built images."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, backend: tuple[str, str]):
+    def __init__(self, config: pytest.Config, settings: Settings):
         self.config = config
         self.settings = settings
-        self.backend, self.reason = backend
-        self.session_id = secrets.token_hex(6)
         self._engine: Engine | None = None
         self._images: dict[Any, Any] = {}
         self.shared: dict[Any, Any] = {}
@@ -190,7 +195,7 @@ class PycontainSession:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = make_engine(self.backend, self.reason, self.settings, self.session_id)
+            self._engine = make_engine(self.config, self.settings)
             self._engine.progress = self.progress  # type: ignore[attr-defined]
         return self._engine
 
@@ -217,17 +222,16 @@ class PycontainSession:
             self._engine = None
 
 
-def make_engine(backend: str, reason: str, settings: Settings, session_id: str) -> Engine:
-    """Make the chosen engine; engines reap what dead owners left when they start."""
-    if backend == "native":
-        from .native.engine import NativeEngine
+def make_engine(config: pytest.Config, settings: Settings) -> Engine:
+    """The engine from the ``pytest_pycontain_make_engine`` hook (a plugin's, else the
+    built-in native or Docker one); when none can run here, say why."""
+    engine = config.hook.pytest_pycontain_make_engine(config=config, settings=settings)
+    if engine is None:
+        from .backends import choose
 
-        return NativeEngine(settings)
-    if backend == "docker":
-        from .docker import DockerEngine
-
-        return DockerEngine(settings, session_id=session_id)
-    raise EngineUnavailable(f"no engine can run here: {reason}")
+        _, reason = choose(settings.backend)
+        raise EngineUnavailable(f"no engine can run here: {reason}")
+    return engine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,4 +292,125 @@ def start_container(factory: Factory, request: ContainerRequest) -> Any:
                        network=network)
 
 
-__all__ = ["Factory", "PycontainError", "PycontainSession", "container_request"]
+def session_of(config: pytest.Config) -> PycontainSession:
+    """The run's ``PycontainSession`` (the plugin made it at configure time)."""
+    return config.stash[SESSION_KEY]
+
+
+def track(item: pytest.Item, container: Any) -> None:
+    """Remember that ``item`` used ``container``: its logs go into a failed test's report."""
+    item.stash.setdefault(CONTAINERS_KEY, []).append(container)
+
+
+@pytest.fixture(scope="session")
+def pycontain_session(request: pytest.FixtureRequest) -> Generator[Factory, None, None]:
+    """The container factory for session-scoped fixtures; what it made is removed at the end."""
+    factory = Factory(session_of(request.config), "pycontain_session")
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def pycontain(request: pytest.FixtureRequest) -> Generator[Factory, None, None]:
+    """The container factory: ``run``, ``build``, ``pull``, ``network``; removed after the test."""
+    state = session_of(request.config)
+    factory = Factory(state, f"pycontain of {request.node.nodeid}")
+    factory.on_container = lambda c: track(request.node, c)
+    yield factory
+    keep_or_close(request.node, factory, state.settings.keep)
+
+
+@pytest.fixture
+def container(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+    """A container of the configured image running its default command; tests whose resolved
+    settings are equal share one when the scope is ``module`` or ``session``."""
+    state = session_of(request.config)
+    kwargs: dict[str, Any] = {}
+    for marker in request.node.iter_markers("pycontain"):  # closest first: it wins per key
+        for key, value in marker.kwargs.items():
+            kwargs.setdefault(key, value)
+    problem = None
+    try:
+        wanted = container_request(state.settings, kwargs, request.node.nodeid)
+    except ConfigError as exc:
+        problem = f"pycontain: {exc}"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    if wanted.scope == "function":
+        factory = Factory(state, f"container of {request.node.nodeid}")
+        factory.on_container = lambda c: track(request.node, c)
+        try:
+            yield start_container(factory, wanted)
+        finally:
+            keep_or_close(request.node, factory, state.settings.keep)
+        return
+    owner: Any = request.session
+    if wanted.scope == "module":
+        owner = request.node.getparent(pytest.Module) or request.session
+    key = (owner.nodeid, wanted)
+    if key not in state.shared:
+        factory = Factory(state, f"{wanted.scope}-scoped container")
+        try:
+            state.shared[key] = start_container(factory, wanted)
+        except Exception as exc:
+            state.shared[key] = exc
+            factory.close()
+            raise
+
+        def finish(key: Any = key, factory: Factory = factory) -> None:
+            state.shared.pop(key, None)
+            factory.close()
+
+        owner.addfinalizer(finish)
+    shared = state.shared[key]
+    if isinstance(shared, Exception):
+        raise shared
+    track(request.node, shared)
+    yield shared
+
+
+@pytest.fixture
+def compose(pycontain: Factory, request: pytest.FixtureRequest) -> Any:
+    """A Compose stack per test: the marker's ``compose=``/``compose_profiles=``, else the
+    configured files and profiles, else ``compose.yaml`` in the rootdir."""
+    configured = session_of(request.config).settings
+    marker = request.node.get_closest_marker("pycontain")
+    wanted = dict(marker.kwargs) if marker else {}
+    files = wanted.get("compose", configured.compose)
+    profiles = wanted.get("compose_profiles", configured.compose_profiles)
+    for key, value in (("compose", files), ("compose_profiles", profiles)):
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            pytest.fail(f"pycontain: {request.node.nodeid}: @pytest.mark.pycontain({key}=...) "
+                        f"must be a list of strings, not {value!r}", pytrace=False)
+    return pycontain.compose(*files, profiles=tuple(profiles))
+
+
+def keep_or_close(item: pytest.Item, factory: Factory, keep: str) -> None:
+    """Keep the containers of a failed test alive (``--pycontain-keep``), close the rest; what
+    was kept is noted on ``item`` for its teardown report (so that under xdist the controller
+    can print it)."""
+    if keep == "always" or (keep == "failed" and item.stash.get(FAILED_KEY, False)):
+        notes = item.stash.setdefault(KEPT_KEY, [])
+        engine = factory.engine
+        for made in factory.containers:
+            exited = made.status == "exited"
+            try:
+                engine.keep(made)
+            except Exception as exc:  # keeping is a courtesy: removal must still happen
+                notes.append(f"could not keep {made.name}: {exc}")
+                continue
+            factory.detach(made)
+            remove = shlex.join(engine.remove_command(made))
+            if exited:
+                notes.append(f"kept {made.name} ({item.nodeid}): it has exited (code "
+                             f"{made.exit_code}), so there is nothing to enter; its logs are in "
+                             f"the test's report; remove with `{remove}`")
+            else:
+                notes.append(f"kept {made.name} ({item.nodeid}): enter with "
+                             f"`{shlex.join(engine.enter_command(made))}`, remove with "
+                             f"`{remove}`")
+    factory.close()
+
+
+__all__ = ["Factory", "PycontainError", "PycontainSession", "compose", "container",
+           "container_request", "pycontain", "pycontain_session"]

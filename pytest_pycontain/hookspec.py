@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .engine import Engine
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_pycontain_choose_backend(
-    config: pytest.Config, requested: str
-) -> tuple[str, str] | None:
-    """Choose the engine for this run.
+def pytest_pycontain_make_engine(config: pytest.Config, settings: Settings) -> Engine | None:
+    """Make the engine the fixtures use in this session (or this xdist worker).
+
+    Called once, when a pycontain fixture is first used, never in a run that uses none. The
+    built-in implementation makes the native engine or the Docker backend, as the ``backend``
+    setting and the host decide; a plugin or conftest may return any object that implements
+    :class:`pytest_pycontain.engine.Engine` (for example
+    :class:`pytest_pycontain.testing.FakeEngine`). The session closes it at the end.
 
     :param config: the pytest config.
-    :param requested: the resolved ``backend`` setting: ``auto``, ``native`` or ``docker``.
-    :returns: ``(backend, reason)`` — the backend's name and one line saying why — or ``None``
-        to let the next implementation (and finally the built-in choice) decide.
+    :param settings: the session's resolved settings (``settings.backend`` is ``auto``,
+        ``native`` or ``docker``).
+    :returns: the engine, or ``None`` to let the next implementation (finally the built-in
+        one) decide.
     """

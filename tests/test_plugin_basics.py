@@ -96,3 +96,27 @@ def test_auto_falls_back_to_docker_without_root(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(backends, "docker_sockets", lambda environ=None: [])
     chosen, reason = backends.choose("auto", {})
     assert chosen == "none" and "no Docker socket was found" in reason
+
+
+@pytest.mark.parametrize("args", [(), ("-q",), ("--no-header",), ("-n", "2")])
+def test_bad_environment_value_stops_the_session_at_once(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
+    """Whether or not a header is printed, and before any worker or test starts."""
+    if "-n" in args:
+        pytest.importorskip("xdist")
+    monkeypatch.setenv("PYCONTAIN_TIMEOUT", "soon")
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    result.stderr.fnmatch_lines(["ERROR: pycontain: environment variable PYCONTAIN_TIMEOUT = "
+                                 "'soon': expected a number of seconds, got 'soon'"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "passed" not in result.stdout.str()
+
+
+def test_every_unknown_pyproject_key_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml('[tool.pycontain]\ndockerfiel = "Dockerfile"\nscoep = "module"\n')
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("-q")
+    result.stderr.fnmatch_lines(["*pyproject.toml: [[]tool.pycontain[]]: unknown keys "
+                                 "'dockerfiel', 'scoep' (known: *"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -9,6 +9,8 @@ leave nothing behind.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -349,20 +351,46 @@ def test_keep_failed_keeps_and_says_how_to_enter(pytester: pytest.Pytester) -> N
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pycontain-keep=failed",
                                            "--pycontain-backend=native")
     result.assert_outcomes(failed=1)
+    # the venv need not be on PATH: the commands are printed so that they run as printed
     result.stdout.fnmatch_lines(["*pycontain: kept containers*",
-                                 "kept kept-one (*): enter with `pycontain exec * sh`, remove "
-                                 "with `pycontain rm *`"])
+                                 "kept kept-one (*): enter with `*pycontain exec * sh`, remove "
+                                 "with `*pycontain rm *`"])
     line = next(x for x in result.stdout.lines if x.startswith("kept kept-one"))
     container_id = line.split("pycontain rm ")[1].rstrip("`")
-    cli = [sys.executable, "-m", "pytest_pycontain.cli"]
-    out = subprocess.run([*cli, "exec", container_id, "cat", "/tmp/clue"], capture_output=True,
-                         text=True, timeout=60)
+    enter, remove = (shlex.split(part) for part in re.findall(r"`([^`]*)`", line))
+    assert enter[-3:] == ["exec", container_id, "sh"] and remove[-2:] == ["rm", container_id]
+    out = subprocess.run([*enter[:-1], "cat", "/tmp/clue"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PATH": "/usr/bin:/bin"})
     assert out.stdout == "evidence\n", out.stderr
+    cli = [sys.executable, "-m", "pytest_pycontain.cli"]
     listing = subprocess.run([*cli, "ps"], capture_output=True, text=True, timeout=60).stdout
     assert container_id[:12] in listing and "kept" in listing
-    subprocess.run([*cli, "rm", container_id], check=True, timeout=60, capture_output=True)
+    subprocess.run(remove, check=True, timeout=60, capture_output=True,
+                   env={**os.environ, "PATH": "/usr/bin:/bin"})
     listing = subprocess.run([*cli, "ps"], capture_output=True, text=True, timeout=60).stdout
     assert container_id[:12] not in listing
+
+
+@NEEDS_ROOT
+def test_keep_failed_under_xdist_says_how_to_enter_on_the_controller(
+        pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(KEPT_TEST.format(network=""))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pycontain-keep=failed",
+                                           "--pycontain-backend=native", "-n", "2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*pycontain: kept containers*",
+                                 "kept kept-one (*): enter with `*pycontain exec * sh`, remove "
+                                 "with `*pycontain rm *`"])
+    line = next(x for x in result.stdout.lines if x.startswith("kept kept-one"))
+    enter, remove = (shlex.split(part) for part in re.findall(r"`([^`]*)`", line))
+    try:
+        out = subprocess.run([*enter[:-1], "cat", "/tmp/clue"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.stdout == "evidence\n", out.stderr
+    finally:
+        subprocess.run(remove, check=True, timeout=60, capture_output=True)
+    Backend().assert_no_leftovers()
 
 
 def held_netns_fds() -> set[str]:
@@ -446,8 +474,13 @@ def test_a_run_without_fixtures_starts_no_engine(pytester: pytest.Pytester, back
     pytester.makepyfile("""
         import sys
 
-        def test_x():
-            assert not {"docker", "pyroute2", "pytest_pycontain.fixtures"} & set(sys.modules)
+        from pytest_pycontain.fixtures import SESSION_KEY
+
+        def test_x(request):
+            # the fixtures are registered (fixtures.py is imported), but nothing behind them
+            assert not {"docker", "pyroute2"} & set(sys.modules)
+            assert not [m for m in sys.modules if m.startswith("pytest_pycontain.native")]
+            assert not request.config.stash[SESSION_KEY].started
     """)
     result = pytester.runpytest_subprocess(*backend.args)
     result.assert_outcomes(passed=1)
@@ -509,4 +542,60 @@ def test_a_docker_session_leaves_nothing_labelled_and_a_killed_one_is_reaped(
     monkeypatch.delenv("KILL_ME")
     run(pytester, backend, "-k", "killed").assert_outcomes(passed=1)  # its engine reaps
     assert backend.labelled(killed) == []
+    backend.assert_no_leftovers()
+
+
+def test_an_error_in_a_fixture_is_its_message_and_the_users_line(pytester: pytest.Pytester,
+                                                                 backend: Backend) -> None:
+    """Not the hundreds of lines of our frames, the registry client's and the socket's; the
+    long traceback is still there for the asking."""
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture
+        def db(pycontain):
+            return pycontain.run("busyboxx", name="db")
+
+        def test_uses_db(db):
+            pass
+    """)
+    result = run(pytester, backend)
+    result.assert_outcomes(errors=1)
+    start = result.stdout.lines.index(next(line for line in result.stdout.lines
+                                           if "ERROR at setup of test_uses_db" in line))
+    report = result.stdout.lines[start + 1:result.stdout.lines.index(
+        next(line for line in result.stdout.lines if "short test summary info" in line))]
+    assert len(report) == 3, report
+    assert re.match(r"\w+Error: .*busyboxx", report[0]), report
+    assert report[1] == '  at test_an_error_in_a_fixture_is_its_message_and_the_users_line.py:5, '\
+                        'in db: return pycontain.run("busyboxx", name="db")'
+    full = run(pytester, backend, "--tb=long")
+    full.assert_outcomes(errors=1)
+    assert "pytest_pycontain/" in full.stdout.str() and len(full.stdout.lines) > 30
+    backend.assert_no_leftovers()
+
+
+def test_a_kept_container_that_has_exited_says_so(pytester: pytest.Pytester,
+                                                  backend: Backend) -> None:
+    pytester.makepyfile("""
+        def test_fails(pycontain):
+            c = pycontain.run("busybox", name="quitter", command="echo bye; exit 3")
+            assert c.wait(timeout=60) == 3
+            assert False
+    """)
+    result = pytester.runpytest_subprocess(*backend.args, "--pycontain-keep=failed")
+    result.assert_outcomes(failed=1)
+    line = next(x for x in result.stdout.lines if x.startswith("kept quitter"))
+    assert re.fullmatch(r"kept quitter \(\S+::test_fails\): it has exited \(code 3\), so there "
+                        r"is nothing to enter; its logs are in the test's report; remove with "
+                        r"`([^`]+)`", line), line
+    assert " exec " not in line
+    remove = shlex.split(re.findall(r"`([^`]*)`", line)[0])
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    if backend.name == "docker":
+        env["DOCKER_HOST"] = backend.host  # type: ignore[attr-defined]
+    out = subprocess.run(remove, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    if backend.name == "docker":  # the rest a removed kept container left, for the next run
+        DockerEngine(Settings(), base_url=backend.host).close()  # type: ignore[attr-defined]
     backend.assert_no_leftovers()

@@ -119,7 +119,7 @@ def test_keep_always_and_never(pytester: pytest.Pytester) -> None:
             pycontain.run("busybox", name="always-kept", command=["sleep", "60"])
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pycontain-keep=always")
-    result.stdout.fnmatch_lines(["kept always-kept (*): enter with `pycontain exec * sh`*"])
+    result.stdout.fnmatch_lines(["kept always-kept (*): enter with `*pycontain exec * sh`*"])
     line = next(x for x in result.stdout.lines if x.startswith("kept always-kept"))
     container_id = line.split("pycontain rm ")[1].rstrip("`")
     from pytest_pycontain.native import state

@@ -312,6 +312,12 @@ class DockerEngine:
             raise errors.ContainerError(f"{container!r} is not a container of this engine")
         return container.keep()
 
+    def enter_command(self, container: DockerContainer) -> list[str]:
+        return ["docker", "exec", "-it", container.id, "sh"]
+
+    def remove_command(self, container: DockerContainer) -> list[str]:
+        return ["docker", "rm", "-f", container.id]
+
     # -- cleanup --------------------------------------------------------------------------------
     def _remove_labelled(self, match: Callable[[Mapping[str, str], str], bool]) -> list[str]:
         """Remove the containers, networks and volumes with our labels that ``match``

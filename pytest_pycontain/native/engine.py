@@ -301,6 +301,17 @@ class NativeEngine:
         """Wait until removed containers' files are deleted (that runs in the background)."""
         self.janitor.drain()
 
+    def enter_command(self, container: NativeContainer) -> list[str]:
+        """``pycontain exec ID sh``, spelled so that it runs without the venv on ``PATH``."""
+        from ..invocation import pycontain_argv
+
+        return [*pycontain_argv(), "exec", container.id, "sh"]
+
+    def remove_command(self, container: NativeContainer) -> list[str]:
+        from ..invocation import pycontain_argv
+
+        return [*pycontain_argv(), "rm", container.id]
+
     def _forget(self, container_id: str) -> None:
         """A removed container's handle is no longer ours to close."""
         self.containers.pop(container_id, None)
