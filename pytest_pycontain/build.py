@@ -960,7 +960,12 @@ def _table(text: str | None) -> list[list[str]]:
 
 
 class _Stager:
-    """Writes a COPY/ADD result into a staging rootfs, its parents mirroring the image's."""
+    """Writes a COPY/ADD result into a staging rootfs, its parents mirroring the image's.
+
+    Symlinks an earlier RUN planted on the destination resolve inside the image, by
+    ``LayeredFS.resolve`` over committed layers that nothing changes any more, and writes go
+    to a fresh staging tree that only we write (a symlink there is replaced, not followed):
+    unlike ``copy_to`` into a running container, no one can race a check here."""
 
     def __init__(self, builder: Builder, state: _StageState, staging: _Staging,
                  fs: LayeredFS | None = None):
