@@ -130,6 +130,14 @@ services:
   sleeper:
     image: busybox
     command: sleep 1000
+  sick:
+    image: busybox
+    command: sleep 1000
+    healthcheck:
+      test: [CMD-SHELL, "echo not yet; exit 1"]
+      interval: 100ms
+      retries: 2
+    profiles: [sick]
 """
 
 OPTIONS = """\
@@ -238,6 +246,9 @@ def test_a_crashing_service(pycontain):
     assert "bad config" in info.value.logs
     stack = pycontain.compose("crashing.yaml", wait=False)
     assert stack.service("sleeper").status == "running"
+    with pytest.raises(ContainerError, match="service 'sick' is unhealthy: 2 checks failed in "
+                                             "a row; the last said: not yet"):
+        pycontain.compose("crashing.yaml", profiles=["sick"])
 
 
 def test_service_options_seen_inside(pycontain):
@@ -296,6 +307,19 @@ FIXTURE_TESTS = r'''
 import pytest
 
 
+@pytest.fixture(scope="session")
+def shared(pycontain_session):
+    return pycontain_session.compose("marked.yaml", project="shared")
+
+
+def test_a_session_stack(shared):
+    assert shared.name == "shared" and shared.services["marked"].status == "running"
+
+
+def test_the_same_session_stack(shared):
+    assert shared.services["marked"].exec("true").exit_code == 0
+
+
 def test_configured(compose):
     assert sorted(compose.services) == EXPECTED
     assert compose.services["one"].exec("echo $WHO").output == WHO
@@ -325,12 +349,12 @@ def test_the_compose_fixture_from_settings_marker_and_command_line(
     pytester.makepyfile(test_fixture="EXPECTED = ['one', 'two']\nWHO = 'pyproject\\n'\n"
                         + FIXTURE_TESTS)
     result = run(pytester, backend)
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["*pycontain log: one*", "one says hello"])
     pytester.makepyfile(test_fixture="EXPECTED = ['one']\nWHO = 'cli\\n'\n" + FIXTURE_TESTS)
     result = run(pytester, backend, "--pycontain-compose", "cli.yaml",
                  "--pycontain-compose-profiles", "none")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     backend.assert_no_leftovers()
 
 
