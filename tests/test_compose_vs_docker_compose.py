@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from pytest_pycontain.compose import load
+from pytest_pycontain.compose import ComposeFileError, load
 from pytest_pycontain.compose.jsonform import config_json
 
 ORACLE = shutil.which("docker-compose")
@@ -184,6 +184,26 @@ def test_the_loader_resolves_as_docker_compose_does(
     ours = from_ours(config_json(load(given, directory=directory, profiles=profiles,
                                       environ=env)))
     assert ours == theirs
+
+
+@pytest.mark.parametrize("body", [
+    "    environment: {V: '5$'}\n",
+    "    environment: {V: 'a $ b'}\n",
+    "    environment: {V: '$1x'}\n",
+    "    environment: {V: '${'}\n",
+    "    imagee: busybox\n",
+    "    ports: 80\n",
+    "    depends_on: [nope]\n",
+    "    healthcheck: {test: [CMD, 'true'], interval: soon}\n",
+    "    command: a: b\n",
+])
+def test_both_reject_the_same_bad_files(tmp_path: Path, body: str) -> None:
+    (tmp_path / "compose.yaml").write_text(f"services:\n  a:\n    image: busybox\n{body}")
+    oracle = subprocess.run([ORACLE, "config"], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert oracle.returncode != 0, oracle.stdout
+    with pytest.raises(ComposeFileError, match=f"^{tmp_path / 'compose.yaml'}:4: "):
+        load(directory=tmp_path, environ={})
 
 
 def test_both_reject_a_required_variable_left_unset(tmp_path: Path) -> None:
