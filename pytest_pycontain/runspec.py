@@ -178,6 +178,10 @@ class RunSpec:
     def __post_init__(self) -> None:
         for option, parse in _FIELDS.items():
             object.__setattr__(self, option, parse(option, getattr(self, option)))
+        if self.ports and isinstance(self.network, str) and self.network == "none":
+            raise ConfigError(f"ports: {', '.join(map(str, self.ports))}: a container with "
+                              "network='none' has nothing to publish them on (Docker refuses "
+                              "it too); leave network out for a namespace of its own")
 
     @classmethod
     def create(cls, image: Any, *, base: Path | None = None, **options: Any) -> RunSpec:

@@ -107,6 +107,14 @@ def test_bad_ports_are_config_errors(value: object, message: str) -> None:
         RunSpec("busybox", ports=value)
 
 
+def test_ports_need_a_network_to_be_published_on() -> None:
+    with pytest.raises(ConfigError, match="ports: 8080, 9090: a container with network='none' "
+                                          "has nothing to publish them on"):
+        RunSpec("busybox", network="none", ports=[8080, 9090])
+    assert RunSpec("busybox", network="none").ports == {}
+    assert RunSpec("busybox", network="host", ports=[80]).ports == {80: None}  # Docker ignores
+
+
 def test_mounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "data").mkdir()
     spec = RunSpec("busybox", mounts=[f"{tmp_path}/data:/data", f"{tmp_path}:/ro:ro",

@@ -240,9 +240,7 @@ class DockerEngine:
         else:
             raise errors.NetworkError(f"network={network!r}: expected a network of this engine, "
                                       "'host', 'none' or None")
-        if network_mode in ("host", "none") and ports:
-            if network_mode == "none":
-                raise errors.NetworkError("ports cannot be published with network='none'")
+        if network_mode == "host":  # Docker ignores published ports there (RunSpec refuses "none")
             ports = {}
         hostname = spec.hostname or (given if network_mode != "host" and _hostname_ok(given)
                                      else None)
