@@ -81,12 +81,9 @@ class FakeContainer:
         self.files: dict[str, bytes] = {}  # what copy_to put in, for copy_from
         self.execs: list[str | tuple[str, ...]] = []  # every command exec'd, as given
 
-    def _publish(self, ports: Any) -> dict[int, int]:
-        if not ports:
-            return {}
-        wanted = dict(ports) if isinstance(ports, Mapping) else dict.fromkeys(ports)
-        return {int(inside): int(outside) if outside else self.engine.next_port()
-                for inside, outside in wanted.items()}
+    def _publish(self, ports: Mapping[int, int | None]) -> dict[int, int]:
+        """The run request's ports (normalised already): a fixed host port, or the next."""
+        return {inside: outside or self.engine.next_port() for inside, outside in ports.items()}
 
     @property
     def image(self) -> FakeImage:

@@ -285,3 +285,39 @@ def test_the_markers_ports_and_env_are_read_by_the_run_requests_readers() -> Non
         container_request(settings, {"ports": [70000]}, "t.py::t")
     with pytest.raises(ConfigError, match=r"env=\.\.\.\) must be a mapping"):
         container_request(settings, {"env": ["A=1"]}, "t.py::t")
+
+
+def test_the_factory_hands_the_engine_one_form_with_mounts_from_the_rootdir(
+        pytester: pytest.Pytester) -> None:
+    """Through the plugin on the FakeEngine (no root): what ``pycontain.run`` and the marker
+    give an engine is the normalised request; a bad option fails before any pull."""
+    from pytest_pycontain.testing import FakeEngine, SupplyEngine
+
+    engine = FakeEngine()
+    (pytester.path / "data").mkdir()
+    pytester.mkpydir("sub")
+    pytester.makepyfile(**{"sub/test_it": """
+        import pytest
+        from pytest_pycontain.errors import ConfigError
+
+        def test_run(pycontain):
+            pycontain.run("busybox", name="one", command="echo hi", ports=[8080],
+                          mounts=["data:/data:ro"], env={"N": 1}, memory="64m")
+
+        def test_bad(pycontain):
+            with pytest.raises(ConfigError, match="memory: '1k': the minimum memory limit"):
+                pycontain.run("never-pulled", memory="1k")
+
+        @pytest.mark.pycontain(ports={"8080/tcp": 18080}, env={"LEVEL": 2})
+        def test_marker(container):
+            pass
+    """})
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pycontain-image=busybox",
+                                plugins=[SupplyEngine(engine)])
+    result.assert_outcomes(passed=3)
+    first, marked = engine.runs
+    assert first.command == ("/bin/sh", "-c", "echo hi") and first.ports == {8080: None}
+    assert first.mounts == (Mount(pytester.path / "data", "/data", read_only=True),)
+    assert first.env == {"N": "1"} and first.memory == 64 * 1024**2
+    assert marked.ports == {8080: 18080} and marked.env == {"LEVEL": "2"}
+    assert not any("never-pulled" in event for event in engine.events)
