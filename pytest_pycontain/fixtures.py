@@ -60,9 +60,8 @@ class Factory:
             read_only: bool = False, init: bool = False, wait: Any = None,
             memory: int | str | None = None, cpus: float | None = None,
             pids: int | None = None) -> Any:
-        """Start a container (DESIGN.md §1); with ``wait``, return once it is ready. Every
-        option is checked before anything is pulled; relative mount sources are taken from the
-        pytest rootdir."""
+        """Start a container; with ``wait``, return once it is ready. Every option is checked
+        before anything is pulled; relative mount sources are taken from the pytest rootdir."""
         spec = RunSpec.create(image, base=self._session.resolve_path("."), name=name,
                               command=command, entrypoint=entrypoint, env=env, network=network,
                               aliases=aliases, ports=ports, hostname=hostname, user=user,
