@@ -154,7 +154,10 @@ def parse_env(value: Any, option: str = "env") -> FrozenMap[str, str]:
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     """Everything ``run`` takes, normalised when made (see the module's docstring); it accepts
-    each option in every form the user API allows and keeps the one form below."""
+    each option in every form the user API allows and keeps the one form below.
+
+    A new option is a field here and its reader in ``_FIELDS`` (a check that spans options
+    goes in ``__post_init__``); the backends then read the field as it is."""
 
     image: Any  # a reference string or an Image
     name: str | None = None
