@@ -162,6 +162,10 @@ services:
   built:
     build: .
     stop_grace_period: 1s
+  cleared:
+    build: {context: ., dockerfile: Dockerfile.entry}
+    entrypoint: ""
+    command: ["sleep", "1000"]
 """
 
 INNER = r'''
@@ -267,6 +271,8 @@ def test_service_options_seen_inside(pycontain):
         stack.service("worker", 3)
     with pytest.raises(ConfigError, match="no service 'nope' in project"):
         stack.service("nope")
+    cleared = stack.service("cleared")
+    assert cleared.exec("cat /proc/1/cmdline").output == "sleep\x001000\x00"
     stack.stop("built")
     assert stack.services["built"].status == "exited"
 
@@ -288,6 +294,7 @@ def test_a_bad_file_names_file_and_line(pycontain, tmp_path):
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makefile(".web", Dockerfile=WEB)
+    pytester.makefile(".entry", Dockerfile='FROM busybox\nENTRYPOINT ["echo", "never"]\n')
     pytester.makefile(".yaml", compose=STACK, networks=NETWORKS, failing=FAILING,
                       crashing=CRASHING, options=OPTIONS)
     pytester.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"1000\"]\n")

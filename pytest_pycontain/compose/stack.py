@@ -92,7 +92,8 @@ class Compose:
                 image,
                 name=service.name if first else f"{self.project.name}-{service.name}-{index}",
                 command=list(service.command) if service.command is not None else None,
-                entrypoint=list(service.entrypoint) if service.entrypoint else None,
+                entrypoint=(list(service.entrypoint) if service.entrypoint is not None
+                            else None),  # [] drops the image's, as entrypoint: "" does
                 env=dict(service.environment) or None,
                 network=self._networks[membership.network] if membership else None,
                 aliases=list(membership.aliases) if membership and first and
