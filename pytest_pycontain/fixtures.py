@@ -393,8 +393,8 @@ def keep_or_close(item: pytest.Item, factory: Factory, keep: str) -> None:
         notes = item.stash.setdefault(KEPT_KEY, [])
         engine = factory.engine
         for made in factory.containers:
-            exited = made.status == "exited"
             try:
+                exited = made.status == "exited"
                 engine.keep(made)
             except Exception as exc:  # keeping is a courtesy: removal must still happen
                 notes.append(f"could not keep {made.name}: {exc}")

@@ -73,6 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
     try:  # a bad value stops the run here, before any test, wherever it came from
         state = PycontainSession(config, settings(config))
     except ConfigError as exc:
+        if config.option.help:  # --help still helps: the user may be looking for the fix
+            return
         raise pytest.UsageError(f"pycontain: {exc}") from None
     state.progress.write = _terminal_progress(config)
     config.stash[SESSION_KEY] = state
@@ -96,8 +98,10 @@ def pytest_pycontain_make_engine(config: pytest.Config, settings: Settings) -> E
     return backends.make(settings)
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    state = config.stash[SESSION_KEY]
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None:
+        return None
     line = f"pycontain: {backends.header(state.settings.backend)}"
     hook = config.pluginmanager.hook.pytest_pycontain_make_engine
     others = sorted({_plugin_label(impl.plugin, config) for impl in hook.get_hookimpls()
@@ -145,7 +149,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
             short = short_failure(item, call.excinfo)
             if short is not None:
                 report.longrepr = short
-        lines = item.config.stash[SESSION_KEY].settings.log_lines
+        state = item.config.stash.get(SESSION_KEY, None)
+        lines = state.settings.log_lines if state else 50
         for tracked in item.stash.get(CONTAINERS_KEY, []):
             try:
                 text = tracked.logs()

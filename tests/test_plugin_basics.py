@@ -120,3 +120,10 @@ def test_every_unknown_pyproject_key_is_a_usage_error(pytester: pytest.Pytester)
     result.stderr.fnmatch_lines(["*pyproject.toml: [[]tool.pycontain[]]: unknown keys "
                                  "'dockerfiel', 'scoep' (known: *"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_help_still_works_with_a_bad_setting(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml('[tool.pycontain]\nscope = "weekly"\n')
+    result = pytester.runpytest("--help")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*--pycontain-scope=*"])

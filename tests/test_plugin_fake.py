@@ -379,3 +379,51 @@ def test_short_reports_come_through_xdist(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=2, errors=2)
     assert ('  at conftest.py:5, in db: return pycontain.run("busyboxx", name="db")'
             in failure_sections(result)["test_fixture"])
+
+
+class EngineThatCannotKeep(FakeEngine):
+    def keep(self, container: object) -> str:
+        raise RuntimeError("the keeper would not start")
+
+
+def test_a_container_that_cannot_be_kept_is_still_removed(pytester: pytest.Pytester) -> None:
+    engine = EngineThatCannotKeep()
+    pytester.makepyfile("""
+        def test_fails(pycontain):
+            pycontain.run("busybox", name="slippery")
+            assert False
+    """)
+    result = run(pytester, engine, "--pycontain-keep=failed")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*pycontain: kept containers*",
+                                 "could not keep slippery: the keeper would not start"])
+    assert "remove slippery" in engine.events
+
+
+def test_the_fake_implements_the_protocols_and_the_waits_work_on_it() -> None:
+    from pytest_pycontain import wait
+    from pytest_pycontain.engine import Container, Engine, Network, RunSpec
+    from pytest_pycontain.errors import ContainerError, WaitTimeout
+
+    engine = FakeEngine()
+    engine.on_run("server", logs="starting\nready on 8080\n", listening=[8080])
+    engine.on_run("crasher", logs="no config\n", exit_code=2)
+    engine.on_exec(["cat", "/etc/motd"], stdout="hello\n")
+    network = engine.network()
+    server = engine.run(RunSpec(image="server", network=network, ports=[8080]))
+    assert isinstance(engine, Engine) and isinstance(server, Container)
+    assert isinstance(network, Network)
+    wait.until_ready(server, wait.all(wait.log("ready on"), wait.port(8080)), 1)
+    with pytest.raises(WaitTimeout):
+        wait.until_ready(server, wait.port(9090, timeout=0.2), 1)
+    assert server.exec(["cat", "/etc/motd"]).output == "hello\n"
+    assert server.address(8080)[0] == "127.0.0.1"
+    crasher = engine.run(RunSpec(image="crasher"))
+    with pytest.raises(ContainerError) as info:
+        wait.until_ready(crasher, wait.port(80), 1)
+    assert info.value.exit_code == 2 and "no config" in str(info.value)
+    server.kill()
+    assert server.wait() == 137 and server.status == "exited"
+    engine.close()
+    assert engine.events[-3:] == [f"remove {crasher.name}", f"remove network {network.name}",
+                                  "close"]
