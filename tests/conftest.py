@@ -1,4 +1,4 @@
-"""The shared test environment (DESIGN.md §4).
+"""The shared test environment (README: "Quick start"; docs/architecture.md: "Tests").
 
 A registry seeded with busybox and debian by skopeo runs for the whole session and is exported
 as the docker.io mirror; a private dockerd starts on first use. A missing tool or a failing
