@@ -48,6 +48,20 @@ def test_given_files_are_exactly_those_merged_in_order(tmp_path: Path) -> None:
     assert project.working_dir == tmp_path.resolve()
 
 
+def test_compose_file_variable_picks_the_files(tmp_path: Path) -> None:
+    write(tmp_path, "compose.yaml", "services: {a: {image: busybox, command: default}}\n")
+    write(tmp_path, "one.yaml", "services: {a: {image: busybox, command: one}}\n")
+    write(tmp_path, "two.yaml", "services: {a: {command: two}}\n")
+    assert load(directory=tmp_path, environ={"COMPOSE_FILE": "one.yaml:two.yaml"}).services[
+        "a"].command == ("two",)
+    assert load(directory=tmp_path, environ={}, env={"COMPOSE_FILE": "one.yaml"}).services[
+        "a"].command == ("one",)
+    write(tmp_path, ".env", "COMPOSE_FILE=one.yaml,two.yaml\nCOMPOSE_PATH_SEPARATOR=,\n")
+    assert load(directory=tmp_path, environ={}).services["a"].command == ("two",)
+    assert load(["compose.yaml"], directory=tmp_path, environ={}).services["a"].command == (
+        "default",)  # files given win
+
+
 def test_no_compose_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no compose file in .*compose\.yaml, compose\.yml"):
         load(directory=tmp_path, environ={})
@@ -422,6 +436,8 @@ def test_limits_replicas_and_other_service_keys(tmp_path: Path) -> None:
      "service 'a': compose key 'build.secrets' is not supported yet"),
     ("    deploy:\n      restart_policy: {condition: any}\n", 5,
      "service 'a': compose key 'deploy.restart_policy' is not supported yet"),
+    ("    env_file:\n      - {path: a.env, format: raw}\n", 5,
+     "service 'a': compose key 'env_file.0.format' is not supported yet"),
     ("    networks:\n      default:\n        ipv4_address: 10.0.0.5\n", 6,
      "service 'a': compose key 'networks.default.ipv4_address' is not supported yet"),
 ])

@@ -59,11 +59,20 @@ def load(files: Sequence[str | os.PathLike[str]] = (), *, directory: Path | None
     """Load and resolve a project.
 
     ``files`` resolve against ``directory`` (default: the current one); none given means the
-    default file there. ``env`` wins over ``environ`` (default: the process's), which wins over
-    the ``.env`` beside the first file. ``unique``: without ``project``, the name compose
-    would derive gets a random suffix, so two stacks from one directory never merge.
+    files of ``COMPOSE_FILE``, else the default file there. ``env`` wins over ``environ``
+    (default: the process's), which wins over the ``.env`` beside the first file.
+    ``unique``: without ``project``, the name compose would derive gets a random suffix, so
+    two stacks from one directory never merge.
     """
     base = Path(directory or Path.cwd())
+    if not files:  # COMPOSE_FILE, as compose reads it: env=, the environment, ./.env
+        here = base / ".env"
+        chosen = Variables(read_env_file(here) if here.is_file() else {},
+                           os.environ if environ is None else environ, env or {})
+        listed = chosen.get("COMPOSE_FILE")
+        if listed:
+            separator = chosen.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
+            files = [f for f in listed.split(separator) if f]
     paths = [(base / f).resolve() for f in files] if files else default_files(base)
     working_dir = paths[0].parent
     dotenv_path = working_dir / ".env"
@@ -315,6 +324,8 @@ class _Loader:
             where = (*key, "env_file", i) if isinstance(files, list) else (*key, "env_file")
             required = True
             if isinstance(entry, dict):
+                self.check_keys(entry, where, {"path", "required", "format"},
+                                {"path", "required"})
                 required = self.boolean(entry.get("required", True), (*where, "required"))
                 entry = entry.get("path")
             if not isinstance(entry, str):
