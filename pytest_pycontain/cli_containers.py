@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ContainerError
+from .errors import ConfigError, ContainerError
 
 
 def _settings() -> Any:
@@ -45,6 +45,17 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
+def _sysctls(pairs: list[str]) -> dict[str, str]:
+    """``--sysctl NAME=VALUE``, repeatable, as ``docker run``."""
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--sysctl {pair!r}: expected NAME=VALUE")
+        result[key] = value
+    return result
+
+
 def _published(values: list[str]) -> dict[str, str | None]:
     """``-p PORT`` (any free host port) or ``-p HOST_PORT:PORT``, as ``docker run -p``; the run
     request checks the numbers."""
@@ -62,7 +73,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                           entrypoint=args.entrypoint, env=_env(args.env), workdir=args.workdir,
                           user=args.user, hostname=args.hostname,
                           network="host" if args.network == "host" else None,
-                          ports=_published(args.publish))  # bad input: before any engine
+                          ports=_published(args.publish), privileged=args.privileged,
+                          cap_add=args.cap_add, cap_drop=args.cap_drop,
+                          security_opt=args.security_opt,
+                          sysctls=_sysctls(args.sysctl))  # bad input: before any engine
     engine = _engine()
     try:
         try:
@@ -164,6 +178,13 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--network", choices=("none", "host"), default="none")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[HOST_PORT:]PORT",
                    help="publish a port on 127.0.0.1 (any free host port without HOST_PORT)")
+    p.add_argument("--privileged", action="store_true",
+                   help="every capability, no seccomp, no masked paths, devices usable")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="no-new-privileges, seccomp=unconfined, seccomp=PROFILE.json")
+    p.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("image")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="command",
                    help="the command and its arguments (default: the image's)")

@@ -31,7 +31,9 @@ CONTAINERS_KEY = pytest.StashKey[list[Any]]()  # item: containers a test used, f
 FAILED_KEY = pytest.StashKey[bool]()  # item: the test failed (setup or call): keep-on-failure
 KEPT_KEY = pytest.StashKey[list[str]]()  # item: what was kept, for its teardown report
 
+BOUNDARY_KEYS = ("privileged", "cap_add", "cap_drop", "security_opt", "sysctls")
 MARKER_KEYS = ("image", "dockerfile", "context", "scope", "env", "ports", "wait", "build_args",
+               *BOUNDARY_KEYS,
                "target", "compose", "compose_profiles")
 
 
@@ -59,14 +61,20 @@ class Factory:
             mounts: Sequence[str | Mount] | None = None, tmpfs: Mapping[str, str] | None = None,
             read_only: bool = False, init: bool = False, wait: Any = None,
             memory: int | str | None = None, cpus: float | None = None,
-            pids: int | None = None) -> Any:
+            pids: int | None = None, privileged: bool = False,
+            cap_add: Sequence[str] | None = None, cap_drop: Sequence[str] | None = None,
+            security_opt: Sequence[str] | None = None,
+            sysctls: Mapping[str, str] | None = None) -> Any:
         """Start a container; with ``wait``, return once it is ready. Every option is checked
-        before anything is pulled; relative mount sources are taken from the pytest rootdir."""
+        before anything is pulled; relative mount sources (and seccomp profiles) are taken from
+        the pytest rootdir."""
         spec = RunSpec.create(image, base=self._session.resolve_path("."), name=name,
                               command=command, entrypoint=entrypoint, env=env, network=network,
                               aliases=aliases, ports=ports, hostname=hostname, user=user,
                               workdir=workdir, mounts=mounts, tmpfs=tmpfs, read_only=read_only,
-                              init=init, memory=memory, cpus=cpus, pids=pids)
+                              init=init, memory=memory, cpus=cpus, pids=pids,
+                              privileged=privileged, cap_add=cap_add, cap_drop=cap_drop,
+                              security_opt=security_opt, sysctls=sysctls)
         if isinstance(image, str) and self._session.settings.pull != "never":
             spec = dataclasses.replace(spec, image=self.pull(image))
         container = self.engine.run(spec)
@@ -248,6 +256,7 @@ class ContainerRequest:
     ports: Mapping[int, int | None]
     wait: Any
     scope: str
+    boundary: Mapping[str, Any] = FrozenMap()  # privileged, cap_add... as RunSpec has them
 
 
 def container_request(settings: Settings, marker: Mapping[str, Any],
@@ -273,11 +282,15 @@ def container_request(settings: Settings, marker: Mapping[str, Any],
         raise ConfigError(f"{where}: @pytest.mark.pycontain(env=...) must be a mapping")
     try:  # the run request's own readers: the same rules and words as pycontain.run()
         env, ports = parse_env(env), parse_ports(marker.get("ports"))
+        # (a relative seccomp profile stays relative: factory.run takes it from the rootdir)
+        asked = RunSpec(None, **{k: marker[k] for k in BOUNDARY_KEYS if k in marker})
+        boundary = FrozenMap({k: getattr(asked, k) for k in BOUNDARY_KEYS if k in marker})
     except ConfigError as exc:
         raise ConfigError(f"{where}: @pytest.mark.pycontain: {exc}") from None
     return ContainerRequest(image=image, dockerfile=dockerfile, context=merged.context,
                             target=merged.target, build_args=merged.build_arg, env=env,
-                            ports=ports, wait=marker.get("wait"), scope=merged.scope)
+                            ports=ports, wait=marker.get("wait"), scope=merged.scope,
+                            boundary=boundary)
 
 
 def start_container(factory: Factory, request: ContainerRequest) -> Any:
@@ -289,7 +302,7 @@ def start_container(factory: Factory, request: ContainerRequest) -> Any:
                               target=request.target, build_args=request.build_args)
     network = factory.network()  # a private network per container: a name, an address, DNS
     return factory.run(image, env=request.env, ports=request.ports, wait=request.wait,
-                       network=network)
+                       network=network, **request.boundary)
 
 
 def session_of(config: pytest.Config) -> PycontainSession:

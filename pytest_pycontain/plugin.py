@@ -67,7 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "pycontain(image=, dockerfile=, context=, scope=, env=, ports=, wait=, build_args=, "
-        "compose=, compose_profiles=): configure the `container` and `compose` fixtures for "
+        "compose=, compose_profiles=, privileged=, cap_add=, cap_drop=, security_opt=, "
+        "sysctls=): configure the `container` and `compose` fixtures for "
         "this test",
     )
     try:  # a bad value stops the run here, before any test, wherever it came from

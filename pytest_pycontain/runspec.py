@@ -24,6 +24,7 @@ from typing import Any
 from .errors import ConfigError
 from .frozen import FrozenMap
 from .imageconfig import shell_argv
+from .security import capability_name, check_security_opt, check_sysctl
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses smaller memory limits; so do we, on every backend
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
@@ -177,6 +178,12 @@ class RunSpec:
     memory: int | None = None  # bytes
     cpus: float | None = None
     pids: int | None = None
+    # the privilege boundary, with ``docker run``'s meaning (security.py says what it is)
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()  # names without CAP_, or "ALL"
+    cap_drop: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+    sysctls: Mapping[str, str] = FrozenMap()
 
     def __post_init__(self) -> None:
         for option, parse in _FIELDS.items():
@@ -192,6 +199,8 @@ class RunSpec:
         pytest rootdir for the fixtures, the current directory without one)."""
         if base is not None and options.get("mounts") is not None:
             options["mounts"] = parse_mounts(options["mounts"], base)
+        if base is not None and options.get("security_opt") is not None:
+            options["security_opt"] = _profiles_from(base, options["security_opt"])
         return cls(image, **options)
 
 
@@ -310,6 +319,55 @@ def _pids(option: str, value: Any) -> int | None:
     return number
 
 
+def _capabilities(option: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names: list[str] = []
+    for item in _sequence(option, value):
+        name = capability_name(item, option)
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _security_opt(option: str, value: Any) -> tuple[str, ...]:
+    """Docker's ``--security-opt`` words; what each means (and a profile's content) is read
+    when the container starts (``security.security_options``)."""
+    if value is None:
+        return ()
+    words = tuple(_sequence(option, value))
+    for word in words:
+        if not isinstance(word, str):
+            raise ConfigError(f"{option}: {word!r}: expected text like 'no-new-privileges'")
+        check_security_opt(word)
+    return words
+
+
+def _profiles_from(base: Path, value: Any) -> Any:
+    """A relative ``seccomp=PROFILE.json`` is taken from ``base``, like mounts' host paths."""
+    if value is None or isinstance(value, str):
+        return value
+    resolved = []
+    for word in value:
+        key, sep, path = str(word).partition("=")
+        if key == "seccomp" and sep and path != "unconfined" and not os.path.isabs(path):
+            word = f"seccomp={base / path}"
+        resolved.append(word)
+    return resolved
+
+
+def _sysctls(option: str, value: Any) -> FrozenMap[str, str]:
+    """Namespaced ones only (whether net.* may be set depends on the network: the engines
+    check that); values as text."""
+    if value is None:
+        return FrozenMap()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{option}: {value!r}: expected a mapping like "
+                          "{'net.ipv4.ip_forward': '1'}")
+    return FrozenMap(dict(check_sysctl(key, text, host_network=False)
+                          for key, text in value.items()))
+
+
 def _keep(option: str, value: Any) -> Any:
     """The image and the network: what they may be is each engine's to say (it pulls the one
     and knows its own kind of the other)."""
@@ -323,7 +381,8 @@ _FIELDS = {
     "hostname": _text, "user": _user, "workdir": _workdir,
     "mounts": lambda option, value: parse_mounts(value) if value is not None else (),
     "tmpfs": _tmpfs, "read_only": _flag, "init": _flag, "memory": _memory, "cpus": _cpus,
-    "pids": _pids,
+    "pids": _pids, "privileged": _flag, "cap_add": _capabilities, "cap_drop": _capabilities,
+    "security_opt": _security_opt, "sysctls": _sysctls,
 }
 
 

@@ -33,6 +33,31 @@ def test_run_a_missing_command_is_127_with_dockers_message() -> None:
     assert "executable file not found" in done.stdout + done.stderr
 
 
+def test_run_privilege_options() -> None:
+    done = pycontain("run", "--rm", "--cap-drop", "ALL", "--cap-add", "cap_chown",
+                     "--security-opt", "no-new-privileges", "--sysctl", "kernel.shmmni=77",
+                     "busybox", "sh", "-c", "grep -E 'CapEff|NoNewPrivs' /proc/self/status; "
+                     "cat /proc/sys/kernel/shmmni")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["CapEff:", "0000000000000001", "NoNewPrivs:", "1", "77"]
+    done = pycontain("run", "--rm", "--privileged", "busybox", "grep", "Seccomp:",
+                     "/proc/self/status")
+    assert done.stdout.split() == ["Seccomp:", "0"], done.stderr
+    kept = pycontain("run", "-d", "--cap-add", "NET_ADMIN", "busybox", "sleep", "300",
+                     check=True).stdout.strip()
+    try:  # an exec from another process (through the kept container's record): same boundary
+        done = pycontain("exec", kept, "grep", "-E", "CapEff|Seccomp:", "/proc/self/status")
+        assert done.stdout.split() == ["CapEff:", "00000000a80435fb", "Seccomp:", "2"]
+    finally:
+        pycontain("rm", kept)
+    for flag, value, words in (("--sysctl", "kernel.core_pattern=x", "not in a separate"),
+                               ("--sysctl", "novalue", "expected NAME=VALUE"),
+                               ("--cap-add", "FLY", "unknown capability 'FLY'"),
+                               ("--security-opt", "seccomp=/no/such.json", "cannot read")):
+        done = pycontain("run", "--rm", flag, value, "busybox", "true")
+        assert done.returncode != 0 and words in done.stderr, (flag, value, done.stderr)
+
+
 def test_detached_exec_ps_rm() -> None:
     started = pycontain("run", "-d", "--name", "cli-kept", "busybox", "sleep", "300", check=True)
     container_id = started.stdout.strip()

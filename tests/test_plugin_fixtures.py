@@ -227,6 +227,35 @@ def test_marker_env_and_the_failed_test_report(project: pytest.Pytester,
     backend.assert_no_leftovers()
 
 
+def test_marker_and_factory_privilege_options(project: pytest.Pytester,
+                                              backend: Backend) -> None:
+    project.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"3600\"]\n")
+    project.makepyfile("""
+        import pytest
+
+        @pytest.mark.pycontain(cap_add=["NET_ADMIN"], cap_drop=["CAP_MKNOD"],
+                               sysctls={"net.ipv4.ip_unprivileged_port_start": "99"})
+        def test_marker(container):
+            result = container.exec("ip link add probe0 type bridge && "
+                                    "cat /proc/sys/net/ipv4/ip_unprivileged_port_start && "
+                                    "grep CapEff /proc/self/status")
+            assert result.output.split()[-3:] == ["99", "CapEff:", "00000000a00435fb"]
+
+        def test_factory(pycontain):
+            box = pycontain.run("busybox", command="sleep 3600",
+                                security_opt=["no-new-privileges"])
+            assert "NoNewPrivs:\t1" in box.exec("cat /proc/self/status").output
+
+        @pytest.mark.pycontain(cap_add=["FLY"])
+        def test_bad(container):
+            pass
+    """)
+    result = run(project, backend)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*@pytest.mark.pycontain: cap_add: unknown capability 'FLY'*"])
+    backend.assert_no_leftovers()
+
+
 def test_pycontain_factory_network_names_and_session_factory(
         pytester: pytest.Pytester, backend: Backend) -> None:
     pytester.makepyfile("""

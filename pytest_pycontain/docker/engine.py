@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from .. import errors
 from ..engine import RunSpec
+from ..security import security_options
 from .build import BuildRequest, build_image, builder
 from .client import (
     DEFAULT_HOST,
@@ -224,6 +225,10 @@ class DockerEngine:
         ports = {port: (host_ip, host) for port, host in spec.ports.items()}
         binds = [str(mount) for mount in spec.mounts] or None
         nano_cpus = int(spec.cpus * 1e9) if spec.cpus is not None else None
+        security = security_options(  # bad input (a profile that is not one): before anything
+            privileged=spec.privileged, cap_add=spec.cap_add, cap_drop=spec.cap_drop,
+            security_opt=spec.security_opt, sysctls=spec.sysctls,
+            host_network=spec.network == "host")
         network = spec.network
         own_network = None
         network_mode = None
@@ -256,6 +261,11 @@ class DockerEngine:
                     mem_limit=spec.memory,
                     nano_cpus=nano_cpus,
                     pids_limit=spec.pids,
+                    privileged=security.privileged or None,
+                    cap_add=list(security.cap_add) or None,
+                    cap_drop=list(security.cap_drop) or None,
+                    security_opt=list(security.docker_security_opt) or None,
+                    sysctls=dict(security.sysctls) or None,
                 )
                 networking = None
                 if network_mode not in ("host", "none", None) and not network_mode.startswith(

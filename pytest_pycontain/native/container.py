@@ -33,6 +33,7 @@ from .health import HealthCheck
 from .protocol import ExecPlan, Failed, RunPlan, Started
 
 if TYPE_CHECKING:
+    from .boundary import Boundary
     from .cgroups import Limits
     from .janitor import Janitor
     from .zygote_client import ZygoteClient
@@ -102,7 +103,8 @@ class NativeContainer:
 
     def __init__(self, services: Services, container_id: str, name: str, hostname: str,
                  image: Any, config: Mapping[str, Any], directory: Path, env: dict[str, str],
-                 user: str, workdir: str, limits: Limits, *, found: Found | None = None):
+                 user: str, workdir: str, limits: Limits, *, found: Found | None = None,
+                 boundary: Boundary | None = None):
         self._services = services
         self.id = container_id
         self.name = name
@@ -114,6 +116,9 @@ class NativeContainer:
         self.user = user
         self.workdir = workdir
         self.limits = limits
+        # what an exec helper of another process must confine its command by (our own shim
+        # knows its container's boundary already)
+        self._foreign_boundary = boundary if found is not None else None
         self.stop_signal = signal_number(config.get("StopSignal"))
         self.pid: int | None = None
         self.shim: int | None = None
@@ -239,7 +244,8 @@ class NativeContainer:
         return ExecPlan(pid=self.pid or 0, argv=tuple(argv), env={**self.env, **split_env(env)},
                         user=self.user if user is None else user,
                         workdir=workdir or self.workdir,
-                        cgroups=tuple(str(p) for p in self.limits.paths()))
+                        cgroups=tuple(str(p) for p in self.limits.paths()),
+                        boundary=self._foreign_boundary)
 
     def exec(self, cmd: str | Sequence[str], *, user: str | None = None,
              env: Mapping[str, str] | None = None, workdir: str | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -30,7 +31,9 @@ from ..errors import (
     NotSupported,
 )
 from ..imageconfig import DEFAULT_PATH, split_env
+from ..security import security_options
 from . import state
+from .boundary import UNCONFINED, Boundary, boundary_for
 from .cgroups import Limits
 from .container import AttachedLimits, Found, NativeContainer, Services, image_name
 from .janitor import Janitor
@@ -226,6 +229,10 @@ class NativeEngine:
         if not lower:
             raise ImageError(f"image {image_name(image)}: it has no layers to run")
         mounts = tuple(Bind(str(m.source), m.target, m.read_only) for m in spec.mounts)
+        boundary = boundary_for(security_options(
+            privileged=spec.privileged, cap_add=spec.cap_add, cap_drop=spec.cap_drop,
+            security_opt=spec.security_opt, sysctls=spec.sysctls,
+            host_network=network == "host"))
         directory = self.state_root / "containers" / container_id[:16]
         name = spec.name or f"pycontain-{container_id[:12]}"
         # the engine-level name carries a unique suffix, so parallel runs never clash
@@ -241,6 +248,8 @@ class NativeEngine:
                                     directory, env, user, workdir, limits)
         try:
             (directory / "l").mkdir(parents=True)
+            # for an exec from another process (``attach``): the same boundary as PID 1
+            (directory / "boundary.json").write_text(json.dumps(boundary.to_json()))
             for number, path in enumerate(lower):
                 os.symlink(path, directory / "l" / str(number))
             for part in ("upper", "work", "merged"):
@@ -261,7 +270,7 @@ class NativeEngine:
                 read_only=spec.read_only, mounts=mounts,
                 tmpfs=tuple(sorted(spec.tmpfs.items())), init=spec.init,
                 cgroups=tuple(cgroups), etc=_etc_files(hostname, network == "host"),
-                pause=start_hook is not None)
+                pause=start_hook is not None, boundary=boundary)
             container.launch(plan, start_hook)
             if spec.ports and network != "host":
                 container.publish(spec.ports, self.state_root / "netrecords" / self.journal.owner)
@@ -286,11 +295,16 @@ class NativeEngine:
         cgroups = [Path(p) for p in record.get("cgroups", ())]
         found = Found(pid=processes["pid1"]["pid"], shim=processes["shim"]["pid"],
                       started_at=processes["pid1"].get("start"), kept=record["kept"])
+        try:
+            boundary = Boundary.from_json(json.loads(
+                (Path(record["dir"]) / "boundary.json").read_text()))
+        except (OSError, ValueError):
+            boundary = UNCONFINED  # made before containers had a boundary
         return NativeContainer(
             self._services, record["container"], record["name"], record["hostname"],
             record["image"], {"StopSignal": record.get("stop_signal")}, Path(record["dir"]),
             record["env"], record["user"], record["workdir"], AttachedLimits(cgroups),
-            found=found)
+            found=found, boundary=boundary)
 
     def keep(self, container: NativeContainer) -> str:
         """Hand ``container`` to a keeper (its own shim) that outlives this process; the reaper

@@ -17,7 +17,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from . import dns, rootfs  # imported before the fork: a kept shim's root may be elsewhere
+from . import boundary as bd  # imported before the fork: a kept shim's root may be elsewhere
+from . import dns, rootfs
 from . import syscalls as sc
 from .protocol import (
     Created,
@@ -84,12 +85,6 @@ def not_found_message(argv0: str, error: OSError) -> tuple[int, str]:
     if isinstance(error, PermissionError):
         return 126, f'exec: "{argv0}": permission denied'
     return 126, f'exec: "{argv0}": {error.strerror or error}'
-
-
-def _become(uid: int, gid: int, groups: list[int]) -> None:
-    os.setgroups(groups)
-    os.setgid(gid)
-    os.setuid(uid)
 
 
 def _exec(argv: Sequence[str], env: dict[str, str], report: int | None) -> None:
@@ -177,11 +172,12 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
     try:
         sc.unshare(sc.CLONE_NEWCGROUP)  # the shim moved us into our cgroups by now
         rootfs.enter(launch.root)
+        bd.confine_filesystem(launch.boundary)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        _become(launch.uid, launch.gid, list(launch.groups))
+        bd.enter(launch.boundary, launch.uid, launch.gid, list(launch.groups))
         os.chdir(launch.workdir)
         if launch.init:
             child = os.fork()
@@ -235,7 +231,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         for fd in cgroup_fds:
             os.write(fd, str(pid1.pid).encode())
         socket.sethostname(plan.hostname)
-        rootfs.mount_overlay(directory, len(plan.lower))
+        rootfs.mount_overlay(directory, len(plan.lower), flags=plan.boundary.device_flags)
         root = os.path.join(directory, "merged")
         uid, gid, groups, home = rootfs.resolve_user(plan.user, root)
         env = dict(plan.env)
@@ -247,7 +243,8 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         os._exit(125)
     logs = {name: os.open(f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                           0o644, dir_fd=dir_fd) for name in ("stdout", "stderr", "combined")}
-    launch = Launch(root, plan.argv, env, uid, gid, tuple(groups), plan.workdir, plan.init)
+    launch = Launch(root, plan.argv, env, uid, gid, tuple(groups), plan.workdir, plan.init,
+                    plan.boundary)
     if plan.pause:  # the engine sets up more (a network) before the command starts
         send(ctl, Created(pid1.pid, os.getpid()))
         try:
@@ -266,11 +263,11 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         send(ctl, failure)
         os._exit(failure.exit_code)
     send(ctl, Started(pid1.pid, os.getpid()))
-    _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, cgroup_fds)
+    _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, cgroup_fds, plan.boundary)
 
 
 def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[str, int],
-               dir_fd: int, cgroup_fds: list[int]) -> None:
+               dir_fd: int, cgroup_fds: list[int], boundary: bd.Boundary) -> None:
     pidfd = os.pidfd_open(pid)
     selector = selectors.DefaultSelector()
     selector.register(out_r, selectors.EVENT_READ, "stdout")
@@ -338,7 +335,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                 elif isinstance(request, Exit):
                     _finish(pid, running)
                 elif isinstance(request, Exec):
-                    _start_exec(request.plan, fds, selector, cgroup_fds)
+                    _start_exec(request.plan, fds, selector, cgroup_fds, boundary)
             elif isinstance(what, tuple) and what[0] == "dns":  # kept: names of its network
                 dns.answer_from(what[2], what[1])
             elif isinstance(what, tuple):  # an exec'd process ended
@@ -352,12 +349,12 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
 
 
 def _start_exec(plan: ExecPlan, fds: list[int], selector: selectors.BaseSelector,
-                cgroup_fds: list[int]) -> None:
+                cgroup_fds: list[int], boundary: bd.Boundary) -> None:
     """Run a command for our engine: we are in the container's namespaces and root already,
     and our children are born in its pid namespace."""
     exec_ctl = socket.socket(fileno=fds[0])
     try:
-        child = spawn_exec(plan, fds[1:4], cgroup_fds)
+        child = spawn_exec(plan, fds[1:4], boundary, cgroup_fds)
     except (OSError, rootfs.UnknownUser) as exc:
         with contextlib.suppress(OSError):
             os.write(fds[3], f"{exc}\n".encode())
@@ -401,7 +398,7 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
         os.fchdir(root_fd)
         os.chroot(".")
         os.close(root_fd)
-        pid = spawn_exec(plan, stdio)
+        pid = spawn_exec(plan, stdio, plan.boundary or bd.UNCONFINED)
     except (OSError, rootfs.UnknownUser) as exc:
         os.write(stdio[2], f"{exc}\n".encode())
         send(ctl, ExecExited(126, str(exc)))
@@ -412,11 +409,12 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
     os._exit(0)
 
 
-def spawn_exec(plan: ExecPlan, stdio: list[int], cgroup_fds: Sequence[int] = ()) -> int:
-    """Fork ``plan.argv`` as ``plan.user`` in ``plan.workdir``; we must be in the
-    container's namespaces and root already. The child joins the cgroups (``cgroup.procs``
-    opened before the root changed) and then a cgroup namespace of its own, rooted there, as
-    PID 1 has. Closes ``stdio`` here; returns the child's pid."""
+def spawn_exec(plan: ExecPlan, stdio: list[int], boundary: bd.Boundary,
+               cgroup_fds: Sequence[int] = ()) -> int:
+    """Fork ``plan.argv`` as ``plan.user`` in ``plan.workdir``, inside ``boundary`` as PID 1
+    is; we must be in the container's namespaces and root already. The child joins the
+    cgroups (``cgroup.procs`` opened before the root changed) and then a cgroup namespace of
+    its own, rooted there, as PID 1 has. Closes ``stdio`` here; returns the child's pid."""
     uid, gid, groups, home = rootfs.resolve_user(plan.user, "/")
     env = dict(plan.env)
     env.setdefault("HOME", home)
@@ -429,7 +427,7 @@ def spawn_exec(plan: ExecPlan, stdio: list[int], cgroup_fds: Sequence[int] = ())
             sc.unshare(sc.CLONE_NEWCGROUP)
             for number, fd in enumerate(stdio):
                 os.dup2(fd, number)
-            _become(uid, gid, groups)
+            bd.enter(boundary, uid, gid, groups)
             try:
                 os.chdir(plan.workdir)
             except OSError as exc:

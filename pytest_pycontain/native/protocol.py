@@ -51,6 +51,8 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
+from .boundary import UNCONFINED, Boundary
+
 __all__ = [
     "Bind", "Created", "Exec", "ExecExited", "ExecPlan", "ExecStarted", "Exit", "Exited",
     "Failed", "Go", "Keep", "Kept", "Launch", "Message", "Op", "ProtocolError", "Run", "RunPlan",
@@ -117,9 +119,18 @@ def _load(cls: type, data: Mapping[str, Any], convert: Mapping[str, Callable[[An
         raise ProtocolError(f"{cls.__name__}: {exc}") from None
 
 
+def _boundary(value: Any) -> Boundary | None:
+    return None if value is None else Boundary.from_json(value)
+
+
 def _dump(value: Any) -> dict[str, Any]:
-    """A dataclass's fields, one level deep (tuples and NamedTuples are JSON lists as such)."""
-    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    """A dataclass's fields, one level deep (tuples and NamedTuples are JSON lists as such; a
+    ``Boundary`` says its own JSON form)."""
+    fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    for name, field in fields.items():
+        if isinstance(field, Boundary):
+            fields[name] = field.to_json()
+    return fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,10 +157,11 @@ class RunPlan:
     cgroups: tuple[str, ...] = ()
     etc: dict[str, str] = dataclasses.field(default_factory=dict)
     pause: bool = False
+    boundary: Boundary = UNCONFINED  # what confines PID 1 and every exec (boundary.py)
 
     _CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {
         "lower": _strings, "argv": _strings, "mounts": _binds, "tmpfs": _pairs,
-        "cgroups": _strings}
+        "cgroups": _strings, "boundary": _boundary}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,9 +174,10 @@ class ExecPlan:
     user: str
     workdir: str
     cgroups: tuple[str, ...] = ()
+    boundary: Boundary | None = None  # None: the shim's own (an exec helper needs it said)
 
     _CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {
-        "argv": _strings, "cgroups": _strings}
+        "argv": _strings, "cgroups": _strings, "boundary": _boundary}
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -264,10 +277,11 @@ class Launch(Message):
     groups: tuple[int, ...]
     workdir: str
     init: bool = False
+    boundary: Boundary = UNCONFINED
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> Message:
-        return _load(cls, data, {"argv": _strings, "groups": tuple})
+        return _load(cls, data, {"argv": _strings, "groups": tuple, "boundary": _boundary})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,12 +79,12 @@ def _touch(root: str, path: str, made: list[str] | None = None) -> str:
     return target
 
 
-def mount_overlay(directory: str, layers: int, merged: str = "merged") -> None:
+def mount_overlay(directory: str, layers: int, merged: str = "merged", flags: int = 0) -> None:
     """Mount the overlay with short relative names (``l/0``...) from inside ``directory``, so
     that the option string (one page at most) holds many layers."""
     os.chdir(directory)
     lower = ":".join(f"l/{i}" for i in reversed(range(layers)))
-    sc.mount("overlay", merged, "overlay", 0,
+    sc.mount("overlay", merged, "overlay", flags,
              f"lowerdir={lower},upperdir=upper,workdir=work")
 
 
@@ -92,14 +92,25 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
     """Mount /dev, /sys, the generated /etc files, bind mounts and tmpfs under ``root``; make
     the working directory (owned by ``workdir_owner`` when it is new, as Docker does).
 
+    Unless the container is privileged, /dev and bind mounts are ``nodev`` and the default
+    devices are the host's own nodes bound in: a node the container makes with ``mknod``
+    cannot be opened (the boundary's device rule, as Docker's device cgroup has it).
     The paths created only to mount on are listed in ``mountpoints.json`` in the container's
     directory, so that a build committing the upper layer can leave them out, as Docker does.
     """
     made: list[str] = []
+    privileged = plan.boundary.privileged
+    nodev = plan.boundary.device_flags
     dev = _mkdirs(root, "/dev", made=made)
-    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME | nodev,
+             "mode=755,size=65536k")
     for name, (major, minor) in DEVICES.items():
         path = os.path.join(dev, name)
+        host = os.path.join("/dev", name)
+        if nodev and _is_device(host, major, minor):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
+            sc.mount(host, path, None, sc.MS_BIND)
+            continue
         os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
         os.chmod(path, 0o666)
     for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)):
@@ -116,7 +127,8 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         os.symlink(target, os.path.join(dev, name))
     _mkdirs(root, "/proc", made=made)
     sys_dir = _mkdirs(root, "/sys", made=made)
-    sc.mount("sysfs", sys_dir, "sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    sc.mount("sysfs", sys_dir, "sysfs", (0 if privileged else sc.MS_RDONLY) | sc.MS_NOSUID
+             | sc.MS_NODEV | sc.MS_NOEXEC)
     for name, text in plan.etc.items():  # hosts, hostname, resolv.conf
         source = os.path.join(plan.directory, name)
         with open(source, "w") as file:
@@ -126,8 +138,9 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         where = (_mkdirs(root, target, made=made) if os.path.isdir(source)
                  else _touch(root, target, made))
         sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
-        if read_only:
-            sc.mount(source, where, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_REC)
+        if read_only or nodev:
+            sc.mount(source, where, None, sc.MS_REMOUNT | sc.MS_BIND | _kept_flags(where)
+                     | nodev | (sc.MS_RDONLY if read_only else 0))
     for target, options in plan.tmpfs:
         flags, data = tmpfs_options(options)
         sc.mount("tmpfs", _mkdirs(root, target, made=made), "tmpfs", flags, data)
@@ -137,7 +150,28 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
     if workdir_owner is not None:
         os.chown(workdir, *workdir_owner)
     if plan.read_only:
-        sc.mount(root, root, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+        sc.mount(root, root, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | nodev)
+
+
+def _kept_flags(path: str) -> int:
+    """The flags of the mount at ``path`` that a bind remount must repeat to keep them."""
+    have = os.statvfs(path).f_flag
+    kept = 0
+    for st_flag, ms_flag in ((os.ST_RDONLY, sc.MS_RDONLY), (os.ST_NOSUID, sc.MS_NOSUID),
+                             (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC),
+                             (os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048),
+                             (os.ST_RELATIME, 1 << 21)):
+        if have & st_flag:
+            kept |= ms_flag
+    return kept
+
+
+def _is_device(path: str, major: int, minor: int) -> bool:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(major, minor)
 
 
 def tmpfs_options(options: str) -> tuple[int, str]:

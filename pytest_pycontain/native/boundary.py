@@ -1,0 +1,185 @@
+"""The privilege boundary of a native container, Docker's by default (runc's standard_init is
+the model).
+
+The engine works out a ``Boundary`` once per container (``boundary_for``: capability sets, the
+seccomp program compiled once per profile and capability set, masked and read-only paths,
+sysctls); it travels in the plan to the shim as plain JSON. In the container, PID 1 calls
+``confine_filesystem`` once its /proc exists, and PID 1 and every exec'd command call
+``enter`` in place of becoming the user, right before exec. Devices are kept to the defaults by
+mounting every writable filesystem ``nodev`` (``device_flags``): a node made with ``mknod``
+cannot be opened, as Docker's device cgroup has it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import errno
+import functools
+import os
+from typing import Any
+
+from ..errors import NotSupported
+from ..security import CAPABILITIES, SecurityOptions
+from . import syscalls as sc
+
+# Docker's defaults: what a container may not read at all, and what it may only read.
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
+    "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+_PROC_FLAGS = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+_LSM_NOOPS = ("apparmor=unconfined", "label=disable", "label:disable")
+
+
+@dataclasses.dataclass(frozen=True)
+class Boundary:
+    """What confines one container; the same for PID 1 and every exec."""
+
+    privileged: bool = False
+    capabilities: int = 0  # bit n = capability n: the bounding set, and root's other sets
+    no_new_privileges: bool = False
+    seccomp: bytes | None = None  # a compiled BPF program; None: unconfined
+    masked_paths: tuple[str, ...] = ()
+    readonly_paths: tuple[str, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()
+
+    @functools.cached_property
+    def _json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["seccomp"] = None if self.seccomp is None else base64.b64encode(
+            self.seccomp).decode()
+        return data
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON for the plan (computed once: the same boundary serves many containers)."""
+        return self._json
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Boundary:
+        program = data.get("seccomp")
+        return cls(privileged=bool(data.get("privileged")),
+                   capabilities=int(data.get("capabilities", 0)),
+                   no_new_privileges=bool(data.get("no_new_privileges")),
+                   seccomp=None if program is None else base64.b64decode(program),
+                   masked_paths=tuple(data.get("masked_paths", ())),
+                   readonly_paths=tuple(data.get("readonly_paths", ())),
+                   sysctls=tuple((k, v) for k, v in data.get("sysctls", ())))
+
+    @property
+    def device_flags(self) -> int:
+        """``MS_NODEV`` for every writable mount unless privileged (see the module doc)."""
+        return 0 if self.privileged else sc.MS_NODEV
+
+
+# What a container that predates the boundary (or a caller that names none) runs with.
+UNCONFINED = Boundary(privileged=True, capabilities=(1 << len(CAPABILITIES)) - 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _last_capability() -> int:
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+    return len(CAPABILITIES) - 1
+
+
+@functools.lru_cache(maxsize=64)
+def boundary_for(options: SecurityOptions) -> Boundary:
+    """The boundary ``options`` ask for, on this host; NotSupported (naming the option) where
+    it cannot be had. Compiling the seccomp program is cached per profile and capability set."""
+    for option in options.docker_security_opt:
+        if option.startswith(("apparmor", "label")) and option not in _LSM_NOOPS:
+            raise NotSupported(f"security_opt {option!r}: the native engine applies no "
+                               "AppArmor or SELinux policy (only apparmor=unconfined and "
+                               "label=disable mean something here); use the Docker backend")
+    host_caps = (1 << (_last_capability() + 1)) - 1
+    mask = 0
+    for name in options.capabilities:
+        mask |= 1 << CAPABILITIES.index(name)
+    mask &= host_caps
+    program = None
+    if options.confined:
+        from . import seccomp
+
+        which = options.seccomp.source if options.seccomp is not None else "default"
+        if not seccomp.kernel_supports_seccomp():
+            raise NotSupported(f"security_opt seccomp={which}: this kernel has no seccomp; run "
+                               "with security_opt=['seccomp=unconfined']")
+        text = (options.seccomp.text if options.seccomp is not None
+                else seccomp.default_profile_text())
+        program = seccomp.compile_profile(text, options.capabilities, which)
+    paths = not (options.privileged or options.systempaths_unconfined)
+    return Boundary(privileged=options.privileged, capabilities=mask,
+                    no_new_privileges=options.no_new_privileges, seccomp=program,
+                    masked_paths=MASKED_PATHS if paths else (),
+                    readonly_paths=READONLY_PATHS if paths else (),
+                    sysctls=options.sysctls)
+
+
+# --- in the container ----------------------------------------------------------------------
+
+def confine_filesystem(boundary: Boundary) -> None:
+    """In PID 1, root and /proc in place: write the sysctls (while /proc/sys is writable), then
+    hide the masked paths (files under /dev/null, directories under an empty read-only tmpfs)
+    and make the read-only ones so."""
+    for key, value in boundary.sysctls:
+        path = "/proc/sys/" + key.replace(".", "/")
+        with open(path, "w") as file:
+            file.write(value)
+    for path in boundary.masked_paths:
+        try:
+            if os.path.isdir(path):
+                sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY | _PROC_FLAGS, "size=0,mode=0555")
+            else:
+                sc.mount("/dev/null", path, None, sc.MS_BIND)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise
+    for path in boundary.readonly_paths:
+        try:
+            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | _PROC_FLAGS)
+
+
+def enter(boundary: Boundary, uid: int, gid: int, groups: list[int]) -> None:
+    """Become ``uid:gid`` inside ``boundary``, right before exec: no_new_privs, the seccomp
+    filter (loaded while we may still: it needs CAP_SYS_ADMIN without no_new_privs; it allows
+    what follows), the bounding set cut, the user, then root's sets reduced to the container's
+    capabilities or, for another user, emptied, as Docker does."""
+    if boundary.no_new_privileges:
+        sc.prctl_args(sc.PR_SET_NO_NEW_PRIVS, 1)
+    if boundary.seccomp is not None:
+        sc.load_seccomp(boundary.seccomp)
+    if boundary.privileged:
+        _become(uid, gid, groups)
+        return
+    for number in range(64):
+        if not boundary.capabilities & (1 << number):
+            try:
+                sc.prctl_args(sc.PR_CAPBSET_DROP, number)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:  # past the kernel's last capability
+                    break
+                raise
+    sc.prctl_args(sc.PR_SET_KEEPCAPS, 1)
+    _become(uid, gid, groups)
+    sc.prctl_args(sc.PR_SET_KEEPCAPS, 0)
+    granted = boundary.capabilities if uid == 0 else 0
+    sc.capset(granted, granted, 0)
+    with contextlib.suppress(OSError):  # kernels before 4.3 have no ambient set
+        sc.prctl_args(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def _become(uid: int, gid: int, groups: list[int]) -> None:
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)
