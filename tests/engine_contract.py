@@ -338,11 +338,100 @@ class EngineContract:
                 container.remove()
             net.remove()
 
+    # --- published ports and networks, as Docker has them (issue: real service images) ---
+
+    SERVE = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\n"
+             "echo\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer"
+             " && echo pong > /www/ping && httpd -p 127.0.0.1:8081 -h /www"
+             " && exec httpd -f -p 8080 -h /www")
+
+    def test_published_ports_reach_the_interface_not_loopback(self, run) -> None:
+        """Without a network a container with ports gets one: the server sees a peer that is
+        not loopback (no ``127.0.0.1 trust`` lets the test in), and a server bound to the
+        container's loopback only is not reached through its published port."""
+        import ipaddress
+
+        container = run(command=self.SERVE, ports=[8080, 8081])
+        _until(lambda: container.probe_port(8080) and container.probe_port(8081))
+        assert _http_get(container.address(8080), "/ping") == "pong\n"
+        peer = _http_get(container.address(8080), "/cgi-bin/peer").strip()
+        peer = peer.strip("[]").removeprefix("::ffff:")  # busybox httpd listens on IPv6 too
+        assert not ipaddress.ip_address(peer).is_loopback, peer
+        assert peer != container.ip
+        assert container.exec("ls /sys/class/net").output.split() == ["eth0", "lo"]
+        assert container.exec("wget -qO- http://127.0.0.1:8081/ping").output == "pong\n"
+        with pytest.raises(OSError):  # reset, closed with nothing said, or refused
+            _http_get(container.address(8081), "/ping", timeout=5)
+
+    def test_loss_on_a_container_stalls_the_tests_own_connection(self, engine, run) -> None:
+        net = engine.network()
+        container = None
+        try:
+            container = run(command=self.SERVE, network=net, ports=[8080])
+            _until(lambda: container.probe_port(8080))
+            assert _http_get(container.address(8080), "/ping") == "pong\n"
+            net.loss(container, 100)
+            with pytest.raises(TimeoutError):
+                _http_get(container.address(8080), "/ping", timeout=2)
+            net.loss(container, 0)
+            assert _http_get(container.address(8080), "/ping", timeout=10) == "pong\n"
+        finally:
+            if container is not None:
+                container.remove()
+            net.remove()
+
+    def test_an_exited_container_leaves_its_networks_at_once(self, engine, run) -> None:
+        """Kill app, start a new app under the same name and alias: peers resolve the new
+        one; while none runs, nobody resolves the name."""
+        net = engine.network()
+        made: list[Container] = []
+        try:
+            made.append(app := run(name="app", aliases=["web"], network=net,
+                                   command="sleep 1000"))
+            made.append(peer := run(name="peer", network=net, command="sleep 1000"))
+            lookup = "nslookup {} | tail -n +3 | grep -o '[0-9]*\\.[0-9]*\\.[0-9]*\\.[0-9]*'"
+            assert peer.exec(lookup.format("app"), timeout=20).output.split() == [app.ip]
+            app.kill()
+            app.wait(10)
+            for name in ("app", "web"):
+                assert peer.exec(lookup.format(name), timeout=20).output.split() == []
+            made.append(again := run(name="app", aliases=["web"], network=net,
+                                     command="sleep 1000"))
+            for name in ("app", "web"):
+                assert peer.exec(lookup.format(name), timeout=20).output.split() == [again.ip]
+            crash = run(name="crash", network=net, command="exit 3")  # nobody asks it
+            made.append(crash)
+            _until(lambda: peer.exec(lookup.format("crash"), timeout=20).output.split() == [])
+            made.append(run(name="crash", network=net, command="sleep 1000"))
+        finally:
+            for container in made:
+                container.remove()
+            net.remove()
+
+
 def _until(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def _http_get(address: tuple[str, int], path: str, timeout: float = 10.0) -> str:
+    """The body of ``GET path`` from the test process itself (not from a container)."""
+    import socket
+
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    for separator in (b"\r\n\r\n", b"\n\n"):  # a CGI's own header ends with bare newlines
+        _, sep, body = data.partition(separator)
+        if sep:
+            break
+    if not sep:
+        raise ConnectionError(f"no HTTP answer from {address}: {data!r}")
+    return body.decode()
 
 
 def _wait_for_log(container: Container, text: str) -> None:

@@ -17,6 +17,7 @@ import posixpath
 import signal
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -128,6 +129,7 @@ class NativeContainer:
         self._ip: str | None = None
         self._networks: list[Any] = []  # the networks it joined (detached at removal)
         self._proxies: dict[int, Any] = {}  # published ports: container port -> PortProxy
+        self._leaving = threading.Lock()  # the exit watch and removal both leave networks
         self._own: OwnShim | None = None  # set while we start it: our shim's channel
         self._control: Control
         if found is None:
@@ -182,10 +184,23 @@ class NativeContainer:
         self._networks.append(network)
 
     def publish(self, ports: Mapping[int, int | None], records_dir: Path) -> None:
-        """Publish ``ports`` of its network namespace on the host's loopback."""
+        """Publish ``ports`` on the host's loopback, relayed to its address on its first
+        network from that network's bridge, as Docker's published ports reach a container's
+        interface: a server bound to its loopback only is not reached, the server sees a peer
+        that is not 127.0.0.1, and the network's faults on the container apply."""
         from .proxy import publish
 
-        self._proxies = publish(f"/proc/{self.pid}/ns/net", ports, records_dir=records_dir)
+        if not self._networks or self._ip is None:
+            raise ContainerError(f"container {self.name}: ports are published through a "
+                                 "network, and it has none", container=self.id)
+        self._proxies = publish(self._networks[0].netns_path, ports, records_dir=records_dir,
+                                target=self._ip)
+
+    def exited(self) -> None:
+        """Its PID 1 has ended: leave its networks now, as Docker does (the name, aliases and
+        address are free for the next container; a kept one keeps them)."""
+        if not self.kept:
+            self._leave_networks()
 
     def abandon(self) -> None:
         """Undo what was made of a container whose start failed (the shim ends with its
@@ -346,16 +361,18 @@ class NativeContainer:
                            f"{published}); pass ports=[{port}] to run()")
 
     def _leave_networks(self) -> None:
-        """Close published ports and leave networks (best effort: removal must go on)."""
-        for proxy in self._proxies.values():
+        """Close published ports and leave networks (best effort: removal must go on). Once:
+        at the exit of PID 1 or at removal, whichever comes first."""
+        with self._leaving:
+            proxies, self._proxies = self._proxies, {}
+            networks, self._networks = self._networks, []
+        for proxy in proxies.values():
             with contextlib.suppress(Exception):
                 proxy.close()
-        self._proxies.clear()
         gone = self._removed and (self.shim is None or not os.path.exists(f"/proc/{self.shim}"))
-        for network in self._networks:
+        for network in networks:
             with contextlib.suppress(Exception):
                 network.detach(self.id, link_gone=gone)
-        self._networks.clear()
 
     def probe_port(self, port: int) -> bool:
         """Whether something accepts TCP connections on ``port`` in the container's own network
@@ -456,12 +473,16 @@ class NativeContainer:
 
     def stop(self, timeout: float = 10) -> None:
         """The image's StopSignal, then SIGKILL after ``timeout`` seconds."""
-        if self.pid is None or self._control.poll(0):
+        if self.pid is None:
+            return
+        if self._control.poll(0):
+            self.exited()
             return
         self.kill(self.stop_signal)
         if not self._control.poll(timeout):
             self.kill(9)
             self._control.poll(None)
+        self.exited()
 
     def wait(self, timeout: float | None = None) -> int:
         if self.pid is None:
@@ -471,6 +492,7 @@ class NativeContainer:
                 raise ContainerError(f"container {self.name}: lost its shim", container=self.id)
             raise WaitTimeout(f"container {self.name} still runs after {timeout}s",
                               logs=self.logs(), container=self.id)
+        self.exited()  # before the caller starts the next one under its name
         return self._exit_code  # type: ignore[return-value]
 
     def keep(self) -> str:

@@ -36,6 +36,7 @@ from . import state
 from .boundary import UNCONFINED, Boundary, boundary_for
 from .cgroups import Limits
 from .container import AttachedLimits, Found, NativeContainer, Services, image_name
+from .exits import ExitWatch
 from .janitor import Janitor
 from .protocol import Bind, RunPlan
 from .zygote_client import ZygoteClient
@@ -104,6 +105,9 @@ class NativeEngine:
         self._networks: list[Any] = []
         self._spare_networks: list[Any] = []  # network.Spare: removed networks' namespaces
         self._networks_recorded = False
+        self._default_network: Any = None  # made for the first container with ports and none
+        self._default_lock = threading.Lock()
+        self._exits = ExitWatch()
         self.progress: Callable[[str], None] | None = None  # lines for the user (the plugin's)
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
 
@@ -165,6 +169,15 @@ class NativeEngine:
             self._networks.append(network)
         return network
 
+    def default_network(self) -> Any:
+        """The engine's own network for containers with ``ports`` and no network, as Docker's
+        default bridge: published ports always go through a real interface. Made once, at
+        first use; its members do not resolve each other by name (as on Docker's)."""
+        with self._default_lock:
+            if self._default_network is None or self._default_network.removed:
+                self._default_network = self.network()
+            return self._default_network
+
     def _keep_spare(self, spare: Any) -> bool:
         with self._lock:
             if self._closed or len(self._spare_networks) >= self.SPARE_NETWORKS:
@@ -204,6 +217,11 @@ class NativeEngine:
             bridge.ensure_usable()  # a removed network is a clear error before anything is made
         if spec.aliases and bridge is None:
             raise ConfigError("aliases need a network: pass network=pycontain.network()")
+        if spec.ports and network == "none":
+            raise NetworkError("ports cannot be published with network='none'")
+        named = True
+        if spec.ports and network is None:
+            bridge, named = self.default_network(), False
         argv = command_line(config, spec)
         if not argv:
             raise ContainerError("no command specified: the image has no Entrypoint or Cmd and "
@@ -263,7 +281,7 @@ class NativeEngine:
                                      container=container_id) from exc
             start_hook = before_start
             if bridge is not None:
-                start_hook = _joining(bridge, spec, name, hostname, before_start)
+                start_hook = _joining(bridge, spec, name, hostname, before_start, named)
             plan = RunPlan(
                 directory=str(directory), lower=tuple(lower), argv=tuple(argv), env=env,
                 workdir=workdir, user=user, hostname=hostname, host_network=network == "host",
@@ -274,6 +292,8 @@ class NativeEngine:
             container.launch(plan, start_hook)
             if spec.ports and network != "host":
                 container.publish(spec.ports, self.state_root / "netrecords" / self.journal.owner)
+            if bridge is not None:
+                self._exits.watch(container.pid, container.exited)
         except BaseException:
             container.abandon()
             raise
@@ -341,6 +361,7 @@ class NativeEngine:
             if not container.kept:
                 with contextlib.suppress(Exception):
                     container.remove()
+        self._exits.close()
         for network in self._networks:
             with contextlib.suppress(Exception):
                 network.remove()
@@ -392,17 +413,25 @@ def pull_progress(say: Callable[[str], None] | None) -> Callable[..., None] | No
 
 
 def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
-             then: Callable[[NativeContainer], None] | None) -> Callable[[NativeContainer], None]:
+             then: Callable[[NativeContainer], None] | None,
+             named: bool = True) -> Callable[[NativeContainer], None]:
     """The start hook that joins ``bridge`` before the command runs: a veth into the
-    container's namespace, its DNS name and aliases, and /etc/hosts and resolv.conf for it."""
+    container's namespace, its DNS name and aliases, and /etc/hosts and resolv.conf for it.
+    ``named=False`` (the default network): no name for others, and the host's resolvers, as
+    on Docker's default bridge."""
 
     def join(container: NativeContainer) -> None:
         dns_name = spec.name or hostname
-        ip = bridge.attach(f"/proc/{container.pid}/ns/net", dns_name, list(spec.aliases),
-                           key=container.id)
+        ip = bridge.attach(f"/proc/{container.pid}/ns/net", dns_name if named else None,
+                           list(spec.aliases), key=container.id)
         container.joined(bridge, ip)
-        (container.dir / "hosts").write_text(bridge.hosts(container.id, hostname))
-        (container.dir / "resolv.conf").write_text(bridge.resolv_conf())
+        if named:
+            (container.dir / "hosts").write_text(bridge.hosts(container.id, hostname))
+            (container.dir / "resolv.conf").write_text(bridge.resolv_conf())
+        else:
+            from .dns import hosts_file
+
+            (container.dir / "hosts").write_text(hosts_file([(ip, [hostname])], hostname))
         if then is not None:
             then(container)
 

@@ -1,8 +1,10 @@
 """Published ports: a userspace TCP proxy from 127.0.0.1 of the host into a container.
 
 The proxy listens in the test process's own namespace; each connection is relayed by a thread
-that first enters the container's network namespace and connects to ``127.0.0.1:PORT`` there,
-so it needs no route into the network (and works for containers with no network at all).
+that first enters a network namespace and connects to ``TARGET:PORT`` there, so it needs no
+route into the network. The engine gives it the namespace of the container's network bridge
+and the container's address there, so published traffic crosses the container's interface as
+on Docker (``probe_port`` looks inside the container's own namespace instead).
 Streams of any size pass through unchanged; a half-close travels to the other side, and a
 connection ends when both directions have.
 """
@@ -152,9 +154,11 @@ class PortProxy:
 
 
 def publish(netns: NetnsRef, ports: Mapping[int, int | None], *,
-            records_dir: str | os.PathLike | None = None) -> dict[int, PortProxy]:
-    """Proxies for ``{8080: 18080}`` (``None``: any free host port): container port -> proxy;
-    the run request's ports, as ``RunSpec`` normalised them.
+            records_dir: str | os.PathLike | None = None,
+            target: str = "127.0.0.1") -> dict[int, PortProxy]:
+    """Proxies for ``{8080: 18080}`` (``None``: any free host port): container port -> proxy
+    relaying to ``target`` as seen from ``netns``; the run request's ports, as ``RunSpec``
+    normalised them.
 
     All or nothing: when one port cannot be published, the ones already made are closed.
     """
@@ -162,7 +166,7 @@ def publish(netns: NetnsRef, ports: Mapping[int, int | None], *,
     try:
         for container_port, host_port in ports.items():
             made[container_port] = PortProxy(netns, container_port, host_port or 0,
-                                             records_dir=records_dir)
+                                             target=target, records_dir=records_dir)
     except BaseException:
         for proxy in made.values():
             proxy.close()
