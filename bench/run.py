@@ -31,7 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` and ``testenv`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import builds, fleet, images, lifecycle, suite
+from bench import builds, compose, fleet, images, lifecycle, suite
 from bench.env import Env, note
 from bench.stats import summarize  # noqa: F401 - kept importable from here
 
@@ -41,10 +41,10 @@ EXTRA_PEERS = ("native_loopback", "native_fresh_network", "docker_raw")
 COUNTS = {
     "full": {"lifecycle_singles": 30, "lifecycle_batch": 50, "build_samples": 10,
              "suite_tests": 200, "fleet_containers": 100, "mesh_containers": 50,
-             "image_samples": 5, "unpack_image": "debian:bookworm"},
+             "image_samples": 5, "unpack_image": "debian:bookworm", "compose_samples": 10},
     "quick": {"lifecycle_singles": 5, "lifecycle_batch": 10, "build_samples": 2,
               "suite_tests": 10, "fleet_containers": 20, "mesh_containers": 8,
-              "image_samples": 2, "unpack_image": "busybox"},
+              "image_samples": 2, "unpack_image": "busybox", "compose_samples": 2},
 }
 
 
@@ -80,6 +80,7 @@ def empty_results() -> dict:
         "fleet": None,
         "mesh": None,
         "images": None,
+        "compose": dict.fromkeys(compose.PEERS),
     }
 
 
@@ -129,6 +130,15 @@ def table(results: dict) -> str:
     if m:
         lines.append(f"{m['containers']} containers on one network: {m['pairs_ok']}/"
                      f"{m['pairs_checked']} pairs reach each other by name (ping NAME).")
+    stacks = results.get("compose") or {}
+    if any(stacks.values()):
+        lines += ["", "| 3-service stack: up (healthy) + a request + down | median ms | p90 ms "
+                  "| n | x native |", "| --- | ---: | ---: | ---: | ---: |"]
+        for peer, row in stacks.items():
+            row = row or {}
+            lines.append(f"| {peer} | {_cell(row.get('median_ms'))} | "
+                         f"{_cell(row.get('p90_ms'))} | {_cell(row.get('n'))} | "
+                         f"{_cell(row.get('x_native_median'))} |")
     im = results.get("images")
     if im:
         u = im["unpack"]
@@ -189,6 +199,13 @@ def run(args: argparse.Namespace, registry: object = None) -> dict:
             note("fleet ...")
             results["fleet"] = fleet.alive(env, counts["fleet_containers"])
             results["mesh"] = fleet.mesh(env, counts["mesh_containers"])
+        if "compose" in args.only:
+            note("compose ...")
+            wanted = {"native": "native", "docker_backend": "docker_backend",
+                      "docker_cli": "docker_compose"}
+            results["compose"] = compose.measure(
+                env, counts["compose_samples"],
+                tuple(wanted[p] for p in args.peers if p in wanted))
         if "suite" in args.only:
             note("suite ...")
             results["suite"] = suite.measure(env, counts["suite_tests"],
@@ -197,7 +214,7 @@ def run(args: argparse.Namespace, registry: object = None) -> dict:
     return results
 
 
-SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite")
+SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite", "compose")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

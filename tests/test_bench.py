@@ -102,3 +102,15 @@ def test_quick_run_of_the_native_sections_writes_the_json_and_leaves_nothing(
     assert _workdirs() - workdirs == set()  # its temporary directory is gone
     assert _bench_mounts() == []  # and nothing is left mounted below it
 
+
+
+@needs_root
+def test_the_compose_section_runs_a_stack_up_and_down(test_registry):
+    args = parse_args(["--quick", "--only", "compose", "--peers", "native",
+                       "--counts", json.dumps({"compose_samples": 1})])
+    results = run(args, registry=test_registry)
+    native = results["compose"]["native"]
+    assert native["n"] == 1 and native["median_ms"] > 0 and native["x_native_median"] == 1.0
+    assert results["compose"]["docker_backend"] is None  # not asked for
+    assert "| native |" in table(results).split("3-service stack")[1]
+    assert _bench_mounts() == []

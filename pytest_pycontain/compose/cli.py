@@ -9,11 +9,9 @@ every container has exited or Ctrl-C; there is no daemon, so the stack goes when
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 
@@ -47,47 +45,14 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-class _EngineMaker:
-    """What the stack needs from a factory, straight over an engine (no pytest here)."""
-
-    def __init__(self, engine: Any):
-        self.engine = engine
-        self.containers: list[Any] = []
-        self.networks: list[Any] = []
-
-    def run(self, image: Any, **options: Any) -> Any:
-        from ..engine import RunSpec
-
-        spec = RunSpec.create(image, base=Path.cwd(), **options)
-        if isinstance(image, str):
-            spec = dataclasses.replace(spec, image=self.engine.pull(image))
-        container = self.engine.run(spec)
-        self.containers.append(container)
-        return container
-
-    def build(self, context: Any, **options: Any) -> Any:
-        return self.engine.build(context, **options)
-
-    def network(self, name: str | None = None) -> Any:
-        network = self.engine.network(name)
-        self.networks.append(network)
-        return network
-
-    def close(self) -> None:
-        for container in reversed(self.containers):
-            container.remove()
-        for network in reversed(self.networks):
-            network.remove()
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     from ..cli_containers import engine_for_cli
     from .loader import load
-    from .stack import Compose
+    from .stack import Compose, EngineMaker
 
     project = load(args.file, project=args.project_name, profiles=args.profile)
     engine = engine_for_cli()
-    maker = _EngineMaker(engine)
+    maker = EngineMaker(engine)
     try:
         stack = Compose(maker, project)
         stack.up(build=args.build, wait=False)

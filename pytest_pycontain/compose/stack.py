@@ -10,6 +10,7 @@ exited with an error. Healthchecks written in the file are run here, through
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -311,6 +312,49 @@ class Compose:
 
     def __repr__(self) -> str:
         return f"<Compose {self.name}: {', '.join(self._containers)}>"
+
+
+class EngineMaker:
+    """What the stack needs from a factory, straight over an engine: for the ``pycontain``
+    command and the benchmark, where there is no pytest. ``close()`` removes what it made."""
+
+    def __init__(self, engine: Any, base: Path | None = None):
+        self.engine = engine
+        self.base = base or Path.cwd()
+        self.containers: list[Any] = []
+        self.networks: list[Any] = []
+
+    def run(self, image: Any, **options: Any) -> Any:
+        from ..engine import RunSpec
+
+        spec = RunSpec.create(image, base=self.base, **options)
+        if isinstance(image, str):
+            spec = dataclasses.replace(spec, image=self.engine.pull(image))
+        container = self.engine.run(spec)
+        self.containers.append(container)
+        return container
+
+    def build(self, context: Any, **options: Any) -> Any:
+        return self.engine.build(context, **options)
+
+    def network(self, name: str | None = None) -> Any:
+        network = self.engine.network(name)
+        self.networks.append(network)
+        return network
+
+    def close(self) -> None:
+        """Remove every container, then every network; each gets its chance, the first
+        error is raised after."""
+        problems: list[Exception] = []
+        for thing in [*reversed(self.containers), *reversed(self.networks)]:
+            try:
+                thing.remove()
+            except Exception as exc:
+                problems.append(exc)
+        self.containers.clear()
+        self.networks.clear()
+        if problems:
+            raise problems[0]
 
 
 def _logs(container: Any) -> str:
