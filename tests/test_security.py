@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,50 @@ def test_the_default_profile_is_compiled_once(native) -> None:
     assert first is again and len(first) % 8 == 0
     # a capability changes which rules apply, so it is a program of its own
     assert seccomp.compile_profile(text, DEFAULT_CAPABILITIES | {"SYS_ADMIN"}) != first
+
+
+def test_build_steps_get_the_same_boundary(backend, probe, tmp_path: Path) -> None:
+    """A RUN step is a container like any other: Docker's 14 capabilities, its seccomp filter,
+    /proc/sys read-only, no mounts, no namespaces, no devices."""
+    engine, _busybox = backend  # pulled: the build finds it in the store
+    shutil.copy2(probe, tmp_path / "probe")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nCOPY probe /probe\nRUN /probe > /verdicts.txt\n"
+        'CMD ["cat", "/verdicts.txt"]\n')
+    built = engine.build(tmp_path, no_cache=True)
+    container = engine.run(RunSpec(image=built, command=None))
+    try:
+        assert container.wait(timeout=30) == 0
+        verdicts = parse(container.logs())
+    finally:
+        container.remove()
+    assert verdicts["status.CapEff"] == verdicts["status.CapBnd"] == DEFAULT_CAPS
+    assert verdicts["status.Seccomp"] == "2"
+    assert verdicts["sysctl:/proc/sys/kernel/core_pattern"] in ("EROFS", "EACCES")
+    assert verdicts["mount:tmpfs"] == verdicts["unshare:net"] == "EPERM"
+    assert verdicts["open:kmsg"] in DENIED
+    assert verdicts["open_by_handle_at"] == "EPERM"
+
+
+def test_without_libseccomp_the_filter_is_not_supported(tmp_path: Path) -> None:
+    """No libseccomp on the host: NotSupported naming the option, unless seccomp=unconfined
+    (run in a child where the library cannot be found)."""
+    script = """
+import ctypes.util, sys
+found = ctypes.util.find_library
+ctypes.util.find_library = lambda name: (
+    "libpycontain-no-such-seccomp.so" if name == "seccomp" else found(name))
+from pytest_pycontain.errors import NotSupported
+from pytest_pycontain.native.boundary import boundary_for
+from pytest_pycontain.security import security_options
+try:
+    boundary_for(security_options())
+except NotSupported as exc:
+    print("refused:", exc)
+print("unconfined:", boundary_for(security_options(security_opt=["seccomp=unconfined"])).seccomp)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "refused: security_opt seccomp: libseccomp is not installed" in done.stdout
+    assert "seccomp=unconfined" in done.stdout and "unconfined: None" in done.stdout
