@@ -408,6 +408,27 @@ class EngineContract:
                 container.remove()
             net.remove()
 
+    def test_the_privilege_boundary_and_its_options(self, run) -> None:
+        """Docker's 14 capabilities and its seccomp filter by default, for PID 1 and exec; the
+        options loosen or tighten them as ``docker run``'s flags (tests/test_security.py
+        probes the whole boundary on both backends)."""
+        status = "grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs):' /proc/self/status"
+        default = run(command=f"{status}; sleep 1000")
+        _wait_for_log(default, "Seccomp")
+        expected = ["CapEff:", "00000000a80425fb", "CapBnd:", "00000000a80425fb",
+                    "NoNewPrivs:", "0", "Seccomp:", "2"]
+        assert default.logs().split() == expected
+        assert default.exec(status).output.split() == expected
+        assert default.exec(status, user="nobody").output.split()[:2] == [
+            "CapEff:", "0000000000000000"]
+        tight = run(command="sleep 1000", cap_drop=["ALL"], cap_add=["cap_kill"],
+                    security_opt=["no-new-privileges", "seccomp=unconfined"],
+                    sysctls={"kernel.shmmni": "99"})
+        assert tight.exec(f"{status}; cat /proc/sys/kernel/shmmni").output.split() == [
+            "CapEff:", "0000000000000020", "CapBnd:", "0000000000000020",
+            "NoNewPrivs:", "1", "Seccomp:", "0", "99"]
+        assert tight.exec("mount -t tmpfs none /mnt").exit_code != 0
+
 
 def _until(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
