@@ -304,3 +304,22 @@ def test_copy_to_races_a_container_swapping_a_dir_for_a_symlink(engine: NativeEn
         assert copied > 0  # the race was run, not only lost
     finally:
         container.remove()
+
+
+def test_run_steps_are_confined_like_containers(tmp_path: Path, store: Store, runner) -> None:
+    """A RUN step has Docker's privilege boundary (its 14 capabilities, its seccomp filter):
+    so it cannot route 127.0.0.0/8 into pasta's tap (pasta of Debian 12 would connect that
+    to the host's loopback), which a step with every capability could."""
+    with http_server("127.0.0.1") as port:
+        (tmp_path / "Dockerfile").write_text(textwrap.dedent(f"""\
+            FROM busybox
+            RUN mkdir /out && grep -E '^(CapEff|Seccomp):' /proc/self/status > /out/status; \\
+                (ip link set lo down; ip addr flush dev lo; \\
+                 sysctl -w net.ipv4.conf.all.route_localnet=1; \\
+                 ip route add 127.0.0.0/8 dev $(ls /sys/class/net | grep -v '^lo$')) \\
+                > /out/reroute 2>&1; {fetch('127.0.0.1', port)} > /out/loop
+            """))
+        image = build(store, tmp_path, run_step=runner)
+    assert content(store, image, "out/status").split() == ["CapEff:", "00000000a80425fb",
+                                                           "Seccomp:", "2"]
+    assert content(store, image, "out/loop") == "blocked\n", content(store, image, "out/reroute")

@@ -9,9 +9,10 @@ of reach: ``--no-map-gw`` (the gateway address is the real gateway, not the host
 port forwarding either way (``-t/-u/-T/-U none``).
 
 One thing pasta of Debian 12 does not refuse: a step holding CAP_NET_ADMIN could route
-``127.0.0.0/8`` out of its tap and pasta would connect that to the host's loopback. The
-privilege boundary of build steps (Docker's 14 capabilities, a read-only ``/proc/sys``) takes
-that capability away; ``tests/test_build_security.py`` proves a step cannot do it.
+``127.0.0.0/8`` out of its tap and pasta would connect that to the host's loopback. Build
+steps run inside the privilege boundary (``boundary``: Docker's 14 capabilities, a read-only
+``/proc/sys``), which takes that capability away; ``tests/test_build_security.py`` proves a
+step cannot do it. Never attach pasta to a privileged container's namespace.
 
 Without pasta, a step gets loopback only and one warning names the package (``passt``): a
 Dockerfile whose steps need no network still builds, and one that does fails with its own
