@@ -1,7 +1,7 @@
 """The package's import structure, read from its source: no import circle between its modules and
 no module importing another's private names. Every import counts, wherever it is written: at
 the top, inside a function (a lazy import), under ``TYPE_CHECKING``, and a module named in a
-string (``importlib.import_module``, a ``"module:function"`` handler, ``python -m module``)."""
+string (``importlib.import_module``, a ``"module:function"`` handler, a lazy export table)."""
 
 from __future__ import annotations
 
@@ -48,12 +48,25 @@ def imports_of(name: str, path: Path) -> tuple[set[str], list[str]]:
                     edges.add(source)
                     if alias.name.startswith("_") and not alias.name.startswith("__"):
                         private.append(f"{source}.{alias.name}")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            named = node.value.partition(":")[0]
-            if named in MODULES and named.startswith("pytest_pycontain"):
-                edges.add(named)
+        else:
+            edges.update(named_in_strings(node))
     edges.discard(name)
     return edges, private
+
+
+def named_in_strings(node: ast.AST) -> set[str]:
+    """Modules imported by name at run time: ``importlib.import_module("m")``, a handler
+    ``"m:function"``, a lazy export table's ``("m", "Name")``. (A ``python -m m`` argv runs in
+    another process: no import of ours.)"""
+    strings: list[str] = []
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module":
+        strings = [a.value for a in node.args[:1] if isinstance(a, ast.Constant)]
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
+        strings = [node.value.partition(":")[0]]
+    elif isinstance(node, ast.Tuple) and len(node.elts) == 2 and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+        strings = [node.elts[0].value]  # type: ignore[attr-defined]
+    return {m for m in strings if isinstance(m, str) and m in MODULES}
 
 
 GRAPH = {name: imports_of(name, path) for name, path in MODULES.items()}
@@ -63,7 +76,8 @@ def test_the_walk_sees_the_package() -> None:
     assert "pytest_pycontain.native.engine" in MODULES
     # a lazy import (inside a method) and a module named in a string both count
     assert "pytest_pycontain.build" in GRAPH["pytest_pycontain.native.engine"][0]
-    assert "pytest_pycontain.native.zygote" in GRAPH["pytest_pycontain.native.zygote_client"][0]
+    assert "pytest_pycontain.engine" in GRAPH["pytest_pycontain"][0]  # the lazy export table
+    assert "pytest_pycontain.native.netrecords" in GRAPH["pytest_pycontain.native.state"][0]
 
 
 def find_circle(graph: dict[str, tuple[set[str], list[str]]]) -> list[str] | None:

@@ -50,8 +50,8 @@ class DockerEngine:
 
     def __init__(self, settings: Any, *, base_url: str | None = None,
                  session_id: str | None = None, reap: bool = True):
-        from ..backends import docker_sockets
         from ..config import Settings
+        from ..dockerhost import docker_sockets
 
         self.settings = settings if settings is not None else Settings()
         self.session_id = session_id or secrets.token_hex(6)
