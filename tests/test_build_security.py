@@ -147,6 +147,7 @@ def test_run_steps_do_not_reach_the_hosts_loopback_or_abstract_sockets(
                       for target in ("own", "host", "none")}
     finally:
         abstract.close()
+    assert our_pastas() == []  # each ended with its step
     seen = {target: {name: content(store, image, f"out/{name}").strip()
                      for name in ("loop", "unix", "ns", "ifaces")}
             for target, image in images.items()}
@@ -237,6 +238,62 @@ def test_run_steps_reach_out_through_pasta(tmp_path: Path, store: Store) -> None
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found == {"out/outside": "reached 198.51.100.2\n", "out/loop": "blocked\n"}
+
+
+_OFFLINE = r"""
+import faulthandler, json, os, subprocess, sys, tarfile, warnings
+faulthandler.dump_traceback_later(150, exit=True)
+store_root, state_dir, context = sys.argv[1:4]
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)  # and nothing else: offline
+with open(os.path.join(context, "Dockerfile"), "w") as f:
+    f.write("FROM busybox\nRUN ls /sys/class/net > /ifaces\n")
+from pytest_pycontain.build import build
+from pytest_pycontain.native.engine import NativeEngine, native_runner
+from pytest_pycontain.store import Store
+store = Store(store_root, pull_policy="never")
+engine = NativeEngine(state_dir=state_dir)
+try:
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        image = build(store, context, run_step=native_runner(engine))
+finally:
+    engine.close()
+for layer in image.layers:
+    with tarfile.open(store.blob_path(layer.digest)) as tar:
+        try:
+            ifaces = tar.extractfile("ifaces").read().decode()
+        except KeyError:
+            pass
+print(json.dumps({"ifaces": ifaces, "warnings": [str(w.message) for w in said]}))
+"""
+
+
+@needs_pasta
+def test_an_offline_host_builds_with_loopback_only(tmp_path: Path, store: Store) -> None:
+    """No default route (the test's own namespace with loopback only): pasta would have no way
+    out to offer, so steps run with loopback only and a warning says why, as before."""
+    store.pull("busybox")
+    (tmp_path / "ctx").mkdir()
+    unshare = shutil.which("unshare") or "unshare"
+    done = subprocess.run(
+        [unshare, "--net", "--", *_DIE_WITH_US, sys.executable, "-c", _OFFLINE,
+         str(store.root), str(tmp_path / "state"), str(tmp_path / "ctx")],
+        capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["ifaces"] == "lo\n"
+    assert any("no default route" in w for w in found["warnings"]), found["warnings"]
+
+
+def our_pastas() -> list[int]:
+    """pasta processes whose parent is this test process (none may outlive a step)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat_file.read_text().rsplit(")", 1)
+            if fields[0].endswith("(pasta") and int(fields[1].split()[1]) == os.getpid():
+                found.append(int(stat_file.parent.name))
+    return found
 
 
 def test_without_pasta_a_step_gets_loopback_only_and_a_warning(

@@ -67,12 +67,16 @@ def warn_missing() -> None:
 def attach(pid: int, *, journal: Any = None, container: str | None = None) -> Egress | None:
     """Start pasta for the network namespace of process ``pid`` (a step paused before its
     command) and wait until the namespace has its address and default route. None, after a
-    one-line warning, when pasta is not installed; ``NetworkError`` with pasta's words when it
-    cannot start."""
+    one-line warning, when pasta is not installed or the host has no default route (offline);
+    ``NetworkError`` with pasta's words when it cannot start."""
     binary = pasta_path()
     if binary is None:
         warn_missing()
         return None
+    if not _has_default_route("self"):
+        warnings.warn("pycontain: this host has no default route: RUN steps get loopback only",
+                      RuntimeWarning, stacklevel=2)
+        return None  # nothing to reach (an offline machine builds as before, just offline)
     # pasta opens the namespace itself; /proc/PID/ns/net of another process is refused to it
     # (it keeps only a few capabilities), so it gets ours, already open, as /proc/self/fd/N.
     netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -115,9 +119,9 @@ def _wait_ready(pid: int, process: subprocess.Popen[bytes], log: Any) -> None:
         time.sleep(0.005)
 
 
-def _has_default_route(pid: int) -> bool:
-    """Whether the namespace of ``pid`` has an IPv4 or IPv6 default route (pasta's last step
-    of --config-net)."""
+def _has_default_route(pid: int | str) -> bool:
+    """Whether the namespace of ``pid`` (or "self") has an IPv4 or IPv6 default route (pasta's
+    last step of --config-net; without one on the host, pasta has no way out to offer)."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/net/route") as routes:
         for line in routes.readlines()[1:]:
             fields = line.split()
