@@ -22,4 +22,4 @@ def pycontain_argv() -> list[str]:
         if found and Path(found).resolve() == script.resolve():
             return ["pycontain"]
         return [str(script)]
-    return [sys.executable, "-m", "pytest_pycontain.cli"]
+    return [sys.executable, "-m", "pytest_pycontain"]

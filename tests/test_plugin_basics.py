@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +129,21 @@ def test_help_still_works_with_a_bad_setting(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*--pycontain-scope=*"])
+
+
+def test_the_printed_pycontain_command_runs_without_the_venv_on_path(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pytest_pycontain import invocation
+
+    bare_path = {**os.environ, "PATH": "/usr/bin:/bin"}
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    argv = invocation.pycontain_argv()  # the venv's script, by its full path
+    assert Path(argv[0]).is_absolute() and argv[0].endswith("pycontain"), argv
+    # without an installed script: this interpreter runs the package
+    monkeypatch.setattr(invocation.sysconfig, "get_path", lambda _name: str(tmp_path))
+    fallback = invocation.pycontain_argv()
+    assert fallback == [sys.executable, "-m", "pytest_pycontain"]
+    for command in (argv, fallback):
+        out = subprocess.run([*command, "--help"], capture_output=True, text=True,
+                             env=bare_path, timeout=60)
+        assert out.returncode == 0 and "usage: pycontain" in out.stdout, out.stderr
