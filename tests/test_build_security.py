@@ -380,3 +380,18 @@ def test_run_steps_are_confined_like_containers(tmp_path: Path, store: Store, ru
     assert content(store, image, "out/status").split() == ["CapEff:", "00000000a80425fb",
                                                            "Seccomp:", "2"]
     assert content(store, image, "out/loop") == "blocked\n", content(store, image, "out/reroute")
+
+
+def test_a_step_on_a_systemd_resolved_host_gets_its_upstream_resolvers() -> None:
+    """A namespace of its own cannot ask the host's 127.0.0.53: where that is the only
+    nameserver, the upstream ones systemd-resolved forwards to take its place, as on Docker."""
+    from pytest_pycontain.native.engine import own_loopback_resolv_conf
+
+    stub = "# managed\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch example.test\n"
+    upstream = "nameserver 192.0.2.53\nnameserver 127.0.0.1\nsearch example.test\n"
+    assert own_loopback_resolv_conf(stub, upstream) == (
+        "# managed\noptions edns0 trust-ad\nsearch example.test\nnameserver 192.0.2.53\n")
+    assert own_loopback_resolv_conf("nameserver 198.51.100.53\nnameserver 127.0.0.1\n",
+                                    upstream) == "nameserver 198.51.100.53\n"
+    assert own_loopback_resolv_conf("nameserver 127.0.0.53\n", "") == ""
+    assert own_loopback_resolv_conf("search x\n", upstream) == "search x\n"

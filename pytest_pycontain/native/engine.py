@@ -441,13 +441,36 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
 def _etc_files(hostname: str, host_network: bool) -> dict[str, str]:
     hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
              f"127.0.1.1\t{hostname}\n")
-    try:
-        resolv = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        resolv = ""
-    if not host_network:  # a loopback of our own: the host's 127.0.0.x resolvers are not there
-        resolv = "".join(line + "\n" for line in resolv.splitlines()
-                         if not line.split()[:2][-1:] or not (
-                             line.split()[0] == "nameserver"
-                             and line.split()[1].startswith("127.")))
+    resolv = _read("/etc/resolv.conf")
+    if not host_network:
+        resolv = own_loopback_resolv_conf(resolv, _read(SYSTEMD_RESOLVED_UPSTREAM))
     return {"hosts": hosts, "hostname": hostname + "\n", "resolv.conf": resolv}
+
+
+SYSTEMD_RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def own_loopback_resolv_conf(host: str, upstream: str) -> str:
+    """The host's resolv.conf for a namespace with a loopback of its own, where the host's
+    127.0.0.x resolvers are not: those lines go, and where no other nameserver is left (a
+    systemd-resolved host's 127.0.0.53), the upstream servers it forwards to come in their
+    place, from ``upstream`` (``/run/systemd/resolve/resolv.conf``), as Docker does."""
+
+    def loopback(line: str) -> bool:
+        words = line.split()
+        return len(words) > 1 and words[0] == "nameserver" and words[1].startswith("127.")
+
+    def nameservers(lines: list[str]) -> list[str]:
+        return [line for line in lines if line.split()[:1] == ["nameserver"]]
+
+    lines = [line for line in host.splitlines() if not loopback(line)]
+    if not nameservers(lines) and any(loopback(line) for line in host.splitlines()):
+        lines += [line for line in nameservers(upstream.splitlines()) if not loopback(line)]
+    return "".join(line + "\n" for line in lines)
