@@ -91,12 +91,15 @@ class Services:
 
 @dataclasses.dataclass(frozen=True)
 class Found:
-    """A container of another owner, as its journal records it (``NativeEngine.attach``)."""
+    """A container of another owner, as its journal and directory record it
+    (``NativeEngine.attach``); ``boundary`` is what its PID 1 is confined by, and so every
+    command exec'd into it from here."""
 
     pid: int
     shim: int
     started_at: int | None
     kept: bool
+    boundary: Boundary
 
 
 class NativeContainer:
@@ -104,8 +107,7 @@ class NativeContainer:
 
     def __init__(self, services: Services, container_id: str, name: str, hostname: str,
                  image: Any, config: Mapping[str, Any], directory: Path, env: dict[str, str],
-                 user: str, workdir: str, limits: Limits, *, found: Found | None = None,
-                 boundary: Boundary | None = None):
+                 user: str, workdir: str, limits: Limits, *, found: Found | None = None):
         self._services = services
         self.id = container_id
         self.name = name
@@ -117,9 +119,6 @@ class NativeContainer:
         self.user = user
         self.workdir = workdir
         self.limits = limits
-        # what an exec helper of another process must confine its command by (our own shim
-        # knows its container's boundary already)
-        self._foreign_boundary = boundary if found is not None else None
         self.stop_signal = signal_number(config.get("StopSignal"))
         self.pid: int | None = None
         self.shim: int | None = None
@@ -138,7 +137,7 @@ class NativeContainer:
         else:  # another owner's: no control socket of ours
             self.pid, self.shim, self.kept = found.pid, found.shim, found.kept
             self._control = ForeignShim(services.zygote, found.pid, found.started_at,
-                                        directory)
+                                        directory, found.boundary)
 
     def __repr__(self) -> str:
         return f"<NativeContainer {self.id[:12]} {self.name} {self.status}>"
@@ -259,8 +258,7 @@ class NativeContainer:
         return ExecPlan(pid=self.pid or 0, argv=tuple(argv), env={**self.env, **split_env(env)},
                         user=self.user if user is None else user,
                         workdir=workdir or self.workdir,
-                        cgroups=tuple(str(p) for p in self.limits.paths()),
-                        boundary=self._foreign_boundary)
+                        cgroups=tuple(str(p) for p in self.limits.paths()))
 
     def exec(self, cmd: str | Sequence[str], *, user: str | None = None,
              env: Mapping[str, str] | None = None, workdir: str | None = None,

@@ -12,6 +12,7 @@ need an ``OwnShim``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -20,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..procinfo import process_alive
 from .protocol import (
@@ -41,6 +42,9 @@ from .protocol import (
     send,
 )
 from .zygote_client import ZygoteClient
+
+if TYPE_CHECKING:
+    from .boundary import Boundary
 
 __all__ = ["Control", "ForeignShim", "OwnShim"]
 
@@ -193,14 +197,16 @@ class OwnShim:
 
 class ForeignShim:
     """A container of another owner, alive or kept: its PID 1 (told from a reused pid by its
-    start time), its directory (``exit`` is written there) and our zygote for execs."""
+    start time), its directory (``exit`` is written there), our zygote for execs and the
+    boundary they are confined by (its own shim would know that; a zygote helper must be told)."""
 
     def __init__(self, zygote: ZygoteClient, pid: int, started_at: int | None,
-                 directory: Path):
+                 directory: Path, boundary: Boundary):
         self._zygote = zygote
         self._pid = pid
         self._started_at = started_at
         self._dir = directory
+        self._boundary = boundary
         self.exit_code: int | None = None
 
     def _exited(self) -> bool:
@@ -230,8 +236,8 @@ class ForeignShim:
             os.kill(self._pid, int(number))
 
     def exec(self, plan: ExecPlan, fds: list[int]) -> None:
-        # not our shim: a zygote child joins the namespaces
-        self._zygote.send(Exec(plan), fds)
+        # not our shim: a zygote child joins the namespaces, and confines the command as PID 1
+        self._zygote.send(Exec(dataclasses.replace(plan, boundary=self._boundary)), fds)
 
     def end(self) -> bool:
         """Its owner is alive and cleans up once PID 1 is gone."""

@@ -313,18 +313,19 @@ class NativeEngine:
         processes = {r.get("role"): r for r in state.read_journal(journal)
                      if r["kind"] == "process" and r.get("container") == record["container"]}
         cgroups = [Path(p) for p in record.get("cgroups", ())]
-        found = Found(pid=processes["pid1"]["pid"], shim=processes["shim"]["pid"],
-                      started_at=processes["pid1"].get("start"), kept=record["kept"])
         try:
             boundary = Boundary.from_json(json.loads(
                 (Path(record["dir"]) / "boundary.json").read_text()))
         except (OSError, ValueError):
             boundary = UNCONFINED  # made before containers had a boundary
+        found = Found(pid=processes["pid1"]["pid"], shim=processes["shim"]["pid"],
+                      started_at=processes["pid1"].get("start"), kept=record["kept"],
+                      boundary=boundary)
         return NativeContainer(
             self._services, record["container"], record["name"], record["hostname"],
             record["image"], {"StopSignal": record.get("stop_signal")}, Path(record["dir"]),
             record["env"], record["user"], record["workdir"], AttachedLimits(cgroups),
-            found=found, boundary=boundary)
+            found=found)
 
     def keep(self, container: NativeContainer) -> str:
         """Hand ``container`` to a keeper (its own shim) that outlives this process; the reaper
