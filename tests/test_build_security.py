@@ -395,3 +395,30 @@ def test_a_step_on_a_systemd_resolved_host_gets_its_upstream_resolvers() -> None
                                     upstream) == "nameserver 198.51.100.53\n"
     assert own_loopback_resolv_conf("nameserver 127.0.0.53\n", "") == ""
     assert own_loopback_resolv_conf("search x\n", upstream) == "search x\n"
+
+
+def test_copy_from_races_a_container_swapping_a_dir_for_a_symlink(engine: NativeEngine,
+                                                                  tmp_path: Path,
+                                                                  busybox_image) -> None:
+    """The same race for reading: /race/d flips between a directory holding ``secret`` and a
+    symlink to a host directory whose ``secret`` the container must never hand out."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host secret\n")
+    flip = (f"mkdir -p /race {outside}; echo container > {outside}/secret; i=0; "
+            "while [ $i -lt 200000 ]; do rm -rf /race/d; mkdir /race/d; "
+            "echo inside > /race/d/secret; rm -rf /race/d; "
+            f"ln -s {outside} /race/d; i=$((i+1)); done")
+    container = engine.run(RunSpec(image=busybox_image, command=flip))
+    got: set[str] = set()
+    try:
+        for index in range(300):
+            out = tmp_path / f"out{index}"
+            with contextlib.suppress(FileNotFoundError, ContainerError):
+                container.copy_from("/race/d/secret", out)
+            with contextlib.suppress(FileNotFoundError):
+                got.add(out.read_text())
+    finally:
+        container.remove()
+    assert "host secret\n" not in got, got  # (an empty read: a file caught being written)
+    assert got & {"inside\n", "container\n"}, got  # the race was run, not only lost
