@@ -54,14 +54,17 @@ def openat2_available() -> bool:
 
 def _openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
     how = _OpenHow(flags, 0, resolve)
-    fd = _libc.syscall(_SYS_OPENAT2, ctypes.c_int(dir_fd), os.fsencode(path),
-                       ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
-    if fd < 0 and ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
-        return -1  # no openat2 here (or a seccomp filter that hides it): walk instead
-    if fd < 0:
+    for _attempt in range(8):
+        fd = _libc.syscall(_SYS_OPENAT2, ctypes.c_int(dir_fd), os.fsencode(path),
+                           ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd >= 0:
+            return fd
         code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), path)
-    return fd
+        if code in (errno.ENOSYS, errno.EPERM):
+            return -1  # no openat2 here (or a seccomp filter that hides it): walk instead
+        if code != errno.EAGAIN:  # EAGAIN: a rename raced a ".." (the kernel asks to retry)
+            raise OSError(code, os.strerror(code), path)
+    return -1
 
 
 def open_dir(root_fd: int, path: str, *, use_openat2: bool | None = None) -> int:
