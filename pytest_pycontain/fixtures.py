@@ -64,7 +64,8 @@ class Factory:
             pids: int | None = None, privileged: bool = False,
             cap_add: Sequence[str] | None = None, cap_drop: Sequence[str] | None = None,
             security_opt: Sequence[str] | None = None,
-            sysctls: Mapping[str, str] | None = None) -> Any:
+            sysctls: Mapping[str, str] | None = None, shm_size: int | str | None = None,
+            extra_hosts: Mapping[str, str] | Sequence[str] | None = None) -> Any:
         """Start a container; with ``wait``, return once it is ready. Every option is checked
         before anything is pulled; relative mount sources (and seccomp profiles) are taken from
         the pytest rootdir."""
@@ -74,7 +75,8 @@ class Factory:
                               workdir=workdir, mounts=mounts, tmpfs=tmpfs, read_only=read_only,
                               init=init, memory=memory, cpus=cpus, pids=pids,
                               privileged=privileged, cap_add=cap_add, cap_drop=cap_drop,
-                              security_opt=security_opt, sysctls=sysctls)
+                              security_opt=security_opt, sysctls=sysctls,
+                              shm_size=shm_size, extra_hosts=extra_hosts)
         if isinstance(image, str) and self._session.settings.pull != "never":
             spec = dataclasses.replace(spec, image=self.pull(image))
         container = self.engine.run(spec)

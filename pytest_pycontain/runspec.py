@@ -13,6 +13,7 @@ A ``RunSpec`` is frozen and hashable, so it can key a memo (a shared container).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -27,6 +28,7 @@ from .imageconfig import shell_argv
 from .security import capability_name, check_security_opt, check_sysctl
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses smaller memory limits; so do we, on every backend
+DEFAULT_SHM = 64 * 1024 * 1024  # /dev/shm's size when none is asked for, as Docker's
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 
 
@@ -184,6 +186,8 @@ class RunSpec:
     cap_drop: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ()
     sysctls: Mapping[str, str] = FrozenMap()
+    shm_size: int = DEFAULT_SHM  # bytes of /dev/shm
+    extra_hosts: Mapping[str, str] = FrozenMap()  # name -> address, added to /etc/hosts
 
     def __post_init__(self) -> None:
         for option, parse in _FIELDS.items():
@@ -368,6 +372,43 @@ def _sysctls(option: str, value: Any) -> FrozenMap[str, str]:
                           for key, text in value.items()))
 
 
+def _shm_size(option: str, value: Any) -> int:
+    if value is None:
+        return DEFAULT_SHM
+    try:
+        number = byte_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {value!r}: {exc}") from None
+    if number <= 0:
+        raise ConfigError(f"{option}: {value!r}: expected a size above zero")
+    return number
+
+
+def _extra_hosts(option: str, value: Any) -> FrozenMap[str, str]:
+    """``{"db": "10.0.0.5"}`` or Docker's ``["db:10.0.0.5"]``; each address is checked here,
+    so a typo is an error naming it rather than a line in /etc/hosts that never resolves."""
+    if value is None:
+        return FrozenMap()
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        pairs = []
+        for item in _sequence(option, value):
+            if not isinstance(item, str) or ":" not in item:
+                raise ConfigError(f"{option}: {item!r}: expected 'NAME:ADDRESS'")
+            pairs.append(tuple(item.split(":", 1)))
+    hosts: dict[str, str] = {}
+    for name, address in pairs:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(f"{option}: {name!r}: expected a host name")
+        try:
+            hosts[name] = str(ipaddress.ip_address(str(address).strip("[]")))
+        except ValueError:
+            raise ConfigError(f"{option}: {name}={address!r}: not an IPv4 or IPv6 "
+                              "address") from None
+    return FrozenMap(hosts)
+
+
 def _keep(option: str, value: Any) -> Any:
     """The image and the network: what they may be is each engine's to say (it pulls the one
     and knows its own kind of the other)."""
@@ -382,7 +423,8 @@ _FIELDS = {
     "mounts": lambda option, value: parse_mounts(value) if value is not None else (),
     "tmpfs": _tmpfs, "read_only": _flag, "init": _flag, "memory": _memory, "cpus": _cpus,
     "pids": _pids, "privileged": _flag, "cap_add": _capabilities, "cap_drop": _capabilities,
-    "security_opt": _security_opt, "sysctls": _sysctls,
+    "security_opt": _security_opt, "sysctls": _sysctls, "shm_size": _shm_size,
+    "extra_hosts": _extra_hosts,
 }
 
 
@@ -419,5 +461,5 @@ def _port(value: Any, where: str) -> int:
     return text
 
 
-__all__ = ["MIN_MEMORY", "Mount", "RunSpec", "byte_size", "memory_bytes", "parse_env",
-           "parse_mounts", "parse_ports"]
+__all__ = ["DEFAULT_SHM", "MIN_MEMORY", "Mount", "RunSpec", "byte_size", "memory_bytes",
+           "parse_env", "parse_mounts", "parse_ports"]

@@ -429,6 +429,34 @@ class EngineContract:
             "NoNewPrivs:", "1", "Seccomp:", "0", "99"]
         assert tight.exec("mount -t tmpfs none /mnt").exit_code != 0
 
+    def test_shm_size_extra_hosts_and_the_default_hostname(self, run) -> None:
+        """/dev/shm is 64m unless asked (Docker's default), ``extra_hosts`` are /etc/hosts
+        lines, and a container without ``hostname`` is called by its id's first 12 characters
+        even when it has a name, so two replicas of "app" report different hosts."""
+        shm = "awk '$2 == \"/dev/shm\" {print $4}' /proc/mounts | tr , '\\n' | grep ^size="
+        default = run(command="sleep 1000", name="app")
+        assert default.exec(shm).output == "size=65536k\n"
+        assert default.hostname == default.id[:12]
+        assert default.exec("hostname").output == default.id[:12] + "\n"
+        asked = run(command="sleep 1000", shm_size="128m",
+                    extra_hosts={"db": "10.0.0.5", "v6.test": "fd00::7"})
+        assert asked.exec(shm).output == "size=131072k\n"
+        lookup = "awk '$2 == \"db\" || $2 == \"v6.test\" {print $2, $1}' /etc/hosts"
+        assert asked.exec(lookup).output == "db 10.0.0.5\nv6.test fd00::7\n"
+        # the container may fill /dev/shm up to its size, and no further
+        assert asked.exec("head -c 1048576 /dev/zero > /dev/shm/a").exit_code == 0
+        assert default.exec("head -c 70000000 /dev/zero > /dev/shm/big").exit_code != 0
+
+    def test_bad_shm_size_and_extra_hosts_are_refused_by_name(self, run) -> None:
+        from pytest_pycontain.errors import ConfigError
+
+        with pytest.raises(ConfigError, match=r"extra_hosts: db='10\.0\.0\.999': not an IPv4"):
+            run(command="true", extra_hosts={"db": "10.0.0.999"})
+        with pytest.raises(ConfigError, match=r"extra_hosts: 'db': expected 'NAME:ADDRESS'"):
+            run(command="true", extra_hosts=["db"])
+        with pytest.raises(ConfigError, match=r"shm_size: 'lots': expected bytes"):
+            run(command="true", shm_size="lots")
+
 
 def _until(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout

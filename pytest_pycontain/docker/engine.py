@@ -9,7 +9,6 @@ start (``reap()``).
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 import sys
 import threading
@@ -247,8 +246,7 @@ class DockerEngine:
                                       "'host', 'none' or None")
         if network_mode == "host":  # Docker ignores published ports there (RunSpec refuses "none")
             ports = {}
-        hostname = spec.hostname or (given if network_mode != "host" and _hostname_ok(given)
-                                     else None)
+        hostname = spec.hostname  # None: Docker's own, the id's first 12 characters
         try:
             with self.api.mapped(f"run {given}"):
                 host_config = self.api.create_host_config(
@@ -266,6 +264,8 @@ class DockerEngine:
                     cap_drop=list(security.cap_drop) or None,
                     security_opt=list(security.docker_security_opt) or None,
                     sysctls=dict(security.sysctls) or None,
+                    shm_size=spec.shm_size,
+                    extra_hosts=dict(spec.extra_hosts) or None,
                 )
                 networking = None
                 if network_mode not in ("host", "none", None) and not network_mode.startswith(
@@ -376,6 +376,3 @@ class DockerEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _hostname_ok(name: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", name))

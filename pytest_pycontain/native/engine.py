@@ -287,8 +287,8 @@ class NativeEngine:
                 workdir=workdir, user=user, hostname=hostname, host_network=network == "host",
                 read_only=spec.read_only, mounts=mounts,
                 tmpfs=tuple(sorted(spec.tmpfs.items())), init=spec.init,
-                cgroups=tuple(cgroups), etc=_etc_files(hostname, network == "host"),
-                pause=start_hook is not None, boundary=boundary)
+                cgroups=tuple(cgroups), etc=_etc_files(hostname, network == "host", spec),
+                pause=start_hook is not None, boundary=boundary, shm_size=spec.shm_size)
             container.launch(plan, start_hook)
             if spec.ports and network != "host":
                 container.publish(spec.ports, self.state_root / "netrecords" / self.journal.owner)
@@ -427,21 +427,28 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
                            list(spec.aliases), key=container.id)
         container.joined(bridge, ip)
         if named:
-            (container.dir / "hosts").write_text(bridge.hosts(container.id, hostname))
+            (container.dir / "hosts").write_text(
+                bridge.hosts(container.id, hostname) + _extra_hosts(spec))
             (container.dir / "resolv.conf").write_text(bridge.resolv_conf())
         else:
             from .dns import hosts_file
 
-            (container.dir / "hosts").write_text(hosts_file([(ip, [hostname])], hostname))
+            (container.dir / "hosts").write_text(
+                hosts_file([(ip, [hostname])], hostname) + _extra_hosts(spec))
         if then is not None:
             then(container)
 
     return join
 
 
-def _etc_files(hostname: str, host_network: bool) -> dict[str, str]:
+def _extra_hosts(spec: RunSpec) -> str:
+    """``extra_hosts`` as /etc/hosts lines, after the container's own (Docker's order)."""
+    return "".join(f"{address}\t{name}\n" for name, address in spec.extra_hosts.items())
+
+
+def _etc_files(hostname: str, host_network: bool, spec: RunSpec) -> dict[str, str]:
     hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-             f"127.0.1.1\t{hostname}\n")
+             f"127.0.1.1\t{hostname}\n") + _extra_hosts(spec)
     resolv = _read("/etc/resolv.conf")
     if not host_network:
         resolv = own_loopback_resolv_conf(resolv, _read(SYSTEMD_RESOLVED_UPSTREAM))

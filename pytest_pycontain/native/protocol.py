@@ -158,6 +158,7 @@ class RunPlan:
     etc: dict[str, str] = dataclasses.field(default_factory=dict)
     pause: bool = False
     boundary: Boundary = UNCONFINED  # what confines PID 1 and every exec (boundary.py)
+    shm_size: int = 64 * 1024 * 1024  # bytes of /dev/shm (Docker's default)
 
     _CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {
         "lower": _strings, "argv": _strings, "mounts": _binds, "tmpfs": _pairs,

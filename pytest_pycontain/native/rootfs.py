@@ -118,7 +118,7 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
     sc.mount("devpts", os.path.join(dev, "pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
              "newinstance,ptmxmode=0666,mode=0620,gid=5")
     sc.mount("shm", os.path.join(dev, "shm"), "tmpfs",
-             sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=1777,size=65536k")
+             sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, f"mode=1777,size={plan.shm_size}")
     sc.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
              sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     for name, target in (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"),
