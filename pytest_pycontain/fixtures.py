@@ -201,6 +201,7 @@ class PycontainSession:
         self._images: dict[Any, Any] = {}
         self.shared: dict[Any, Any] = {}
         self.progress = Progress()
+        self.session_factory: Factory | None = None  # pycontain_session's, while it lives
 
     @property
     def engine(self) -> Engine:
@@ -317,11 +318,30 @@ def track(item: pytest.Item, container: Any) -> None:
     item.stash.setdefault(CONTAINERS_KEY, []).append(container)
 
 
+def containers_of(item: pytest.Item) -> list[Any]:
+    """The containers whose logs belong in ``item``'s report: those it used, and those of
+    ``pycontain_session`` when its fixtures reach that factory (a session database's log is
+    often the evidence), each once."""
+    found = list(item.stash.get(CONTAINERS_KEY, []))
+    state = item.config.stash.get(SESSION_KEY, None)
+    factory = state.session_factory if state is not None else None
+    if factory is not None and "pycontain_session" in getattr(item, "fixturenames", ()):
+        found.extend(factory.containers)
+    unique: list[Any] = []
+    for container in found:
+        if not any(container is seen for seen in unique):
+            unique.append(container)
+    return unique
+
+
 @pytest.fixture(scope="session")
 def pycontain_session(request: pytest.FixtureRequest) -> Generator[Factory, None, None]:
     """The container factory for session-scoped fixtures; what it made is removed at the end."""
-    factory = Factory(session_of(request.config), "pycontain_session")
+    state = session_of(request.config)
+    factory = Factory(state, "pycontain_session")
+    state.session_factory = factory
     yield factory
+    state.session_factory = None
     factory.close()
 
 

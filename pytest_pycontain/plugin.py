@@ -21,13 +21,13 @@ from .config import OPTIONS, Settings, read_pyproject, resolve
 from .engine import Engine
 from .errors import ConfigError
 from .fixtures import (
-    CONTAINERS_KEY,
     FAILED_KEY,
     KEPT_KEY,
     SESSION_KEY,
     PycontainSession,
     compose,
     container,
+    containers_of,
     pycontain,
     pycontain_session,
 )
@@ -152,13 +152,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
                 report.longrepr = short
         state = item.config.stash.get(SESSION_KEY, None)
         lines = state.settings.log_lines if state else 50
-        for tracked in item.stash.get(CONTAINERS_KEY, []):
+        titles = {title for title, _ in report.sections}
+        for tracked in containers_of(item):
             try:
                 text = tracked.logs()
             except Exception as exc:  # the log is evidence; never hide the failure itself
                 text = f"(logs unavailable: {exc})"
             body = "\n".join(text.splitlines()[-lines:]) if lines else text
-            report.sections.append((f"pycontain log: {tracked.name}", body))
+            title = f"pycontain log: {tracked.name}"
+            if title in titles:  # two containers of one name (a restart): each its own section
+                title = f"{title} ({str(getattr(tracked, 'id', ''))[:12]})"
+            titles.add(title)
+            report.sections.append((title, body))
     if report.when == "teardown" and item.stash.get(KEPT_KEY, None):
         setattr(report, KEPT_ATTRIBUTE, item.stash[KEPT_KEY])
     return report

@@ -227,6 +227,39 @@ def test_marker_env_and_the_failed_test_report(project: pytest.Pytester,
     backend.assert_no_leftovers()
 
 
+def test_a_failed_test_reports_session_containers_too(project: pytest.Pytester,
+                                                      backend: Backend) -> None:
+    """A session fixture's container (made through ``pycontain_session``) is often where the
+    evidence is; its log goes in the report of a failed test that used it, and two containers
+    of one name get a section each."""
+    project.makefile("", Dockerfile="FROM busybox\nCMD [\"sh\", \"-c\", "
+                                    "\"echo I am $ROLE; exec sleep 3600\"]\n")
+    project.makepyfile("""
+        import pytest
+        from pytest_pycontain import wait
+
+        @pytest.fixture(scope="session")
+        def db(pycontain_session):
+            image = pycontain_session.build(".")
+            return pycontain_session.run(image, name="db", env={"ROLE": "the session db"},
+                                         wait=wait.log("I am"))
+
+        def test_fails(db, pycontain):
+            image = pycontain.build(".")
+            pycontain.run(image, name="db", env={"ROLE": "the test's db"}, wait=wait.log("I am"))
+            assert False
+
+        def test_passes_without_it(pycontain):
+            pass
+    """)
+    result = run(project, backend)
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    sections = re.findall(r"-+ (pycontain log: db.*?) -+\n(.*?)\n", out)
+    assert sorted(body for _, body in sections) == ["I am the session db", "I am the test's db"]
+    assert len({title for title, _ in sections}) == 2, sections
+    backend.assert_no_leftovers()
+
 def test_marker_and_factory_privilege_options(project: pytest.Pytester,
                                               backend: Backend) -> None:
     project.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"3600\"]\n")
