@@ -281,7 +281,7 @@ class DockerEngine:
                     hostname=hostname,
                     user=spec.user or None,
                     working_dir=spec.workdir or None,
-                    ports=[int(p) for p in ports] or None,
+                    ports=list(ports) or None,
                     labels=self.labels(**{LABEL_NAME: given}),
                     name=engine_name,
                     host_config=host_config,
