@@ -26,7 +26,7 @@ services:
     image: busybox
     command: sh -c 'mkdir -p /www && echo db > /www/index.html && exec httpd -f -p 5432 -h /www'
     healthcheck: {test: [CMD, wget, -q, -O, /dev/null, "http://127.0.0.1:5432/"],
-                  interval: 100ms}
+                  interval: 100ms, retries: 50}
   web:
     image: busybox
     command: sh -c 'mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www'
@@ -35,7 +35,7 @@ services:
       migrate: {condition: service_completed_successfully}
       db: {condition: service_healthy}
     healthcheck: {test: [CMD, wget, -q, -O, /dev/null, "http://127.0.0.1:8080/"],
-                  interval: 100ms}
+                  interval: 100ms, retries: 50}
 """
 
 PEERS = ("native", "docker_backend", "docker_compose")

@@ -63,6 +63,7 @@ services:
     healthcheck:
       test: wget -q -O /dev/null http://127.0.0.1:8080/
       interval: 100ms
+      retries: 100  # a slow start on a busy machine is not a failure here
   debug:
     image: busybox
     command: sleep 1000
@@ -85,6 +86,7 @@ x-web: &web
   healthcheck:
     test: [CMD-SHELL, "wget -q -O /dev/null http://127.0.0.1:8080/"]
     interval: 100ms
+    retries: 100
 
 services:
   api:
@@ -162,6 +164,14 @@ services:
   built:
     build: .
     stop_grace_period: 1s
+  slow:
+    image: busybox
+    command: sh -c 'sleep 0.5; touch /tmp/up; exec sleep 1000'
+    healthcheck:
+      test: [CMD, test, -f, /tmp/up]
+      interval: 100ms
+      retries: 1
+      start_period: 30s
   cleared:
     build: {context: ., dockerfile: Dockerfile.entry}
     entrypoint: ""
@@ -271,6 +281,7 @@ def test_service_options_seen_inside(pycontain):
         stack.service("worker", 3)
     with pytest.raises(ConfigError, match="no service 'nope' in project"):
         stack.service("nope")
+    assert stack.health("slow") == "healthy"  # its failures in the start period did not count
     cleared = stack.service("cleared")
     assert cleared.exec("cat /proc/1/cmdline").output == "sleep\x001000\x00"
     stack.stop("built")
