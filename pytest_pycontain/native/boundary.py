@@ -1,13 +1,13 @@
 """The privilege boundary of a native container, Docker's by default (runc's standard_init is
 the model).
 
-The engine works out a ``Boundary`` once per container (``boundary_for``: capability sets, the
-seccomp program compiled once per profile and capability set, masked and read-only paths,
-sysctls); it travels in the plan to the shim as plain JSON. In the container, PID 1 calls
-``confine_filesystem`` once its /proc exists, and PID 1 and every exec'd command call
-``enter`` in place of becoming the user, right before exec. Devices are kept to the defaults by
-mounting every writable filesystem ``nodev`` (``device_flags``): a node made with ``mknod``
-cannot be opened, as Docker's device cgroup has it.
+The engine works out a ``Boundary`` for a container's options (``boundary_for``, cached: the
+capability sets, the seccomp program compiled once per profile and capability set, masked and
+read-only paths, sysctls); it travels in the plan to the shim as plain JSON. In the
+container, PID 1 calls ``confine_filesystem`` once its /proc exists, and PID 1 and every
+exec'd command call ``enter`` in place of becoming the user, right before exec. Devices are
+kept to the defaults by mounting every writable filesystem ``nodev`` (``device_flags``): a
+node made with ``mknod`` cannot be opened, as Docker's device cgroup has it.
 """
 
 from __future__ import annotations
