@@ -57,6 +57,7 @@ def _library() -> ctypes.CDLL:
     lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     lib.seccomp_arch_exist.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.seccomp_arch_remove.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                            ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
@@ -77,16 +78,19 @@ def default_profile_text() -> str:
         return file.read()
 
 
-def compile_profile(text: str, capabilities: frozenset[str], source: str = "default") -> bytes:
-    """The BPF program (``struct sock_filter`` array) of a profile for a capability set;
-    cached, so a profile is compiled once per set however many containers use it."""
+def compile_profile(text: str, capabilities: frozenset[str], source: str = "default",
+                    machine: str | None = None) -> bytes:
+    """The BPF program (``struct sock_filter`` array) of a profile for a capability set, for
+    this machine (or ``machine``: ``x86_64``, ``aarch64``); cached, so a profile is compiled
+    once per set however many containers use it."""
     key = hashlib.sha256(text.encode()).hexdigest()
-    return _compiled(key, text, capabilities, source)
+    return _compiled(key, text, capabilities, source, machine or platform.machine())
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(_key: str, text: str, capabilities: frozenset[str], source: str) -> bytes:
-    return _compile(json.loads(text), capabilities, source)
+def _compiled(_key: str, text: str, capabilities: frozenset[str], source: str,
+              machine: str) -> bytes:
+    return _compile(json.loads(text), capabilities, source, machine)
 
 
 def _kernel_version() -> tuple[int, ...]:
@@ -131,8 +135,8 @@ def _action(name: str, errno: Any, default_errno: Any, where: str) -> int:
     return value
 
 
-def _compile(profile: Mapping[str, Any], capabilities: frozenset[str], source: str) -> bytes:
-    machine = platform.machine()
+def _compile(profile: Mapping[str, Any], capabilities: frozenset[str], source: str,
+             machine: str) -> bytes:
     if machine not in _MACHINES:
         raise NotSupported(f"security_opt seccomp: no profile architecture for {machine}; run "
                            "with security_opt=['seccomp=unconfined']")
@@ -149,6 +153,8 @@ def _compile(profile: Mapping[str, Any], capabilities: frozenset[str], source: s
             token = lib.seccomp_arch_resolve_name(_LIB_ARCH.get(arch, "").encode())
             if token and lib.seccomp_arch_exist(ctx, token) != 0:
                 lib.seccomp_arch_add(ctx, token)
+        if machine != platform.machine():  # another machine's program: without this one's
+            lib.seccomp_arch_remove(ctx, 0)  # SCMP_ARCH_NATIVE
         for index, rule in enumerate(profile.get("syscalls") or []):
             if not _applies(rule, capabilities, go_arch):
                 continue
