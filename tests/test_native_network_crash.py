@@ -32,9 +32,15 @@ OWNER = textwrap.dedent("""
 """)
 
 
+OUR_LINK_PREFIXES = ("vpc", "vpd", "vpe")  # the veths and delay lines the engine names
+
+
 def links() -> set[str]:
+    """The host's links that the engine could have made: other software on the machine (a
+    system Docker, Podman) adds and removes its own at any time, so theirs are not counted."""
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+    return {name for name in names if name.startswith(OUR_LINK_PREFIXES)}
 
 
 def test_killed_owner_leaves_no_network_behind(tmp_path: Path) -> None:

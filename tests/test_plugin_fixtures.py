@@ -456,10 +456,14 @@ def test_keep_failed_under_xdist_says_how_to_enter_on_the_controller(
 
 
 def held_netns_fds() -> set[str]:
-    """The network namespaces that some process holds by an open fd (a bridge's keeper)."""
+    """The network namespaces that a process of the engine's holds by an open fd (a bridge's
+    keeper). Only the engine's helpers count (they run ``pytest_pycontain.native``): other
+    software on the machine opens and closes namespaces of its own at any time."""
     held = set()
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         try:
+            if b"pytest_pycontain.native" not in (fd_dir.parent / "cmdline").read_bytes():
+                continue
             links = [os.readlink(fd) for fd in fd_dir.iterdir()]
         except OSError:
             continue
