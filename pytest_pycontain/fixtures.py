@@ -129,8 +129,13 @@ class Factory:
         stack = Compose(self, loaded, timeout=self._session.settings.timeout)
         return stack.up(build=build, wait=wait)
 
-    def network(self, name: str | None = None) -> Any:
-        network = self.engine.network(name)
+    def network(self, name: str | None = None, *, internal: bool = False) -> Any:
+        """A network, removed with this factory; it reaches the outside world as Docker's
+        bridge does, unless ``internal``."""
+        if not isinstance(internal, bool):
+            raise ConfigError(f"network(internal={internal!r}): expected True or False")
+        network = (self.engine.network(name, internal=True) if internal
+                   else self.engine.network(name))
         self._networks.append(network)
         return network
 

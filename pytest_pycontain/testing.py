@@ -267,7 +267,7 @@ class FakeEngine:
         self.events.append(f"run {container.name}")
         return container
 
-    def network(self, name: str | None = None) -> FakeNetwork:
+    def network(self, name: str | None = None, *, internal: bool = False) -> FakeNetwork:
         number = next(self._numbers)
         network = FakeNetwork(self, name or f"fake-net-{number}", f"10.88.{number % 256}.0/24")
         self.networks.append(network)

@@ -458,6 +458,27 @@ class EngineContract:
             run(command="true", shm_size="lots")
 
 
+    def test_internal_networks_are_said_and_checked(self, engine, run) -> None:
+        """``internal`` is a flag (a bad one is a clear error); members of an internal network
+        still reach each other. (That nothing gets out is proved where the test owns the
+        outside world: tests/test_native_egress.py.)"""
+        from pytest_pycontain.errors import ConfigError
+
+        with pytest.raises(ConfigError, match=r"network\(internal='yes'\): expected True"):
+            engine.network(internal="yes")
+        inside = engine.network(internal=True)
+        made: list[Container] = []
+        try:
+            assert inside.internal is True
+            made.append(shut := run(network=inside, name="shut", command="sleep 1000"))
+            made.append(peer := run(network=inside, name="peer", command="sleep 1000"))
+            assert peer.exec(f"ping -c 1 -W 5 {shut.ip}").exit_code == 0
+        finally:
+            for container in made:
+                container.remove()
+            inside.remove()
+
+
 def _until(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -196,15 +196,19 @@ class DockerEngine:
                                        secrets=secrets)
         return self.image(build_image(self.api, request))
 
-    def network(self, name: str | None = None) -> DockerNetwork:
-        """A user-defined bridge network, labelled as ours."""
-        return self._network(name)
+    def network(self, name: str | None = None, *, internal: bool = False) -> DockerNetwork:
+        """A user-defined bridge network, labelled as ours; ``internal``: Docker's internal
+        network, with no way out."""
+        if not isinstance(internal, bool):
+            raise errors.ConfigError(f"network(internal={internal!r}): expected True or False")
+        return self._network(name, internal=internal)
 
-    def _network(self, name: str | None, internal_use: bool = False) -> DockerNetwork:
+    def _network(self, name: str | None, internal_use: bool = False,
+                 internal: bool = False) -> DockerNetwork:
         given = name or f"pycontain-{unique_suffix()}"
         engine_name = f"{given}-{unique_suffix()}" if name else given
         with self.api.mapped(f"create network {given}", error=errors.NetworkError):
-            nid = self.api.create_network(engine_name, driver="bridge",
+            nid = self.api.create_network(engine_name, driver="bridge", internal=internal,
                                           labels=self.labels(**{LABEL_NAME: given}))["Id"]
         network = DockerNetwork(self, nid, name=given, engine_name=engine_name,
                                 internal_use=internal_use)

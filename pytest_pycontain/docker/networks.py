@@ -141,6 +141,13 @@ class DockerNetwork:
         configs = (info.get("IPAM") or {}).get("Config") or []
         return configs[0]["Subnet"] if configs else ""
 
+    @property
+    def internal(self) -> bool:
+        """Whether Docker made it internal (no way out), as its inspect says."""
+        api = self.engine.api
+        with api.mapped(f"network {self.name}", error=errors.NetworkError):
+            return bool(api.inspect_network(self.id).get("Internal"))
+
     def _member(self, container: Any) -> tuple[int, str, str]:
         """(pid, interface, ip) of ``container`` on this network, for a local engine."""
         if not isinstance(container, DockerContainer) or container.engine is not self.engine:

@@ -23,19 +23,55 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import NetworkError
 from ..procinfo import process_start_time
 
 PACKAGE = "passt"
 _READY_TIMEOUT = 5.0
+T = TypeVar("T")
+_lasting: queue.SimpleQueue | None = None
+_lasting_lock = threading.Lock()
+
+
+def on_lasting_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` run on one thread that lives as long as the process: a parent-death signal
+    belongs to the thread that forked, so a pasta serving a network (which outlives the
+    test's thread that made it) is forked there. The thread is made by the first caller, in
+    that caller's network namespace (the engine's, never a network's own)."""
+    global _lasting
+    with _lasting_lock:
+        if _lasting is None:
+            jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+            def serve() -> None:
+                while True:
+                    job, box, done = jobs.get()
+                    try:
+                        box.append(job())
+                    except BaseException as exc:  # handed back to the caller
+                        box.extend((exc, None))
+                    done.set()
+
+            threading.Thread(target=serve, daemon=True, name="pycontain-spawner").start()
+            _lasting = jobs
+    box: list[Any] = []
+    done = threading.Event()
+    _lasting.put((fn, box, done))
+    done.wait()
+    if len(box) == 2:
+        raise box[0]
+    return box[0]
 
 
 def pasta_path() -> str | None:
@@ -69,17 +105,38 @@ def attach(pid: int, *, journal: Any = None, container: str | None = None) -> Eg
     command) and wait until the namespace has its address and default route. None, after a
     one-line warning, when pasta is not installed or the host has no default route (offline);
     ``NetworkError`` with pasta's words when it cannot start."""
-    binary = pasta_path()
-    if binary is None:
+    if pasta_path() is None:
         warn_missing()
         return None
-    if not _has_default_route("self"):
+    if not host_online():
         warnings.warn("pycontain: this host has no default route: RUN steps get loopback only",
                       RuntimeWarning, stacklevel=2)
         return None  # nothing to reach (an offline machine builds as before, just offline)
+    netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return start(netns, f"/proc/{pid}", "a RUN step's network", journal=journal,
+                     container=container)
+    finally:
+        os.close(netns)
+
+
+def host_online() -> bool:
+    """Whether this process's namespace has a default route: without one, pasta has no way
+    out to offer."""
+    return _has_default_route("/proc/self")
+
+
+def start(netns: int, proc: str, what: str, *, journal: Any = None,
+          container: str | None = None, spawn: Any = None) -> Egress:
+    """pasta for the network namespace open as ``netns``, ready: ``proc`` (``/proc/PID`` or
+    ``/proc/PID/task/TID`` of a thread in that namespace) shows its default route. ``what``
+    names the namespace in errors; ``spawn`` runs ``subprocess.Popen`` (a thread that outlives
+    the caller's, so that the parent-death signal means the engine's death)."""
+    binary = pasta_path()
+    if binary is None:
+        raise NetworkError(f"{what}: pasta (Debian's {PACKAGE} package) is not installed")
     # pasta opens the namespace itself; /proc/PID/ns/net of another process is refused to it
     # (it keeps only a few capabilities), so it gets ours, already open, as /proc/self/fd/N.
-    netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     argv = [binary, "--config-net", "--no-map-gw", "-t", "none", "-u", "none", "-T", "none",
             "-U", "none", "--foreground", "--quiet", "--netns", f"/proc/self/fd/{netns}"]
     if os.geteuid() == 0:
@@ -88,46 +145,46 @@ def attach(pid: int, *, journal: Any = None, container: str | None = None) -> Eg
     if setpriv is not None:
         argv[:0] = [setpriv, "--pdeathsig", "KILL", "--"]
     with tempfile.TemporaryFile() as log:
-        try:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                       pass_fds=[netns], start_new_session=True)
-        finally:
-            os.close(netns)
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    pass_fds=[netns], start_new_session=True)
+
+        process = spawn(popen) if spawn is not None else popen()
         egress = Egress(process)
         if journal is not None:
             journal.record("process", container=container, pid=process.pid, role="pasta",
                            start=process_start_time(process.pid))
         try:
-            _wait_ready(pid, process, log)
+            _wait_ready(proc, process, log, what)
         except BaseException:
             egress.close()
             raise
     return egress
 
 
-def _wait_ready(pid: int, process: subprocess.Popen[bytes], log: Any) -> None:
+def _wait_ready(proc: str, process: subprocess.Popen[bytes], log: Any, what: str) -> None:
     deadline = time.monotonic() + _READY_TIMEOUT
-    while not _has_default_route(pid):
+    while not _has_default_route(proc):
         code = process.poll()
         if code is not None or time.monotonic() > deadline:
             log.seek(0)
             said = " ".join(line for line in log.read().decode(errors="replace").splitlines()
                             if line and "syslog" not in line)
-            what = f"exited with code {code}" if code is not None else \
+            how = f"exited with code {code}" if code is not None else \
                 f"set up no route within {_READY_TIMEOUT:.0f}s"
-            raise NetworkError(f"pasta (for a RUN step's network) {what}: {said or 'no output'}")
+            raise NetworkError(f"pasta (for {what}) {how}: {said or 'no output'}")
         time.sleep(0.005)
 
 
-def _has_default_route(pid: int | str) -> bool:
-    """Whether the namespace of ``pid`` (or "self") has an IPv4 or IPv6 default route (pasta's
-    last step of --config-net; without one on the host, pasta has no way out to offer)."""
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/net/route") as routes:
+def _has_default_route(proc: str) -> bool:
+    """Whether the namespace of ``proc`` (``/proc/PID``, ``/proc/self`` or a thread's) has an
+    IPv4 or IPv6 default route (pasta's last step of --config-net)."""
+    with contextlib.suppress(OSError), open(f"{proc}/net/route") as routes:
         for line in routes.readlines()[1:]:
             fields = line.split()
             if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
                 return True
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/net/ipv6_route") as routes:
+    with contextlib.suppress(OSError), open(f"{proc}/net/ipv6_route") as routes:
         for line in routes:
             fields = line.split()
             if len(fields) > 9 and fields[0] == "0" * 32 and fields[1] == "00" \

@@ -17,6 +17,7 @@ import secrets
 import socket
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -144,12 +145,20 @@ class NativeEngine:
 
     SPARE_NETWORKS = 2
 
-    def network(self, name: str | None = None) -> Any:
+    def network(self, name: str | None = None, *, internal: bool = False) -> Any:
         """A bridge network in its own namespace; removed at close if still there. A removed
         network no container was on anymore leaves its namespace, bridge and subnet for the
-        next one (up to ``SPARE_NETWORKS``): a network per test then costs no namespace."""
+        next one (up to ``SPARE_NETWORKS``): a network per test then costs no namespace.
+
+        It reaches the outside world as Docker's bridge does (through pasta, never the host's
+        loopback; see ``netegress.py``), unless ``internal``. Without pasta or iptables on this
+        host, one warning says so and networks have no way out."""
         from .ipam import IPAM
         from .network import BridgeNetwork
+
+        if not isinstance(internal, bool):
+            raise ConfigError(f"network(internal={internal!r}): expected True or False")
+        egress = not internal and _egress_possible()
 
         records = self.state_root / "netrecords" / self.journal.owner
         if not self._networks_recorded:
@@ -160,11 +169,14 @@ class NativeEngine:
             self._networks = [n for n in self._networks if not n.removed]
             if name is not None and any(n.name == name for n in self._networks):
                 raise NetworkError(f"a network named {name!r} already exists in this session")
-            spare = self._spare_networks.pop() if self._spare_networks else None
+            spare = next((s for s in self._spare_networks  # one with a way out, or without
+                          if (s.egress is not None) == egress), None)
+            if spare is not None:
+                self._spare_networks.remove(spare)
         ipam = IPAM(self.state_root, pool=self.settings.network_pool,
                     prefix=self.settings.network_prefix)
         network = BridgeNetwork(name, ipam=ipam, records_dir=records, spare=spare,
-                                recycle=self._keep_spare)
+                                recycle=self._keep_spare, egress=egress, internal=internal)
         with self._lock:
             self._networks.append(network)
         return network
@@ -439,6 +451,20 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
             then(container)
 
     return join
+
+
+def _egress_possible() -> bool:
+    """Whether networks can have a way out here (pasta and iptables); a warning once if not."""
+    import shutil
+
+    from . import egress
+
+    if egress.pasta_path() is not None and shutil.which("iptables") is not None:
+        return True
+    warnings.warn(f"pycontain: networks of the native engine have no way out on this host: it "
+                  f"needs pasta (Debian's {egress.PACKAGE} package) and iptables",
+                  RuntimeWarning, stacklevel=3)
+    return False
 
 
 def _extra_hosts(spec: RunSpec) -> str:

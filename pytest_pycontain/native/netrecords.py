@@ -69,6 +69,10 @@ def remove_recorded(record: dict[str, Any]) -> str:
         with contextlib.suppress(NetworkError):
             in_netns(record["netns_path"], delete_link, record.get("host_ifname"))
         return f"deleted veth {record.get('host_ifname')}"
+    if kind == "pasta":
+        from .netegress import reap_pasta
+
+        return reap_pasta(record)
     return f"forgot {kind} {record.get('id')}"
 
 

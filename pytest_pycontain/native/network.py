@@ -53,6 +53,7 @@ from .faults import (
     tc_drop_from,
     tc_fault,
 )
+from .netegress import NetworkEgress, tx_checksum_off
 from .netns import NetnsRef, NetnsThread, delete_link, enter_netns, open_netns
 from .netrecords import drop_record, update_record, write_record
 from .rtnl import RouteSocket, check, mac_for
@@ -106,12 +107,13 @@ def _add_veth(bridge: tuple[RouteSocket, int], host_ifname: str, peer_netns: int
 
 
 def _join(ipr: Any, home: int, tables: Sequence[tuple[RouteSocket, int]], host_ifname: str,
-          netns: int, ip: str, prefix: int, gateway: str, known: Sequence[tuple[str, str]]
-          ) -> tuple[int, str, int, RouteSocket]:
+          netns: int, ip: str, prefix: int, gateway: str, known: Sequence[tuple[str, str]],
+          fill_checksums: bool = False) -> tuple[int, str, int, RouteSocket]:
     """On the network's thread (in the bridge's namespace, ``home``): a newcomer's veth pair,
     its end addressed, up and routed, and neighbour entries for good on every side: in the
     newcomer for ``known`` (address, MAC: the gateway and the members), in ``tables`` (the
     bridge's, then the members', each with its interface's index) for the newcomer.
+    ``fill_checksums``: its interface computes its checksums (a network with a way out).
 
     Returns the bridge end's index, the container's interface name and index, and a
     RouteSocket in the container's namespace."""
@@ -124,6 +126,9 @@ def _join(ipr: Any, home: int, tables: Sequence[tuple[RouteSocket, int]], host_i
         try:
             inside = RouteSocket()
             index = socket.if_nametoindex(ifname)
+            if fill_checksums:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as there:
+                    tx_checksum_off(there, ifname)
         finally:
             enter_netns(home)
         inside.add_address(index, ip, prefix)
@@ -200,6 +205,7 @@ class Spare:
     worker: NetnsThread
     bridge: tuple[RouteSocket, int]
     responder: Responder
+    egress: NetworkEgress | None = None
 
     def close(self) -> None:
         """Tear it down (a spare nobody took)."""
@@ -235,12 +241,15 @@ class BridgeNetwork:
     bookkeeping) gets a record per resource. Satisfies ``engine.Network``. ``spare``: what a
     removed network left (the engine's pool) to build this one on; ``recycle``: where
     ``remove`` hands this one's own, when no container is on it anymore (``recycle`` returns
-    False to have it torn down instead).
+    False to have it torn down instead). ``egress``: a way out as Docker's bridge has
+    (``netegress.py``), made in the background. ``internal``: said so (members still
+    route through the gateway, as on Docker's internal networks, and get no further).
     """
 
     def __init__(self, name: str | None = None, *, state_dir: str | os.PathLike | None = None,
                  records_dir: str | os.PathLike | None = None, ipam: IPAM | None = None,
-                 spare: Spare | None = None, recycle: Callable[[Spare], bool] | None = None):
+                 spare: Spare | None = None, recycle: Callable[[Spare], bool] | None = None,
+                 egress: bool = False, internal: bool = False):
         from . import dns
         from .ipam import IPAM, AddressPool, gateway_of
 
@@ -255,6 +264,8 @@ class BridgeNetwork:
         self._responder: Responder | None = None
         self._subnet: str | None = None
         self._bridge: tuple[RouteSocket, int] | None = None  # and the bridge's index
+        self._egress: NetworkEgress | None = None
+        self._internal = internal
         if spare is not None:
             self._adopt(spare)
             return
@@ -275,6 +286,9 @@ class BridgeNetwork:
             self._bridge = self._worker.call(_setup_bridge, self.gateway, self.prefix)
             sock = self._worker.call(_dns_socket, self.gateway)
             self._responder = dns.Responder(sock, label=f"dns-{self.name}")
+            if egress:
+                self._egress = NetworkEgress(self._worker, self._subnet, self.name,
+                                             records_dir)
         except BaseException:
             self._teardown()
             raise
@@ -285,6 +299,7 @@ class BridgeNetwork:
         self.records_dir, self._ipam, self._record = spare.records_dir, spare.ipam, spare.record
         self._subnet, self._addresses = spare.subnet, spare.addresses
         self._worker, self._bridge, self._responder = spare.worker, spare.bridge, spare.responder
+        self._egress = spare.egress
         self.prefix = ipaddress.IPv4Network(spare.subnet).prefixlen
         self.gateway = gateway_of(spare.subnet)
         try:
@@ -306,7 +321,7 @@ class BridgeNetwork:
         except NetworkError:
             return None
         return Spare(self.id, self._ipam, self.records_dir, self._record, self._subnet,
-                     self._addresses, self._worker, self._bridge, self._responder)
+                     self._addresses, self._worker, self._bridge, self._responder, self._egress)
 
     # -- what the engine needs ------------------------------------------------------------
     @property
@@ -357,6 +372,11 @@ class BridgeNetwork:
             return dict(self._endpoints)
 
     @property
+    def internal(self) -> bool:
+        """Whether it has no way out (Docker's ``internal``)."""
+        return self._internal
+
+    @property
     def removed(self) -> bool:
         """Whether ``remove()`` has been called."""
         return self._removed
@@ -384,6 +404,8 @@ class BridgeNetwork:
             key = key or name or "c" + secrets.token_hex(5)
             if key in self._endpoints:
                 raise NetworkError(f"{key!r} is already attached to network {self.name!r}")
+            if self._egress is not None:
+                self._egress.ready()  # made in the background since the network's birth
             nsfd = open_netns(netns)
             host_ifname = f"vpc{secrets.token_hex(5)}"
             ip = record = None
@@ -395,7 +417,7 @@ class BridgeNetwork:
                                       host_ifname=host_ifname, ip=ip)
                 host_index, ifname, index, rtnl = self._worker.call(
                     _join, self._worker.fd, self._tables(), host_ifname, nsfd, ip,
-                    self.prefix, self.gateway, known)
+                    self.prefix, self.gateway, known, self._egress is not None)
             except BaseException as exc:
                 if ip is not None:
                     self._addresses.release(ip)
@@ -529,12 +551,15 @@ class BridgeNetwork:
             self._removed = True
             spare = self._spare() if self._recycle is not None else None
             if spare is not None and self._recycle(spare):
-                self._worker = self._responder = self._bridge = None
+                self._worker = self._responder = self._bridge = self._egress = None
                 return
             self._teardown(wait)
 
     def _teardown(self, wait: bool = True) -> None:
         self._removed = True
+        if self._egress is not None:
+            self._egress.close()
+            self._egress = None
         if self._responder is not None:
             self._responder.close()
             self._responder = None

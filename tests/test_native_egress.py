@@ -1,0 +1,128 @@
+"""Networks of the native engine reach the outside world as Docker's bridge does, never the
+host's loopback; ``internal=True`` ones do not; the host's own network is left as it was.
+
+Everything runs in a network namespace of the test's own (``unshare --net``), which stands for
+the host: a veth there carries "the outside world" (198.51.100.2, a documentation address that
+only exists in that namespace) and its loopback stands for the host's. No packet leaves it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from engine_contract import busybox_rootfs
+
+from pytest_pycontain.native import egress
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the native engine needs root"),
+    pytest.mark.skipif(egress.pasta_path() is None or shutil.which("iptables") is None,
+                       reason="a way out needs pasta (passt) and iptables (.ci/setup)"),
+]
+
+_IN_OWN_NETNS = r"""
+import faulthandler, json, os, subprocess, sys, threading, http.server
+from types import SimpleNamespace
+faulthandler.dump_traceback_later(100, exit=True)  # a hang fails with where it hung
+rootfs, state_dir = sys.argv[1:3]
+def sh(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+sh("ip", "link", "set", "lo", "up")
+sh("ip", "link", "add", "pc-out0", "type", "veth", "peer", "name", "pc-out1")
+sh("ip", "addr", "add", "198.51.100.1/24", "dev", "pc-out0")
+sh("ip", "addr", "add", "198.51.100.2/24", "dev", "pc-out0")   # "the outside world"
+sh("ip", "link", "set", "pc-out1", "up")
+sh("ip", "link", "set", "pc-out0", "up")
+sh("ip", "route", "add", "default", "via", "198.51.100.254", "dev", "pc-out0")
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"reached {self.server.server_address[0]} from {self.client_address[0]}\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+    def log_message(self, *args):
+        pass
+
+ports = {}
+for host in ("198.51.100.2", "127.0.0.1"):
+    server = http.server.ThreadingHTTPServer((host, 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ports[host] = server.server_address[1]
+
+def host_network():
+    return (sh("ip", "-o", "link"), sh("ip", "route"), sh("iptables-save"),
+            open("/proc/sys/net/ipv4/ip_forward").read())
+
+before = host_network()
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.native.engine import NativeEngine
+image = SimpleNamespace(config={"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+                        layer_dirs=[rootfs], tags=["busybox:test"])
+def fetch(container, host):
+    got = container.exec(f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc {host} "
+                         f"{ports[host]} > /tmp/r; cat /tmp/r | tail -n 1", timeout=20)
+    return got.stdout.strip() or "blocked"
+
+def our_pastas():
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = open(f"/proc/{pid}/comm").read()
+            parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if comm.startswith(("pasta", "passt")) and parent == os.getpid():
+            found.append(pid)
+    return found
+
+found = {}
+engine = NativeEngine(state_dir=state_dir)
+try:
+    out, shut = engine.network(), engine.network(internal=True)
+    a = engine.run(RunSpec(image=image, network=out, command="sleep 1000"))
+    b = engine.run(RunSpec(image=image, network=out, command="sleep 1000"))
+    c = engine.run(RunSpec(image=image, network=shut, command="sleep 1000"))
+    found["out"] = fetch(a, "198.51.100.2")
+    found["out-second-member"] = fetch(b, "198.51.100.2")
+    found["loop"] = fetch(a, "127.0.0.1")
+    found["internal"] = fetch(c, "198.51.100.2")
+    found["pasta-running"] = len(our_pastas())
+    for container in (a, b, c):
+        container.remove()
+    out.remove()
+    shut.remove()
+    again = engine.network()  # a spare's way out is kept: nothing new is started
+    d = engine.run(RunSpec(image=image, network=again, command="sleep 1000"))
+    found["spare"] = fetch(d, "198.51.100.2")
+    d.remove()
+finally:
+    engine.close()
+found["pasta-left"] = our_pastas()
+found["host-network-unchanged"] = host_network() == before
+print(json.dumps(found))
+"""
+
+_DIE_WITH_US = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+
+
+def test_networks_reach_out_but_not_the_hosts_loopback(tmp_path: Path) -> None:
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    done = subprocess.run(
+        [shutil.which("unshare") or "unshare", "--net", "--", *_DIE_WITH_US, sys.executable,
+         "-c", _IN_OWN_NETNS, str(rootfs), str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    reached = found.pop("out")
+    assert reached.startswith("reached 198.51.100.2 from "), reached
+    assert found.pop("out-second-member").startswith("reached 198.51.100.2 from ")
+    assert found == {"loop": "blocked", "internal": "blocked", "pasta-running": 1,
+                     "spare": reached, "pasta-left": [], "host-network-unchanged": True}
