@@ -198,8 +198,8 @@ class NativeContainer:
     def exited(self) -> None:
         """Its PID 1 has ended: leave its networks now, as Docker does (the name, aliases and
         address are free for the next container; a kept one keeps them)."""
-        if not self.kept:
-            self._leave_networks()
+        if not self.kept:  # its veth pair goes with its namespace, when the shim ends
+            self._leave_networks(link_gone=True)
 
     def abandon(self) -> None:
         """Undo what was made of a container whose start failed (the shim ends with its
@@ -358,7 +358,7 @@ class NativeContainer:
         raise NotSupported(f"container {self.name}: port {port} is not published (published: "
                            f"{published}); pass ports=[{port}] to run()")
 
-    def _leave_networks(self) -> None:
+    def _leave_networks(self, link_gone: bool = False) -> None:
         """Close published ports and leave networks (best effort: removal must go on). Once:
         at the exit of PID 1 or at removal, whichever comes first."""
         with self._leaving:
@@ -367,7 +367,8 @@ class NativeContainer:
         for proxy in proxies.values():
             with contextlib.suppress(Exception):
                 proxy.close()
-        gone = self._removed and (self.shim is None or not os.path.exists(f"/proc/{self.shim}"))
+        gone = link_gone or (self._removed and (
+            self.shim is None or not os.path.exists(f"/proc/{self.shim}")))
         for network in networks:
             with contextlib.suppress(Exception):
                 network.detach(self.id, link_gone=gone)
