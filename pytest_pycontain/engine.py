@@ -13,7 +13,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from .runspec import Mount, RunSpec
 
-__all__ = ["Container", "Engine", "ExecResult", "Mount", "Network", "RunSpec"]
+__all__ = ["HOST_NAME", "Container", "Engine", "ExecResult", "Mount", "Network", "RunSpec"]
+
+# The name under which containers reach the test process (``expose_host_port``), on every
+# backend: Docker's own ``host.docker.internal`` is Docker Desktop's, and not ours to take.
+HOST_NAME = "host.pycontain.internal"
 
 
 @dataclasses.dataclass(frozen=True)

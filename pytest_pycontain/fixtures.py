@@ -22,7 +22,7 @@ import pytest
 
 from .config import Settings, apply_marker
 from .engine import Engine, Mount, RunSpec
-from .errors import ConfigError, EngineUnavailable, PycontainError
+from .errors import ConfigError, EngineUnavailable, NotSupported, PycontainError
 from .frozen import FrozenMap
 from .runspec import parse_env, parse_ports
 
@@ -128,6 +128,16 @@ class Factory:
                       project=project, profiles=profiles, env=env, unique=True)
         stack = Compose(self, loaded, timeout=self._session.settings.timeout)
         return stack.up(build=build, wait=wait)
+
+    def expose_host_port(self, port: int) -> str:
+        """Containers reach this process's ``127.0.0.1:port`` as ``host.pycontain.internal:
+        port`` (returned): mock servers and webhooks in the test process. Needs an engine on
+        this machine (``NotSupported`` on a remote Docker Engine)."""
+        expose = getattr(self.engine, "expose_host_port", None)
+        if expose is None:
+            raise NotSupported(f"expose_host_port: the {getattr(self.engine, 'name', '?')} "
+                               "engine cannot expose this process's ports to containers")
+        return expose(port)
 
     def network(self, name: str | None = None, *, internal: bool = False) -> Any:
         """A network, removed with this factory; it reaches the outside world as Docker's

@@ -479,6 +479,63 @@ class EngineContract:
             inside.remove()
 
 
+    def test_expose_host_port_reaches_the_test_process(self, engine, run) -> None:
+        """A server on the test process's own loopback, reached from a container as
+        host.pycontain.internal; an exposed port nothing listens on ends the connection at once
+        with nothing said (not a hang), a port never exposed is not reached; a bad port is a
+        clear error."""
+        import http.server
+        import socket
+        import threading
+
+        from pytest_pycontain.errors import ConfigError
+
+        class Hello(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b"hello from the test process\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+        hidden = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+        for each in (server, hidden):
+            threading.Thread(target=each.serve_forever, daemon=True).start()
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            silent = probe.getsockname()[1]
+        net = engine.network()
+        made: list[Container] = []
+        try:
+            port = server.server_address[1]
+            assert engine.expose_host_port(port) == "host.pycontain.internal"
+            engine.expose_host_port(silent)
+            for bad in (0, 70000, "80", True):
+                with pytest.raises(ConfigError, match=r"expose_host_port\(port="):
+                    engine.expose_host_port(bad)
+            made.append(box := run(network=net, command="sleep 1000"))
+            fetch = ("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc "
+                     "host.pycontain.internal {} > /tmp/r 2>&1; echo code=$?; cat /tmp/r")
+            got = box.exec(fetch.format(port), timeout=30).output
+            assert got.endswith("hello from the test process\n"), got
+            refused = box.exec(fetch.format(silent), timeout=30).output
+            assert refused.startswith("code=") and "Terminated" not in refused, refused
+            assert "HTTP" not in refused
+            never = box.exec(fetch.format(hidden.server_address[1]), timeout=30).output
+            assert "hello" not in never, never
+        finally:
+            for container in made:
+                container.remove()
+            net.remove()
+            for each in (server, hidden):
+                each.shutdown()
+                each.server_close()
+
+
 def _until(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

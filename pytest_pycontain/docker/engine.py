@@ -9,6 +9,7 @@ start (``reap()``).
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import sys
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import errors
-from ..engine import RunSpec
+from ..engine import HOST_NAME, RunSpec
 from ..security import security_options
 from .build import BuildRequest, build_image, builder
 from .client import (
@@ -58,6 +59,7 @@ class DockerEngine:
         self.containers: dict[str, DockerContainer] = {}
         self.networks: dict[str, DockerNetwork] = {}
         self._lock = threading.Lock()
+        self._relays: dict[int, Any] = {}  # expose_host_port: port -> a relay on the gateway
         self._version: dict[str, Any] = {}
         self.api = self._connect()
         self.reaped: list[str] = self.reap() if reap else []
@@ -196,6 +198,41 @@ class DockerEngine:
                                        secrets=secrets)
         return self.image(build_image(self.api, request))
 
+    def expose_host_port(self, port: int) -> str:
+        """Containers started from now on reach this process's ``127.0.0.1:port`` as
+        ``host.pycontain.internal:port`` (returned): Docker's host-gateway (the default
+        bridge's gateway, an address of this host) with a relay listening there to our
+        loopback. A remote engine cannot reach this process: ``NotSupported``."""
+        from ..native.engine import check_host_port
+        from ..native.netns import open_netns
+        from ..native.proxy import PortProxy
+
+        port = check_host_port(port)
+        if not self.is_local:
+            raise errors.NotSupported(
+                f"expose_host_port({port}): the Docker Engine at {self.base_url} is not on "
+                "this machine, so its containers cannot reach this process's loopback")
+        with self._lock:
+            if port in self._relays:
+                return HOST_NAME
+        with self.api.mapped("expose_host_port: inspect the default bridge",
+                             error=errors.NetworkError):
+            configs = (self.api.inspect_network("bridge").get("IPAM") or {}).get("Config") or []
+        gateway = next((c["Gateway"] for c in configs if c.get("Gateway")), None)
+        if gateway is None:
+            raise errors.NotSupported(f"expose_host_port({port}): this Docker Engine's default "
+                                      "bridge has no gateway address (host-gateway)")
+        home = open_netns("/proc/thread-self/ns/net")
+        try:
+            relay = PortProxy(home, port, port, host=gateway)
+        except errors.NetworkError as exc:
+            raise errors.NetworkError(f"expose_host_port(port={port}): {exc}") from exc
+        finally:
+            os.close(home)
+        with self._lock:
+            self._relays[port] = relay
+        return HOST_NAME
+
     def network(self, name: str | None = None, *, internal: bool = False) -> DockerNetwork:
         """A user-defined bridge network, labelled as ours; ``internal``: Docker's internal
         network, with no way out."""
@@ -269,7 +306,9 @@ class DockerEngine:
                     security_opt=list(security.docker_security_opt) or None,
                     sysctls=dict(security.sysctls) or None,
                     shm_size=spec.shm_size,
-                    extra_hosts=dict(spec.extra_hosts) or None,
+                    extra_hosts=({HOST_NAME: "host-gateway", **spec.extra_hosts}
+                                 if self._relays and network_mode != "host"
+                                 else dict(spec.extra_hosts) or None),
                 )
                 networking = None
                 if network_mode not in ("host", "none", None) and not network_mode.startswith(
@@ -362,6 +401,10 @@ class DockerEngine:
 
     def close(self) -> None:
         """Remove everything this engine made (kept containers excepted)."""
+        with self._lock:
+            relays, self._relays = list(self._relays.values()), {}
+        for relay in relays:
+            relay.close()
         for container in list(self.containers.values()):
             with contextlib.suppress(errors.PycontainError):
                 container.remove()

@@ -13,6 +13,8 @@ One thing pasta of Debian 12 does not refuse: a step holding CAP_NET_ADMIN could
 steps run inside the privilege boundary (``boundary``: Docker's 14 capabilities, a read-only
 ``/proc/sys``), which takes that capability away; ``tests/test_build_security.py`` proves a
 step cannot do it. Never attach pasta to a privileged container's namespace.
+A network's pasta (``netegress.py``) sits in the bridge's namespace, not a container's: what a
+container routes there to ``127.0.0.0/8`` is a martian the bridge's namespace never forwards.
 
 Without pasta, a step gets loopback only and one warning names the package (``passt``): a
 Dockerfile whose steps need no network still builds, and one that does fails with its own

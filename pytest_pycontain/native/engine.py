@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..engine import RunSpec
+from ..engine import HOST_NAME, RunSpec
 from ..errors import (
     ConfigError,
     ContainerError,
@@ -109,6 +109,7 @@ class NativeEngine:
         self._default_network: Any = None  # made for the first container with ports and none
         self._default_lock = threading.Lock()
         self._exits = ExitWatch()
+        self._exposed: set[int] = set()  # ports of our loopback that containers reach
         self.progress: Callable[[str], None] | None = None  # lines for the user (the plugin's)
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
 
@@ -176,10 +177,27 @@ class NativeEngine:
         ipam = IPAM(self.state_root, pool=self.settings.network_pool,
                     prefix=self.settings.network_prefix)
         network = BridgeNetwork(name, ipam=ipam, records_dir=records, spare=spare,
-                                recycle=self._keep_spare, egress=egress, internal=internal)
+                                recycle=self._keep_spare, egress=egress, internal=internal,
+                                exposed=sorted(self._exposed))
         with self._lock:
             self._networks.append(network)
         return network
+
+    def expose_host_port(self, port: int) -> str:
+        """Containers on this engine's networks reach this process's ``127.0.0.1:port`` as
+        ``host.pycontain.internal:port`` (returned); nothing listening there is a connection
+        refused inside, as Docker gives. Internal networks have no way there."""
+        port = check_host_port(port)
+        with self._lock:
+            self._exposed.add(port)
+            networks = [n for n in self._networks if not n.removed]
+        for network in networks:
+            try:
+                network.expose(port)
+            except NetworkError as exc:
+                raise NetworkError(f"expose_host_port(port={port}) on network "
+                                   f"{network.name!r}: {exc}") from exc
+        return HOST_NAME
 
     def default_network(self) -> Any:
         """The engine's own network for containers with ``ports`` and no network, as Docker's
@@ -453,18 +471,29 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
     return join
 
 
+def check_host_port(port: Any) -> int:
+    """A port ``expose_host_port`` takes, or a ``ConfigError`` naming it."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"expose_host_port(port={port!r}): expected a TCP port, 1-65535")
+    return port
+
+
 def _egress_possible() -> bool:
     """Whether networks can have a way out here (pasta and iptables); a warning once if not."""
     import shutil
 
     from . import egress
 
-    if egress.pasta_path() is not None and shutil.which("iptables") is not None:
-        return True
-    warnings.warn(f"pycontain: networks of the native engine have no way out on this host: it "
-                  f"needs pasta (Debian's {egress.PACKAGE} package) and iptables",
-                  RuntimeWarning, stacklevel=3)
-    return False
+    if egress.pasta_path() is None or shutil.which("iptables") is None:
+        warnings.warn(f"pycontain: networks of the native engine have no way out on this host: "
+                      f"it needs pasta (Debian's {egress.PACKAGE} package) and iptables",
+                      RuntimeWarning, stacklevel=3)
+        return False
+    if not egress.host_online():  # nothing to reach: networks as before, just offline
+        warnings.warn("pycontain: this host has no default route: networks have no way out",
+                      RuntimeWarning, stacklevel=3)
+        return False
+    return True
 
 
 def _extra_hosts(spec: RunSpec) -> str:

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engine import HOST_NAME
 from ..errors import NetworkError
 from .faults import (
     PRIO_FAULT,
@@ -244,12 +245,14 @@ class BridgeNetwork:
     False to have it torn down instead). ``egress``: a way out as Docker's bridge has
     (``netegress.py``), made in the background. ``internal``: said so (members still
     route through the gateway, as on Docker's internal networks, and get no further).
+    ``exposed``: ports of the engine's loopback its members reach as ``host.pycontain.internal``
+    (``expose`` adds more).
     """
 
     def __init__(self, name: str | None = None, *, state_dir: str | os.PathLike | None = None,
                  records_dir: str | os.PathLike | None = None, ipam: IPAM | None = None,
                  spare: Spare | None = None, recycle: Callable[[Spare], bool] | None = None,
-                 egress: bool = False, internal: bool = False):
+                 egress: bool = False, internal: bool = False, exposed: Iterable[int] = ()):
         from . import dns
         from .ipam import IPAM, AddressPool, gateway_of
 
@@ -266,8 +269,10 @@ class BridgeNetwork:
         self._bridge: tuple[RouteSocket, int] | None = None  # and the bridge's index
         self._egress: NetworkEgress | None = None
         self._internal = internal
+        self._relays: dict[int, Any] = {}  # exposed ports of the engine: port -> PortProxy
         if spare is not None:
             self._adopt(spare)
+            self._expose_all(exposed)
             return
         if state_dir is None and ipam is None:
             raise TypeError("BridgeNetwork needs state_dir (or ipam)")
@@ -286,6 +291,7 @@ class BridgeNetwork:
             self._bridge = self._worker.call(_setup_bridge, self.gateway, self.prefix)
             sock = self._worker.call(_dns_socket, self.gateway)
             self._responder = dns.Responder(sock, label=f"dns-{self.name}")
+            self._expose_all(exposed)
             if egress:
                 self._egress = NetworkEgress(self._worker, self._subnet, self.name,
                                              records_dir)
@@ -361,7 +367,10 @@ class BridgeNetwork:
 
         with self._lock:
             eps = sorted(self._endpoints.values(), key=lambda e: e.key != key)
-            return dns.hosts_file(((e.ip, e.names) for e in eps), hostname)
+            entries = [(e.ip, e.names) for e in eps]
+            if self._relays:
+                entries.append((self.gateway, [HOST_NAME]))
+            return dns.hosts_file(entries, hostname)
 
     def addresses(self) -> dict[str, str]:
         """The addresses handed out on this network: address -> container key."""
@@ -370,6 +379,33 @@ class BridgeNetwork:
     def endpoints(self) -> dict[str, Endpoint]:
         with self._lock:
             return dict(self._endpoints)
+
+    def expose(self, port: int) -> None:
+        """Members reach the engine's ``127.0.0.1:port`` as ``host.pycontain.internal:port``
+        (the gateway's address), as Docker's host-gateway: a relay listening there, in the
+        bridge's namespace, to the loopback of the calling thread's namespace (the engine's).
+        Nothing listening there: the relayed connection closes with nothing said. An internal
+        network has no way there."""
+        from .proxy import PortProxy
+
+        with self._lock:
+            self.ensure_usable()
+            if self._internal or port in self._relays:
+                return
+            home = open_netns("/proc/thread-self/ns/net")
+            try:
+                self._relays[port] = self._worker.call(
+                    lambda ipr: PortProxy(home, port, port, host=self.gateway))
+            finally:
+                os.close(home)
+            self._responder.add([HOST_NAME], self.gateway)
+
+    def _expose_all(self, ports: Iterable[int]) -> None:
+        """The ports the engine exposed so far, and its name with the first (a spare forgets
+        its last network's)."""
+        self._responder.remove(self.gateway)
+        for port in ports:
+            self.expose(port)
 
     @property
     def internal(self) -> bool:
@@ -399,6 +435,9 @@ class BridgeNetwork:
             self.ensure_usable()
             names = [n for n in dict.fromkeys([name or "", *aliases]) if n]
             for n in names:
+                if n == HOST_NAME:
+                    raise NetworkError(f"name {n!r} is the engine's own on network "
+                                       f"{self.name!r}")
                 if self._responder.lookup(n):
                     raise NetworkError(f"name {n!r} is already taken on network {self.name!r}")
             key = key or name or "c" + secrets.token_hex(5)
@@ -549,6 +588,9 @@ class BridgeNetwork:
             if self._removed:
                 return
             self._removed = True
+            for relay in self._relays.values():  # the next network exposes its own
+                relay.close()
+            self._relays.clear()
             spare = self._spare() if self._recycle is not None else None
             if spare is not None and self._recycle(spare):
                 self._worker = self._responder = self._bridge = self._egress = None
@@ -557,6 +599,9 @@ class BridgeNetwork:
 
     def _teardown(self, wait: bool = True) -> None:
         self._removed = True
+        for relay in self._relays.values():
+            relay.close()
+        self._relays.clear()
         if self._egress is not None:
             self._egress.close()
             self._egress = None
