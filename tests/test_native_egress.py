@@ -1,9 +1,12 @@
 """Networks of the native engine reach the outside world as Docker's bridge does, never the
-host's loopback; ``internal=True`` ones do not; the host's own network is left as it was.
+host's loopback, and resolve outside names through the host's resolver; ``internal=True`` ones
+do neither; the host's own network is left as it was.
 
 Everything runs in a network namespace of the test's own (``unshare --net``), which stands for
 the host: a veth there carries "the outside world" (198.51.100.2, a documentation address that
-only exists in that namespace) and its loopback stands for the host's. No packet leaves it.
+only exists in that namespace, with an HTTP server and the resolver the namespace's own
+``/etc/resolv.conf`` names, bound over the real one in a mount namespace of the test's own) and
+its loopback stands for the host's. No packet leaves it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ _IN_OWN_NETNS = r"""
 import faulthandler, json, os, subprocess, sys, threading, http.server
 from types import SimpleNamespace
 faulthandler.dump_traceback_later(100, exit=True)  # a hang fails with where it hung
-rootfs, state_dir = sys.argv[1:3]
+rootfs, state_dir, resolv = sys.argv[1:4]
 def sh(*args):
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 sh("ip", "link", "set", "lo", "up")
@@ -50,6 +53,23 @@ class Hello(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body.encode())
     def log_message(self, *args):
         pass
+
+# the host's resolver, out there: this mount namespace's /etc/resolv.conf names it
+from pytest_pycontain.native.dns import respond
+with open(resolv, "w") as conf:
+    conf.write("nameserver 198.51.100.2\n")
+sh("mount", "--bind", resolv, "/etc/resolv.conf")
+import socket
+dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dns.bind(("198.51.100.2", 53))
+def serve_dns():
+    table = {"outside.example": ["198.51.100.2"]}
+    while True:
+        query, peer = dns.recvfrom(4096)
+        answer = respond(query, lambda name: table.get(name, ()), lambda ip: ())
+        if answer is not None:
+            dns.sendto(answer, peer)
+threading.Thread(target=serve_dns, daemon=True).start()
 
 ports = {}
 for host in ("198.51.100.2", "127.0.0.1"):
@@ -94,6 +114,9 @@ try:
     found["out-second-member"] = fetch(b, "198.51.100.2")
     found["loop"] = fetch(a, "127.0.0.1")
     found["internal"] = fetch(c, "198.51.100.2")
+    ports["outside.example"] = ports["198.51.100.2"]
+    found["by-name"] = fetch(b, "outside.example")
+    found["by-name-internal"] = c.exec("nslookup outside.example", timeout=20).exit_code != 0
     found["pasta-running"] = len(our_pastas())
     for container in (a, b, c):
         container.remove()
@@ -116,13 +139,16 @@ _DIE_WITH_US = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv
 def test_networks_reach_out_but_not_the_hosts_loopback(tmp_path: Path) -> None:
     rootfs = busybox_rootfs(tmp_path / "rootfs")
     done = subprocess.run(
-        [shutil.which("unshare") or "unshare", "--net", "--", *_DIE_WITH_US, sys.executable,
-         "-c", _IN_OWN_NETNS, str(rootfs), str(tmp_path / "state")],
+        [shutil.which("unshare") or "unshare", "--net", "--mount", "--", *_DIE_WITH_US,
+         sys.executable, "-c", _IN_OWN_NETNS, str(rootfs), str(tmp_path / "state"),
+         str(tmp_path / "resolv.conf")],
         capture_output=True, text=True, timeout=150)
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     reached = found.pop("out")
     assert reached.startswith("reached 198.51.100.2 from "), reached
     assert found.pop("out-second-member").startswith("reached 198.51.100.2 from ")
+    assert found.pop("by-name") == reached  # the network's DNS forwards what is not its own
+    assert found.pop("by-name-internal") is True  # an internal network's does not
     assert found == {"loop": "blocked", "internal": "blocked", "pasta-running": 1,
                      "spare": reached, "pasta-left": [], "host-network-unchanged": True}

@@ -1,8 +1,10 @@
 """A small DNS responder per network, like Docker's embedded DNS.
 
 It answers A queries for the names and aliases of the containers on its network (and PTR
-queries for their addresses) and answers everything else at once with NXDOMAIN: networks have
-no egress, so forwarding would only turn a wrong name into a hang. Static binaries such as
+queries for their addresses). Other names with a dot are forwarded to the host's resolvers when
+the network has a way out (``forward_to``: from the network's own namespace, through its pasta, as
+Docker's embedded DNS forwards), and answered at once with NXDOMAIN when it has none: there,
+forwarding would only turn a wrong name into a hang. Static binaries such as
 busybox-static's ``wget`` cannot use ``/etc/hosts`` reliably, so DNS is what makes names work.
 
 The socket is handed in already bound (the network creates it inside its own namespace, on the
@@ -18,6 +20,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 QTYPE_A = 1
@@ -28,6 +31,7 @@ RCODE_FORMERR = 1
 RCODE_NXDOMAIN = 3
 RCODE_NOTIMP = 4
 TTL = 0  # names come and go with containers: nothing should cache them
+FORWARD_TIMEOUT = 5.0  # a forwarded query unanswered this long is forgotten (clients retry)
 
 
 def _read_name(packet: bytes, offset: int) -> tuple[str, int]:
@@ -127,6 +131,10 @@ class Responder:
         self._names: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        self._upstream: socket.socket | None = None  # made in the network's namespace
+        self._servers: tuple[str, ...] = ()
+        self._pending: dict[int, tuple[bytes, tuple[str, int], float]] = {}
+        self._next_id = int.from_bytes(os.urandom(2), "big")
         self._thread = threading.Thread(target=self._serve, name=f"pycontain-{label}",
                                         daemon=True)
         self._thread.start()
@@ -161,16 +169,76 @@ class Responder:
         with self._lock:
             return {name: list(ips) for name, ips in self._names.items()}
 
+    def forward_to(self, upstream: socket.socket, servers: Sequence[str]) -> None:
+        """Forward what is not ours to ``servers`` (IPv4 addresses, port 53; the first that
+        is there) through ``upstream``, a UDP socket of the network's namespace. Before the
+        first query only (the serving thread takes it up on its next wake)."""
+        if servers:
+            self._upstream, self._servers = upstream, tuple(servers)
+            os.write(self._wake_w, b"u")
+
     # -- serving --------------------------------------------------------------------------
     def _serve(self) -> None:
         with selectors.DefaultSelector() as sel:
             sel.register(self.sock, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
+            watching_upstream = False
             while True:
-                events = sel.select()
-                if any(key.fileobj == self._wake_r for key, _ in events):
-                    return
-                answer_one(self.sock, self.lookup, self.reverse)
+                events = sel.select(1.0 if self._pending else None)
+                for key, _ in events:
+                    if key.fileobj == self._wake_r:
+                        if os.read(self._wake_r, 1) != b"u":
+                            return
+                    elif key.fileobj is self.sock:
+                        if self._upstream is None:
+                            answer_one(self.sock, self.lookup, self.reverse)
+                        else:
+                            self._answer_or_forward()
+                    else:
+                        self._relay_back()
+                if self._upstream is not None and not watching_upstream:
+                    sel.register(self._upstream, selectors.EVENT_READ)
+                    watching_upstream = True
+                now = time.monotonic()
+                for qid in [q for q, (_, _, at) in self._pending.items()
+                            if now - at > FORWARD_TIMEOUT]:
+                    del self._pending[qid]
+
+    def _answer_or_forward(self) -> None:
+        """A name of ours (or a broken query) is answered here; one we would say NXDOMAIN to
+        goes upstream under an id of ours, and its answer back to the asker."""
+        try:
+            packet, peer = self.sock.recvfrom(4096, socket.MSG_DONTWAIT)
+        except OSError:
+            return
+        reply = respond(packet, self.lookup, self.reverse)
+        if reply is not None and reply[3] & 0xF == RCODE_NXDOMAIN and self._upstream \
+                and _forwardable(packet):
+            self._next_id = (self._next_id + 1) & 0xFFFF
+            ours = self._next_id
+            self._pending[ours] = (packet[:2], peer, time.monotonic())
+            with contextlib.suppress(OSError):
+                self._upstream.sendto(struct.pack("!H", ours) + packet[2:],
+                                      (self._servers[0], 53))
+                return
+            del self._pending[ours]
+        if reply is not None:
+            with contextlib.suppress(OSError):
+                self.sock.sendto(reply, peer)
+
+    def _relay_back(self) -> None:
+        assert self._upstream is not None
+        try:
+            packet, source = self._upstream.recvfrom(65536, socket.MSG_DONTWAIT)
+        except OSError:
+            return
+        if len(packet) < 12 or source[0] not in self._servers:
+            return
+        waiting = self._pending.pop(struct.unpack("!H", packet[:2])[0], None)
+        if waiting is not None:
+            their_id, peer, _ = waiting
+            with contextlib.suppress(OSError):
+                self.sock.sendto(their_id + packet[2:], peer)
 
     def close(self) -> None:
         if self._wake_w < 0:
@@ -181,6 +249,21 @@ class Responder:
             os.close(fd)
         self._wake_w = -1
         self.sock.close()
+        if self._upstream is not None:
+            self._upstream.close()
+            self._upstream = None
+
+
+def _forwardable(query: bytes) -> bool:
+    """Whether an unknown name goes upstream: a name with a dot that is not a reverse lookup.
+    A single label is a container's name (one that is gone is NXDOMAIN at once, as before),
+    and the addresses asked about in reverse are the network's own."""
+    try:
+        name, _ = _read_name(query, 12)
+    except ValueError:
+        return False
+    name = name.lower().rstrip(".")
+    return "." in name and not name.endswith((".in-addr.arpa", ".ip6.arpa"))
 
 
 def names_of(table: dict[str, list[str]], ip: str) -> list[str]:

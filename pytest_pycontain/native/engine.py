@@ -178,7 +178,8 @@ class NativeEngine:
                     prefix=self.settings.network_prefix)
         network = BridgeNetwork(name, ipam=ipam, records_dir=records, spare=spare,
                                 recycle=self._keep_spare, egress=egress, internal=internal,
-                                exposed=sorted(self._exposed))
+                                exposed=sorted(self._exposed),
+                                resolvers=upstream_resolvers() if egress else ())
         with self._lock:
             self._networks.append(network)
         return network
@@ -511,6 +512,22 @@ def _etc_files(hostname: str, host_network: bool, spec: RunSpec) -> dict[str, st
 
 
 SYSTEMD_RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"
+
+
+def upstream_resolvers() -> list[str]:
+    """The IPv4 resolvers a network's DNS responder forwards to: the host's, as a namespace
+    with a loopback of its own sees them (a systemd-resolved host's upstream servers)."""
+    import ipaddress
+
+    conf = own_loopback_resolv_conf(_read("/etc/resolv.conf"), _read(SYSTEMD_RESOLVED_UPSTREAM))
+    found = []
+    for line in conf.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0] == "nameserver":
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(words[1]).version == 4:
+                    found.append(words[1])
+    return found
 
 
 def _read(path: str) -> str:

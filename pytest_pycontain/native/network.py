@@ -83,6 +83,11 @@ def _dns_socket(ipr: Any, address: str) -> socket.socket:
     return sock
 
 
+def _udp_socket(ipr: Any) -> socket.socket:
+    """A UDP socket of the calling thread's namespace (the bridge's)."""
+    return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
 def _exists(ifname: str) -> bool:
     """Whether the calling thread's namespace has an interface ``ifname``."""
     try:
@@ -246,13 +251,15 @@ class BridgeNetwork:
     (``netegress.py``), made in the background. ``internal``: said so (members still
     route through the gateway, as on Docker's internal networks, and get no further).
     ``exposed``: ports of the engine's loopback its members reach as ``host.pycontain.internal``
-    (``expose`` adds more).
+    (``expose`` adds more). ``resolvers``: where its DNS responder forwards the names that are
+    not its own, through the way out (IPv4 addresses; none without ``egress``).
     """
 
     def __init__(self, name: str | None = None, *, state_dir: str | os.PathLike | None = None,
                  records_dir: str | os.PathLike | None = None, ipam: IPAM | None = None,
                  spare: Spare | None = None, recycle: Callable[[Spare], bool] | None = None,
-                 egress: bool = False, internal: bool = False, exposed: Iterable[int] = ()):
+                 egress: bool = False, internal: bool = False, exposed: Iterable[int] = (),
+                 resolvers: Sequence[str] = ()):
         from . import dns
         from .ipam import IPAM, AddressPool, gateway_of
 
@@ -295,6 +302,8 @@ class BridgeNetwork:
             if egress:
                 self._egress = NetworkEgress(self._worker, self._subnet, self.name,
                                              records_dir)
+                if resolvers:
+                    self._responder.forward_to(self._worker.call(_udp_socket), resolvers)
         except BaseException:
             self._teardown()
             raise
