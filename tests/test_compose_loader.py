@@ -425,7 +425,7 @@ def test_limits_replicas_and_other_service_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("body", "line", "message"), [
-    ("    cap_add: [NET_ADMIN]\n", 4, "service 'a': compose key 'cap_add' is not supported yet"),
+    ("    dns: [10.0.0.1]\n", 4, "service 'a': compose key 'dns' is not supported yet"),
     ("    labels: {a: b}\n", 4, "service 'a': compose key 'labels' is not supported yet"),
     ("    restart: always\n", 4, "service 'a': compose key 'restart' is not supported yet"),
     ("    volumes: ['data:/data']\n", 4,
@@ -458,8 +458,69 @@ def test_top_level_keys_we_do_not_do(tmp_path: Path) -> None:
     with pytest.raises(NotSupported, match=f"^{path}:2: compose key 'secrets'"):
         load(directory=tmp_path, environ={})
     write(tmp_path, "compose.yaml", "services: {a: {image: busybox}}\n"
-                                    "networks: {n: {internal: true}}\n")
-    with pytest.raises(NotSupported, match=f"^{path}:2: compose key 'networks.n.internal'"):
+                                    "networks: {n: {attachable: true}}\n")
+    with pytest.raises(NotSupported, match=f"^{path}:2: compose key 'networks.n.attachable'"):
+        load(directory=tmp_path, environ={})
+
+
+def test_privileges_sysctls_shm_and_extra_hosts(tmp_path: Path) -> None:
+    write(tmp_path, "seccomp.json", '{"defaultAction": "SCMP_ACT_ALLOW"}\n')
+    write(tmp_path, "compose.yaml", """
+        services:
+          a:
+            image: busybox
+            privileged: true
+            cap_add: [net_admin, CAP_SYS_TIME, NET_ADMIN]
+            cap_drop: [ALL]
+            security_opt: ["no-new-privileges:true", "seccomp=seccomp.json"]
+            sysctls: [net.core.somaxconn=1024, "kernel.shmmax=100"]
+            shm_size: 1g
+            extra_hosts: ["db:10.0.0.5", "v6=::1"]
+            networks: [inside]
+          b:
+            image: busybox
+            sysctls: {net.ipv4.ip_forward: 1}
+            extra_hosts: {cache: 10.0.0.6}
+        networks:
+          inside: {internal: true}
+        """)
+    project = load(directory=tmp_path, environ={}, project="p")
+    a, b = project.services["a"], project.services["b"]
+    assert (a.privileged, a.cap_add, a.cap_drop) == (True, ("NET_ADMIN", "SYS_TIME"), ("ALL",))
+    assert a.security_opt == ("no-new-privileges:true",
+                              f"seccomp={(tmp_path / 'seccomp.json').resolve()}")
+    assert dict(a.sysctls) == {"net.core.somaxconn": "1024", "kernel.shmmax": "100"}
+    assert dict(b.sysctls) == {"net.ipv4.ip_forward": "1"}
+    assert (a.shm_size, b.shm_size, b.privileged) == (1 << 30, None, None)
+    assert dict(a.extra_hosts) == {"db": "10.0.0.5", "v6": "::1"}
+    assert dict(b.extra_hosts) == {"cache": "10.0.0.6"}
+    assert project.networks["inside"].internal and not project.networks["default"].internal
+    shaped = config_json(project)
+    assert shaped["networks"]["inside"] == {"name": "p_inside", "ipam": {}, "internal": True}
+    assert {k: shaped["services"]["a"][k] for k in ("cap_add", "cap_drop", "privileged",
+                                                    "shm_size", "extra_hosts")} == {
+        "cap_add": ["NET_ADMIN", "SYS_TIME"], "cap_drop": ["ALL"], "privileged": True,
+        "shm_size": str(1 << 30), "extra_hosts": ["db=10.0.0.5", "v6=::1"]}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("    cap_add: [NET_ADMINS]\n",
+     ":4: services.a.cap_add.0: cap_add: unknown capability 'NET_ADMINS'"),
+    ("    privileged: sometimes\n", ":4: services.a.privileged: must be a boolean"),
+    ("    security_opt: [nonsense]\n",
+     ":4: services.a.security_opt.0: security_opt 'nonsense': unknown option"),
+    ("    security_opt: [seccomp=missing.json]\n",
+     ":4: services.a.security_opt.0: seccomp profile .*missing.json not found"),
+    ("    sysctls: {kernel.pid_max: 10}\n",
+     ":4: services.a.sysctls.kernel.pid_max: sysctls: 'kernel.pid_max' is not in a separate"),
+    ("    shm_size: huge\n", ":4: services.a.shm_size: must be a size such as 256m"),
+    ("    extra_hosts: [db:10.0.0.500]\n",
+     ":4: services.a.extra_hosts.db: '10.0.0.500' is not an IPv4 or IPv6 address"),
+])
+def test_bad_privileges_and_hosts_name_file_and_line(tmp_path: Path, body: str,
+                                                     message: str) -> None:
+    path = write(tmp_path, "compose.yaml", f"services:\n  a:\n    image: busybox\n{body}")
+    with pytest.raises(ComposeFileError, match=f"^{path}{message}"):
         load(directory=tmp_path, environ={})
 
 

@@ -16,6 +16,7 @@ def config_json(project: Project) -> dict[str, Any]:
                                            for name in sorted(project.services)}}
     if project.networks:
         result["networks"] = {key: {"name": net.name, "ipam": {}}
+                              | ({"internal": True} if net.internal else {})
                               for key, net in sorted(project.networks.items())}
     return result
 
@@ -30,6 +31,10 @@ def _service(service: Service) -> dict[str, Any]:
         if service.build.target:
             build["target"] = service.build.target
         out["build"] = build
+    if service.cap_add:
+        out["cap_add"] = list(service.cap_add)
+    if service.cap_drop:
+        out["cap_drop"] = list(service.cap_drop)
     out["command"] = list(service.command) if service.command is not None else None
     if service.depends_on:
         out["depends_on"] = {d.service: {"condition": d.condition, "required": d.required}
@@ -51,6 +56,8 @@ def _service(service: Service) -> dict[str, Any]:
         out["environment"] = dict(sorted(service.environment.items()))
     if service.expose:
         out["expose"] = list(service.expose)
+    if service.extra_hosts:
+        out["extra_hosts"] = sorted(f"{k}={v}" for k, v in service.extra_hosts.items())
     if service.healthcheck is not None:
         out["healthcheck"] = _healthcheck(service.healthcheck)
     if service.hostname:
@@ -65,10 +72,18 @@ def _service(service: Service) -> dict[str, Any]:
         out["ports"] = [_port(p) for p in service.ports]
     if service.profiles:
         out["profiles"] = list(service.profiles)
+    if service.privileged is not None:
+        out["privileged"] = service.privileged
     if service.read_only is not None:
         out["read_only"] = service.read_only
+    if service.security_opt:
+        out["security_opt"] = list(service.security_opt)
+    if service.shm_size is not None:
+        out["shm_size"] = str(service.shm_size)
     if service.stop_grace_period is not None:
         out["stop_grace_period"] = go_duration(service.stop_grace_period)
+    if service.sysctls:
+        out["sysctls"] = dict(sorted(service.sysctls.items()))
     if service.tmpfs:
         out["tmpfs"] = list(service.tmpfs)
     if service.user:

@@ -28,10 +28,11 @@ SERVICE = {
     "user", "userns_mode", "uts", "volumes", "volumes_from", "working_dir",
 }
 SERVICE_SUPPORTED = {
-    "build", "command", "cpus", "depends_on", "deploy", "entrypoint", "env_file",
-    "environment", "expose", "healthcheck", "hostname", "image", "init", "mem_limit",
-    "networks", "pids_limit", "ports", "profiles", "read_only", "scale", "stop_grace_period",
-    "tmpfs", "user", "volumes", "working_dir",
+    "build", "cap_add", "cap_drop", "command", "cpus", "depends_on", "deploy", "entrypoint",
+    "env_file", "environment", "expose", "extra_hosts", "healthcheck", "hostname", "image",
+    "init", "mem_limit", "networks", "pids_limit", "ports", "privileged", "profiles",
+    "read_only", "scale", "security_opt", "shm_size", "stop_grace_period", "sysctls", "tmpfs",
+    "user", "volumes", "working_dir",
 }
 
 BUILD = {"context", "dockerfile", "dockerfile_inline", "args", "ssh", "cache_from", "cache_to",
@@ -56,4 +57,4 @@ VOLUME = {"type", "source", "target", "read_only", "bind", "volume", "tmpfs", "i
           "consistency"}
 NETWORK = {"driver", "driver_opts", "attachable", "enable_ipv6", "ipam", "internal", "labels",
            "external", "name", "enable_ipv4"}
-NETWORK_SUPPORTED = {"driver", "name"}
+NETWORK_SUPPORTED = {"driver", "name", "internal"}

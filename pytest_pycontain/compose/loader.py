@@ -4,6 +4,7 @@ override rules, profiles and the project name, then every service checked into t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -12,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotSupported
+from ..errors import ConfigError, NotSupported
 from ..runspec import byte_size
+from ..security import capability_name, check_security_opt, check_sysctl
 from . import keys
 from .merge import key_value_map, merge_files, names_map
 from .model import (
@@ -210,8 +212,9 @@ class _Loader:
             self.check_keys(body, where, keys.NETWORK, keys.NETWORK_SUPPORTED)
             if body.get("driver", "bridge") != "bridge":
                 raise self.unsupported((*where, "driver"), "only bridge networks")
+            internal = self.boolean(body.get("internal", False), (*where, "internal"))
             result[key] = NetworkDef(key, str(body.get("name") or f"{project}_{key}"),
-                                     self.mark(where))
+                                     self.mark(where), internal)
         used = {n.network for s in services.values() for n in s.networks}
         if "default" in used and "default" not in result:
             result["default"] = NetworkDef("default", f"{project}_default", None)
@@ -261,7 +264,76 @@ class _Loader:
             stop_grace_period=(self.duration(body["stop_grace_period"],
                                              (*key, "stop_grace_period"))
                                if body.get("stop_grace_period") is not None else None),
+            privileged=self.optional_bool(body, key, "privileged"),
+            cap_add=self.capabilities(body, key, "cap_add"),
+            cap_drop=self.capabilities(body, key, "cap_drop"),
+            security_opt=self.security_opt(body, key),
+            sysctls=self.sysctls(body, key),
+            shm_size=(self.byte_size(body["shm_size"], (*key, "shm_size"))
+                      if body.get("shm_size") is not None else None),
+            extra_hosts=self.extra_hosts(body, key),
         )
+
+    # -- the privilege boundary and /etc/hosts: checked here as run() checks them, so a bad
+    # -- value points at its line rather than at the stack's start
+    def capabilities(self, body: dict[str, Any], key: PathKey, name: str) -> tuple[str, ...]:
+        result: list[str] = []
+        for i, item in enumerate(self.sequence(body.get(name), (*key, name))):
+            try:
+                capability = capability_name(_scalar_str(item), name)
+            except ConfigError as exc:
+                raise self.error((*key, name, i), str(exc)) from None
+            if capability not in result:
+                result.append(capability)
+        return tuple(result)
+
+    def security_opt(self, body: dict[str, Any], key: PathKey) -> tuple[str, ...]:
+        result = []
+        for i, item in enumerate(self.sequence(body.get("security_opt"),
+                                               (*key, "security_opt"))):
+            where = (*key, "security_opt", i)
+            if not isinstance(item, str):
+                raise self.error(where, f"must be a string, not {_kind(item)}")
+            try:
+                option, value = check_security_opt(item)
+            except ConfigError as exc:
+                raise self.error(where, str(exc)) from None
+            if option == "seccomp" and value != "unconfined":
+                path = self.working_dir / os.path.expanduser(value)
+                if not path.is_file():
+                    raise self.error(where, f"seccomp profile {path} not found")
+                item = f"seccomp={path.resolve()}"  # against the project's directory
+            result.append(item)
+        return tuple(result)
+
+    def sysctls(self, body: dict[str, Any], key: PathKey) -> dict[str, str]:
+        where = (*key, "sysctls")
+        result: dict[str, str] = {}
+        for name, value in self.mapping(key_value_map(body.get("sysctls")), where).items():
+            if value is None or isinstance(value, (dict, list)):
+                raise self.error((*where, name), f"must be a value, not {_kind(value)}")
+            try:
+                checked = check_sysctl(name, _scalar_str(value), host_network=False)
+            except ConfigError as exc:
+                raise self.error((*where, name), str(exc)) from None
+            result[checked[0]] = checked[1]
+        return result
+
+    def extra_hosts(self, body: dict[str, Any], key: PathKey) -> dict[str, str]:
+        where = (*key, "extra_hosts")
+        result: dict[str, str] = {}
+        for name, value in self.mapping(key_value_map(body.get("extra_hosts")), where).items():
+            if isinstance(value, list) and len(value) == 1:
+                value = value[0]  # compose's map form may list addresses
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+                raise self.error((*where, name), f"expected 'NAME:ADDRESS' or 'NAME=ADDRESS', "
+                                 f"not {name!r}: {value!r}")
+            try:
+                result[str(name)] = str(ipaddress.ip_address(value.strip().strip("[]")))
+            except ValueError:
+                raise self.error((*where, name), f"{value!r} is not an IPv4 or IPv6 "
+                                 "address") from None
+        return result
 
     def sequence(self, value: Any, key: PathKey) -> list[Any]:
         if value is None:

@@ -127,15 +127,24 @@ class Service:
     replicas: int = 1
     profiles: tuple[str, ...] = ()
     stop_grace_period: float | None = None
+    privileged: bool | None = None
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ()
+    sysctls: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    shm_size: int | None = None  # bytes; None: the engine's default (64m)
+    extra_hosts: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> address
 
 
 @dataclasses.dataclass(frozen=True)
 class NetworkDef:
-    """A top-level network; ``name`` is the engine-level one (``<project>_<key>``)."""
+    """A top-level network; ``name`` is the engine-level one (``<project>_<key>``);
+    ``internal``: no way out of it (Docker's internal networks)."""
 
     key: str
     name: str
     mark: Mark | None = None
+    internal: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,7 +35,7 @@ class Maker(Protocol):
 
     def run(self, image: Any, **options: Any) -> Any: ...
     def build(self, context: Any, **options: Any) -> Any: ...
-    def network(self, name: str | None = None) -> Any: ...
+    def network(self, name: str | None = None, *, internal: bool = False) -> Any: ...
 
 
 class Compose:
@@ -57,7 +57,8 @@ class Compose:
         """Start every enabled service in dependency order; see the module's docstring."""
         used = {m.network for s in self.project.services.values() for m in s.networks}
         for key in sorted(used):
-            self._networks[key] = self._maker.network(self.project.networks[key].name)
+            spec = self.project.networks[key]
+            self._networks[key] = self._maker.network(spec.name, internal=spec.internal)
         for name in self.project.order():
             service = self.project.services[name]
             for dep in service.depends_on:
@@ -103,7 +104,11 @@ class Compose:
                 workdir=service.working_dir, mounts=self._mounts(service),
                 tmpfs=self._tmpfs(service), read_only=bool(service.read_only),
                 init=bool(service.init), memory=service.limits.memory,
-                cpus=service.limits.cpus, pids=service.limits.pids)
+                cpus=service.limits.cpus, pids=service.limits.pids,
+                privileged=bool(service.privileged), cap_add=service.cap_add or None,
+                cap_drop=service.cap_drop or None, security_opt=service.security_opt or None,
+                sysctls=dict(service.sysctls) or None, shm_size=service.shm_size,
+                extra_hosts=dict(service.extra_hosts) or None)
         except PycontainError as exc:
             raise _about(service, exc) from exc
         self._born[container.id] = time.monotonic()
@@ -337,8 +342,9 @@ class EngineMaker:
     def build(self, context: Any, **options: Any) -> Any:
         return self.engine.build(context, **options)
 
-    def network(self, name: str | None = None) -> Any:
-        network = self.engine.network(name)
+    def network(self, name: str | None = None, *, internal: bool = False) -> Any:
+        network = (self.engine.network(name, internal=True) if internal
+                   else self.engine.network(name))
         self.networks.append(network)
         return network
 
