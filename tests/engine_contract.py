@@ -363,7 +363,7 @@ class EngineContract:
         with pytest.raises(OSError):  # reset, closed with nothing said, or refused
             _http_get(container.address(8081), "/ping", timeout=5)
 
-    def test_loss_on_a_container_stalls_the_tests_own_connection(self, engine, run) -> None:
+    def test_loss_and_delay_of_a_container_act_on_the_tests_own_connection(self, engine, run) -> None:
         net = engine.network()
         container = None
         try:
@@ -375,6 +375,16 @@ class EngineContract:
                 _http_get(container.address(8080), "/ping", timeout=2)
             net.loss(container, 0)
             assert _http_get(container.address(8080), "/ping", timeout=10) == "pong\n"
+            from pytest_pycontain.errors import NotSupported
+
+            try:
+                net.delay(container, 300)
+            except NotSupported as exc:
+                pytest.skip(f"this kernel cannot delay packets: {exc}")
+            started = time.monotonic()
+            assert _http_get(container.address(8080), "/ping", timeout=10) == "pong\n"
+            assert time.monotonic() - started >= 0.3  # the delay is on the test's own path
+            net.delay(container, 0)
         finally:
             if container is not None:
                 container.remove()
