@@ -363,7 +363,7 @@ class EngineContract:
         with pytest.raises(OSError):  # reset, closed with nothing said, or refused
             _http_get(container.address(8081), "/ping", timeout=5)
 
-    def test_loss_and_delay_of_a_container_act_on_the_tests_own_connection(self, engine, run) -> None:
+    def test_loss_and_delay_act_on_the_tests_own_connection(self, engine, run) -> None:
         net = engine.network()
         container = None
         try:
