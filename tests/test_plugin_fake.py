@@ -427,3 +427,22 @@ def test_the_fake_implements_the_protocols_and_the_waits_work_on_it() -> None:
     engine.close()
     assert engine.events[-3:] == [f"remove {crasher.name}", f"remove network {network.name}",
                                   "close"]
+
+
+def test_factory_network_options_and_expose_host_port_without_engine_support(
+        pytester: pytest.Pytester) -> None:
+    """The factory checks internal= itself, passes internal=True on, and says NotSupported
+    (naming the engine) for expose_host_port on an engine that cannot reach this process."""
+    engine = FakeEngine()
+    pytester.makepyfile("""
+        import pytest
+        from pytest_pycontain.errors import ConfigError, NotSupported
+
+        def test_one(pycontain):
+            with pytest.raises(ConfigError, match=r"network\\(internal='yes'\\)"):
+                pycontain.network(internal="yes")
+            assert pycontain.network(internal=True) is not None
+            with pytest.raises(NotSupported, match="expose_host_port: the fake engine"):
+                pycontain.expose_host_port(8080)
+    """)
+    run(pytester, engine).assert_outcomes(passed=1)
