@@ -1,17 +1,26 @@
 """A private ``dockerd`` (Debian's docker.io) on its own socket, data root and exec root.
 
-It uses the test registry as its Docker Hub mirror, leaves the host's firewall alone
-(``--iptables=false``) and removes the ``docker0`` bridge it made when it stops.
+It uses the test registry as its Docker Hub mirror and runs in a network namespace of its own,
+so its bridge (a ``docker0`` of its own, never the host's) and its containers' traffic are out of
+reach of the host's firewall: a system Docker's ``FORWARD`` policy ``DROP`` with
+``br_netfilter`` drops bridged traffic of the host's namespace only. Nothing of the host's
+network changes beyond a veth whose peer lives in that namespace (it goes with it).
+``nsproxy.py`` carries what must cross: published ports out to the test process's namespace,
+and dockerd's pulls in to the registry on the host's loopback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import random
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import EnvironmentProblem, stderr_tail
 from .tools import require
@@ -19,12 +28,16 @@ from .tools import require
 
 @dataclasses.dataclass
 class RunningDockerd:
-    """``host`` is the ``DOCKER_HOST`` value (``unix:///.../docker.sock``)."""
+    """``host`` is the ``DOCKER_HOST`` value (``unix:///.../docker.sock``); ``host_address`` is
+    an address of the test process's namespace that is not loopback (the host end of a veth
+    into the daemon's namespace), where a port published on every interface is reached."""
 
     socket_path: Path
     workdir: Path
     process: subprocess.Popen
-    made_docker0: bool
+    host_link: str
+    host_address: str
+    relays: list[subprocess.Popen] = dataclasses.field(default_factory=list)
 
     @property
     def host(self) -> str:
@@ -39,17 +52,23 @@ class RunningDockerd:
             "DOCKER_CONFIG": str(self.workdir / "client"),
         }
 
+    @property
+    def netns(self) -> str:
+        """The daemon's network namespace (valid while it runs)."""
+        return f"/proc/{self.process.pid}/ns/net"
+
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        for process in [*self.relays, self.process]:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
         unmount_below(self.workdir)
-        if self.made_docker0:
-            subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True, check=False)
+        # the veth goes with the namespace; say so at once rather than when the kernel gets to it
+        subprocess.run(["ip", "link", "delete", self.host_link], capture_output=True, check=False)
 
 
 def unmount_below(directory: Path) -> None:
@@ -63,8 +82,83 @@ def unmount_below(directory: Path) -> None:
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
-def _link_exists(name: str) -> bool:
-    return Path(f"/sys/class/net/{name}").exists()
+def _in_own_netns(pid: int, timeout: float = 10) -> None:
+    """Wait until ``pid`` (``unshare --net``) has left our network namespace."""
+    ours = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") != ours:
+                return
+        except OSError as exc:
+            raise EnvironmentProblem(f"dockerd: exited before it had a namespace ({exc})") from None
+        time.sleep(0.01)
+    raise EnvironmentProblem("dockerd: `unshare --net` did not make a network namespace")
+
+
+def _free_link_net() -> ipaddress.IPv4Network:
+    """A /30 of 198.18.0.0/15 (the benchmarking range) that no address here is in."""
+    taken = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                           check=False).stdout
+    addresses = [ipaddress.ip_interface(word) for word in taken.split() if "/" in word
+                 and word[0].isdigit()]
+    for _ in range(100):
+        net = ipaddress.IPv4Network((0xC6120000 + 4 * random.randrange(1 << 15), 30))
+        if not any(a.ip in net or net.overlaps(a.network) for a in addresses):
+            return net
+    raise EnvironmentProblem("dockerd: no free /30 in 198.18.0.0/15 for the host link")
+
+
+def _host_link(pid: int) -> tuple[str, str]:
+    """A veth from our namespace to dockerd's: its name here and its address here."""
+    name = f"pycd{pid % 100000}{random.randrange(16**4):04x}"
+    net = _free_link_net()
+    here, there = (str(ip) for ip in list(net.hosts())[:2])
+    steps = [
+        ["ip", "link", "add", name, "type", "veth", "peer", "name", "uplink", "netns", str(pid)],
+        ["ip", "addr", "add", f"{here}/30", "dev", name],
+        ["ip", "link", "set", name, "up"],
+        ["nsenter", "-t", str(pid), "-n", "ip", "addr", "add", f"{there}/30", "dev", "uplink"],
+        ["nsenter", "-t", str(pid), "-n", "ip", "link", "set", "uplink", "up"],
+    ]
+    for argv in steps:
+        done = subprocess.run(argv, capture_output=True, check=False)
+        if done.returncode:
+            subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+            raise EnvironmentProblem(f"dockerd: `{' '.join(argv)}`: {stderr_tail(done.stderr)}")
+    return name, here
+
+
+def _relay_in(netns: str, port: int) -> subprocess.Popen:
+    """Relay ``127.0.0.1:port`` of ``netns`` to ours (dockerd pulling from the test registry)."""
+    ready_r, ready_w = os.pipe()
+    argv = [sys.executable, str(Path(__file__).with_name("nsproxy.py")), "-listen-netns", netns,
+            "-host-ip", "127.0.0.1", "-host-port", str(port), "-container-ip", "127.0.0.1",
+            "-container-port", str(port), "-ready-fd", str(ready_w)]
+    process = subprocess.Popen(argv, pass_fds=[ready_w], stdin=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    os.close(ready_w)
+    with os.fdopen(ready_r, "rb") as ready:
+        answer = ready.read()
+    if not answer.startswith(b"0\n"):
+        process.kill()
+        process.wait()
+        raise EnvironmentProblem(f"dockerd: no relay to the registry on port {port}: "
+                                 f"{answer[2:].decode(errors='replace')}")
+    return process
+
+
+def _proxy_wrapper(workdir: Path) -> Path:
+    """dockerd's ``--userland-proxy-path``: published ports listen in our namespace."""
+    wrapper = workdir / "docker-proxy"
+    real = require("docker-proxy")
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec '{sys.executable}' '{Path(__file__).with_name('nsproxy.py')}' "
+        f"-listen-netns /proc/{os.getpid()}/ns/net -real-proxy '{real}' \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 def _answers(path: Path) -> bool:
@@ -91,6 +185,12 @@ def start_dockerd(
     # unix socket paths are limited to 108 bytes: keep it short
     sock = Path(f"/tmp/pycontain-dockerd-{os.getpid()}-{time.monotonic_ns() % 100000}.sock")
     argv = [
+        require("unshare"),
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        'ip link set lo up && exec "$0" "$@"',
         binary,
         "--host",
         f"unix://{sock}",
@@ -103,6 +203,8 @@ def start_dockerd(
         "--iptables=false",
         "--ip6tables=false",
         "--ip-masq=false",
+        "--userland-proxy-path",
+        str(_proxy_wrapper(workdir)),
         "--config-file",
         str(workdir / "daemon.json"),
     ]
@@ -111,13 +213,30 @@ def start_dockerd(
         argv += ["--registry-mirror", mirror]
     for host in insecure:
         argv += ["--insecure-registry", host]
-    made_docker0 = not _link_exists("docker0")
     log = open(workdir / "dockerd.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
     )
     log.close()
-    daemon = RunningDockerd(sock, workdir, process, made_docker0)
+    try:
+        _in_own_netns(process.pid)
+        link, address = _host_link(process.pid)
+    except EnvironmentProblem:
+        process.kill()
+        process.wait()
+        raise
+    daemon = RunningDockerd(sock, workdir, process, link, address)
+    try:
+        ports = set()
+        for url in [mirror or "", *insecure]:
+            parts = urlsplit(url if "//" in url else f"//{url}")
+            if parts.port and (parts.hostname or "").startswith("127."):
+                ports.add(parts.port)
+        for port in sorted(ports):
+            daemon.relays.append(_relay_in(daemon.netns, port))
+    except EnvironmentProblem:
+        daemon.stop()
+        raise
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

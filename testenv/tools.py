@@ -15,6 +15,8 @@ PACKAGES = {
     "busybox": "busybox-static",
     "dockerd": "docker.io",
     "docker": "docker.io",
+    "docker-proxy": "docker.io",
+    "unshare": "util-linux",
 }
 
 

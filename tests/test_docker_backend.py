@@ -202,9 +202,9 @@ def test_faults_need_a_member_of_the_network(engine, busybox) -> None:
 @pytest.fixture
 def tcp_engine(dockerd, engine):
     """The same daemon behind a tcp:// DOCKER_HOST (a byte relay to its socket) on a host
-    address that is not loopback (the default bridge's gateway), as a remote engine is reached."""
-    configs = engine.api.inspect_network("bridge")["IPAM"]["Config"] or [{}]
-    relay = _TcpToUnix(str(dockerd.socket_path), configs[0].get("Gateway") or "127.0.0.1")
+    address that is not loopback (the daemon's link to this namespace), as a remote engine is
+    reached."""
+    relay = _TcpToUnix(str(dockerd.socket_path), dockerd.host_address)
     engine = DockerEngine(Settings(), base_url=f"tcp://{relay.host}:{relay.port}", reap=False)
     yield engine
     engine.close()
