@@ -386,12 +386,10 @@ class Store:
                     return self._pull_from(client, ref_obj, target, progress)
                 except PullError as exc:
                     failures.append(exc)
-        last = failures[-1]
-        if len(failures) > 1:
-            earlier = "; ".join(str(f) for f in failures[:-1])
-            raise PullError(f"{last} (tried first: {earlier})", reference=ref,
-                            registry=last.registry) from last
-        raise last
+        error = _pull_failure(ref, failures)
+        if error in failures:
+            raise error
+        raise error from failures[-1]
 
     def _pull_from(self, client: reg.Client, ref: Reference, target: reg.Platform,
                    progress: Progress | None) -> Image:
@@ -847,3 +845,21 @@ def _sniff_layer_type(path: Path, docker: bool = False) -> str:
         return "application/vnd.oci.image.layer.v1.tar+zstd"
     return ("application/vnd.docker.image.rootfs.diff.tar" if docker
             else "application/vnd.oci.image.layer.v1.tar")
+
+
+def _pull_failure(ref: str, failures: list[PullError]) -> PullError:
+    """One error for a pull that failed at every endpoint. A registry that answered "not
+    found" comes first: that is the news (a typo), not the fallback that could not be reached."""
+    missing = [f for f in failures if getattr(f, "status", 0) == 404]
+    if missing:
+        first = missing[0]
+        others = [f for f in failures if f is not first]
+        also = f" (also tried: {'; '.join(map(str, others))})" if others else ""
+        return PullError(f"image {ref} not found: {first}{also}", reference=ref,
+                         registry=first.registry)
+    last = failures[-1]
+    if len(failures) > 1:
+        earlier = "; ".join(str(f) for f in failures[:-1])
+        return PullError(f"{last} (tried first: {earlier})", reference=ref,
+                         registry=last.registry)
+    return last

@@ -487,3 +487,13 @@ def test_eight_processes_pull_and_unpack_once(tmp_path: Path, tiny: TinyRegistry
         assert result["listing"] == first["listing"] and len(result["listing"]) == 251
         assert all(d == "sha256:" + h for d, h in result["blobs"].items())
     assert list((tmp_path / "store" / "tmp").iterdir()) == []
+
+
+def test_a_typo_says_not_found_first(tmp_path: Path, test_registry: RunningRegistry) -> None:
+    """The mirror answers "not found"; Docker Hub (here: a port nothing listens on) cannot be
+    reached. The news is the first: the name is wrong."""
+    store = Store(tmp_path / "store", registry_mirror=test_registry.url,
+                  docker_io_endpoint=f"http://127.0.0.1:{free_port()}", attempts=1)
+    error = failing_pull(store, "busyboxx", "^image busyboxx not found: ")
+    assert f"registry mirror {test_registry.host}" in str(error).split("(also tried")[0]
+    assert "cannot reach" in str(error).split("(also tried")[1]
