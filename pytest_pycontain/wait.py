@@ -30,9 +30,17 @@ class Wait:
 
     description: str
     timeout: float | None = None
+    # what the last check saw, by container (a wait may serve many): the timeout's evidence
+    _seen: dict[int, str] = dataclasses.field(default_factory=dict, init=False, compare=False,
+                                              repr=False)
 
     def ready(self, container: Any) -> bool:
         raise NotImplementedError
+
+    def last_seen(self, container: Any) -> str | None:
+        """What the last check of ``container`` saw (a status, an error), forgotten once read;
+        None when the strategy has nothing to say."""
+        return self._seen.pop(id(container), None)
 
     def __str__(self) -> str:
         return self.description
@@ -68,17 +76,25 @@ class _Http(Wait):
         url = f"http://{host}:{port}{self.path}"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status == self.status
+                code = response.status
         except urllib.error.HTTPError as exc:
-            return exc.code == self.status
-        except (OSError, ValueError):
+            code = exc.code
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            self._seen[id(container)] = f"{type(reason).__name__}: {reason} from {url}"
             return False
+        self._seen[id(container)] = f"HTTP {code} from {url}"
+        return code == self.status
 
     def _ready_inside(self, container: Any) -> bool:
         """No published port: ask from inside the container with its own wget."""
         url = f"http://127.0.0.1:{self.port_number}{self.path}"
         result = container.exec(["wget", "-q", "-S", "-O", "/dev/null", url], timeout=5)
         first = re.search(r"HTTP/\S+ (\d{3})", result.output)
+        self._seen[id(container)] = (
+            f"HTTP {first.group(1)} from {url} inside the container" if first else
+            f"wget {url} inside the container: {tail(result.output, 2).strip() or 'no answer'}"
+            f" (exit {result.exit_code})")
         return first is not None and int(first.group(1)) == self.status
 
 
@@ -109,6 +125,10 @@ class _All(Wait):
 
     def ready(self, container: Any) -> bool:
         return all_ready(self.waits, container)
+
+    def last_seen(self, container: Any) -> str | None:
+        seen = [f"{w}: {said}" for w in self.waits if (said := w.last_seen(container))]
+        return "; ".join(seen) or None
 
 
 def all_ready(waits: Sequence[Wait], container: Any) -> bool:
@@ -166,12 +186,15 @@ def until_ready(container: Any, strategy: Wait, default_timeout: float = 60.0,
                 f"after {time.monotonic() - start:.1f}s, before it was ready",
                 exit_code=code, logs=_logs(container), container=container.name)
         if strategy.ready(container):
+            strategy.last_seen(container)
             return
         elapsed = time.monotonic() - start
         if elapsed >= timeout:
+            seen = strategy.last_seen(container)
             raise WaitTimeout(
                 f"{strategy}: container {container.name} not ready after {elapsed:.1f}s "
-                f"(timeout {timeout:g}s; status {container.status})",
+                f"(timeout {timeout:g}s; status {container.status})"
+                + (f"; last seen: {seen}" if seen else ""),
                 exit_code=container.exit_code, logs=_logs(container), container=container.name)
         time.sleep(min(delay, max(0.0, timeout - elapsed)))
         delay = min(delay * 1.5, 0.5)

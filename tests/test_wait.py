@@ -107,8 +107,19 @@ def test_http_through_the_published_port() -> None:
         wait.until_ready(box, wait.http(8080, "/nope", status=404), default_timeout=5)
         with pytest.raises(WaitTimeout, match=r"wait.http\(8080, '/nope', status=200\)"):
             wait.until_ready(box, wait.http(8080, "/nope", timeout=0.1), default_timeout=5)
+        port = server.server_address[1]
+        with pytest.raises(WaitTimeout) as info:  # what it saw last, in the message
+            wait.until_ready(box, wait.http(8080, "/nope", timeout=0.1), default_timeout=5)
+        assert str(info.value).splitlines()[0].endswith(
+            f"; last seen: HTTP 404 from http://127.0.0.1:{port}/nope")
     finally:
         server.shutdown()
+        server.server_close()
+    with pytest.raises(WaitTimeout) as info:  # nothing listens any more
+        wait.until_ready(box, wait.all(wait.http(8080, "/health"), timeout=0.1), default_timeout=5)
+    assert (f"last seen: wait.http(8080, '/health', status=200): ConnectionRefusedError: "
+            f"[Errno 111] Connection refused from http://127.0.0.1:{port}/health") \
+        in str(info.value)
 
 
 def test_bad_regex_is_refused_when_written() -> None:
