@@ -1,8 +1,10 @@
-"""The container commands of ``pycontain``: run, exec, ps, rm, prune (native engine).
+"""The container commands of ``pycontain``: run, exec, ps, rm, prune.
 
-There is no daemon: ``run`` is the engine for as long as it runs. ``run -d`` hands the
-container to a keeper so that it outlives the command; ``exec`` enters any live container
-(kept, or owned by a running pytest) on this terminal.
+On the native engine there is no daemon: ``run`` is the engine for as long as it runs. ``run -d``
+hands the container (and its published ports) to a keeper so that it outlives the command;
+``exec`` enters any live container (kept, or owned by a running pytest) on this terminal. With
+``--backend docker`` (or ``PYCONTAIN_BACKEND=docker``, or no root but a Docker socket) the same
+commands go to a Docker engine (``cli_docker``).
 """
 
 from __future__ import annotations
@@ -13,20 +15,40 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ContainerError
+from .errors import ConfigError, ContainerError, EngineUnavailable, NotSupported
 
 
-def _settings() -> Any:
+def settings_of(args: argparse.Namespace | None = None) -> Any:
     from . import config
 
     table, where = config.read_pyproject(Path.cwd())
-    return config.resolve(pyproject=table, pyproject_path=where)
+    backend = getattr(args, "backend", None)
+    return config.resolve(cli={"backend": backend} if backend else None, pyproject=table,
+                          pyproject_path=where)
 
 
-def _engine(reap: bool = True) -> Any:
+def backend_of(args: argparse.Namespace) -> str:
+    """``native`` or ``docker``, chosen as the plugin chooses; one line saying what to do when
+    neither can run here."""
+    from . import backends
+
+    backend, reason = backends.choose(settings_of(args).backend)
+    if backend == "native" and backends.native_blocker() is not None:
+        raise NotSupported(
+            f"the native engine needs root here (uid {os.geteuid()}; rootless mode is not "
+            "available yet): run it as root (sudo), or use a Docker engine with "
+            "`pycontain --backend docker` (or PYCONTAIN_BACKEND=docker)")
+    if backend == "none":
+        raise EngineUnavailable(
+            f"no engine: {reason.removeprefix('auto: ')}; run as root for the native engine, "
+            "or start Docker (or set DOCKER_HOST)")
+    return backend
+
+
+def _engine(reap: bool = True, args: argparse.Namespace | None = None) -> Any:
     from .native.engine import NativeEngine
 
-    return NativeEngine(_settings(), reap=reap)
+    return NativeEngine(settings_of(args), reap=reap)
 
 
 def engine_for_cli() -> Any:
@@ -35,7 +57,42 @@ def engine_for_cli() -> Any:
     return _engine()
 
 
-def _env(pairs: list[str]) -> dict[str, str]:
+def parse_publish(values: list[str]) -> dict[str, str | None]:
+    """``-p`` values as docker takes them: ``PORT``, ``HOST_PORT:PORT`` or
+    ``127.0.0.1:HOST_PORT:PORT`` (``/tcp`` allowed): container port -> host port (None: any
+    free one); the run request checks the numbers."""
+    wanted: dict[str, str | None] = {}
+    for value in values:
+        parts = value.split(":")
+        if len(parts) == 3:
+            ip, *parts = parts
+            if ip not in ("127.0.0.1", "localhost"):
+                raise ConfigError(f"-p {value}: ports are published on 127.0.0.1 only "
+                                  f"(not {ip})")
+        if len(parts) > 2:
+            raise ConfigError(f"-p {value}: expected PORT, HOST_PORT:PORT or "
+                              "127.0.0.1:HOST_PORT:PORT")
+        port, _, proto = parts[-1].partition("/")
+        if proto not in ("", "tcp"):
+            raise ConfigError(f"-p {value}: only tcp ports are published (not {proto})")
+        wanted[port] = parts[0] if len(parts) == 2 else None
+    return wanted
+
+
+def say_published(container: Any, ports: Any) -> None:
+    """Where each published port is reached (stderr: stdout stays the id or the output)."""
+    for port in ports or ():
+        host, number = container.address(port)
+        print(f"pycontain: port {port} published on {host}:{number}", file=sys.stderr,
+              flush=True)
+
+
+def _ports_column(published: dict[str, list]) -> str:
+    return ", ".join(f"{host}:{number}->{port}" for port, (host, number)
+                     in sorted(published.items(), key=lambda item: int(item[0])))
+
+
+def env_pairs(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -56,29 +113,32 @@ def _sysctls(pairs: list[str]) -> dict[str, str]:
     return result
 
 
-def _published(values: list[str]) -> dict[str, str | None]:
-    """``-p PORT`` (any free host port) or ``-p HOST_PORT:PORT``, as ``docker run -p``; the run
-    request checks the numbers."""
-    ports: dict[str, str | None] = {}
-    for value in values:
-        host, sep, port = value.rpartition(":")
-        ports[port] = host if sep else None
-    return ports
+def run_spec(args: argparse.Namespace, network: Any) -> Any:
+    """The run request of ``pycontain run`` (bad input is an error before any engine)."""
+    from .engine import RunSpec
+
+    return RunSpec.create(args.image, name=args.name, command=args.argv or None,
+                          entrypoint=args.entrypoint, env=env_pairs(args.env),
+                          workdir=args.workdir, user=args.user, hostname=args.hostname,
+                          network=network, ports=parse_publish(args.publish) or None,
+                          privileged=args.privileged, cap_add=args.cap_add,
+                          cap_drop=args.cap_drop, security_opt=args.security_opt,
+                          sysctls=_sysctls(args.sysctl))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import RunSpec
+    named = args.network not in (None, "none", "host")
+    run_spec(args, args.network)  # bad input: before any engine starts
+    if backend_of(args) == "docker":
+        from . import cli_docker
 
-    spec = RunSpec.create(args.image, name=args.name, command=args.argv or None,
-                          entrypoint=args.entrypoint, env=_env(args.env), workdir=args.workdir,
-                          user=args.user, hostname=args.hostname,
-                          network="host" if args.network == "host" else None,
-                          ports=_published(args.publish), privileged=args.privileged,
-                          cap_add=args.cap_add, cap_drop=args.cap_drop,
-                          security_opt=args.security_opt,
-                          sysctls=_sysctls(args.sysctl))  # bad input: before any engine
-    engine = _engine()
+        return cli_docker.run(args)
+    engine = _engine(args=args)
     try:
+        network: Any = None if args.network is None else args.network
+        if named:
+            network = engine.network(args.network)  # the keeper holds it with the container
+        spec = run_spec(args, network)
         try:
             container = engine.run(spec)
         except ContainerError as exc:
@@ -86,8 +146,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise
             print(f"pycontain run: {exc}", file=sys.stderr)
             return exc.exit_code  # as docker does: 127 not found, 126 not executable
+        say_published(container, spec.ports)
         if args.detach:
             engine.keep(container)
+            engine.leave_networks(container)  # its keeper holds them now
             print(container.id)
             return 0
         for chunk in container.stream_logs(follow=True):
@@ -104,34 +166,54 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    engine = _engine(reap=False)
+    if backend_of(args) == "docker":
+        from . import cli_docker
+
+        return cli_docker.exec_(args)
+    engine = _engine(reap=False, args=args)
     try:
         container = engine.attach(args.container)
         if not args.cmd:
             raise ContainerError("exec: no command given (try `sh`)")
-        return container.exec_stdio(args.cmd, user=args.user, env=_env(args.env),
+        return container.exec_stdio(args.cmd, user=args.user, env=env_pairs(args.env),
                                     workdir=args.workdir)
     finally:
         engine.close()
 
 
+PS_HEADER = f"{'CONTAINER ID':<14}{'NAME':<28}{'IMAGE':<32}{'STATE':<9}{'PORTS':<30}OWNER"
+
+
+def ps_row(cid: str, name: str, image: str, status: str, ports: str, owner: str) -> str:
+    return (f"{cid[:12]:<14}{name[:27]:<28}{image[:31]:<32}{status:<9}{ports:<29} "
+            f"{owner}")
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
+    if backend_of(args) == "docker":
+        from . import cli_docker
+
+        return cli_docker.ps(args)
     from .native import state
 
-    rows = state.containers(_settings().state_path)
-    print(f"{'CONTAINER ID':<14}{'NAME':<28}{'IMAGE':<32}{'STATE':<9}OWNER")
+    rows = state.containers(settings_of(args).state_path)
+    print(PS_HEADER)
     for row in rows:
         status = "kept" if row["kept"] else "running"
-        print(f"{row['container'][:12]:<14}{row.get('name', '')[:27]:<28}"
-              f"{str(row.get('image', ''))[:31]:<32}{status:<9}{row['owner']}")
+        print(ps_row(row["container"], row.get("name", ""), str(row.get("image", "")), status,
+                     _ports_column(row.get("published", {})), row["owner"]))
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    if backend_of(args) == "docker":
+        from . import cli_docker
+
+        return cli_docker.rm(args)
     from .native import state
     from .native.engine import matches as answers_to
 
-    root = _settings().state_path
+    root = settings_of(args).state_path
     failed = 0
     for ref in args.containers:
         matches = [r for r in state.containers(root) if answers_to(r, ref)]
@@ -144,7 +226,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
         if record["kept"]:
             state.remove_kept(root, record["container"])
         else:
-            engine = _engine(reap=False)
+            engine = _engine(reap=False, args=args)
             try:
                 engine.attach(record["container"]).remove()
             finally:
@@ -157,56 +239,84 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from . import cli_images
     from .native import state
 
-    root = _settings().state_path
+    if backend_of(args) == "docker":
+        from . import cli_docker
+
+        return cli_docker.prune(args)
+    root = settings_of(args).state_path
     if root.exists():
         for owner in state.prune(root, kept=args.kept):
             print(f"reaped {owner}")
     return cli_images.cmd_prune(args)
 
 
+def add_backend(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` after the command too (``pycontain ps --backend docker``)."""
+    parser.add_argument("--backend", choices=("auto", "native", "docker"),
+                        default=argparse.SUPPRESS,
+                        help="the engine: native (root), docker, or auto (the default; also "
+                        "PYCONTAIN_BACKEND)")
+
+
 def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser("run", help="run a container in the foreground")
     p.add_argument("--rm", action="store_true", help="remove it when it exits")
     p.add_argument("-d", "--detach", action="store_true", help="keep it running in the "
-                   "background (a keeper holds it) and print its id")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user")
-    p.add_argument("--name")
-    p.add_argument("--hostname")
-    p.add_argument("--entrypoint")
-    p.add_argument("--network", choices=("none", "host"), default="none")
-    p.add_argument("-p", "--publish", action="append", default=[], metavar="[HOST_PORT:]PORT",
-                   help="publish a port on 127.0.0.1 (any free host port without HOST_PORT)")
+                   "background (a keeper holds it and its ports) and print its id")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="set an environment variable (K alone: take it from here)")
+    p.add_argument("-w", "--workdir", help="the working directory inside the container")
+    p.add_argument("-u", "--user", help="run as USER[:GROUP] (a name or a number)")
+    p.add_argument("--name", help="its name (what others on its network resolve)")
+    p.add_argument("--hostname", help="its host name (default: the id's first 12)")
+    p.add_argument("--entrypoint", help="replace the image's entrypoint")
+    p.add_argument("--network", default=None, metavar="NAME",
+                   help="none (its own loopback), host, or a network name (native: a network "
+                   "of that name made for it; docker: an existing one); with -p and no network "
+                   "it joins the engine's default one")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[127.0.0.1:][HOST_PORT:]PORT",
+                   help="publish container PORT on the host's loopback (on HOST_PORT, else on "
+                   "a free port; either way the command says where)")
     p.add_argument("--privileged", action="store_true",
                    help="every capability, no seccomp, no masked paths, devices usable")
-    p.add_argument("--cap-add", action="append", default=[], metavar="CAP")
-    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="a capability to add to Docker's default set (or ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="a capability to drop from Docker's default set (or ALL)")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
                    help="no-new-privileges, seccomp=unconfined, seccomp=PROFILE.json")
-    p.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("image")
+    p.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE",
+                   help="a namespaced kernel setting for the container")
+    add_backend(p)
+    p.add_argument("image", help="the image reference (or id)")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="command",
                    help="the command and its arguments (default: the image's)")
     p.set_defaults(handler=cmd_run)
 
     p = subparsers.add_parser("exec", help="run a command in a live container on this terminal")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user")
-    p.add_argument("container")
-    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="set an environment variable (K alone: take it from here)")
+    p.add_argument("-w", "--workdir", help="the working directory for the command")
+    p.add_argument("-u", "--user", help="run as USER[:GROUP] (a name or a number)")
+    add_backend(p)
+    p.add_argument("container", help="its id (a prefix will do) or name")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="the command and its arguments")
     p.set_defaults(handler=cmd_exec)
 
     p = subparsers.add_parser("ps", help="list live and kept containers")
+    add_backend(p)
     p.set_defaults(handler=cmd_ps)
 
     p = subparsers.add_parser("rm", help="remove containers (kept or live)")
-    p.add_argument("containers", nargs="+")
+    add_backend(p)
+    p.add_argument("containers", nargs="+", metavar="CONTAINER",
+                   help="an id (a prefix will do) or name")
     p.set_defaults(handler=cmd_rm)
 
     p = subparsers.add_parser("prune", help="reap what dead runs left, and unused image data")
     p.add_argument("--kept", action="store_true", help="remove kept containers too")
     p.add_argument("--build-cache", action="store_true",
                    help="remove the builds' cache mounts too (those no build holds)")
+    add_backend(p)
     p.set_defaults(handler=cmd_prune)

@@ -163,13 +163,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def add_parsers(subparsers: Any, *, prune: bool = True) -> None:
     """Register the image commands on an ``argparse`` subparsers object."""
     p = subparsers.add_parser("pull", help="pull an image from its registry")
-    p.add_argument("ref")
+    p.add_argument("ref", help="the image reference (busybox, registry/name:tag, name@digest)")
     p.add_argument("--platform", help="os/arch[/variant] (default: this machine's)")
     p.set_defaults(handler=cmd_pull)
 
     p = subparsers.add_parser("push", help="push an image to its registry, or to DEST")
-    p.add_argument("ref")
-    p.add_argument("dest", nargs="?")
+    p.add_argument("ref", help="the image reference to push")
+    p.add_argument("dest", nargs="?", help="where to push it (default: the reference itself)")
     p.set_defaults(handler=cmd_push)
 
     p = subparsers.add_parser("images", help="list the images in the store")
@@ -177,17 +177,19 @@ def add_parsers(subparsers: Any, *, prune: bool = True) -> None:
     p.set_defaults(handler=cmd_images)
 
     p = subparsers.add_parser("rmi", help="remove image names (data goes with prune)")
-    p.add_argument("refs", nargs="+", metavar="REF")
+    p.add_argument("refs", nargs="+", metavar="REF", help="an image reference or id")
     p.add_argument("--prune", action="store_true", help="prune unused data afterwards")
     p.set_defaults(handler=cmd_rmi)
 
     p = subparsers.add_parser("save", help="write an image as an OCI archive")
-    p.add_argument("ref")
-    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("ref", help="the image reference or id")
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="the tar file to write (docker save's format)")
     p.set_defaults(handler=cmd_save)
 
     p = subparsers.add_parser("load", help="import an OCI or docker-save archive")
-    p.add_argument("-i", "--input", required=True, type=Path)
+    p.add_argument("-i", "--input", required=True, type=Path,
+                   help="the tar file to read (docker save's or an OCI layout's)")
     p.set_defaults(handler=cmd_load)
 
     if prune:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
@@ -101,3 +105,66 @@ def test_run_checks_published_ports_before_starting_anything(publish: str, messa
     assert done.returncode == 1
     assert f"pycontain run: {message}" in done.stderr
     assert done.stdout == ""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(port: int, path: str = "/i") -> str:
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                return answer.read().decode()
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answers on 127.0.0.1:{port}")
+
+
+def test_detached_ports_are_said_listed_and_held_by_the_keeper() -> None:
+    """``-p HOST:CONTAINER`` and ``-p PORT`` are published, said on stderr, shown by ``ps``, and
+    still answer after the command that started them has ended."""
+    host_port = _free_port()
+    started = pycontain("run", "-d", "--name", "cli-ports", "-p", f"{host_port}:8080",
+                        "-p", "8081/tcp", "busybox", "sh", "-c",
+                        "echo one > /tmp/i; httpd -p 8080 -h /tmp; mkdir /tmp/b; "
+                        "echo two > /tmp/b/i; "
+                        "exec httpd -f -p 8081 -h /tmp/b")
+    assert started.returncode == 0, started.stderr
+    container_id = started.stdout.strip()
+    try:
+        said = dict(re.findall(r"port (\d+) published on 127\.0\.0\.1:(\d+)", started.stderr))
+        assert said["8080"] == str(host_port), started.stderr
+        other = int(said["8081"])
+        assert _get(host_port) == "one\n" and _get(other) == "two\n"
+        for _ in range(3):  # one connection after another, on the keeper
+            assert _get(other) == "two\n"
+        listing = pycontain("ps", check=True).stdout
+        row = next(line for line in listing.splitlines() if container_id[:12] in line)
+        assert f"127.0.0.1:{host_port}->8080" in row and f"127.0.0.1:{other}->8081" in row
+        assert "PORTS" in listing.splitlines()[0]
+    finally:
+        assert pycontain("rm", container_id[:12]).returncode == 0
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", host_port), 2) as s:
+        s.sendall(b"GET /i HTTP/1.0\r\n\r\n")
+        if not s.recv(10):
+            raise OSError("closed")
+
+
+def test_run_on_a_named_network() -> None:
+    started = pycontain("run", "-d", "--network", "cli-net", "--name", "cli-srv", "busybox",
+                        "sh", "-c", "echo named > /tmp/i; exec httpd -f -p 8080 -h /tmp")
+    assert started.returncode == 0, started.stderr
+    container_id = started.stdout.strip()
+    try:
+        pycontain("run", "--rm", "busybox", "true", check=True)  # another engine's start reaps
+        done = pycontain("exec", "cli-srv", "sh", "-c",
+                         "for i in 1 2 3 4 5; do wget -qO- http://cli-srv:8080/i && exit; "
+                         "sleep 0.2; done; exit 1")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "named\n"
+        assert " inet 10." in pycontain("exec", "cli-srv", "ip", "-o", "-4", "addr").stdout
+    finally:
+        assert pycontain("rm", container_id[:12]).returncode == 0

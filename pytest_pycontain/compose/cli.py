@@ -22,12 +22,15 @@ def add_parsers(subparsers: Any) -> None:
     parser.add_argument("-f", "--file", action="append", default=[], metavar="FILE",
                         help="a compose file (repeatable, merged in order; default: "
                              "compose.yaml and its override in the current directory)")
-    parser.add_argument("-p", "--project-name", metavar="NAME", default=None)
+    parser.add_argument("-p", "--project-name", metavar="NAME", default=None,
+                        help="the project name (default: the name: key, else the directory's)")
     parser.add_argument("--profile", action="append", default=[], metavar="PROFILE",
                         help="enable the services of this profile (repeatable)")
-    actions = parser.add_subparsers(dest="compose_command", metavar="COMMAND")
+    actions = parser.add_subparsers(dest="compose_command", metavar="COMMAND",
+                                    help="one of these (pycontain compose COMMAND --help)")
     config = actions.add_parser("config", help="print the resolved project as JSON")
-    config.add_argument("--format", choices=("json",), default="json")
+    config.add_argument("--format", choices=("json",), default="json",
+                        help="the output format (json, as docker compose config --format json)")
     config.set_defaults(handler=cmd_config)
     up = actions.add_parser("up", help="run the stack in the foreground (native engine)")
     up.add_argument("--no-build", dest="build", action="store_false",

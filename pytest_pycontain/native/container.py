@@ -194,6 +194,8 @@ class NativeContainer:
                                  "network, and it has none", container=self.id)
         self._proxies = publish(self._networks[0].netns_path, ports, records_dir=records_dir,
                                 target=self._ip)
+        self._services.journal.record("ports", container=self.id, published={
+            str(port): list(proxy.address) for port, proxy in self._proxies.items()})
 
     def exited(self) -> None:
         """Its PID 1 has ended: leave its networks now, as Docker does (the name, aliases and
@@ -211,6 +213,11 @@ class NativeContainer:
     @property
     def image(self) -> Any:
         return self._image
+
+    @property
+    def networks(self) -> tuple[Any, ...]:
+        """The networks it is on, first first."""
+        return tuple(self._networks)
 
     @property
     def ip(self) -> str | None:
@@ -513,11 +520,16 @@ class NativeContainer:
                 held.append(network.netns_fd())
                 dns_fd, names = network.dns_handover()
                 held.append(dns_fd)  # its socket is the last fd
+        # so do its published ports: the keeper accepts on our listening sockets and relays
+        # to its address from the bridge's namespace, as our proxies do
+        held.extend(proxy.listener_fd() for proxy in self._proxies.values())
         try:
-            self._own.keep([keeper.lock_fd, *held], names)
+            self._own.keep([keeper.lock_fd, *held], names, tuple(self._proxies), self._ip)
         finally:
             for fd in held:
                 os.close(fd)
+        for proxy in self._proxies.values():
+            proxy.let_go()
         keeper.release()
         services.journal.record("handed", container=self.id)
         self.kept = True

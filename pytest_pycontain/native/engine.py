@@ -363,6 +363,16 @@ class NativeEngine:
         leaves it alone. Returns the keeper's owner name; ``state.remove_kept`` removes it."""
         return container.keep()
 
+    def leave_networks(self, container: NativeContainer) -> None:
+        """Leave the networks of kept ``container`` to its keeper (which holds their bridge
+        and answers their names): ``close`` does not remove them (``pycontain run -d``)."""
+        with self._lock:
+            for network in container.networks:
+                if network in self._networks:
+                    self._networks.remove(network)
+                if network is self._default_network:
+                    self._default_network = None
+
     def drain(self) -> None:
         """Wait until removed containers' files are deleted (that runs in the background)."""
         self.janitor.drain()

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from . import boundary as bd  # imported before the fork: a kept shim's root may be elsewhere
 from . import dns, rootfs
 from . import syscalls as sc
+from .keptports import MAX_KEPT_PORTS, KeptPorts
+from .keptports import TAG as KEPT_PORT
 from .protocol import (
     Created,
     Exec,
@@ -270,6 +272,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                dir_fd: int, cgroup_fds: list[int], boundary: bd.Boundary) -> None:
     pidfd = os.pidfd_open(pid)
     selector = selectors.DefaultSelector()
+    kept_ports = KeptPorts(selector)
     selector.register(out_r, selectors.EVENT_READ, "stdout")
     selector.register(err_r, selectors.EVENT_READ, "stderr")
     selector.register(ctl, selectors.EVENT_READ, "ctl")
@@ -307,7 +310,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     send(ctl, Exited(code))
             elif what == "ctl":
                 try:
-                    request, fds = receive_with_fds(ctl, 65536, 4)
+                    request, fds = receive_with_fds(ctl, 65536, 4 + MAX_KEPT_PORTS)
                 except OSError:
                     request, fds = None, []
                 for fd in fds:
@@ -321,6 +324,11 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, request.number)
                 elif isinstance(request, Keep):
+                    if request.ports:
+                        listeners = fds[len(fds) - len(request.ports):]
+                        fds = fds[:len(fds) - len(request.ports)]
+                        bridge = fds[1] if request.dns is not None and len(fds) > 2 else None
+                        kept_ports.listen(listeners, request.ports, request.target, bridge)
                     if request.dns is not None and len(fds) > 1:
                         dns_sock = socket.socket(fileno=fds[-1])
                         selector.register(dns_sock, selectors.EVENT_READ,
@@ -338,6 +346,8 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     _start_exec(request.plan, fds, selector, cgroup_fds, boundary)
             elif isinstance(what, tuple) and what[0] == "dns":  # kept: names of its network
                 dns.answer_from(what[2], what[1])
+            elif isinstance(what, tuple) and what[0] == KEPT_PORT:  # kept: a published port
+                kept_ports.ready(what)
             elif isinstance(what, tuple):  # an exec'd process ended
                 _, child, exec_ctl = what
                 selector.unregister(key.fd)

@@ -29,7 +29,7 @@ engine -> shim         ``Signal(number)``                       relayed to PID 1
 engine -> shim         ``Exec(ExecPlan)`` [ctl, in, out, err]   forked in the container
 shim/helper -> engine  ``ExecStarted(pid)``, ``ExecExited``     on the exec's own ctl
 shim -> engine         ``Exited(code)``                         PID 1 ended
-engine -> shim         ``Keep(dns)`` [lock, netns?, dns?]       ``Kept``: the shim outlives us
+engine -> shim         ``Keep`` [lock, netns?, dns?, ports...]  ``Kept``: the shim outlives us
 engine -> shim         ``Exit`` (or closing ctl)                kill PID 1; the shim ends
 shim -> PID 1          ``Launch`` (a pipe, then closed)         PID 1 enters the root, execs
 PID 1 -> shim          ``Failed`` (a close-on-exec pipe)        EOF alone: the exec worked
@@ -251,11 +251,19 @@ class Signal(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Keep(Message):
-    """Outlive the engine: hold the journal lock passed along, and (with ``dns``, the names of
-    its network by address) answer DNS on the socket passed last."""
+    """Outlive the engine: hold the journal lock passed along, (with ``dns``, the names of its
+    network by address) answer DNS on the socket passed after the network's namespace, and
+    serve published container ``ports`` on the listening sockets passed last, in that order,
+    relaying to ``target`` (its address) from the network's namespace."""
 
     op = Op.KEEP
     dns: dict[str, list[str]] | None = None
+    ports: tuple[int, ...] = ()
+    target: str | None = None
+
+    @classmethod
+    def load(cls, data: Mapping[str, Any]) -> Message:
+        return _load(cls, data, {"ports": tuple})
 
 
 @dataclasses.dataclass(frozen=True)

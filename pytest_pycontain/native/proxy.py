@@ -64,6 +64,7 @@ class PortProxy:
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._handed = False
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             if records_dir is not None:
@@ -102,6 +103,8 @@ class PortProxy:
                 return
             threading.Thread(target=self._relay, args=(client,), daemon=True,
                              name=f"pycontain-relay-{self.port}").start()
+            if self._handed:
+                return
 
     def _relay(self, client: socket.socket) -> None:
         try:
@@ -143,6 +146,29 @@ class PortProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
         self._thread.join(5)
+        os.close(self._nsfd)
+        drop_record(self._record)
+
+    def listener_fd(self) -> int:
+        """A duplicate of the listening socket, for a keeper to accept on (``let_go`` next);
+        the caller closes it once it has passed it on."""
+        return os.dup(self._listener.fileno())
+
+    def let_go(self) -> None:
+        """Stop accepting (a keeper does now) and let go of the port without closing it; the
+        connections this proxy relays stay."""
+        if self._closed:
+            return
+        self._handed = True
+        for _ in range(50):  # wake our accept(): a connection to ourselves (either side relays
+            if not self._thread.is_alive():  # it to the container port, which is harmless)
+                break
+            with contextlib.suppress(OSError), socket.create_connection(self.address, 1):
+                pass
+            self._thread.join(0.1)
+        with self._lock:
+            self._closed = True
+        self._listener.close()  # no shutdown: the keeper's duplicate stays open
         os.close(self._nsfd)
         drop_record(self._record)
 

@@ -222,7 +222,8 @@ def owner_alive(root: str | os.PathLike, owner: str) -> bool:
 
 
 def containers(root: str | os.PathLike) -> list[Record]:
-    """Every container recorded by a live owner, with ``owner`` and ``kept`` added."""
+    """Every container recorded by a live owner, with ``owner``, ``kept`` and ``published``
+    (container port -> [host, port]) added."""
     root = Path(root)
     found = []
     for owner in _owners(root):
@@ -230,9 +231,14 @@ def containers(root: str | os.PathLike) -> list[Record]:
             continue
         records = read_journal(root / "owners" / f"{owner}.journal")
         gone = {r["container"] for r in records if r["kind"] in ("handed", "removed")}
+        published: dict[str, dict[str, list]] = {}
+        for record in records:
+            if record["kind"] == "ports":
+                published.setdefault(record["container"], {}).update(record["published"])
         for record in records:
             if record["kind"] == "container" and record["container"] not in gone:
-                found.append({**record, "owner": owner, "kept": owner.startswith("keep-")})
+                found.append({**record, "owner": owner, "kept": owner.startswith("keep-"),
+                              "published": published.get(record["container"], {})})
     return found
 
 

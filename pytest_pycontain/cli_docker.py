@@ -1,0 +1,149 @@
+"""``pycontain run/exec/ps/rm/prune`` over a Docker engine (``--backend docker``).
+
+The same commands as on the native engine, through the Docker backend the plugin uses: what
+``run -d`` starts is a kept container (the reaper leaves it), listed by ``ps`` from our labels.
+Docker has a daemon, so a command here ends as soon as its answer is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .errors import ContainerError
+
+
+def _engine(args: argparse.Namespace, reap: bool = True) -> Any:
+    from .cli_containers import settings_of
+    from .docker import DockerEngine
+
+    return DockerEngine(settings_of(args), reap=reap)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli_containers import run_spec, say_published
+
+    engine = _engine(args)
+    try:
+        spec = run_spec(args, args.network)  # None: a network of its own, as the plugin's
+        try:
+            container = engine.run(spec)
+        except ContainerError as exc:
+            if exc.exit_code is None:
+                raise
+            print(f"pycontain run: {exc}", file=sys.stderr)
+            return exc.exit_code
+        say_published(container, spec.ports)
+        if args.detach:
+            print(engine.keep(container))
+            return 0
+        code = container.wait()
+        sys.stdout.write(container.logs())
+        if not args.rm:
+            kept = engine.keep(container)
+            print(f"pycontain: kept {kept[:12]}; remove with `pycontain --backend docker rm "
+                  f"{kept[:12]}`", file=sys.stderr)
+        return code
+    finally:
+        engine.close()
+
+
+def _ours(engine: Any) -> list[dict[str, Any]]:
+    from .docker.labels import LABEL_PID
+
+    return engine.api.containers(all=True, filters={"label": LABEL_PID})
+
+
+def _find(engine: Any, ref: str) -> dict[str, Any]:
+    from .docker.labels import LABEL_NAME
+
+    found = [info for info in _ours(engine)
+             if info["Id"].startswith(ref) or (info.get("Labels") or {}).get(LABEL_NAME) == ref
+             or any(name.lstrip("/") == ref for name in info.get("Names") or ())]
+    if len(found) != 1:
+        raise ContainerError(f"{'no' if not found else 'more than one'} container matches "
+                             f"{ref!r}")
+    return found[0]
+
+
+def exec_(args: argparse.Namespace) -> int:
+    from .cli_containers import env_pairs
+
+    if not args.cmd:
+        raise ContainerError("exec: no command given (try `sh`)")
+    engine = _engine(args, reap=False)
+    try:
+        info = _find(engine, args.container)
+        api = engine.api
+        with api.mapped(f"exec in {args.container}", error=ContainerError):
+            made = api.exec_create(info["Id"], args.cmd, user=args.user or "",
+                                   environment=env_pairs(args.env) or None, workdir=args.workdir)
+            for chunk in api.exec_start(made["Id"], stream=True):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            return int(api.exec_inspect(made["Id"])["ExitCode"] or 0)
+    finally:
+        engine.close()
+
+
+def ps(args: argparse.Namespace) -> int:
+    from .cli_containers import PS_HEADER, ps_row
+    from .docker.labels import KEPT_SUFFIX, LABEL_NAME, LABEL_PID
+
+    engine = _engine(args, reap=False)
+    try:
+        print(PS_HEADER)
+        for info in _ours(engine):
+            labels = info.get("Labels") or {}
+            engine_name = (info.get("Names") or ["?"])[0].lstrip("/")
+            status = info.get("State", "")
+            if engine_name.endswith(KEPT_SUFFIX) and status == "running":
+                status = "kept"
+            ports = ", ".join(f"{p['IP']}:{p['PublicPort']}->{p['PrivatePort']}"
+                              for p in info.get("Ports") or () if p.get("PublicPort")
+                              and ":" not in p.get("IP", ""))
+            print(ps_row(info["Id"], labels.get(LABEL_NAME, engine_name),
+                         str(info.get("Image", "")), status, ports,
+                         f"pid {labels.get(LABEL_PID, '?')}"))
+        return 0
+    finally:
+        engine.close()
+
+
+def rm(args: argparse.Namespace) -> int:
+    engine = _engine(args, reap=False)
+    failed = 0
+    try:
+        for ref in args.containers:
+            try:
+                info = _find(engine, ref)
+            except ContainerError as exc:
+                print(f"pycontain rm: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            with engine.api.mapped(f"remove {ref}", error=ContainerError):
+                engine.api.remove_container(info["Id"], force=True, v=True)
+            print(info["Id"][:12])
+        return 1 if failed else 0
+    finally:
+        engine.close()
+
+
+def prune(args: argparse.Namespace) -> int:
+    from .docker.labels import KEPT_SUFFIX
+
+    engine = _engine(args)  # reaps what dead owners left
+    try:
+        for what in engine.reaped:
+            print(f"reaped {what}")
+        if args.kept:
+            for info in _ours(engine):
+                name = (info.get("Names") or ["?"])[0].lstrip("/")
+                if name.endswith(KEPT_SUFFIX):
+                    with engine.api.mapped(f"remove {name}", error=ContainerError):
+                        engine.api.remove_container(info["Id"], force=True, v=True)
+                    print(f"removed {name}")
+        return 0
+    finally:
+        engine.close()
