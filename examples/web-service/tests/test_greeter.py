@@ -16,8 +16,7 @@ import pytest
 from pytest_pycontain import wait
 
 # Every test in this module gets the service with its port published and ready to answer.
-SERVICE = {"ports": [8080], "wait": wait.http(8080, "/cgi-bin/health")}
-pytestmark = pytest.mark.pycontain(**SERVICE)
+pytestmark = pytest.mark.pycontain(ports=[8080], wait=wait.http(8080, "/cgi-bin/health"))
 
 
 def get(container, path: str) -> tuple[int, str]:
@@ -48,9 +47,9 @@ def test_an_unknown_path_is_not_found(container):
     assert get(container, "/nowhere")[0] == 404
 
 
-@pytest.mark.pycontain(**SERVICE, env={"GREETING": "Bonjour"})
+@pytest.mark.pycontain(env={"GREETING": "Bonjour"})
 def test_the_greeting_is_configured_by_the_environment(container):
-    """The closest marker wins (not merged with the module's): same image, other environment."""
+    """Markers merge per key: the module's ports and wait, this test's environment."""
     assert get(container, "/cgi-bin/greet?name=Ada") == (200, "Bonjour, Ada!\n")
 
 
