@@ -88,10 +88,24 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(store: Any) -> int:
+    """``images --verify``: check every blob, repair what can be, say what could not."""
+    report = store.verify()
+    for digest, how in report.repaired:
+        print(f"repaired {digest}: {how}")
+    for digest, why in report.unrepaired:
+        print(f"could not repair {digest}: {why}", file=sys.stderr)
+    print(f"checked {report.checked} blobs in {store.root}: {len(report.damaged)} damaged, "
+          f"{len(report.repaired)} repaired, {len(report.unrepaired)} not")
+    return 1 if report.unrepaired else 0
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from .reference import parse
 
     store = _store(args)
+    if args.verify:
+        return cmd_verify(store)
     rows = []
     for image in store.images():
         size = sum(d.get("size", 0) for d in image.layer_descriptors)
@@ -174,6 +188,8 @@ def add_parsers(subparsers: Any, *, prune: bool = True) -> None:
 
     p = subparsers.add_parser("images", help="list the images in the store")
     p.add_argument("-q", "--quiet", action="store_true", help="only image ids")
+    p.add_argument("--verify", action="store_true",
+                   help="check every blob against its digest; pull damaged images again")
     p.set_defaults(handler=cmd_images)
 
     p = subparsers.add_parser("rmi", help="remove image names (data goes with prune)")

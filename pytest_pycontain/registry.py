@@ -248,6 +248,22 @@ class RegistryError(PullError):
         super().__init__(message, reference=reference, registry=registry)
 
 
+class _LocalWriteError(Exception):
+    """Writing a download to our own disk failed (carries the ``OSError``)."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _resumes_at(response: http.client.HTTPResponse, offset: int) -> bool:
+    """Whether ``response`` is the rest of a blob from byte ``offset`` (a 206 that says so)."""
+    if response.status != 206:
+        return False
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    return match is not None and int(match.group(1)) == offset
+
+
 class _Response:
     """An ``HTTPResponse`` whose ``close()`` closes its connection too (no socket leaks)."""
 
@@ -503,22 +519,32 @@ class Client:
 
     def fetch_blob(self, digest: str, dest: Path, *, size: int | None = None,
                    progress: Progress | None = None) -> None:
-        """Stream blob ``digest`` into ``dest``, verifying size and digest as it comes."""
+        """Stream blob ``digest`` into ``dest``, verifying size and digest as it comes.
+
+        A download that breaks off is resumed where it stopped (``Range``) when the registry
+        answers 206, else started again; a full disk is not retried (the ``OSError`` goes up
+        as it is, for the caller to say where the space is missing)."""
         algorithm, _, expected = digest.partition(":")
         if algorithm != "sha256":
             raise self.fail(f"blob {digest}: unsupported digest algorithm {algorithm!r}")
         attempt = 0
+        hasher = hashlib.sha256()
+        done = 0
         while True:
             attempt += 1
+            headers = {"Range": f"bytes={done}-"} if done else None
             response = self.request("GET", f"/v2/{self.repository}/blobs/{digest}",
-                                    what=f"blob {digest}")
-            hasher = hashlib.sha256()
-            done = 0
+                                    headers=headers, ok=(200, 206), what=f"blob {digest}")
+            if done and not _resumes_at(response, done):
+                hasher, done = hashlib.sha256(), 0  # the whole blob came again: start over
             try:
-                with dest.open("wb") as out:
+                with dest.open("ab" if done else "wb") as out:
                     while chunk := response.read(CHUNK):
                         hasher.update(chunk)
-                        out.write(chunk)
+                        try:
+                            out.write(chunk)
+                        except OSError as exc:
+                            raise _LocalWriteError(exc) from exc
                         done += len(chunk)
                         if size is not None and done > size:
                             break
@@ -526,6 +552,8 @@ class Client:
                             progress("download", digest, done, size)
                     out.flush()
                     os.fsync(out.fileno())
+            except _LocalWriteError as exc:
+                raise exc.error from None  # our disk, not the registry: no retry
             except (OSError, http.client.HTTPException) as exc:
                 if attempt < self.attempts and not isinstance(exc, PermissionError):
                     time.sleep(self.backoff * 2 ** (attempt - 1))

@@ -21,12 +21,15 @@ mtime 0): the same tar always gives the same digest with the same zlib, and push
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import tarfile
 import time
 import uuid
@@ -39,7 +42,14 @@ from typing import IO, Any, BinaryIO
 from filelock import FileLock
 
 from . import registry as reg
-from .errors import ImageNotFound, LayerError, PullError, PushError, ReferenceError_
+from .errors import (
+    ImageNotFound,
+    LayerError,
+    PullError,
+    PushError,
+    PycontainError,
+    ReferenceError_,
+)
 from .image import Image, Layer
 from .reference import Reference, is_image_id, parse
 from .unpack import CHUNK, remove_tree, unpack_layer
@@ -87,6 +97,17 @@ def zstd_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyReport:
+    """What ``Store.verify`` found: how many blobs it ``checked``, the ``damaged`` ones, and of
+    those the ``repaired`` and ``unrepaired`` ones, each with how or why."""
+
+    checked: int
+    damaged: tuple[str, ...]
+    repaired: tuple[tuple[str, str], ...]
+    unrepaired: tuple[tuple[str, str], ...]
 
 
 class Store:
@@ -145,7 +166,19 @@ class Store:
                 if not (self.root / "index.json").exists():
                     self._write_atomic(self.root / "index.json",
                                        b'{"schemaVersion":2,"manifests":[]}')
+        self._reap_partials()
         self._ready = True
+
+    def _reap_partials(self) -> None:
+        """Remove the partial downloads and unpacks of processes that died (a killed pull):
+        temp names carry their maker's pid, and a dead maker's never complete."""
+        with contextlib.suppress(FileNotFoundError):
+            for item in (self.root / "tmp").iterdir():
+                parts = item.name.split(".")
+                if len(parts) < 3 or not parts[-2].isdigit() or _alive(int(parts[-2])):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    remove_tree(item)
 
     def _lock(self, name: str) -> FileLock:
         return FileLock(str(self.root / "locks" / f"{name}.lock"))
@@ -193,11 +226,31 @@ class Store:
         except FileNotFoundError:
             raise ImageNotFound(f"blob {digest} is not in the store ({self.root})") from None
 
+    def read_checked(self, digest: str) -> bytes:
+        """The bytes of a small blob (a manifest, a config), checked against ``digest`` on
+        every read: a damaged one is an error, never used."""
+        data = self.read_blob(digest)
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise LayerError(f"blob {digest} in the image store {self.root} is damaged: its "
+                             f"bytes hash to {actual} (`pycontain images --verify` repairs it "
+                             "from its registry)")
+        return data
+
+    def blob_intact(self, digest: str) -> bool:
+        """Whether blob ``digest`` is present and its bytes hash to ``digest`` (reads it)."""
+        try:
+            with self.blob_path(digest).open("rb") as stream:
+                return "sha256:" + _hash_stream(stream) == digest
+        except FileNotFoundError:
+            return False
+
     def put_blob(self, data: bytes) -> str:
-        """Store ``data``; return its digest. Idempotent: the same bytes land in the same file."""
+        """Store ``data``; return its digest. Idempotent: the same bytes land in the same file
+        (a damaged file of that name is replaced)."""
         self._ensure()
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if not self.has_blob(digest):
+        if not self.has_blob(digest) or self.blob_path(digest).read_bytes() != data:
             self._write_atomic(self.blob_path(digest), data)
         return digest
 
@@ -212,13 +265,16 @@ class Store:
         hasher = hashlib.sha256()
         size = 0
         try:
-            with open(tmp, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                with open(tmp, "wb") as out:
+                    while chunk := stream.read(CHUNK):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as exc:
+                raise self._no_space(exc, f"blob {digest or 'being imported'}", None) from exc
             actual = "sha256:" + hasher.hexdigest()
             if digest is not None and actual != digest:
                 raise LayerError(f"blob {digest}: digest mismatch, its bytes hash to {actual}")
@@ -267,10 +323,10 @@ class Store:
 
     def _image(self, manifest_digest: str, entries: list[dict[str, Any]] | None = None) -> Image:
         entries = self._read_index()["manifests"] if entries is None else entries
-        manifest_bytes = self.read_blob(manifest_digest)
+        manifest_bytes = self.read_checked(manifest_digest)
         try:
             manifest = json.loads(manifest_bytes)
-            config_bytes = self.read_blob(manifest["config"]["digest"])
+            config_bytes = self.read_checked(manifest["config"]["digest"])
         except (ValueError, KeyError, TypeError) as exc:
             raise LayerError(f"manifest {manifest_digest} in {self.root} is corrupt") from exc
         tags = sorted({self._name(e) for e in entries
@@ -367,12 +423,16 @@ class Store:
         if policy != "always":
             try:
                 image = self.get(ref)
+            except LayerError:
+                if policy == "never":
+                    raise
+                image = None  # damaged here: fetched again below
             except ImageNotFound:
                 if policy == "never":
                     raise ImageNotFound(f"image {ref} is not in the store ({self.root}) and "
                                         "the pull policy is 'never'") from None
             else:
-                if self._complete(image):
+                if image is not None and self._complete(image):
                     return image
         endpoints = reg.endpoints_for(ref_obj, mirror=self.registry_mirror,
                                       docker_io_endpoint=self.docker_io_endpoint,
@@ -449,23 +509,46 @@ class Store:
                fetched: list[str]) -> None:
         digest = desc["digest"]
         size = desc.get("size")
-        if self.has_blob(digest):
+        if self.blob_intact(digest):
             self._emit(progress, "exists", digest, size or 0, size)
             return
         with self._lock(_hex(digest)):
-            if self.has_blob(digest):
+            if self.blob_intact(digest):  # a present blob that fails its check is fetched
                 self._emit(progress, "exists", digest, size or 0, size)
                 return
             tmp = self._tmp_path(_hex(digest))
             try:
-                client.fetch_blob(digest, tmp, size=size, progress=lambda e, d, n, t:
-                                  self._emit(progress, e, d, n, t))
+                try:
+                    client.fetch_blob(digest, tmp, size=size, progress=lambda e, d, n, t:
+                                      self._emit(progress, e, d, n, t))
+                except OSError as exc:
+                    raise self._no_space(exc, f"blob {digest}", size) from exc
                 self._adopt(tmp, digest)
                 fetched.append(digest)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
         self._emit(progress, "downloaded", digest, size or 0, size)
+
+    def _damaged(self, digest: str) -> str:
+        return (f"blob {digest} in the image store {self.root} is damaged (its bytes do not "
+                "hash to its name); nothing was written with it. `pycontain images --verify` "
+                "repairs it from its registry")
+
+    def _no_space(self, exc: OSError, what: str, size: int | None) -> Exception:
+        """A full disk (or quota) named by the cache directory and the space wanted; any other
+        ``OSError`` as it was."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            free = None
+        needed = f"{_size(size)} for {what}" if size else what
+        return PullError(f"the image cache {self.root} is out of space: {needed}, "
+                         f"{_size(free) if free is not None else 'unknown'} free there "
+                         f"({exc.strerror}); free some (`pycontain prune`) or point "
+                         "PYCONTAIN_CACHE_DIR at a larger disk")
 
     def _discard(self, digests: list[str]) -> None:
         """Undo a failed pull: remove the blobs it fetched that no image references."""
@@ -596,6 +679,9 @@ class Store:
                  image.config_descriptor]
 
         def upload(desc: dict[str, Any]) -> None:
+            if not self.blob_intact(desc["digest"]):
+                raise PushError(f"push {ref}: {self._damaged(desc['digest'])}",
+                                reference=ref, registry=endpoint.name)
             client.upload_blob(desc["digest"], self.blob_path(desc["digest"]))
             self._emit(progress, "uploaded", desc["digest"], desc.get("size", 0),
                        desc.get("size"))
@@ -640,7 +726,10 @@ class Store:
                     info.size = blob.stat().st_size
                     info.mode = 0o644
                     with blob.open("rb") as stream:
-                        tar.addfile(info, stream)
+                        hashing = _HashingReader(stream)
+                        tar.addfile(info, hashing)
+                    if "sha256:" + hashing.hexdigest() != digest:
+                        raise LayerError(f"save {ref}: {self._damaged(digest)}")
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -745,6 +834,47 @@ class Store:
         return loaded
 
     # ------------------------------------------------------------------ prune
+
+    def verify(self) -> VerifyReport:
+        """Check every blob against its name; remove the damaged ones and pull the images that
+        used them again by name. The report says what was damaged, repaired, or not."""
+        self._ensure()
+        damaged = []
+        checked = 0
+        for blob in sorted(self.blobs_dir.iterdir()):
+            checked += 1
+            if not self.blob_intact("sha256:" + blob.name):
+                damaged.append("sha256:" + blob.name)
+        users: dict[str, list[str]] = {}  # damaged digest -> names of the images using it
+        for entry in self._read_index()["manifests"]:
+            used = {entry["digest"]}
+            with contextlib.suppress(ImageNotFound, LayerError, ValueError, KeyError, TypeError):
+                manifest = json.loads(self.read_checked(entry["digest"]))
+                used |= {manifest["config"]["digest"],
+                         *(d["digest"] for d in manifest.get("layers") or [])}
+            for digest in used & set(damaged):
+                users.setdefault(digest, []).append(self._name(entry) or "")
+        for digest in damaged:
+            with self._lock(_hex(digest)), contextlib.suppress(FileNotFoundError):
+                self.blob_path(digest).unlink()
+        failures: dict[str, str] = {}
+        for name in sorted({n for names in users.values() for n in names if n}):
+            try:
+                self.pull(name)
+            except PycontainError as exc:
+                failures[name] = str(exc)
+        repaired, unrepaired = [], []
+        for digest in damaged:
+            names = users.get(digest, [])
+            if not names:
+                repaired.append((digest, "removed: no image uses it"))
+            elif self.blob_intact(digest):
+                repaired.append((digest, "pulled again for " + ", ".join(filter(None, names))))
+            else:
+                why = "; ".join(failures.get(n, f"{n}: the pull did not bring it back")
+                                for n in names if n) or "the image has no name to pull it by"
+                unrepaired.append((digest, why))
+        return VerifyReport(checked, tuple(damaged), tuple(repaired), tuple(unrepaired))
 
     def _referenced(self) -> tuple[set[str], set[str]]:
         """Blob digests and diff_ids that the index's images use."""
@@ -851,7 +981,7 @@ def _pull_failure(ref: str, failures: list[PullError]) -> PullError:
     """One error for a pull that failed at every endpoint. A registry that answered "not
     found" comes first: that is the news (a typo), not the fallback that could not be reached."""
     missing = [f for f in failures if getattr(f, "status", 0) == 404]
-    if missing:
+    if missing and len(failures) > 1:  # alone, the registry's answer says it first already
         first = missing[0]
         others = [f for f in failures if f is not first]
         also = f" (also tried: {'; '.join(map(str, others))})" if others else ""
@@ -863,3 +993,45 @@ def _pull_failure(ref: str, failures: list[PullError]) -> PullError:
         return PullError(f"{last} (tried first: {earlier})", reference=ref,
                          registry=last.registry)
     return last
+
+
+class _HashingReader:
+    """A binary stream that hashes what is read from it (``save`` checks as it writes)."""
+
+    def __init__(self, stream: IO[bytes]):
+        self._stream = stream
+        self._hasher = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._hasher.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+
+def _hash_stream(stream: IO[bytes]) -> str:
+    hasher = hashlib.sha256()
+    while chunk := stream.read(CHUNK):
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _size(count: int | None) -> str:
+    value = float(count or 0)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -18,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pycontain.errors import ImageNotFound, LayerError, PullError, ReferenceError_
+from pytest_pycontain.errors import (
+    ImageNotFound,
+    LayerError,
+    PullError,
+    PushError,
+    ReferenceError_,
+)
 from pytest_pycontain.registry import host_platform
 from pytest_pycontain.store import Store
 from testenv.registry import RunningRegistry, free_port, start_registry
@@ -497,3 +504,135 @@ def test_a_typo_says_not_found_first(tmp_path: Path, test_registry: RunningRegis
     error = failing_pull(store, "busyboxx", "^image busyboxx not found: ")
     assert f"registry mirror {test_registry.host}" in str(error).split("(also tried")[0]
     assert "cannot reach" in str(error).split("(also tried")[1]
+
+
+# ------------------------------------------------------------------------------ a store that heals
+
+def _damage(store: Store, digest: str) -> None:
+    path = store.blob_path(digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("which", ["manifest", "config"])
+def test_a_damaged_manifest_or_config_is_never_used(store: Store, tiny: TinyRegistry,
+                                                    which: str) -> None:
+    image = make_image({"f": b"x"})
+    tiny.add("app", "v1", image)
+    ref = f"{tiny.host}/app:v1"
+    store.pull(ref)
+    _damage(store, image["digest"] if which == "manifest" else image["config"])
+    with pytest.raises(LayerError, match=r"is damaged: its bytes hash to sha256:"):
+        store.get(ref)
+    store.pull(ref)  # the pull that finds it damaged fetches it again
+    assert store.get(ref).digest == image["digest"]
+    assert store.blob_intact(image[which if which == "config" else "digest"])
+
+
+def test_pull_fetches_a_damaged_layer_again(store: Store, tiny: TinyRegistry) -> None:
+    image = make_image({"f": os.urandom(5000)})
+    tiny.add("app", "v1", image)
+    ref = f"{tiny.host}/app:v1"
+    store.pull(ref)
+    _damage(store, image["layer"])
+    store.pull(ref, policy="always")
+    assert tiny.blob_gets(image["layer"]) == 2
+    assert store.blob_intact(image["layer"])
+
+
+def test_save_and_push_never_export_a_damaged_blob(store: Store, tiny: TinyRegistry,
+                                                   tmp_path: Path) -> None:
+    image = make_image({"f": os.urandom(5000)})
+    tiny.add("app", "v1", image)
+    ref = f"{tiny.host}/app:v1"
+    store.pull(ref)
+    _damage(store, image["layer"])
+    with pytest.raises(LayerError, match=f"save {re.escape(ref)}: blob {image['layer']} in "
+                       "the image store .* is damaged"):
+        store.save(ref, tmp_path / "out.tar")
+    assert list(tmp_path.glob("*out.tar*")) == []
+    other = TinyRegistry()
+    try:
+        with pytest.raises(PushError, match=f"blob {image['layer']} .* is damaged"):
+            store.push(ref, f"{other.host}/copy:v1")
+        assert image["layer"] not in other.blobs and not other.manifests
+    finally:
+        other.stop()
+
+
+def test_partials_of_dead_owners_go_at_the_next_start(tmp_path: Path) -> None:
+    Store(tmp_path / "store")._ensure()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tmp = tmp_path / "store" / "tmp"
+    (tmp / f"{'a' * 64}.{dead.pid}.0123abcd").write_bytes(b"half a layer")
+    (tmp / f"unpack.{dead.pid}.4567abcd").mkdir()
+    (tmp / f"{'b' * 64}.{os.getpid()}.89abcdef").write_bytes(b"a live download")
+    Store(tmp_path / "store")._ensure()
+    assert sorted(p.name for p in tmp.iterdir()) == [f"{'b' * 64}.{os.getpid()}.89abcdef"]
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["resumed", "started-over"])
+def test_a_broken_off_download_resumes_where_it_stopped(store: Store, tiny: TinyRegistry,
+                                                        ranges: bool) -> None:
+    image = make_image({"f": os.urandom(300_000)})
+    tiny.add("app", "v1", image)
+    tiny.serve_ranges = ranges
+    tiny.break_once.add(image["layer"])
+    store.pull(f"{tiny.host}/app:v1")
+    half = len(image["blobs"][image["layer"]]) // 2
+    assert tiny.ranges == [f"bytes={half}-"]  # asked for the rest (served or not)
+    assert tiny.blob_gets(image["layer"]) == 2
+    assert store.blob_intact(image["layer"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs as the cache")
+def test_a_full_disk_names_the_cache_directory_and_the_space(tmp_path: Path,
+                                                            tiny: TinyRegistry) -> None:
+    image = make_image({"f": os.urandom(3_000_000)}, gz=False)
+    tiny.add("big", "v1", image)
+    root = tmp_path / "cache"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "pycontain-test-full", str(root)],
+                   check=True)
+    try:
+        store = Store(root / "store", attempts=2, backoff=0.01)
+        with pytest.raises(PullError) as info:
+            store.pull(f"{tiny.host}/big:v1")
+        message = str(info.value)
+        assert message.startswith(f"the image cache {root / 'store'} is out of space: 3.0 MB "
+                                  f"for blob {image['layer']}, "), message
+        assert "free there" in message and "PYCONTAIN_CACHE_DIR" in message
+        assert tiny.blob_gets(image["layer"]) == 1  # our disk, not the registry: no retry
+        assert list((root / "store" / "tmp").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
+
+
+def test_images_verify_repairs_and_says_what_it_could_not(tmp_path: Path,
+                                                         tiny: TinyRegistry) -> None:
+    """Through the command: one damaged layer comes back from its registry; one of a registry
+    that is gone cannot."""
+    env = {**os.environ, "PYCONTAIN_CACHE_DIR": str(tmp_path / "cache")}
+    store = Store(tmp_path / "cache" / "store")
+    good, lost = make_image({"g": os.urandom(4000)}), make_image({"l": os.urandom(4000)})
+    tiny.add("good", "v1", good)
+    gone = TinyRegistry()
+    gone.add("lost", "v1", lost)
+    store.pull(f"{tiny.host}/good:v1")
+    store.pull(f"{gone.host}/lost:v1")
+    gone.stop()
+    _damage(store, good["layer"])
+    _damage(store, lost["layer"])
+    done = subprocess.run([sys.executable, "-m", "pytest_pycontain.cli", "images", "--verify"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert f"repaired {good['layer']}: pulled again for {tiny.host}/good:v1" in done.stdout
+    assert f"could not repair {lost['layer']}: " in done.stderr
+    assert f"cannot reach http://{gone.host}/" in done.stderr
+    assert "checked 6 blobs" in done.stdout and "2 damaged, 1 repaired, 1 not" in done.stdout
+    assert store.blob_intact(good["layer"]) and not store.has_blob(lost["layer"])
+    again = subprocess.run([sys.executable, "-m", "pytest_pycontain.cli", "images", "--verify"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and "0 damaged" in again.stdout

@@ -86,7 +86,9 @@ class TinyRegistry:
 
     Knobs: ``auth`` (None, "bearer", "basic"), ``users`` {user: password} (empty: anonymous
     tokens), ``corrupt`` / ``truncate`` (sets of blob digests), ``fail_first`` (how many
-    requests get 503 first), ``redirect_blobs_to`` (another TinyRegistry serving the bytes).
+    requests get 503 first), ``redirect_blobs_to`` (another TinyRegistry serving the bytes),
+    ``break_once`` (blob digests whose next GET breaks off halfway, once), ``serve_ranges``
+    (answer ``Range: bytes=N-`` with a 206; ``ranges`` lists the ones asked for).
     """
 
     def __init__(self) -> None:
@@ -97,6 +99,9 @@ class TinyRegistry:
         self.users: dict[str, str] = {}
         self.corrupt: set[str] = set()
         self.truncate: set[str] = set()
+        self.break_once: set[str] = set()
+        self.serve_ranges = False
+        self.ranges: list[str] = []
         self.fail_first = 0
         self.fail_status = 503
         self.redirect_blobs_to: TinyRegistry | None = None
@@ -299,7 +304,18 @@ class TinyRegistry:
                     return
                 if ref in registry.corrupt:
                     body = bytes([body[0] ^ 0xFF]) + body[1:]
-                if ref in registry.truncate and self.command == "GET":
+                wanted = self.headers.get("Range")
+                if wanted and self.command == "GET":
+                    registry.ranges.append(wanted)
+                if wanted and registry.serve_ranges and self.command == "GET":
+                    start = int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1))
+                    self.send(206, body[start:], {
+                        "Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"})
+                    return
+                with registry.lock:
+                    breaking = ref in registry.break_once and self.command == "GET"
+                    registry.break_once.discard(ref)
+                if (ref in registry.truncate or breaking) and self.command == "GET":
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
