@@ -15,14 +15,14 @@ from .errors import ContainerError
 
 
 def _engine(args: argparse.Namespace, reap: bool = True) -> Any:
-    from .cli_containers import settings_of
+    from .cli_common import settings_of
     from .docker import DockerEngine
 
     return DockerEngine(settings_of(args), reap=reap)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli_containers import run_spec, say_published
+    from .cli_common import run_spec, say_published
 
     engine = _engine(args)
     try:
@@ -68,7 +68,7 @@ def _find(engine: Any, ref: str) -> dict[str, Any]:
 
 
 def exec_(args: argparse.Namespace) -> int:
-    from .cli_containers import env_pairs
+    from .cli_common import env_pairs
 
     if not args.cmd:
         raise ContainerError("exec: no command given (try `sh`)")
@@ -88,7 +88,7 @@ def exec_(args: argparse.Namespace) -> int:
 
 
 def ps(args: argparse.Namespace) -> int:
-    from .cli_containers import PS_HEADER, ps_row
+    from .cli_common import PS_HEADER, ps_row
     from .docker.labels import KEPT_SUFFIX, LABEL_NAME, LABEL_PID
 
     engine = _engine(args, reap=False)

@@ -60,7 +60,8 @@ def _items_without_help(text: str) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS], ["compose", "config"]],
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS], ["compose", "config"],
+                                     ["compose", "up"]],
                          ids=lambda c: " ".join(c) or "pycontain")
 def test_every_argument_has_a_help_line(command: list[str]) -> None:
     done = pycontain(*command, "--help")
@@ -72,7 +73,7 @@ def test_every_argument_has_a_help_line(command: list[str]) -> None:
     ("10.0.0.1:80:80", "-p 10.0.0.1:80:80: ports are published on 127.0.0.1 only (not 10.0.0.1)"),
     ("80/udp", "-p 80/udp: only tcp ports are published (not udp)"),
     ("1:2:3:4", "-p 1:2:3:4: expected PORT, HOST_PORT:PORT or 127.0.0.1:HOST_PORT:PORT"),
-    ("127.0.0.1:x:80", "ports: '80': host port 'x': expected a TCP port number"),
+    ("127.0.0.1:x:80", "ports: '80': host port 'x': expected a TCP port number 1-65535"),
 ])
 def test_bad_publish_values_are_named(value: str, said: str) -> None:
     done = pycontain("run", "-p", value, "busybox")
