@@ -128,9 +128,9 @@ def test_detached_ports_are_said_listed_and_held_by_the_keeper() -> None:
     still answer after the command that started them has ended."""
     host_port = _free_port()
     started = pycontain("run", "-d", "--name", "cli-ports", "-p", f"{host_port}:8080",
-                        "-p", "8081/tcp", "busybox", "sh", "-c",
+                        "-p", "8081/tcp", "-p", "8082", "busybox", "sh", "-c",
                         "echo one > /tmp/i; httpd -p 8080 -h /tmp; mkdir /tmp/b; "
-                        "echo two > /tmp/b/i; "
+                        "echo two > /tmp/b/i; httpd -p 127.0.0.1:8082 -h /tmp; "
                         "exec httpd -f -p 8081 -h /tmp/b")
     assert started.returncode == 0, started.stderr
     container_id = started.stdout.strip()
@@ -141,6 +141,14 @@ def test_detached_ports_are_said_listed_and_held_by_the_keeper() -> None:
         assert _get(host_port) == "one\n" and _get(other) == "two\n"
         for _ in range(3):  # one connection after another, on the keeper
             assert _get(other) == "two\n"
+        # as before the keeper took over: the container's address, not its loopback
+        with socket.create_connection(("127.0.0.1", int(said["8082"])), 5) as conn:
+            conn.sendall(b"GET /i HTTP/1.0\r\n\r\n")
+            try:
+                answer = conn.recv(100)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b""  # closed: nothing answers on its address
         listing = pycontain("ps", check=True).stdout
         row = next(line for line in listing.splitlines() if container_id[:12] in line)
         assert f"127.0.0.1:{host_port}->8080" in row and f"127.0.0.1:{other}->8081" in row

@@ -514,17 +514,20 @@ class NativeContainer:
         # answers the names of the moment on the network's DNS socket when we are gone.
         held: list[int] = []
         names: dict[str, list[str]] | None = None
+        bridge = False
         for network in self._networks[:1]:
             with contextlib.suppress(Exception):
                 (self.dir / "hosts").write_text(network.hosts(self.id, self.hostname))
                 held.append(network.netns_fd())
+                bridge = True
                 dns_fd, names = network.dns_handover()
                 held.append(dns_fd)  # its socket is the last fd
         # so do its published ports: the keeper accepts on our listening sockets and relays
         # to its address from the bridge's namespace, as our proxies do
         held.extend(proxy.listener_fd() for proxy in self._proxies.values())
         try:
-            self._own.keep([keeper.lock_fd, *held], names, tuple(self._proxies), self._ip)
+            self._own.keep([keeper.lock_fd, *held], names, tuple(self._proxies), self._ip,
+                           bridge)
         finally:
             for fd in held:
                 os.close(fd)

@@ -164,12 +164,13 @@ class OwnShim:
         self._tell(Exec(plan), fds)
 
     def keep(self, fds: list[int], dns: dict[str, list[str]] | None,
-             ports: tuple[int, ...] = (), target: str | None = None) -> None:
+             ports: tuple[int, ...] = (), target: str | None = None,
+             bridge: bool = False) -> None:
         """Hand the container to a keeper: ``fds`` are the keeper's journal lock, then the
-        network's namespace and DNS socket when ``dns`` (its names) is given, then one
-        listening socket for each published container port in ``ports`` (relayed to
+        network's namespace (``bridge``) and DNS socket when ``dns`` (its names) is given,
+        then one listening socket for each published container port in ``ports`` (relayed to
         ``target``, its address, from the network's namespace)."""
-        self._tell(Keep(dns, ports, target), fds)
+        self._tell(Keep(dns, ports, target, bridge), fds)
         with self._lock:
             while True:
                 reply = self._receive(5)

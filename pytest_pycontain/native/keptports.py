@@ -36,11 +36,12 @@ class KeptPorts:
     def listen(self, fds: list[int], ports: tuple[int, ...], target: str | None,
                bridge: int | None) -> None:
         """Take over listening socket ``fds[i]`` for container port ``ports[i]``, relayed to
-        ``target`` from the namespace ``bridge`` (else from ours, to its loopback)."""
+        ``target`` from the namespace ``bridge`` (else from ours)."""
+        self._target = target or "127.0.0.1"
         if target and bridge is not None:
             with contextlib.suppress(OSError):
                 self._own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                self._bridge, self._target = os.dup(bridge), target
+                self._bridge = os.dup(bridge)
         for fd, port in zip(fds, ports, strict=True):
             server = socket.socket(fileno=fd)
             server.setblocking(False)

@@ -327,7 +327,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     if request.ports:
                         listeners = fds[len(fds) - len(request.ports):]
                         fds = fds[:len(fds) - len(request.ports)]
-                        bridge = fds[1] if request.dns is not None and len(fds) > 2 else None
+                        bridge = fds[1] if request.bridge and len(fds) > 1 else None
                         kept_ports.listen(listeners, request.ports, request.target, bridge)
                     if request.dns is not None and len(fds) > 1:
                         dns_sock = socket.socket(fileno=fds[-1])

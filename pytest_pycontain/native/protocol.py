@@ -254,12 +254,14 @@ class Keep(Message):
     """Outlive the engine: hold the journal lock passed along, (with ``dns``, the names of its
     network by address) answer DNS on the socket passed after the network's namespace, and
     serve published container ``ports`` on the listening sockets passed last, in that order,
-    relaying to ``target`` (its address) from the network's namespace."""
+    relaying to ``target`` (its address) from the network's namespace (passed second, when
+    ``bridge``)."""
 
     op = Op.KEEP
     dns: dict[str, list[str]] | None = None
     ports: tuple[int, ...] = ()
     target: str | None = None
+    bridge: bool = False
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> Message:
