@@ -203,6 +203,8 @@ def start_dockerd(
         "--iptables=false",
         "--ip6tables=false",
         "--ip-masq=false",
+        "--bip",  # its own namespace: no clash; given, so its IPAM names the gateway
+        "172.17.0.1/16",
         "--userland-proxy-path",
         str(_proxy_wrapper(workdir)),
         "--config-file",

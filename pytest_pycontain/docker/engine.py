@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
+import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -224,7 +226,7 @@ class DockerEngine:
                                       "bridge has no gateway address (host-gateway)")
         home = open_netns("/proc/thread-self/ns/net")
         try:
-            relay = PortProxy(home, port, port, host=gateway)
+            relay = self._in_engine_netns(lambda: PortProxy(home, port, port, host=gateway))
         except errors.NetworkError as exc:
             raise errors.NetworkError(f"expose_host_port(port={port}): {exc}") from exc
         finally:
@@ -232,6 +234,44 @@ class DockerEngine:
         with self._lock:
             self._relays[port] = relay
         return HOST_NAME
+
+    def _in_engine_netns(self, make: Callable[[], Any]) -> Any:
+        """``make()`` with the sockets it opens in the engine's network namespace, where its
+        bridges are: ours for a usual local engine, its own for one that runs in a namespace
+        of its own (rootless Docker, the test suite's private dockerd). The engine is found
+        as the peer of its unix socket."""
+        from ..native.netns import enter_netns, open_netns
+
+        path = urlsplit(self.base_url).path
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(path)
+                pid = struct.unpack("3i", probe.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+            theirs = f"/proc/{pid}/ns/net"
+            if not pid or os.readlink(theirs) == os.readlink("/proc/thread-self/ns/net"):
+                return make()
+            fd = open_netns(theirs)
+        except (OSError, errors.NetworkError):
+            return make()  # not ours to see: as a usual local engine
+        result: list[Any] = []
+
+        def run() -> None:  # a thread of its own: setns moves only it, and it ends here
+            try:
+                enter_netns(fd)
+                result.append(make())
+            except BaseException as exc:  # handed to the caller below
+                result.append(exc)
+
+        try:
+            thread = threading.Thread(target=run, name="pycontain-engine-netns", daemon=True)
+            thread.start()
+            thread.join()
+        finally:
+            os.close(fd)
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
 
     def network(self, name: str | None = None, *, internal: bool = False) -> DockerNetwork:
         """A user-defined bridge network, labelled as ours; ``internal``: Docker's internal
