@@ -14,7 +14,6 @@ and pasta drops them: members of a network with a way out send with checksums fi
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import fcntl
 import os
@@ -26,7 +25,7 @@ import threading
 from typing import Any
 
 from ..errors import NetworkError
-from ..procinfo import process_alive, process_start_time
+from ..procinfo import process_start_time
 from . import egress
 from .netns import NetnsThread
 from .netrecords import drop_record, write_record
@@ -115,13 +114,3 @@ class NetworkEgress:
         if made is not None:
             made.close()
         drop_record(record)
-
-
-def reap_pasta(record: dict[str, Any]) -> str:
-    """A dead owner's pasta (its parent-death signal should have ended it already)."""
-    pid, start = record.get("pid"), record.get("start")
-    if isinstance(pid, int) and start is not None and process_alive(pid, start):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-        return f"killed pasta {pid}"
-    return f"forgot pasta {pid}"

@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 from ..errors import NetworkError
+from ..procinfo import process_alive
 from .netns import delete_link, in_netns
 
 
@@ -69,10 +71,13 @@ def remove_recorded(record: dict[str, Any]) -> str:
         with contextlib.suppress(NetworkError):
             in_netns(record["netns_path"], delete_link, record.get("host_ifname"))
         return f"deleted veth {record.get('host_ifname')}"
-    if kind == "pasta":
-        from .netegress import reap_pasta
-
-        return reap_pasta(record)
+    if kind == "pasta":  # its parent-death signal should have ended it already
+        pid, start = record.get("pid"), record.get("start")
+        if isinstance(pid, int) and start is not None and process_alive(pid, start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            return f"killed pasta {pid}"
+        return f"forgot pasta {pid}"
     return f"forgot {kind} {record.get('id')}"
 
 
