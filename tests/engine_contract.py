@@ -457,6 +457,27 @@ class EngineContract:
         assert asked.exec("head -c 1048576 /dev/zero > /dev/shm/a").exit_code == 0
         assert default.exec("head -c 70000000 /dev/zero > /dev/shm/big").exit_code != 0
 
+    def test_its_own_cgroups_are_seen_inside(self, run) -> None:
+        """The container's cgroup filesystem at /sys/fs/cgroup (read-only), where JVMs, Go and
+        Node read their memory limit: the limit asked for, else none; and the cgroup holds the
+        container's processes alone (PID 1 and the exec), not the test process's."""
+        memory = ("cat /sys/fs/cgroup/memory.max 2>/dev/null || "
+                  "cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+        limited = run(command="sleep 1000", memory="256m")
+        assert limited.exec(memory).output == f"{256 * 1024 * 1024}\n"
+        unlimited = run(command="sleep 1000")
+        assert unlimited.exec(memory).output in ("max\n", "9223372036854771712\n")
+        procs = ("cat /sys/fs/cgroup/cgroup.procs 2>/dev/null || "
+                 "cat /sys/fs/cgroup/pids/cgroup.procs")
+        for container in (limited, unlimited):
+            listed = container.exec(f"({procs}) | sort -n | head -1; ({procs}) | wc -l").output
+            first, count = listed.split()
+            assert first == "1" and 2 <= int(count) <= 4, listed  # PID 1, sh, cat (and sort)
+        write = ("if [ -e /sys/fs/cgroup/memory.max ]; then echo 1 > /sys/fs/cgroup/memory.max; "
+                 "else echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes; fi")
+        assert limited.exec(write).exit_code != 0
+        assert limited.exec(memory).output == f"{256 * 1024 * 1024}\n"
+
     def test_bad_shm_size_and_extra_hosts_are_refused_by_name(self, run) -> None:
         from pytest_pycontain.errors import ConfigError
 

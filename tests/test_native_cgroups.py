@@ -161,6 +161,24 @@ def test_v2_limits_for_real(engine, busybox) -> None:  # pragma: no cover - need
 
 
 @needs_root
+def test_every_container_has_cgroups_of_its_own(engine, busybox) -> None:
+    """Without limits too: what it uses is counted apart from the test process (the engine's
+    own cgroups hold neither PID 1 nor an exec), and they go with the container."""
+    container = engine.run(RunSpec(image=busybox))
+    try:
+        paths = container.limits.paths()
+        assert paths and all(path.is_dir() for path in paths)
+        for path in paths:
+            assert str(container.pid) in (path / "cgroup.procs").read_text().split()
+        mine = Path("/proc/self/cgroup").read_text()
+        assert container.limits.container_id not in mine
+        exec_cgroups = container.exec("cat /proc/self/cgroup").output.splitlines()
+        assert exec_cgroups and all(line.endswith(":/") for line in exec_cgroups)
+    finally:
+        container.remove()
+    assert not any(path.exists() for path in paths)
+
+@needs_root
 def test_limits_that_cannot_be_set(busybox, tmp_path: Path) -> None:
     from pytest_pycontain.native.engine import NativeEngine
 

@@ -42,6 +42,7 @@ print(json.dumps({
     "pids": [p for c in made for p in (c.pid, c.shim)] + [engine.zygote.pid],
     "dirs": [str(c.dir) for c in made],
     "cgroups": [str(p) for c in made for p in c.limits.paths()],
+    "unlimited_cgroups": [str(p) for p in made[0].limits.paths()],
 }), flush=True)
 sys.stdin.readline()
 engine.close()
@@ -88,6 +89,7 @@ def assert_nothing_left(state_dir: Path, made: dict) -> None:
 def test_a_killed_owner_is_reaped(tmp_path: Path, rootfs: Path) -> None:
     owner, made = start_owner(tmp_path, rootfs)
     assert all(alive(pid) for pid in made["pids"])
+    assert made["unlimited_cgroups"], "a container without limits has cgroups of its own too"
     assert all(os.path.isdir(path) for path in made["dirs"] + made["cgroups"])
     owner.send_signal(signal.SIGKILL)
     owner.wait()

@@ -1,9 +1,12 @@
-"""Resource limits (memory, cpus, pids) through cgroup v1 or v2, and OOM detection.
+"""Each container's cgroups (v1 or v2): its resource limits (memory, cpus, pids), its OOM
+kills, and the cgroup filesystem it sees inside.
 
-A container gets cgroups only when it asks for a limit: creating and removing them is most of
-the cost of a start otherwise. Every cgroup directory is journalled before it is made, so the
-reaper removes what a killed run left. ``root`` is a parameter so that v2 is tested against a
-directory tree shaped like cgroupfs on machines that mount v1.
+The engine gives every container cgroups of its own (``Limits(own=True)``), limits or not, so
+that what it uses is counted apart from the test process, and so that runtimes which size
+themselves from ``/sys/fs/cgroup`` (JVMs, Go, Node) find the container's own numbers there, as
+under Docker. Every cgroup directory is journalled before it is made, so the reaper removes
+what a killed run left. ``root`` is a parameter so that v2 is tested against a directory tree
+shaped like cgroupfs on machines that mount v1.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, EngineUnavailable
 from ..runspec import memory_bytes
+from . import syscalls as sc
 
 GROUP = "pycontain"
 V1_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
@@ -47,7 +51,8 @@ class Limits:
 
     def __init__(self, container_id: str, *, memory: int | str | None = None,
                  cpus: float | None = None, pids: int | None = None,
-                 root: str | os.PathLike = "/sys/fs/cgroup", version: int | None = None):
+                 root: str | os.PathLike = "/sys/fs/cgroup", version: int | None = None,
+                 own: bool = False):
         self.memory = parse_memory(memory) if memory is not None else None
         if cpus is not None and not cpus > 0:
             raise ConfigError(f"cpus={cpus!r}: expected a positive number of CPUs")
@@ -57,21 +62,32 @@ class Limits:
         self.pids = int(pids) if pids is not None else None
         self.root = Path(root)
         self.container_id = container_id
-        self.version = version if version is not None else (
-            detect_version(root) if self.wanted else 0)
+        self.own = False
+        if version is not None:
+            self.version, self.own = version, own
+        elif self.wanted:
+            self.version, self.own = detect_version(root), own
+        elif own:  # a cgroup of its own where the host has the controllers; none is no error
+            try:
+                self.version, self.own = detect_version(root), True
+            except EngineUnavailable:
+                self.version = 0
+        else:
+            self.version = 0
 
     @property
     def wanted(self) -> bool:
         return any(v is not None for v in (self.memory, self.cpus, self.pids))
 
     def paths(self) -> list[Path]:
-        """The cgroup directories this container uses (parent first is not included)."""
-        if not self.wanted:
+        """The cgroup directories this container uses (parent first is not included): one
+        per controller with a limit, or, with ``own``, one per controller the engine uses."""
+        if not (self.wanted or self.own):
             return []
         if self.version == 2:
             return [self.root / GROUP / self.container_id]
         used = [name for name, value in (("memory", self.memory), ("cpus", self.cpus),
-                                         ("pids", self.pids)) if value is not None]
+                                         ("pids", self.pids)) if value is not None or self.own]
         return [self.root / V1_CONTROLLERS[name] / GROUP / self.container_id for name in used]
 
     def create(self, journal=None) -> list[Path]:
@@ -116,14 +132,14 @@ class Limits:
                 put("pids.max", self.pids)
             return
         controller = path.parent.parent.name
-        if controller == "memory":
+        if controller == "memory" and self.memory is not None:
             put("memory.limit_in_bytes", self.memory)
             with contextlib.suppress(OSError):  # only with swap accounting
                 put("memory.memsw.limit_in_bytes", self.memory)
-        elif controller == "cpu":
+        elif controller == "cpu" and self.cpus is not None:
             put("cpu.cfs_period_us", CPU_PERIOD)
             put("cpu.cfs_quota_us", int(self.cpus * CPU_PERIOD))
-        elif controller == "pids":
+        elif controller == "pids" and self.pids is not None:
             put("pids.max", self.pids)
 
     def join(self, pid: int) -> None:
@@ -152,3 +168,31 @@ class Limits:
         for path in self.paths():
             with contextlib.suppress(FileNotFoundError):
                 path.rmdir()
+
+
+def mount_inside(root: str, writable: bool = False, host: str = "/sys/fs/cgroup",
+                 membership: str = "/proc/self/cgroup") -> None:
+    """In PID 1, once it has a cgroup namespace of its own and before it enters ``root``: the
+    cgroup filesystem at ``root``/sys/fs/cgroup, rooted at the container's own cgroups, as
+    Docker mounts it (read-only unless privileged). A v2 host gets cgroup2; a v1 (or hybrid)
+    host a tmpfs (writable, as Docker's) with one read-only mount per hierarchy PID 1 belongs
+    to (co-mounted controllers also by each name), as runc lays them out."""
+    target = os.path.join(root, "sys/fs/cgroup")
+    flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    read_only = 0 if writable else sc.MS_RDONLY
+    if os.path.exists(os.path.join(host, "cgroup.controllers")):
+        sc.mount("cgroup", target, "cgroup2", flags | read_only)
+        return
+    sc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
+    with open(membership) as file:
+        hierarchies = [line.rstrip("\n").split(":", 2)[1] for line in file if line.strip()]
+    for controllers in hierarchies:
+        if not controllers:  # a hybrid host's unified hierarchy: Docker leaves it out on v1
+            continue
+        name = controllers.removeprefix("name=")
+        os.mkdir(os.path.join(target, name), 0o755)
+        sc.mount("cgroup", os.path.join(target, name), "cgroup", flags | read_only, controllers)
+        if "," in name:  # cpu,cpuacct: reachable as cpu and as cpuacct
+            for alias in name.split(","):
+                if not os.path.lexists(os.path.join(target, alias)):
+                    os.symlink(name, os.path.join(target, alias))

@@ -269,7 +269,7 @@ class NativeEngine:
             raise ConfigError(f"workdir={workdir!r}: the working directory must be absolute")
         user = spec.user if spec.user is not None else (config.get("User") or "")
         limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
-                        root=self.cgroup_root)
+                        root=self.cgroup_root, own=True)
         lower = self._lower_dirs(image)
         for path in lower:
             if not os.path.isdir(path):

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Sequence
 
 from . import boundary as bd  # imported before the fork: a kept shim's root may be elsewhere
-from . import dns, rootfs
+from . import cgroups, dns, rootfs
 from . import syscalls as sc
 from .keptports import MAX_KEPT_PORTS, KeptPorts
 from .keptports import TAG as KEPT_PORT
@@ -173,6 +173,7 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
     (or, with ``init``, fork the command and stay as its init). Never returns."""
     try:
         sc.unshare(sc.CLONE_NEWCGROUP)  # the shim moved us into our cgroups by now
+        cgroups.mount_inside(launch.root, writable=launch.boundary.privileged)
         rootfs.enter(launch.root)
         bd.confine_filesystem(launch.boundary)
         null = os.open("/dev/null", os.O_RDONLY)
