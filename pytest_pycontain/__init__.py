@@ -15,6 +15,7 @@ __all__ = [
     "ExecResult",
     "Image",
     "Network",
+    "Volume",
     "errors",
     "wait",
 ]
@@ -26,6 +27,7 @@ _LAZY = {
     "Compose": ("pytest_pycontain.compose.stack", "Compose"),
     "Container": ("pytest_pycontain.engine", "Container"),
     "Network": ("pytest_pycontain.engine", "Network"),
+    "Volume": ("pytest_pycontain.engine", "Volume"),
     "Image": ("pytest_pycontain.image", "Image"),
 }
 

@@ -13,7 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from .runspec import Mount, RunSpec
 
-__all__ = ["HOST_NAME", "Container", "Engine", "ExecResult", "Mount", "Network", "RunSpec"]
+__all__ = ["HOST_NAME", "Container", "Engine", "ExecResult", "Mount", "Network", "RunSpec",
+           "Volume"]
 
 # The name under which containers reach the test process (``expose_host_port``), on every
 # backend: Docker's own ``host.docker.internal`` is Docker Desktop's, and not ours to take.
@@ -92,6 +93,15 @@ class Network(Protocol):
 
 
 @runtime_checkable
+class Volume(Protocol):
+    """A named volume (``pycontain.volume()``): kept across the containers that mount it."""
+
+    name: str
+
+    def remove(self) -> None: ...
+
+
+@runtime_checkable
 class Engine(Protocol):
     """A backend. ``describe()`` is the report header's line: the engine and why it was chosen."""
 
@@ -114,6 +124,10 @@ class Engine(Protocol):
     def network(self, name: str | None = None, *, internal: bool = False) -> Network:
         """A network with a way out as Docker's bridge has, unless ``internal``."""
         ...
+    def volume(self, name: str | None = None) -> Volume:
+        """A named volume: made on first use of ``name``, that one after, until removed."""
+        ...
+    def find_volume(self, name: str) -> Volume | None: ...
     def keep(self, container: Container) -> str:
         """Leave ``container`` running after ``close()``, out of the reaper's reach
         (``--pycontain-keep``); returns the id the engine's own commands take."""

@@ -24,7 +24,7 @@ from .config import Settings, apply_marker
 from .engine import Engine, Mount, RunSpec
 from .errors import ConfigError, EngineUnavailable, NotSupported, PycontainError
 from .frozen import FrozenMap
-from .runspec import parse_env, parse_ports
+from .runspec import check_volume_name, parse_env, parse_ports
 
 SESSION_KEY = pytest.StashKey["PycontainSession"]()  # config: made at configure time
 CONTAINERS_KEY = pytest.StashKey[list[Any]]()  # item: containers a test used, for its report
@@ -45,6 +45,7 @@ class Factory:
         self._label = label
         self._containers: list[Any] = []
         self._networks: list[Any] = []
+        self._volumes: list[Any] = []
         self.on_container: Callable[[Any], None] | None = None
 
     @property
@@ -65,7 +66,8 @@ class Factory:
             cap_add: Sequence[str] | None = None, cap_drop: Sequence[str] | None = None,
             security_opt: Sequence[str] | None = None,
             sysctls: Mapping[str, str] | None = None, shm_size: int | str | None = None,
-            extra_hosts: Mapping[str, str] | Sequence[str] | None = None) -> Any:
+            extra_hosts: Mapping[str, str] | Sequence[str] | None = None,
+            volumes: Mapping[Any, str] | Sequence[str] | None = None) -> Any:
         """Start a container; with ``wait``, return once it is ready. Every option is checked
         before anything is pulled; relative mount sources (and seccomp profiles) are taken from
         the pytest rootdir."""
@@ -76,7 +78,10 @@ class Factory:
                               init=init, memory=memory, cpus=cpus, pids=pids,
                               privileged=privileged, cap_add=cap_add, cap_drop=cap_drop,
                               security_opt=security_opt, sysctls=sysctls,
-                              shm_size=shm_size, extra_hosts=extra_hosts)
+                              shm_size=shm_size, extra_hosts=extra_hosts, volumes=volumes)
+        for wanted in spec.volumes:  # a volume named here is this scope's, unless one was
+            if isinstance(wanted.source, str):  # made already (a wider scope's, say)
+                self.volume(wanted.source)
         if isinstance(image, str) and self._session.settings.pull != "never":
             spec = dataclasses.replace(spec, image=self.pull(image))
         container = self.engine.run(spec)
@@ -129,6 +134,18 @@ class Factory:
         stack = Compose(self, loaded, timeout=self._session.settings.timeout)
         return stack.up(build=build, wait=wait)
 
+    def volume(self, name: str | None = None) -> Any:
+        """A named volume (``.name``), removed with this factory's scope; a name that a
+        volume of this run has already is that volume (and stays its own scope's)."""
+        if name is not None:
+            check_volume_name(name, "volume")
+            found = self.engine.find_volume(name)
+            if found is not None:
+                return found
+        volume = self.engine.volume(name)
+        self._volumes.append(volume)
+        return volume
+
     def expose_host_port(self, port: int) -> str:
         """Containers reach this process's ``127.0.0.1:port`` as ``host.pycontain.internal:
         port`` (returned): mock servers and webhooks in the test process. Needs an engine on
@@ -171,8 +188,14 @@ class Factory:
                 network.remove(wait=False)  # the rest of the teardown is off the test's path
             except Exception as exc:
                 problems.append(f"network {getattr(network, 'name', '?')}: {exc}")
+        for volume in reversed(self._volumes):
+            try:
+                volume.remove()
+            except Exception as exc:
+                problems.append(f"volume {getattr(volume, 'name', '?')}: {exc}")
         self._containers.clear()
         self._networks.clear()
+        self._volumes.clear()
         if problems:
             warnings.warn(f"pycontain: teardown of {self._label}: " + "; ".join(problems),
                           stacklevel=1)

@@ -96,6 +96,74 @@ class Mount:
         return cls(path, target, mode == "ro")
 
 
+VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # what Docker accepts as a name
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeMount:
+    """A volume at ``target`` in the container: ``source`` is a volume's name (made on first
+    use, as Docker does) or a ``Volume`` from ``pycontain.volume()``."""
+
+    source: Any
+    target: str
+    read_only: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.source if isinstance(self.source, str) else self.source.name
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.target}" + (":ro" if self.read_only else "")
+
+
+def check_volume_name(name: Any, option: str = "volumes") -> str:
+    """A name Docker would take for a volume, or a ``ConfigError`` naming it."""
+    if not isinstance(name, str) or not VOLUME_NAME.fullmatch(name):
+        raise ConfigError(f"{option}: {name!r}: not a valid volume name: only "
+                          "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least 2 characters "
+                          "(as Docker's)")
+    return name
+
+
+def parse_volumes(option: str, value: Any) -> tuple[VolumeMount, ...]:
+    """``{"data": "/var/lib/x"}`` (a name or a ``Volume`` -> a path, ``"/path:ro"`` too) or
+    ``["data:/var/lib/x:ro"]`` -> one ``VolumeMount`` per container path."""
+    if value is None:
+        return ()
+    items: list[tuple[Any, str, str]] = []
+    if isinstance(value, Mapping):
+        for source, where in value.items():
+            if not isinstance(where, str):
+                raise ConfigError(f"{option}: {source!r}: {where!r}: expected a container path")
+            target, _, mode = where.partition(":")
+            items.append((source, target, mode))
+    else:
+        for item in _sequence(option, value):
+            if isinstance(item, VolumeMount):
+                items.append((item.source, item.target, "ro" if item.read_only else ""))
+                continue
+            if not isinstance(item, str) or item.count(":") not in (1, 2):
+                raise ConfigError(f"{option}: {item!r}: expected 'NAME:PATH' or "
+                                  "'NAME:PATH:ro'")
+            source, target, *mode = item.split(":")
+            items.append((source, target, mode[0] if mode else ""))
+    volumes: list[VolumeMount] = []
+    for source, target, mode in items:
+        shown = f"{getattr(source, 'name', source)}:{target}" + (f":{mode}" if mode else "")
+        if isinstance(source, str):
+            check_volume_name(source, option)
+        elif not isinstance(getattr(source, "name", None), str):
+            raise ConfigError(f"{option}: {source!r}: expected a volume's name or a Volume")
+        if not target.startswith("/"):
+            raise ConfigError(f"{option}: {shown!r}: the container path must be absolute")
+        if mode not in ("", "ro", "rw"):
+            raise ConfigError(f"{option}: {shown!r}: the mode must be 'ro' or 'rw'")
+        if any(v.target.rstrip("/") == target.rstrip("/") for v in volumes):
+            raise ConfigError(f"{option}: {shown!r}: {target} has a volume already")
+        volumes.append(VolumeMount(source, target, mode == "ro"))
+    return tuple(volumes)
+
+
 def parse_mounts(value: Any, base: Path | None = None) -> tuple[Mount, ...]:
     """Mount strings (or ``Mount``\\ s) -> ``Mount``\\ s whose host paths exist."""
     mounts = []
@@ -188,6 +256,7 @@ class RunSpec:
     sysctls: Mapping[str, str] = FrozenMap()
     shm_size: int = DEFAULT_SHM  # bytes of /dev/shm
     extra_hosts: Mapping[str, str] = FrozenMap()  # name -> address, added to /etc/hosts
+    volumes: tuple[VolumeMount, ...] = ()  # named volumes; an image VOLUME without one is anonymous
 
     def __post_init__(self) -> None:
         for option, parse in _FIELDS.items():
@@ -424,7 +493,7 @@ _FIELDS = {
     "tmpfs": _tmpfs, "read_only": _flag, "init": _flag, "memory": _memory, "cpus": _cpus,
     "pids": _pids, "privileged": _flag, "cap_add": _capabilities, "cap_drop": _capabilities,
     "security_opt": _security_opt, "sysctls": _sysctls, "shm_size": _shm_size,
-    "extra_hosts": _extra_hosts,
+    "extra_hosts": _extra_hosts, "volumes": parse_volumes,
 }
 
 
@@ -461,5 +530,6 @@ def _port(value: Any, where: str) -> int:
     return text
 
 
-__all__ = ["DEFAULT_SHM", "MIN_MEMORY", "Mount", "RunSpec", "byte_size", "memory_bytes",
-           "parse_env", "parse_mounts", "parse_ports"]
+__all__ = ["DEFAULT_SHM", "MIN_MEMORY", "Mount", "RunSpec", "VolumeMount", "byte_size",
+           "check_volume_name", "memory_bytes", "parse_env", "parse_mounts", "parse_ports",
+           "parse_volumes"]

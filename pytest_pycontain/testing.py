@@ -161,6 +161,20 @@ class FakeContainer:
         return self._status == "running" and port in self._behaviour.listening
 
 
+class FakeVolume:
+    """A named volume: a name, and whether it was removed."""
+
+    def __init__(self, engine: FakeEngine, name: str):
+        self.engine = engine
+        self.name = name
+        self.removed = False
+
+    def remove(self) -> None:
+        if not self.removed:
+            self.removed = True
+            self.engine.events.append(f"remove volume {self.name}")
+
+
 class FakeNetwork:
     """A network that records the faults asked of it."""
 
@@ -205,6 +219,7 @@ class FakeEngine:
         self.runs: list[RunSpec] = []
         self.containers: list[FakeContainer] = []
         self.networks: list[FakeNetwork] = []
+        self.volumes: list[FakeVolume] = []
         self.exec_results: dict[str | tuple[str, ...], ExecResult] = {}
         self.behaviours: dict[str, OnRun] = {}
         self.closed = False
@@ -273,6 +288,18 @@ class FakeEngine:
         self.networks.append(network)
         self.events.append(f"network {network.name}")
         return network
+
+    def volume(self, name: str | None = None) -> FakeVolume:
+        found = self.find_volume(name) if name is not None else None
+        if found is not None:
+            return found
+        volume = FakeVolume(self, name or f"fake-volume-{next(self._numbers)}")
+        self.volumes.append(volume)
+        self.events.append(f"volume {volume.name}")
+        return volume
+
+    def find_volume(self, name: str) -> FakeVolume | None:
+        return next((v for v in self.volumes if v.name == name and not v.removed), None)
 
     def keep(self, container: Any) -> str:
         if not isinstance(container, FakeContainer) or container.engine is not self:

@@ -478,6 +478,67 @@ class EngineContract:
         assert limited.exec(write).exit_code != 0
         assert limited.exec(memory).output == f"{256 * 1024 * 1024}\n"
 
+    def test_image_volumes_get_anonymous_volumes(self, run, make_image) -> None:
+        """Every image VOLUME gets a volume of its own: seeded from the image's content there
+        and owned as the image's directory (a path the image lacks: root's, 0755), writable
+        even when the root is read-only, with /etc/hosts and friends still in place."""
+        image = make_image(Volumes={"/etc": {}, "/data": {}})
+        box = run(image, command="sleep 1000", read_only=True)
+        plain = run(command="sleep 1000")
+        assert box.exec("head -1 /etc/passwd").output == "root:x:0:0:root:/root:/bin/sh\n"
+        assert box.exec("cat /etc/hostname").output == box.hostname + "\n"
+        mounted = box.exec("awk '{print $2}' /proc/mounts").output.split()
+        assert "/etc" in mounted and "/data" in mounted
+        owner = "stat -c '%u:%g %a' /etc"
+        assert box.exec(owner).output == plain.exec(owner).output
+        assert box.exec("stat -c '%u:%g %a' /data").output == "0:0 755\n"
+        result = box.exec("echo kept > /etc/new && echo more > /data/x && cat /etc/new /data/x")
+        assert (result.exit_code, result.output) == (0, "kept\nmore\n")
+        assert box.exec("touch /elsewhere").exit_code != 0
+        # another container of the image gets volumes of its own
+        other = run(image, command="sleep 1000")
+        assert other.exec("ls /data; test -e /etc/new || echo fresh").output == "fresh\n"
+
+    def test_named_volumes_outlive_their_container(self, engine, run) -> None:
+        """A named volume keeps what one container wrote for the next (by the Volume or its
+        name, read-only if asked), is seeded from the image when new, and goes when removed."""
+        volume = engine.volume("shared-data")
+        made = []
+        try:
+            first = run(command="sleep 1000", volumes={volume: "/srv/data"})
+            made.append(first)
+            assert first.exec("echo hello > /srv/data/file").exit_code == 0
+            first.remove()
+            second = run(command="sleep 1000", volumes=["shared-data:/in:ro"])
+            made.append(second)
+            assert engine.find_volume("shared-data") is volume
+            assert second.exec("cat /in/file").output == "hello\n"
+            assert second.exec("touch /in/other").exit_code != 0
+            seeded = run(command="sleep 1000", volumes={"seeded-etc": "/etc"})
+            made.append(seeded)
+            assert seeded.exec("head -1 /etc/passwd").output == "root:x:0:0:root:/root:/bin/sh\n"
+        finally:
+            for container in made:
+                container.remove()
+            volume.remove()
+            engine.volume("seeded-etc").remove()
+        assert engine.find_volume("shared-data") is None
+
+    def test_bad_volumes_are_refused_by_name(self, engine, run, make_image) -> None:
+        from pytest_pycontain.errors import ConfigError
+
+        for bad in ({"x": "/data"}, {"no spaces": "/data"}, ["-dash:/data"]):
+            with pytest.raises(ConfigError, match=r"volumes: .*not a valid volume name"):
+                run(command="true", volumes=bad)
+        with pytest.raises(ConfigError, match=r"volumes: 'data:relative': .* must be absolute"):
+            run(command="true", volumes=["data:relative"])
+        with pytest.raises(ConfigError, match=r"volume: 'a b': not a valid volume name"):
+            engine.volume("a b")
+        # a VOLUME where the image has a file: the container does not start, and says why
+        with pytest.raises(ContainerError,
+                           match=r"filebox.*cannot mount volume over existing file"):
+            run(make_image(Volumes={"/etc/passwd": {}}), name="filebox", command="true")
+
     def test_bad_shm_size_and_extra_hosts_are_refused_by_name(self, run) -> None:
         from pytest_pycontain.errors import ConfigError
 

@@ -394,6 +394,25 @@ def test_limits(engine, busybox) -> None:
         container.remove()
 
 
+def test_volumes_are_dockers_own(engine, busybox, make_image) -> None:
+    """A named volume is a labelled Docker volume under a unique name; an image VOLUME's
+    anonymous one goes with its container."""
+    api = engine.api
+    named = engine.volume("docker-data")
+    info = api.inspect_volume(named.engine_name)
+    assert info["Labels"][LABEL_SESSION] == engine.session_id
+    assert named.engine_name.startswith("docker-data-")
+    container = engine.run(RunSpec(image=make_image(Volumes={"/anon": {}}),
+                                   command=["sleep", "1000"], volumes={named: "/named"}))
+    mounts = {m["Destination"]: m for m in api.inspect_container(container.id)["Mounts"]}
+    anonymous = mounts["/anon"]["Name"]
+    assert mounts["/named"]["Name"] == named.engine_name
+    container.remove()
+    left = {v["Name"] for v in api.volumes().get("Volumes") or []}
+    assert anonymous not in left and named.engine_name in left
+    named.remove()
+    assert named.engine_name not in {v["Name"] for v in api.volumes().get("Volumes") or []}
+
 def test_labels_and_reaping_a_dead_owner(engine, busybox) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

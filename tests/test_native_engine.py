@@ -78,6 +78,32 @@ class TestNativeContract(EngineContract):
     """The shared contract, on the native engine."""
 
 
+def test_volumes_live_under_the_state_directory(engine, busybox, state_dir: Path) -> None:
+    """An anonymous volume goes with its container; a named one outlives it, until removed;
+    a container that cannot start leaves no volume behind."""
+    volumes = state_dir / "volumes"
+    before = set(volumes.iterdir()) if volumes.exists() else set()
+    named = engine.volume("native-data")
+    image = FakeImage(config={**busybox.config, "Volumes": {"/anon": {}}},
+                      layer_dirs=busybox.layer_dirs)
+    container = engine.run(RunSpec(image=image, command="sleep 1000",
+                                   volumes={named: "/named"}))
+    assert container.exec("echo a > /anon/x && echo n > /named/x").exit_code == 0
+    made = set(volumes.iterdir()) - before
+    assert len(made) == 2 and named.directory in made
+    assert (named.data / "x").read_text() == "n\n"
+    container.remove()
+    engine.drain()
+    assert set(volumes.iterdir()) - before == {named.directory}
+    broken = FakeImage(config={**busybox.config, "Volumes": {"/anon": {}, "/etc/passwd": {}}},
+                       layer_dirs=busybox.layer_dirs)
+    with pytest.raises(ContainerError, match="cannot mount volume over existing file"):
+        engine.run(RunSpec(image=broken, command="true", volumes={named: "/named"}))
+    engine.drain()
+    assert set(volumes.iterdir()) - before == {named.directory}
+    named.remove()
+    assert set(volumes.iterdir()) == before and engine.find_volume("native-data") is None
+
 def test_many_layers_fit_one_mount(engine, busybox, tmp_path: Path) -> None:
     layers = [busybox.layer_dirs[0]]
     for number in range(1, 120):

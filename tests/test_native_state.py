@@ -25,6 +25,7 @@ needs_root = pytest.mark.skipif(
 
 OWNER_SCRIPT = """
 import json, sys
+from pathlib import Path
 from types import SimpleNamespace
 from pytest_pycontain.engine import RunSpec
 from pytest_pycontain.native.engine import NativeEngine
@@ -35,12 +36,18 @@ engine = NativeEngine(state_dir=state_dir)
 made = [engine.run(RunSpec(image=image)),
         engine.run(RunSpec(image=image, memory="64m", pids=50, init=True))]
 made[1].exec("sleep 1000 & exit 0")
+named = engine.volume("named-data")  # a named volume, and a container's anonymous one
+with_volume = SimpleNamespace(config={"Cmd": ["sleep", "1000"], "Volumes": {"/anon": {}}},
+                              layer_dirs=[rootfs])
+made.append(engine.run(RunSpec(image=with_volume, volumes={named: "/named"})))
+volumes = sorted(str(p) for p in (Path(state_dir) / "volumes").iterdir())
+assert len(volumes) == 2, volumes
 if mode == "keep":
     engine.keep(made[0])
 print(json.dumps({
     "ids": [c.id for c in made],
     "pids": [p for c in made for p in (c.pid, c.shim)] + [engine.zygote.pid],
-    "dirs": [str(c.dir) for c in made],
+    "dirs": [str(c.dir) for c in made] + volumes,
     "cgroups": [str(p) for c in made for p in c.limits.paths()],
     "unlimited_cgroups": [str(p) for p in made[0].limits.paths()],
 }), flush=True)

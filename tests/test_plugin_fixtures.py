@@ -260,6 +260,39 @@ def test_a_failed_test_reports_session_containers_too(project: pytest.Pytester,
     assert len({title for title, _ in sections}) == 2, sections
     backend.assert_no_leftovers()
 
+def test_volumes_per_scope(project: pytest.Pytester, backend: Backend) -> None:
+    """A session fixture's volume carries one test's data to the next (by the Volume or by
+    its name); a test's own volume goes with the test, so the next one of that name is new;
+    nothing is left after the session."""
+    project.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"3600\"]\n")
+    project.makepyfile("""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def shared(pycontain_session):
+            return pycontain_session.volume("plugin-shared")
+
+        def test_writes(pycontain, shared):
+            box = pycontain.run(pycontain.build("."), volumes={shared: "/data"})
+            assert box.exec("echo from the first test > /data/note").exit_code == 0
+            own = pycontain.run(pycontain.build("."), volumes=["per-test:/own"])
+            assert own.exec("touch /own/mark").exit_code == 0
+            assert pycontain.volume("per-test") is pycontain.engine.find_volume("per-test")
+
+        def test_reads(pycontain, shared):
+            box = pycontain.run(pycontain.build("."), volumes=["plugin-shared:/data:ro"])
+            assert box.exec("cat /data/note").output == "from the first test\\n"
+            assert pycontain.engine.find_volume("plugin-shared") is shared
+            assert pycontain.engine.find_volume("per-test") is None
+            again = pycontain.run(pycontain.build("."), volumes={"per-test": "/own"})
+            assert again.exec("ls -A /own").output == ""
+    """)
+    run(project, backend).assert_outcomes(passed=2)
+    if backend.name == "native":
+        volumes = Path(os.environ["PYCONTAIN_STATE_DIR"]) / "volumes"
+        assert not [*volumes.glob("plugin-shared-*"), *volumes.glob("per-test-*")]
+    backend.assert_no_leftovers()
+
 def test_marker_and_factory_privilege_options(project: pytest.Pytester,
                                               backend: Backend) -> None:
     project.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"3600\"]\n")

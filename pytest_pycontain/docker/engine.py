@@ -43,6 +43,7 @@ from .labels import (
     owner_labels,
 )
 from .networks import DockerNetwork
+from .volumes import DockerVolume
 
 
 class DockerEngine:
@@ -60,6 +61,7 @@ class DockerEngine:
         self.base_url = base_url or (docker_sockets() or [DEFAULT_HOST])[0]
         self.containers: dict[str, DockerContainer] = {}
         self.networks: dict[str, DockerNetwork] = {}
+        self.volumes: dict[str, DockerVolume] = {}  # named volumes by the user's name
         self._lock = threading.Lock()
         self._relays: dict[int, Any] = {}  # expose_host_port: port -> a relay on the gateway
         self._version: dict[str, Any] = {}
@@ -200,6 +202,31 @@ class DockerEngine:
                                        secrets=secrets)
         return self.image(build_image(self.api, request))
 
+    def volume(self, name: str | None = None) -> DockerVolume:
+        """A named volume (Docker's, labelled as ours): made on first use of ``name``, the
+        same one after, until removed; ``None`` makes one with a name of its own."""
+        from ..runspec import check_volume_name
+
+        if name is not None:
+            check_volume_name(name, "volume")
+            found = self.find_volume(name)
+            if found is not None:
+                return found
+        given = name or f"pycontain-{unique_suffix()}"
+        engine_name = f"{given}-{unique_suffix()}" if name else given
+        with self.api.mapped(f"create volume {given}"):
+            self.api.create_volume(engine_name, labels=self.labels(**{LABEL_NAME: given}))
+        volume = DockerVolume(self.api, given, engine_name)
+        with self._lock:
+            self.volumes[given] = volume
+        return volume
+
+    def find_volume(self, name: str) -> DockerVolume | None:
+        """The live named volume ``name`` of this engine, or None."""
+        with self._lock:
+            found = self.volumes.get(name)
+        return found if found is not None and not found.removed else None
+
     def expose_host_port(self, port: int) -> str:
         """Containers started from now on reach this process's ``127.0.0.1:port`` as
         ``host.pycontain.internal:port`` (returned): Docker's host-gateway (the default
@@ -303,7 +330,20 @@ class DockerEngine:
         host_ip = "127.0.0.1" if self.loopback else ""  # a remote host: every interface
         # the spec is checked and normalised already: only the engine API's shapes are made
         ports = {port: (host_ip, host) for port, host in spec.ports.items()}
-        binds = [str(mount) for mount in spec.mounts] or None
+        binds = [str(mount) for mount in spec.mounts]
+        for wanted in spec.volumes:
+            volume = wanted.source
+            if isinstance(volume, str):
+                volume = self.volume(volume)
+            elif not isinstance(volume, DockerVolume) or self.volumes.get(
+                    volume.name) is not volume:
+                raise errors.ConfigError(f"container {given}: volumes: {wanted.name!r} is not "
+                                         "a volume of this engine")
+            if volume.removed:
+                raise errors.ConfigError(f"container {given}: volumes: {wanted.name!r} was "
+                                         "removed")
+            binds.append(f"{volume.engine_name}:{wanted.target}"
+                         + (":ro" if wanted.read_only else ""))
         nano_cpus = int(spec.cpus * 1e9) if spec.cpus is not None else None
         security = security_options(  # bad input (a profile that is not one): before anything
             privileged=spec.privileged, cap_add=spec.cap_add, cap_drop=spec.cap_drop,
@@ -333,7 +373,7 @@ class DockerEngine:
                 host_config = self.api.create_host_config(
                     network_mode=network_mode,
                     port_bindings=ports or None,
-                    binds=binds,
+                    binds=binds or None,
                     tmpfs=dict(spec.tmpfs) or None,
                     read_only=spec.read_only,
                     init=spec.init or None,
@@ -451,6 +491,9 @@ class DockerEngine:
         for network in list(self.networks.values()):
             with contextlib.suppress(errors.PycontainError):
                 network.remove()
+        for volume in list(self.volumes.values()):
+            with contextlib.suppress(errors.PycontainError):
+                volume.remove()
         with contextlib.suppress(Exception):
             self._remove_labelled(lambda labels, name: labels.get(LABEL_SESSION)
                                   == self.session_id and not name.endswith(KEPT_SUFFIX))

@@ -106,6 +106,7 @@ class NativeEngine:
         self._networks: list[Any] = []
         self._spare_networks: list[Any] = []  # network.Spare: removed networks' namespaces
         self._networks_recorded = False
+        self._volumes: dict[str, Any] = {}  # named volumes by name: volumes.NativeVolume
         self._default_network: Any = None  # made for the first container with ports and none
         self._default_lock = threading.Lock()
         self._exits = ExitWatch()
@@ -145,6 +146,29 @@ class NativeEngine:
                      progress=progress or self.progress, secrets=secrets)
 
     SPARE_NETWORKS = 2
+
+    def volume(self, name: str | None = None) -> Any:
+        """A named volume (a ``volumes.NativeVolume``): made on first use of ``name``, the same
+        one after, until removed; ``None`` makes one with a name of its own."""
+        from ..runspec import check_volume_name
+        from .volumes import NativeVolume
+
+        if name is not None:
+            check_volume_name(name, "volume")
+        with self._lock:
+            found = self._volumes.get(name) if name is not None else None
+            if found is not None and not found.removed:
+                return found
+            volume = NativeVolume.create(self.state_root / "volumes", self.journal,
+                                         name or secrets.token_hex(32))
+            self._volumes[volume.name] = volume
+            return volume
+
+    def find_volume(self, name: str) -> Any:
+        """The live named volume ``name`` of this engine, or None."""
+        with self._lock:
+            found = self._volumes.get(name)
+        return found if found is not None and not found.removed else None
 
     def network(self, name: str | None = None, *, internal: bool = False) -> Any:
         """A bridge network in its own namespace; removed at close if still there. A removed
@@ -303,6 +327,7 @@ class NativeEngine:
                 os.symlink(path, directory / "l" / str(number))
             for part in ("upper", "work", "merged"):
                 (directory / part).mkdir()
+            volumes = self._volume_binds(spec, config, container_id, name)
             try:
                 cgroups = [str(p) for p in limits.create(self.journal)]
             except OSError as exc:
@@ -319,7 +344,8 @@ class NativeEngine:
                 read_only=spec.read_only, mounts=mounts,
                 tmpfs=tuple(sorted(spec.tmpfs.items())), init=spec.init,
                 cgroups=tuple(cgroups), etc=_etc_files(hostname, network == "host", spec),
-                pause=start_hook is not None, boundary=boundary, shm_size=spec.shm_size)
+                pause=start_hook is not None, boundary=boundary, shm_size=spec.shm_size,
+                volumes=volumes)
             container.launch(plan, start_hook)
             if spec.ports and network != "host":
                 container.publish(spec.ports, self.state_root / "netrecords" / self.journal.owner)
@@ -330,6 +356,38 @@ class NativeEngine:
             raise
         self.containers[container_id] = container
         return container
+
+    def _volume_binds(self, spec: RunSpec, config: Mapping[str, Any], container_id: str,
+                      name: str) -> tuple[Bind, ...]:
+        """The run request's named volumes, then an anonymous volume (journalled under the
+        container, so it goes with it) for each image VOLUME that nothing else covers."""
+        from .volumes import NativeVolume
+
+        binds = []
+        for wanted in spec.volumes:
+            volume = wanted.source
+            if isinstance(volume, str):
+                volume = self.volume(volume)
+            elif not isinstance(volume, NativeVolume) or self._volumes.get(
+                    volume.name) is not volume:
+                raise ConfigError(f"container {name}: volumes: {wanted.name!r} is not a volume "
+                                  "of this engine")
+            if volume.removed:
+                raise ConfigError(f"container {name}: volumes: {wanted.name!r} was removed")
+            binds.append(Bind(str(volume.data), wanted.target, wanted.read_only))
+        covered = {b.target.rstrip("/") or "/" for b in binds}
+        covered |= {m.target.rstrip("/") or "/" for m in spec.mounts}
+        covered |= {target.rstrip("/") or "/" for target in spec.tmpfs}
+        for target in sorted(config.get("Volumes") or {}):
+            if not target.startswith("/"):
+                raise ImageError(f"container {name}: the image's VOLUME {target!r} is not an "
+                                 "absolute path")
+            if (target.rstrip("/") or "/") in covered:
+                continue
+            anonymous = NativeVolume.create(self.state_root / "volumes", self.journal,
+                                            container=container_id)
+            binds.append(Bind(str(anonymous.data), target, False))
+        return tuple(binds)
 
     def attach(self, ref: str) -> NativeContainer:
         """A handle on a live or kept container of any owner, by id (or a prefix) or name: what
@@ -408,6 +466,10 @@ class NativeEngine:
             with contextlib.suppress(Exception):
                 network.remove()
         self._networks.clear()
+        for volume in self._volumes.values():
+            with contextlib.suppress(Exception):
+                volume.remove()
+        self._volumes.clear()
         with self._lock:
             spares, self._spare_networks = self._spare_networks, []
         for spare in spares:

@@ -159,9 +159,11 @@ class RunPlan:
     pause: bool = False
     boundary: Boundary = UNCONFINED  # what confines PID 1 and every exec (boundary.py)
     shm_size: int = 64 * 1024 * 1024  # bytes of /dev/shm (Docker's default)
+    volumes: tuple[Bind, ...] = ()  # bound like mounts; an empty one takes the image's content
 
     _CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {
-        "lower": _strings, "argv": _strings, "mounts": _binds, "tmpfs": _pairs,
+        "lower": _strings, "argv": _strings, "mounts": _binds, "volumes": _binds,
+        "tmpfs": _pairs,
         "cgroups": _strings, "boundary": _boundary}
 
 

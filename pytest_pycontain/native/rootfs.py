@@ -7,6 +7,7 @@ host and all of them vanish with the namespace's last process, even after a SIGK
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import syscalls as sc
+from . import volumes
 
 if TYPE_CHECKING:
     from .protocol import RunPlan
@@ -129,6 +131,19 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
     sys_dir = _mkdirs(root, "/sys", made=made)
     sc.mount("sysfs", sys_dir, "sysfs", (0 if privileged else sc.MS_RDONLY) | sc.MS_NOSUID
              | sc.MS_NODEV | sc.MS_NOEXEC)
+    # first, parents before children: /etc/hosts, a bind mount or another volume may be in one
+    for source, target, read_only in sorted(plan.volumes, key=lambda v: v.target.count("/")):
+        found = inside(root, target)
+        if os.path.lexists(found) and not os.path.isdir(found):
+            raise NotADirectoryError(errno.ENOTDIR, f"VOLUME {target}: cannot mount volume "
+                                     "over existing file (the image has a file there)")
+        if os.path.isdir(found) and not os.listdir(source):  # a new volume: the image's content
+            volumes.seed(found, source)
+        where = _mkdirs(root, target, made=made)
+        sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
+        if read_only or nodev:
+            sc.mount(source, where, None, sc.MS_REMOUNT | sc.MS_BIND | _kept_flags(where)
+                     | nodev | (sc.MS_RDONLY if read_only else 0))
     for name, text in plan.etc.items():  # hosts, hostname, resolv.conf
         source = os.path.join(plan.directory, name)
         with open(source, "w") as file:

@@ -1,0 +1,93 @@
+"""Volumes: directories under the engine's state that outlive a container's overlay.
+
+A volume is ``<state>/volumes/<dir>/_data``; ``_data`` is what containers see, so that its
+owner and mode can be the image's (a new volume takes the image's content at its path, and
+that directory's owner and mode, when first mounted: ``seed``). Each volume directory is
+journalled before it is made: an anonymous one under its container (removed with it, reaped
+with a dead owner), a named one under its own key (removed with the factory's scope or the
+engine, reaped with a dead owner).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+from . import state
+
+
+class NativeVolume:
+    """A volume of the native engine: ``name`` is the user's (or, anonymous, 64 hex digits);
+    ``data`` the directory bound into containers."""
+
+    def __init__(self, name: str, directory: Path, journal: Any, key: str | None):
+        self.name = name
+        self.directory = directory
+        self._journal = journal
+        self._key = key  # the journal's key for a named volume; None: its container's
+        self.removed = False
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "_data"
+
+    @classmethod
+    def create(cls, root: Path, journal: Any, name: str | None = None,
+               container: str | None = None) -> NativeVolume:
+        """A new, empty volume: named (``container`` None) or a container's anonymous one."""
+        token = secrets.token_hex(32)
+        directory = root / (f"{name}-{token[:8]}" if name else token)
+        key = None if container else f"volume:{directory.name}"
+        journal.record("dir", container=container or key, path=str(directory))
+        (directory / "_data").mkdir(parents=True, mode=0o755)
+        return cls(name or token, directory, journal, key)
+
+    def remove(self) -> None:
+        """Delete it and its content (named volumes; anonymous ones go with their container)."""
+        if self.removed:
+            return
+        self.removed = True
+        if self._key is None:
+            return
+        for record in self._journal.records(self._key):
+            state.undo_one(record)
+        self._journal.record("removed", container=self._key)
+
+    def __repr__(self) -> str:
+        return f"<NativeVolume {self.name}>"
+
+
+def seed(image_dir: str, volume: str) -> None:
+    """Copy the image's ``image_dir`` into an empty ``volume`` as Docker does for a new volume:
+    content, owners, modes and symlinks (never followed); ``volume`` takes the directory's own
+    owner and mode. Devices are not copied (the container could not open them anyway)."""
+    info = os.lstat(image_dir)
+    for name in os.listdir(image_dir):
+        _copy(os.path.join(image_dir, name), os.path.join(volume, name))
+    os.chown(volume, info.st_uid, info.st_gid)
+    os.chmod(volume, stat.S_IMODE(info.st_mode))
+
+
+def _copy(source: str, target: str) -> None:
+    info = os.lstat(source)
+    mode = info.st_mode
+    if stat.S_ISLNK(mode):
+        os.symlink(os.readlink(source), target)
+    elif stat.S_ISDIR(mode):
+        os.mkdir(target, 0o700)
+        for name in os.listdir(source):
+            _copy(os.path.join(source, name), os.path.join(target, name))
+    elif stat.S_ISREG(mode):
+        shutil.copyfile(source, target, follow_symlinks=False)
+    elif stat.S_ISFIFO(mode):
+        os.mkfifo(target)
+    else:
+        return
+    os.lchown(target, info.st_uid, info.st_gid)
+    if not stat.S_ISLNK(mode):
+        os.chmod(target, stat.S_IMODE(mode))
+        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
