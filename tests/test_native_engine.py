@@ -82,6 +82,7 @@ def test_volumes_live_under_the_state_directory(engine, busybox, state_dir: Path
     """An anonymous volume goes with its container; a named one outlives it, until removed;
     a container that cannot start leaves no volume behind."""
     volumes = state_dir / "volumes"
+    engine.drain()  # earlier tests' containers (and their anonymous volumes) are gone
     before = set(volumes.iterdir()) if volumes.exists() else set()
     named = engine.volume("native-data")
     image = FakeImage(config={**busybox.config, "Volumes": {"/anon": {}}},
