@@ -550,6 +550,40 @@ class EngineContract:
             run(command="true", shm_size="lots")
 
 
+    def test_a_running_container_joins_a_second_network(self, engine, run) -> None:
+        """``Network.connect``: the joined container reaches and resolves both networks'
+        members, they resolve its name and aliases on the second one, and faults apply
+        there; joining twice, or a bad alias list, is a clear error."""
+        from pytest_pycontain.errors import ConfigError, NetworkError
+
+        front, back = engine.network(), engine.network()
+        made: list[Container] = []
+        try:
+            made.append(web := run(network=front, name="web", command="sleep 1000"))
+            made.append(store := run(network=back, name="store", command="sleep 1000"))
+            made.append(both := run(network=front, name="both", command="sleep 1000"))
+            ping = "ping -c 1 -W 3 {}"
+            assert both.exec(ping.format("store")).exit_code != 0
+            back.connect(both, aliases=["gateway-svc"])
+            for name in ("store", "web"):
+                assert both.exec(ping.format(name)).exit_code == 0, name
+            for name in ("both", "gateway-svc"):
+                assert store.exec(ping.format(name)).exit_code == 0, name
+            assert web.exec(ping.format("store")).exit_code != 0  # web is not on back
+            back.partition(both, store)
+            assert both.exec(ping.format("store")).exit_code != 0
+            back.heal()
+            assert both.exec(ping.format("store")).exit_code == 0
+            with pytest.raises(NetworkError):
+                back.connect(both)
+            with pytest.raises(ConfigError, match=r"connect\(aliases='x'\): expected a list"):
+                front.connect(store, aliases="x")
+        finally:
+            for container in made:
+                container.remove()
+            front.remove()
+            back.remove()
+
     def test_internal_networks_are_said_and_checked(self, engine, run) -> None:
         """``internal`` is a flag (a bad one is a clear error); members of an internal network
         still reach each other. (That nothing gets out is proved where the test owns the

@@ -312,8 +312,9 @@ def test_override_rules(tmp_path: Path) -> None:
             healthcheck: {test: [CMD, "false"]}
             profiles: [p, q]
         """)
-    with pytest.raises(NotSupported, match="a service on more than one network"):
-        load(["a.yaml", "b.yaml"], directory=tmp_path, environ={}, profiles=["p"])
+    both = load(["a.yaml", "b.yaml"], directory=tmp_path, environ={}, profiles=["p"])
+    assert both.services["app"].networks == (ServiceNetwork("front"),
+                                             ServiceNetwork("back", ("api",)))
     write(tmp_path, "b.yaml", (tmp_path / "b.yaml").read_text().replace(
         "networks: {back: {aliases: [api]}}", "networks: {front: {aliases: [api]}}"))
     app = load(["a.yaml", "b.yaml"], directory=tmp_path, environ={},

@@ -106,6 +106,11 @@ services:
     image: busybox
     command: sleep 1000
     networks: [back]
+  bridge:
+    <<: *web
+    networks:
+      front: {aliases: [bridge-front]}
+      back: {aliases: [bridge-back]}
 networks:
   front: {}
   back: {}
@@ -266,6 +271,18 @@ def test_names_and_aliases_on_two_networks_and_a_partition(pycontain):
     assert client.exec(fetch.format("api")).exit_code != 0
     front.heal()
     assert client.exec(fetch.format("api")).exit_code == 0
+    # a service on both networks: reached from each by its name and that network's alias,
+    # and it reaches both sides
+    bridge = stack.services["bridge"]
+    for asker, name in ((client, "bridge"), (client, "bridge-front"), (loner, "bridge"),
+                        (loner, "bridge-back")):
+        assert asker.exec(fetch.format(name)).output == f"{bridge.hostname} says hi\n", name
+    assert client.exec(fetch.format("bridge-back")).exit_code != 0  # back's alias, not front's
+    assert bridge.exec(fetch.format("api")).exit_code == 0
+    assert bridge.exec(fetch.format("storage")).exit_code == 0
+    stack.network("back").partition(bridge, loner)
+    assert loner.exec(fetch.format("bridge")).exit_code != 0
+    assert client.exec(fetch.format("bridge")).exit_code == 0
 
 
 def test_a_failing_one_shot_stops_the_stack(pycontain):

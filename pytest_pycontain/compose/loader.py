@@ -236,9 +236,6 @@ class _Loader:
         replicas = self.replicas(body, key)
         limits, replicas = self.deploy(body, key, replicas)
         networks = self.service_networks(body.get("networks"), (*key, "networks"))
-        if len(networks) > 1:
-            raise self.unsupported((*key, "networks"), "a service on more than one network "
-                                   "needs the engine to connect a container to a second network")
         return Service(
             name=name, mark=self.mark(key),
             image=self.optional_str(body, key, "image"),

@@ -36,6 +36,7 @@ class Maker(Protocol):
     def run(self, image: Any, **options: Any) -> Any: ...
     def build(self, context: Any, **options: Any) -> Any: ...
     def network(self, name: str | None = None, *, internal: bool = False) -> Any: ...
+    # and of what ``network`` returns: ``connect(container, aliases=None)`` (a second network)
 
 
 class Compose:
@@ -109,6 +110,9 @@ class Compose:
                 cap_drop=service.cap_drop or None, security_opt=service.security_opt or None,
                 sysctls=dict(service.sysctls) or None, shm_size=service.shm_size,
                 extra_hosts=dict(service.extra_hosts) or None)
+            for other in service.networks[1:]:  # joined once it runs, as network connect
+                self._networks[other.network].connect(
+                    container, aliases=list(other.aliases) if first else None)
         except PycontainError as exc:
             raise _about(service, exc) from exc
         self._born[container.id] = time.monotonic()

@@ -215,6 +215,22 @@ class DockerNetwork:
         check_loss(percent)
         self._apply(container, lambda fault: fault.lossy(percent))
 
+    def connect(self, container: Any, aliases: Any = None) -> None:
+        """Join ``container`` to this network as well (``docker network connect``): its name
+        and ``aliases`` resolve here, as they do on the network it was started on."""
+        if not isinstance(container, DockerContainer) or container.engine is not self.engine:
+            raise errors.NetworkError(f"{container!r} is not a container of this engine")
+        if aliases is not None and (isinstance(aliases, str) or not all(
+                isinstance(a, str) and a for a in aliases)):
+            raise errors.ConfigError(f"connect(aliases={aliases!r}): expected a list of names")
+        if self._removed:
+            raise errors.NetworkError(f"network {self.name!r} has been removed")
+        api = self.engine.api
+        with api.mapped(f"connect {container.name} to network {self.name}",
+                        error=errors.NetworkError):
+            api.connect_container_to_network(container.id, self.id,
+                                             aliases=[container.name, *(aliases or ())])
+
     def remove(self, wait: bool = True) -> None:
         """Remove the network (members still on it are disconnected first). A network that a
         kept container is on stays for it; the reaper removes it once that container is gone."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engine import ExecResult
-from ..errors import ConfigError, ContainerError, NotSupported, WaitTimeout
+from ..errors import ConfigError, ContainerError, NetworkError, NotSupported, WaitTimeout
 from ..imageconfig import shell_argv, split_env
 from ..procinfo import process_start_time
 from . import state
@@ -181,6 +181,30 @@ class NativeContainer:
         if self._ip is None:
             self._ip = ip
         self._networks.append(network)
+
+    def connect(self, network: Any, aliases: Sequence[str] = ()) -> str:
+        """Join another network while running (``docker network connect``): a veth of its own
+        there (eth1, ...), its name and ``aliases`` for that network's members, and the
+        network's names for it through the responder its resolv.conf names (its first
+        network's), as Docker's embedded DNS answers for every network of a container."""
+        if self.status != "running":
+            raise NetworkError(f"container {self.name} is {self.status}: only a running "
+                               f"container joins another network here")
+        if not self._networks or self._ip is None:
+            raise NetworkError(f"container {self.name} has no network of its own to resolve "
+                               f"names through; start it on a network first")
+        if network in self._networks:
+            raise NetworkError(f"container {self.name} is on network {network.name!r} already")
+        ip = network.attach(f"/proc/{self.pid}/ns/net", self.name, list(aliases), key=self.id)
+        with self._leaving:
+            first = self._networks[0] if self._networks else None
+            if first is not None:
+                self._networks.append(network)
+        if first is None:  # it exited meanwhile, and left its networks
+            network.detach(self.id)
+            raise NetworkError(f"container {self.name} exited while joining {network.name!r}")
+        first.resolve_also(self._ip, network)
+        return ip
 
     def publish(self, ports: Mapping[int, int | None], records_dir: Path) -> None:
         """Publish ``ports`` on the host's loopback, relayed to its address on its first

@@ -129,6 +129,7 @@ class Responder:
         self.sock = sock
         self.address = sock.getsockname()
         self._names: dict[str, list[str]] = {}
+        self._views: dict[str, list[Callable[[str], list[str]]]] = {}  # asker -> more names
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._upstream: socket.socket | None = None  # made in the network's namespace
@@ -147,9 +148,30 @@ class Responder:
                 if ip not in entry:
                     entry.append(ip)
 
-    def remove(self, ip: str) -> None:
-        """Forget every name of ``ip``."""
+    def also(self, asker: str, lookup: Callable[[str], list[str]]) -> None:
+        """Answer ``asker`` (a member's address) from ``lookup`` too, for names this table
+        lacks: the names of another network it joined."""
         with self._lock:
+            self._views.setdefault(asker, []).append(lookup)
+
+    def lookup_for(self, asker: str) -> Callable[[str], list[str]]:
+        """The lookup an asker at ``asker`` gets: this table, then its other networks'."""
+        def lookup(name: str) -> list[str]:
+            found = self.lookup(name)
+            with self._lock:
+                views = list(self._views.get(asker, ()))
+            for view in views:
+                if found:
+                    break
+                found = view(name)
+            return found
+
+        return lookup
+
+    def remove(self, ip: str) -> None:
+        """Forget every name of ``ip`` (and what it was told of its other networks)."""
+        with self._lock:
+            self._views.pop(ip, None)
             for name in list(self._names):
                 if ip in self._names[name]:
                     self._names[name].remove(ip)
@@ -190,10 +212,7 @@ class Responder:
                         if os.read(self._wake_r, 1) != b"u":
                             return
                     elif key.fileobj is self.sock:
-                        if self._upstream is None:
-                            answer_one(self.sock, self.lookup, self.reverse)
-                        else:
-                            self._answer_or_forward()
+                        self._answer_or_forward()
                     else:
                         self._relay_back()
                 if self._upstream is not None and not watching_upstream:
@@ -211,7 +230,7 @@ class Responder:
             packet, peer = self.sock.recvfrom(4096, socket.MSG_DONTWAIT)
         except OSError:
             return
-        reply = respond(packet, self.lookup, self.reverse)
+        reply = respond(packet, self.lookup_for(peer[0]), self.reverse)
         if reply is not None and reply[3] & 0xF == RCODE_NXDOMAIN and self._upstream \
                 and _forwardable(packet):
             self._next_id = (self._next_id + 1) & 0xFFFF

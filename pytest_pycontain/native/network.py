@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engine import HOST_NAME
-from ..errors import NetworkError
+from ..errors import ConfigError, NetworkError
 from .faults import (
     PRIO_FAULT,
     PRIO_PARTITION,
@@ -481,6 +481,23 @@ class BridgeNetwork:
             self._responder.add(names, ip)
             return ip
 
+    def connect(self, container: Any, aliases: Sequence[str] | None = None) -> None:
+        """Join a running ``container`` to this network as well (``docker network connect``):
+        the others here resolve its name and ``aliases``, and it resolves theirs."""
+        connect = getattr(container, "connect", None)
+        if connect is None or not hasattr(container, "pid"):
+            raise NetworkError(f"{container!r} is not a container of this engine")
+        connect(self, _alias_list(aliases))
+
+    def resolve_also(self, asker: str, other: BridgeNetwork) -> None:
+        """The member at ``asker`` also resolves ``other``'s names through this network's
+        responder (the one its resolv.conf names)."""
+        self._responder.also(asker, other.lookup_name)
+
+    def lookup_name(self, name: str) -> list[str]:
+        """The addresses this network's responder gives ``name`` (none once it is removed)."""
+        return [] if self._removed else self._responder.lookup(name)
+
     def _tables(self) -> list[tuple[RouteSocket, int]]:
         """Where neighbour entries go: the bridge's RouteSocket and the members', each with
         its interface's index, for the network's thread to use."""
@@ -649,6 +666,14 @@ class BridgeNetwork:
 
     def __repr__(self) -> str:
         return f"<BridgeNetwork {self.name} {self._subnet}>"
+
+
+def _alias_list(aliases: Sequence[str] | None) -> list[str]:
+    if aliases is None:
+        return []
+    if isinstance(aliases, str) or not all(isinstance(a, str) and a for a in aliases):
+        raise ConfigError(f"connect(aliases={aliases!r}): expected a list of names")
+    return list(aliases)
 
 
 def names_of(endpoints: Iterable[Endpoint]) -> dict[str, str]:
