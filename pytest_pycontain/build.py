@@ -9,7 +9,9 @@ writes the image config Docker would write. Every step has a BuildKit-like cache
 RUN needs a container: ``run_step`` runs one (:class:`RunRequest` in, :class:`RunResult` out;
 an engine passes its own, as the native one does with ``native.runner``), so this module stays
 engine-agnostic. Builds are reproducible: times in the config and history are
-SOURCE_DATE_EPOCH (a build arg or the environment) or the epoch.
+SOURCE_DATE_EPOCH (a build arg or the environment) or the epoch. The stages a target needs
+build at the same time where they do not need each other, as BuildKit builds them
+(``Builder.build_target``); the image and the error reported are those of a build in order.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,7 @@ PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "B
 MOUNT_STUBS = ("etc/hosts", "etc/hostname", "etc/resolv.conf")
 RUNTIME_MOUNT_POINTS = ("dev", "proc", "sys")
 CACHE_VERSION = "pycontain-build-1"
+MAX_PARALLEL_STAGES = 4  # stages built at once: they mostly wait (on RUN steps, pulls, disks)
 
 Progress = Callable[[str], None]
 
@@ -203,8 +208,13 @@ class Builder:
         self.platform_args = _platform_args(store)
         self.meta = self._meta_args()
         self.stages = self.df.stages
-        self.built: dict[int, _StageState] = {}
-        self.building: set[int] = set()
+        # stages by index: a future per stage, claimed by the thread that builds it; the others
+        # wait on it (``build_stage``), and a wait that would close a cycle is an error
+        self._stages: dict[int, Future[_StageState]] = {}
+        self._owners: dict[int, int] = {}  # stage -> the thread building it
+        self._waits: dict[int, int] = {}  # thread -> the stage it waits for
+        self._lock = threading.Lock()
+        self._chain = threading.local()  # the stages this thread is inside of, innermost last
         self.step = 0
         self.declared: set[str] = {name for arg in self.df.meta_args for name, _ in arg.pairs}
 
@@ -271,21 +281,109 @@ class Builder:
                               path=self.name)
 
     def build_stage(self, stage: dfp.Stage) -> _StageState:
-        if stage.index in self.built:
-            return self.built[stage.index]
-        if stage.index in self.building:
-            raise DockerfileError(f"circular dependency detected on stage: "
-                                  f"{stage.name or stage.index}", path=stage.from_.path,
-                                  line=stage.from_.line)
-        self.building.add(stage.index)
+        """The built stage: built here, or (being) built by another thread, then waited for."""
+        me = threading.get_ident()
+        chain: list[int] = self._chain.__dict__.setdefault("stages", [])
+        with self._lock:
+            future = self._stages.get(stage.index)
+            if future is None:
+                future = self._stages[stage.index] = Future()
+                self._owners[stage.index] = me
+                mine = True
+            else:
+                mine = False
+                if stage.index in chain or self._waits_for_me(stage.index, me):
+                    raise self._circular(stage)
+                self._waits[me] = stage.index
+        if not mine:
+            try:
+                return future.result()
+            finally:
+                with self._lock:
+                    self._waits.pop(me, None)
+        chain.append(stage.index)
         try:
             state = self._from(stage)
             for instruction in stage.instructions:
                 self.execute(state, instruction)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
         finally:
-            self.building.discard(stage.index)
-        self.built[stage.index] = state
+            chain.pop()
+        future.set_result(state)
         return state
+
+    def _waits_for_me(self, index: int, me: int) -> bool:
+        """Whether the thread building stage ``index`` waits, through others, for ``me``."""
+        seen: set[int] = set()
+        while index not in seen:
+            seen.add(index)
+            owner = self._owners.get(index)
+            if owner == me:
+                return True
+            if owner is None or owner not in self._waits:
+                return False
+            index = self._waits[owner]
+        return False
+
+    def _circular(self, stage: dfp.Stage) -> DockerfileError:
+        return DockerfileError(f"circular dependency detected on stage: "
+                               f"{stage.name or stage.index}", path=stage.from_.path,
+                               line=stage.from_.line)
+
+    def dependencies(self, stage: dfp.Stage) -> list[dfp.Stage]:
+        """The stages ``stage`` names in FROM, COPY --from and RUN --mount from= (those that
+        need no variable of the stage's own scope), in the order it names them."""
+        names = []
+        with contextlib.suppress(DockerfileError):
+            names.append(self._expand(stage.from_.image, self.meta, stage.from_))
+        for ins in stage.instructions:
+            if isinstance(ins, dfp.Copy) and ins.from_:
+                names.append(ins.from_)
+            elif isinstance(ins, dfp.Run):
+                names += [m.group(1) for text in ins.mounts
+                          for m in re.finditer(r"(?:^|,)from=([^,]+)", text)]
+        found: list[dfp.Stage] = []
+        for name in names:
+            if "$" in name:
+                continue
+            with contextlib.suppress(DockerfileError):
+                other = self.find_stage(name, stage.from_, by_index=name.isdigit())
+                if other is not None and other.index != stage.index and other not in found:
+                    found.append(other)
+        return found
+
+    def build_target(self, stage: dfp.Stage) -> _StageState:
+        """Build ``stage``, and the stages it needs beside it, as BuildKit does: each stage it
+        depends on (directly or not) starts at once on a bounded pool of threads, so stages
+        that do not need each other build at the same time; a stage needed twice is built
+        once, by whichever thread gets to it first. The result and the error reported are
+        those of a build in order: the first failure on the target's own path is raised, and
+        nothing runs any more once this returns."""
+        needed: list[dfp.Stage] = []
+        todo = [stage]
+        while todo:
+            for other in self.dependencies(todo.pop(0)):
+                if other not in needed and other.index != stage.index:
+                    needed.append(other)
+                    todo.append(other)
+        if not needed:
+            return self.build_stage(stage)
+        needed.sort(key=lambda s: s.index)
+        workers = min(len(needed), MAX_PARALLEL_STAGES)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pycontain-stage")
+        try:
+            for other in needed:
+                pool.submit(self._prefetch, other)
+            return self.build_stage(stage)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _prefetch(self, stage: dfp.Stage) -> None:
+        """A stage built ahead of need; its error waits in its future for whoever needs it."""
+        with contextlib.suppress(BaseException):
+            self.build_stage(stage)
 
     def _from(self, stage: dfp.Stage) -> _StageState:
         ins = stage.from_
@@ -362,7 +460,8 @@ class Builder:
         if handler is None:
             raise DockerfileError(f"unknown instruction: {ins.keyword}", path=ins.path,
                                   line=ins.line)
-        self.step += 1
+        with self._lock:
+            self.step += 1
         handler(state, ins)
 
     def _record(self, state: _StageState, created_by: str, *, empty: bool = True,
@@ -1379,7 +1478,7 @@ def build(store: Any, context: Path | str, *, dockerfile: Path | str | None = No
         path = context / path
     builder = Builder(store, context.resolve(), path, build_args=build_args, no_cache=no_cache,
                       run_step=run_step, progress=progress, secrets=secrets)
-    state = builder.build_stage(builder.target_stage(target))
+    state = builder.build_target(builder.target_stage(target))
     unused = sorted(set(builder.build_args) - builder.declared - set(PROXY_ARGS)
                     - set(PLATFORM_ARGS) - {"SOURCE_DATE_EPOCH"})
     if unused:

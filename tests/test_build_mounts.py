@@ -364,3 +364,69 @@ def test_the_command_line_passes_secrets(tmp_path: Path, monkeypatch: pytest.Mon
     assert cli.main(["prune", "--build-cache"]) == 0
     assert "RUN --mount=type=cache directories" in capsys.readouterr().out
     assert not [p for p in (Path(store.root) / "run-cache").iterdir() if p.is_dir()]
+
+
+@needs_root
+def test_independent_stages_build_at_the_same_time(tmp_path: Path, store: Store,
+                                                   runner) -> None:
+    """Stage ``a`` waits for a file that only stage ``b`` makes, in a cache mount both share:
+    built one after the other (``a`` first, as the target names it first) ``a`` gives up after
+    its timeout and the build fails saying so; built at once, as BuildKit does, both finish.
+    The token keeps an earlier run's file from answering for this one."""
+    token = os.urandom(8).hex()
+    (tmp_path / "Dockerfile").write_text("""\
+FROM busybox AS a
+ARG TOKEN
+RUN --mount=type=cache,target=/meet,id=rendezvous,sharing=shared \\
+    i=0; until [ -e /meet/$TOKEN ]; do \\
+      i=$((i+1)); [ $i -lt 1200 ] || { echo "b never came: built in sequence?"; exit 7; }; \\
+      sleep 0.05; done; echo a > /a
+
+FROM busybox AS b
+ARG TOKEN
+RUN --mount=type=cache,target=/meet,id=rendezvous,sharing=shared \\
+    echo b > /b && touch /meet/$TOKEN
+
+FROM busybox
+COPY --from=a /a /a
+COPY --from=b /b /b
+""")
+    image = build(store, tmp_path, run_step=runner, build_args={"TOKEN": token})
+    assert (content(store, image, "a"), content(store, image, "b")) == ("a\n", "b\n")
+
+
+@needs_root
+def test_concurrent_stages_report_the_first_failure_in_order(tmp_path: Path, store: Store,
+                                                             runner) -> None:
+    """Two independent stages fail at once: the error is the one a build in order meets
+    first (the stage the target names first), every time, and nothing is left running."""
+    (tmp_path / "Dockerfile").write_text("""\
+FROM busybox AS first
+RUN sleep 0.2; exit 3
+
+FROM busybox AS second
+RUN exit 4
+
+FROM busybox
+COPY --from=first /etc/passwd /one
+COPY --from=second /etc/passwd /two
+""")
+    for _ in range(2):
+        with pytest.raises(BuildError, match=r"Dockerfile:2: RUN .*exited with code 3"):
+            build(store, tmp_path, run_step=runner, no_cache=True)
+    assert leftovers(store) == []
+
+
+def test_a_cycle_across_stages_is_still_an_error(tmp_path: Path, store: Store) -> None:
+    (tmp_path / "Dockerfile").write_text("""\
+FROM busybox AS a
+COPY --from=b /x /x
+
+FROM busybox AS b
+COPY --from=a /y /y
+
+FROM busybox
+COPY --from=a /x /x
+""")
+    with pytest.raises(DockerfileError, match="circular dependency detected on stage"):
+        build(store, tmp_path)

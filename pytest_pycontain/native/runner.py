@@ -7,6 +7,7 @@ of its own (see docs/architecture.md).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,15 @@ class NativeRunner:
         self.engine = engine
         self._make_engine = make_engine
         self._own = False
+        self._lock = threading.Lock()  # stages build at once: one engine for all their RUNs
 
     def __call__(self, request: RunRequest) -> RunResult:
-        if self.engine is None:
-            if self._make_engine is None:
-                raise ValueError("NativeRunner: no engine and no way to make one")
-            self.engine = self._make_engine()
-            self._own = True
+        with self._lock:
+            if self.engine is None:
+                if self._make_engine is None:
+                    raise ValueError("NativeRunner: no engine and no way to make one")
+                self.engine = self._make_engine()
+                self._own = True
         image = RunImage({"Env": list(request.env), "WorkingDir": request.workdir,
                           "User": request.user}, list(request.lower_dirs))
         network = request.network
