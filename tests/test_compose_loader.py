@@ -429,10 +429,10 @@ def test_limits_replicas_and_other_service_keys(tmp_path: Path) -> None:
     ("    dns: [10.0.0.1]\n", 4, "service 'a': compose key 'dns' is not supported yet"),
     ("    labels: {a: b}\n", 4, "service 'a': compose key 'labels' is not supported yet"),
     ("    restart: always\n", 4, "service 'a': compose key 'restart' is not supported yet"),
-    ("    volumes: ['data:/data']\n", 4,
-     "service 'a': compose key 'volumes.0' is not supported yet: 'data' is a named volume"),
-    ("    volumes: ['/data']\n", 4,
-     "service 'a': compose key 'volumes.0' .*'/data' is an anonymous volume"),
+    ("    volumes:\n      - {type: volume, source: d, target: /d, volume: {nocopy: true}}\n",
+     5, "service 'a': compose key 'volumes.0.volume' is not supported yet"),
+    ("    volumes: ['d:/d:z']\n", 4,
+     "service 'a': compose key 'volumes.0' is not supported yet: mount mode 'z'"),
     ("    build:\n      context: .\n      secrets: [s]\n", 6,
      "service 'a': compose key 'build.secrets' is not supported yet"),
     ("    deploy:\n      restart_policy: {condition: any}\n", 5,
@@ -451,9 +451,9 @@ def test_valid_compose_keys_we_do_not_do_are_not_supported(tmp_path: Path, body:
 
 def test_top_level_keys_we_do_not_do(tmp_path: Path) -> None:
     path = write(tmp_path, "compose.yaml", "services: {a: {image: busybox}}\n"
-                                           "volumes: {data: {}}\n")
-    with pytest.raises(NotSupported, match=f"^{path}:2: compose key 'volumes' is not supported "
-                                           "yet: named volumes"):
+                                           "volumes: {data: {external: true}}\n")
+    with pytest.raises(NotSupported, match=f"^{path}:2: compose key 'volumes.data.external' "
+                                           "is not supported yet"):
         load(directory=tmp_path, environ={})
     write(tmp_path, "compose.yaml", "services: {a: {image: busybox}}\nsecrets: {s: {file: x}}\n")
     with pytest.raises(NotSupported, match=f"^{path}:2: compose key 'secrets'"):
@@ -502,6 +502,52 @@ def test_privileges_sysctls_shm_and_extra_hosts(tmp_path: Path) -> None:
                                                     "shm_size", "extra_hosts")} == {
         "cap_add": ["NET_ADMIN", "SYS_TIME"], "cap_drop": ["ALL"], "privileged": True,
         "shm_size": str(1 << 30), "extra_hosts": ["db=10.0.0.5", "v6=::1"]}
+
+
+def test_named_anonymous_and_long_syntax_volumes(tmp_path: Path) -> None:
+    write(tmp_path, "compose.yaml", """
+        services:
+          a:
+            image: busybox
+            volumes:
+              - data:/data
+              - /scratch
+              - logs:/logs:ro
+              - {type: volume, source: data, target: /again, read_only: true}
+              - {type: volume, target: /anon}
+              - ./here:/here
+        volumes:
+          data: {}
+          logs: {name: shared-logs}
+        """)
+    project = load(directory=tmp_path, environ={}, project="p")
+    assert project.services["a"].volumes == (
+        ServiceVolume("volume", "/data", "data"), ServiceVolume("volume", "/scratch"),
+        ServiceVolume("volume", "/logs", "logs", read_only=True),
+        ServiceVolume("volume", "/again", "data", read_only=True),
+        ServiceVolume("volume", "/anon"),
+        ServiceVolume("bind", "/here", str(tmp_path.resolve() / "here")))
+    assert {k: v.name for k, v in project.volumes.items()} == {"data": "p_data",
+                                                                "logs": "shared-logs"}
+    shaped = config_json(project)
+    assert shaped["volumes"] == {"data": {"name": "p_data"}, "logs": {"name": "shared-logs"}}
+    assert shaped["services"]["a"]["volumes"][:2] == [
+        {"type": "volume", "source": "data", "target": "/data", "volume": {}},
+        {"type": "volume", "target": "/scratch", "volume": {}}]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("services:\n  a:\n    image: busybox\n    volumes: ['nope:/x']\n",
+     ":4: services.a.volumes.0: service 'a' refers to undefined volume 'nope'"),
+    ("services:\n  a:\n    image: busybox\n    volumes: ['data:x']\nvolumes: {data: {}}\n",
+     ":4: services.a.volumes.0: the container path 'x' must be absolute"),
+    ("services:\n  a:\n    image: busybox\nvolumes:\n  data: {name: '-bad'}\n",
+     ":5: volumes.data: volume 'data': '-bad': not a valid volume name"),
+])
+def test_bad_volumes_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, "compose.yaml", text)
+    with pytest.raises(ComposeFileError, match=f"^{path}{message}"):
+        load(directory=tmp_path, environ={})
 
 
 @pytest.mark.parametrize(("body", "message"), [

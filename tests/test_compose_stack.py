@@ -207,6 +207,22 @@ networks:
   sealed: {internal: true}
 """
 
+VOLUMES = """\
+services:
+  writer:
+    image: busybox
+    command: sleep 1000
+    volumes: ["data:/data", /scratch]
+  reader:
+    image: busybox
+    command: sleep 1000
+    volumes:
+      - {type: volume, source: data, target: /data, read_only: true}
+      - {type: volume, target: /scratch}
+volumes:
+  data: {}
+"""
+
 INNER = r'''
 import urllib.request
 
@@ -235,7 +251,7 @@ def test_the_stack_in_order_healthy_with_ports_and_values(pycontain):
     with pytest.raises(ConfigError, match="service 'debug' is not started: it needs "
                                           "profile\\(s\\) debug"):
         stack.service("debug")
-    with pytest.raises(NotSupported, match="named volumes"):
+    with pytest.raises(ConfigError, match="no volume 'data' in project .*volumes: none"):
         stack.volume("data")
     stack.stop("db")
     assert stack.services["db"].status == "exited"
@@ -366,6 +382,19 @@ def test_the_privilege_boundary_shm_hosts_and_an_internal_network(pycontain):
     assert stack.network("default").internal is False
 
 
+def test_named_anonymous_and_read_only_volumes(pycontain):
+    stack = pycontain.compose("volumes.yaml")
+    writer, reader = stack.service("writer"), stack.service("reader")
+    assert stack.volume("data").name == f"{stack.name}_data"
+    assert writer.exec("echo kept > /data/file && touch /scratch/mine").exit_code == 0
+    assert reader.exec("cat /data/file").output == "kept\n"  # one named volume, shared
+    assert reader.exec("touch /data/other").exit_code != 0  # read_only: true
+    assert reader.exec("ls -A /scratch").output == ""  # an anonymous volume is its own
+    assert reader.exec("touch /scratch/x").exit_code == 0
+    with pytest.raises(ConfigError, match="no volume 'nope' in project .*volumes: data"):
+        stack.volume("nope")
+
+
 def test_a_privileged_service(pycontain):
     try:
         stack = pycontain.compose("security.yaml", profiles=["privileged"])
@@ -384,7 +413,8 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makefile(".web", Dockerfile=WEB)
     pytester.makefile(".entry", Dockerfile='FROM busybox\nENTRYPOINT ["echo", "never"]\n')
     pytester.makefile(".yaml", compose=STACK, networks=NETWORKS, failing=FAILING,
-                      crashing=CRASHING, options=OPTIONS, security=SECURITY)
+                      crashing=CRASHING, options=OPTIONS, security=SECURITY,
+                      volumes=VOLUMES)
     pytester.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"1000\"]\n")
     pytester.makefile(".override.yaml", compose=OVERRIDE)
     pytester.makefile("", **{".env": "WORD=built-by-test\nDOTENV_VALUE=dotenv-value\n"})
@@ -398,9 +428,9 @@ def test_compose_stacks(project: pytest.Pytester, backend: Backend) -> None:
     if backend.name == "docker" and outcomes.get("skipped"):  # a dockerd without privileges
         result.stdout.fnmatch_lines(
             ["SKIPPED * this dockerd cannot start a privileged container here*"])
-        result.assert_outcomes(passed=9, skipped=1)
+        result.assert_outcomes(passed=10, skipped=1)
     else:
-        result.assert_outcomes(passed=10)
+        result.assert_outcomes(passed=11)
     backend.assert_no_leftovers()
 
 

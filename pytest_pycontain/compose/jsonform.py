@@ -18,6 +18,9 @@ def config_json(project: Project) -> dict[str, Any]:
         result["networks"] = {key: {"name": net.name, "ipam": {}}
                               | ({"internal": True} if net.internal else {})
                               for key, net in sorted(project.networks.items())}
+    if project.volumes:
+        result["volumes"] = {key: {"name": vol.name}
+                             for key, vol in sorted(project.volumes.items())}
     return result
 
 
@@ -127,6 +130,8 @@ def _volume(volume: ServiceVolume) -> dict[str, Any]:
         out["read_only"] = True
     if volume.type == "bind":
         out["bind"] = {"create_host_path": True}
+    if volume.type == "volume":
+        out["volume"] = {}
     if volume.tmpfs_size is not None:
         out["tmpfs"] = {"size": volume.tmpfs_size}
     return out

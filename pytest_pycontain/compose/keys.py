@@ -58,3 +58,5 @@ VOLUME = {"type", "source", "target", "read_only", "bind", "volume", "tmpfs", "i
 NETWORK = {"driver", "driver_opts", "attachable", "enable_ipv6", "ipam", "internal", "labels",
            "external", "name", "enable_ipv4"}
 NETWORK_SUPPORTED = {"driver", "name", "internal"}
+TOP_VOLUME = {"driver", "driver_opts", "external", "labels", "name"}
+TOP_VOLUME_SUPPORTED = {"driver", "name"}

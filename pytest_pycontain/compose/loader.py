@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NotSupported
-from ..runspec import byte_size
+from ..runspec import byte_size, check_volume_name
 from ..security import capability_name, check_security_opt, check_sysctl
 from . import keys
 from .merge import key_value_map, merge_files, names_map
@@ -30,6 +30,7 @@ from .model import (
     Service,
     ServiceNetwork,
     ServiceVolume,
+    VolumeDef,
 )
 from .source import ComposeFileError, Mark, PathKey, nearest, read
 from .variables import Variables, interpolate, read_env_file
@@ -138,8 +139,6 @@ class _Loader:
         for k in self.data:
             if k in keys.TOP_LEVEL - keys.TOP_LEVEL_SUPPORTED and self.data[k]:
                 raise self.unsupported((k,))
-        if self.mapping(self.data.get("volumes"), ("volumes",)):
-            raise self.unsupported(("volumes",), "named volumes need the engine's volumes")
         project = self.project_name(name)
         if unique and name is None:
             project = f"{project}-{secrets.token_hex(3)}"
@@ -166,8 +165,10 @@ class _Loader:
                     raise self.error(where, f"depends on undefined service {dep.service!r}")
         self.check_cycles(services)
         networks = self.networks(project, services)
+        volumes = self.top_volumes(project, services)
         return Project(name=project, working_dir=self.working_dir, files=tuple(self.paths),
-                       services=services, networks=networks, disabled=disabled)
+                       services=services, networks=networks, disabled=disabled,
+                       volumes=volumes)
 
     def project_name(self, given: str | None) -> str:
         if given is not None:
@@ -224,6 +225,30 @@ class _Loader:
                     raise self.error(("services", service.name, "networks", membership.network),
                                      f"service {service.name!r} refers to undefined network "
                                      f"{membership.network!r}")
+        return result
+
+    def top_volumes(self, project: str, services: Mapping[str, Service]) -> dict[str, VolumeDef]:
+        raw = self.mapping(self.data.get("volumes"), ("volumes",))
+        result: dict[str, VolumeDef] = {}
+        for key, body in raw.items():
+            where = ("volumes", key)
+            body = self.mapping(body, where)
+            self.check_keys(body, where, keys.TOP_VOLUME, keys.TOP_VOLUME_SUPPORTED)
+            if body.get("driver", "local") != "local":
+                raise self.unsupported((*where, "driver"), "only local volumes")
+            name = str(body.get("name") or f"{project}_{key}")
+            try:
+                check_volume_name(name, f"volume {key!r}")
+            except ConfigError as exc:
+                raise self.error(where, str(exc)) from None
+            result[key] = VolumeDef(key, name, self.mark(where))
+        for service in services.values():
+            for i, volume in enumerate(service.volumes):
+                if volume.type == "volume" and volume.source is not None and \
+                        volume.source not in result:
+                    raise self.error(("services", service.name, "volumes", i),
+                                     f"service {service.name!r} refers to undefined volume "
+                                     f"{volume.source!r}")
         return result
 
     # -- a service --------------------------------------------------------------------------
@@ -563,27 +588,34 @@ class _Loader:
             where = (*key, i)
             if isinstance(item, str):
                 parts = item.split(":")
-                if len(parts) == 1:
-                    raise self.unsupported(where, f"{item!r} is an anonymous volume")
-                source, target = parts[0], parts[1]
+                if len(parts) == 1:  # an anonymous volume
+                    result.append(ServiceVolume("volume", self.target(item, where)))
+                    continue
+                source, target = parts[0], self.target(parts[1], where)
                 mode = parts[2] if len(parts) > 2 else "rw"
-                if not source.startswith((".", "/", "~")):
-                    raise self.unsupported(where, f"{source!r} is a named volume")
                 if set(mode.split(",")) - {"ro", "rw"}:
                     raise self.unsupported(where, f"mount mode {mode!r}")
-                result.append(ServiceVolume("bind", target, self.host_path(source),
-                                            "ro" in mode.split(",")))
+                read_only = "ro" in mode.split(",")
+                if source.startswith((".", "/", "~")):
+                    result.append(ServiceVolume("bind", target, self.host_path(source),
+                                                read_only))
+                else:
+                    result.append(ServiceVolume("volume", target, source, read_only))
                 continue
             item = self.mapping(item, where)
             self.check_keys(item, where, keys.VOLUME, {"type", "source", "target", "read_only",
                                                        "tmpfs"})
             kind = item.get("type")
-            if kind not in ("bind", "tmpfs"):
+            if kind not in ("bind", "tmpfs", "volume"):
                 raise self.unsupported((*where, "type"), f"volumes of type {kind!r}")
             if not item.get("target"):
                 raise self.error(where, "a volume needs a target")
             read_only = self.boolean(item.get("read_only", False), (*where, "read_only"))
-            if kind == "bind":
+            if kind == "volume":
+                source = item.get("source")
+                result.append(ServiceVolume("volume", self.target(str(item["target"]), where),
+                                            str(source) if source else None, read_only))
+            elif kind == "bind":
                 if not item.get("source"):
                     raise self.error(where, "a bind mount needs a source")
                 result.append(ServiceVolume("bind", str(item["target"]),
@@ -596,6 +628,11 @@ class _Loader:
                 result.append(ServiceVolume("tmpfs", str(item["target"]), None, read_only,
                                             size))
         return tuple(result)
+
+    def target(self, path: str, where: PathKey) -> str:
+        if not path.startswith("/"):
+            raise self.error(where, f"the container path {path!r} must be absolute")
+        return path
 
     def host_path(self, source: str) -> str:
         return str((self.working_dir / os.path.expanduser(source)).resolve())

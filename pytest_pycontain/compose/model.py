@@ -78,9 +78,10 @@ class ServiceNetwork:
 
 @dataclasses.dataclass(frozen=True)
 class ServiceVolume:
-    """A bind mount or a tmpfs (named and anonymous volumes need the engine's volumes)."""
+    """A bind mount, a tmpfs, or a volume: ``source`` the file's key of a top-level volume,
+    None for an anonymous one (a fresh volume per container)."""
 
-    type: str  # "bind" or "tmpfs"
+    type: str  # "bind", "tmpfs" or "volume"
     target: str
     source: str | None = None
     read_only: bool = False
@@ -148,6 +149,15 @@ class NetworkDef:
 
 
 @dataclasses.dataclass(frozen=True)
+class VolumeDef:
+    """A top-level volume; ``name`` is the engine-level one (``<project>_<key>``)."""
+
+    key: str
+    name: str
+    mark: Mark | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Project:
     """A loaded project: the services its profiles enable, and the ones they leave out."""
 
@@ -157,6 +167,7 @@ class Project:
     services: Mapping[str, Service]
     networks: Mapping[str, NetworkDef]
     disabled: Mapping[str, tuple[str, ...]]  # service -> the profiles that would enable it
+    volumes: Mapping[str, VolumeDef] = dataclasses.field(default_factory=dict)
 
     def order(self) -> list[str]:
         """The services in start order: every one after what it depends on."""

@@ -24,7 +24,7 @@ from ..errors import (
     WaitTimeout,
     tail,
 )
-from ..runspec import Mount
+from ..runspec import Mount, VolumeMount
 from .model import DependsOn, Project, Service
 
 _LOG_TAIL = 30
@@ -36,6 +36,7 @@ class Maker(Protocol):
     def run(self, image: Any, **options: Any) -> Any: ...
     def build(self, context: Any, **options: Any) -> Any: ...
     def network(self, name: str | None = None, *, internal: bool = False) -> Any: ...
+    def volume(self, name: str | None = None) -> Any: ...
     # and of what ``network`` returns: ``connect(container, aliases=None)`` (a second network)
 
 
@@ -48,6 +49,7 @@ class Compose:
         self._maker = maker
         self._timeout = timeout
         self._networks: dict[str, Any] = {}
+        self._volumes: dict[str, Any] = {}  # the file's key -> Volume
         self._containers: dict[str, list[Any]] = {}
         self._health: dict[str, str] = {}  # container id -> "healthy" (file healthchecks)
         self._born: dict[str, float] = {}  # container id -> when it was started (monotonic)
@@ -60,6 +62,10 @@ class Compose:
         for key in sorted(used):
             spec = self.project.networks[key]
             self._networks[key] = self._maker.network(spec.name, internal=spec.internal)
+        wanted = {v.source for s in self.project.services.values() for v in s.volumes
+                  if v.type == "volume" and v.source is not None}
+        for key in sorted(wanted):
+            self._volumes[key] = self._maker.volume(self.project.volumes[key].name)
         for name in self.project.order():
             service = self.project.services[name]
             for dep in service.depends_on:
@@ -103,6 +109,7 @@ class Compose:
                 membership.aliases else None,
                 ports=self._ports(service), hostname=service.hostname, user=service.user,
                 workdir=service.working_dir, mounts=self._mounts(service),
+                volumes=self._volume_mounts(service),
                 tmpfs=self._tmpfs(service), read_only=bool(service.read_only),
                 init=bool(service.init), memory=service.limits.memory,
                 cpus=service.limits.cpus, pids=service.limits.pids,
@@ -139,6 +146,14 @@ class Compose:
             Path(volume.source).mkdir(parents=True, exist_ok=True)  # as compose creates it
             mounts.append(Mount(Path(volume.source), volume.target, bool(volume.read_only)))
         return tuple(mounts)
+
+    def _volume_mounts(self, service: Service) -> list[VolumeMount] | None:
+        """The service's volumes: the project's named ones, and a fresh one for each
+        anonymous volume (this container's own, removed with the stack)."""
+        mounts = [VolumeMount(self._volumes[v.source] if v.source is not None
+                              else self._maker.volume(), v.target, v.read_only)
+                  for v in service.volumes if v.type == "volume"]
+        return mounts or None
 
     def _tmpfs(self, service: Service) -> dict[str, str] | None:
         tmpfs: dict[str, str] = {}
@@ -288,8 +303,11 @@ class Compose:
         return self._networks[name]
 
     def volume(self, name: str) -> Any:
-        raise NotSupported(f"volume({name!r}): named volumes are not supported by the Compose "
-                           "stack yet")
+        """The ``Volume`` for the file's top-level key ``name`` (used by a started service)."""
+        if name not in self._volumes:
+            raise ConfigError(f"no volume {name!r} in project {self.name!r} (volumes: "
+                              f"{', '.join(sorted(self._volumes)) or 'none'})")
+        return self._volumes[name]
 
     def stop(self, service: str) -> None:
         """Stop the service's containers (its ``stop_grace_period``, else 10 s)."""
@@ -332,6 +350,7 @@ class EngineMaker:
         self.base = base or Path.cwd()
         self.containers: list[Any] = []
         self.networks: list[Any] = []
+        self.volumes: list[Any] = []
 
     def run(self, image: Any, **options: Any) -> Any:
         from ..engine import RunSpec
@@ -352,17 +371,24 @@ class EngineMaker:
         self.networks.append(network)
         return network
 
+    def volume(self, name: str | None = None) -> Any:
+        volume = self.engine.volume(name)
+        self.volumes.append(volume)
+        return volume
+
     def close(self) -> None:
-        """Remove every container, then every network; each gets its chance, the first
-        error is raised after."""
+        """Remove every container, then every network and volume; each gets its chance, the
+        first error is raised after."""
         problems: list[Exception] = []
-        for thing in [*reversed(self.containers), *reversed(self.networks)]:
+        for thing in [*reversed(self.containers), *reversed(self.networks),
+                      *reversed(self.volumes)]:
             try:
                 thing.remove()
             except Exception as exc:
                 problems.append(exc)
         self.containers.clear()
         self.networks.clear()
+        self.volumes.clear()
         if problems:
             raise problems[0]
 
