@@ -597,10 +597,16 @@ class Store:
 
     # ------------------------------------------------------------------ builds
 
-    def add_layer(self, tar: Path | str | bytes) -> Layer:
-        """Store a layer tar (a path or bytes) gzip-compressed; return (digest, diff_id)."""
+    def add_layer(self, tar: Path | str | bytes, *, compress: bool = True) -> Layer:
+        """Store a layer tar (a path or bytes) gzip-compressed; return (digest, diff_id).
+        ``compress=False`` stores it as it is (its digest is its diff_id): one pass over the
+        bytes, what a commit of a container's changes wants to be cheap."""
         self._ensure()
         source: BinaryIO = io.BytesIO(tar) if isinstance(tar, bytes) else open(tar, "rb")  # noqa: SIM115
+        if not compress:
+            with source:
+                digest, _size = self._import_stream(source)
+            return Layer(digest, digest)
         tmp = self._tmp_path("layer")
         raw_hash = hashlib.sha256()
         gz_hash = hashlib.sha256()

@@ -152,6 +152,17 @@ class FakeContainer:
         assert self._exit_code is not None
         return self._exit_code
 
+    def commit(self, tag: str | None = None) -> FakeImage:
+        """A new image with this container's image's config (and its run's command)."""
+        if self._status == "removed":
+            raise ContainerError(f"commit: container {self.name} was removed", container=self.id)
+        digest = "sha256:" + hashlib.sha256(self.id.encode()).hexdigest()
+        config = dict(self._image.config)
+        if self.spec.command is not None:
+            config["Cmd"] = list(self.spec.command)
+        self.engine.events.append(f"commit {self.name}")
+        return FakeImage(tag or digest, digest, (tag,) if tag else (), config)
+
     def remove(self) -> None:
         if self._status != "removed":
             self._status = "removed"

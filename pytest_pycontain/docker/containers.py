@@ -374,6 +374,23 @@ class DockerContainer:
                 f"container {self.name} exited with code {code}{detail}",
                 exit_code=code, logs=self.logs(), container=self.id)
 
+    def commit(self, tag: str | None = None) -> Any:
+        """Its filesystem as a new image in the engine (``docker commit``; the engine pauses
+        it meanwhile, and leaves volumes out); ``tag`` names it."""
+        from .images import inspect_image
+
+        if self._removed or self._state() is None:
+            raise errors.ContainerError(f"commit: container {self.name} was removed",
+                                        container=self.id)
+        repository, version = None, None
+        if tag:
+            docker = load_docker()
+            repository, version = docker.utils.parse_repository_tag(tag)
+            version = version or "latest"
+        with self._api.mapped(f"commit {self.name}", container=self.id):
+            made = self._api.commit(self.id, repository=repository, tag=version)
+        return inspect_image(self._api, made["Id"])
+
     def keep(self) -> str:
         """Leave this container running after the engine closes, out of the reaper's reach
         (its engine-level name gets the ``.kept`` suffix); returns its id."""

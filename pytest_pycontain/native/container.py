@@ -87,6 +87,7 @@ class Services:
     janitor: Janitor
     timeout: float
     forget: Callable[[str], None]
+    store: Callable[[], Any] | None = None  # the engine's image store, for commit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +124,8 @@ class NativeContainer:
         self.pid: int | None = None
         self.shim: int | None = None
         self.kept = False
+        # Docker's container Config as far as commit carries it (Cmd, Entrypoint, Env...)
+        self.run_config: dict[str, Any] = {}
         self._removed = False
         self._health: HealthCheck | None = None
         self._ip: str | None = None
@@ -525,6 +528,21 @@ class NativeContainer:
         self.exited()  # before the caller starts the next one under its name
         return self._exit_code  # type: ignore[return-value]
 
+    def commit(self, tag: str | None = None) -> Any:
+        """Its changes (the overlay upper dir; volumes and the engine's mounts left out, as
+        ``docker commit``) as a new image on top of its own, in the store (``tag`` names it).
+        The container keeps running; stop it first for a consistent copy of a busy service."""
+        from .commit import commit_upper
+
+        if self._removed:
+            raise ContainerError(f"commit: container {self.name} was removed",
+                                 container=self.id)
+        if self._services.store is None:
+            raise NotSupported("commit: this engine has no image store")
+        return commit_upper(self._services.store(), self._image, self.dir / "upper",
+                            self.run_config, leave_out=_engine_stubs(self.mountpoints), tag=tag,
+                            container=self.id)
+
     def keep(self) -> str:
         """Hand this container to a keeper that outlives the engine (see NativeEngine.keep)."""
         if self.kept or self._own is None:
@@ -596,6 +614,15 @@ class NativeContainer:
 
     def _health_ended(self) -> bool:
         return self._removed or self.kept or self._control.poll(0)
+
+
+# What the engine itself mounts on, which ``docker commit`` leaves out (Docker's init layer):
+# a bind mount's or tmpfs's target directory stays in the image, as in Docker's.
+_RUNTIME_STUBS = frozenset({"etc/hosts", "etc/hostname", "etc/resolv.conf", "dev", "proc", "sys"})
+
+
+def _engine_stubs(made: Sequence[str]) -> list[str]:
+    return sorted(p.strip("/") for p in made if p.strip("/") in _RUNTIME_STUBS)
 
 
 _PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC

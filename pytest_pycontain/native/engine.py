@@ -101,7 +101,7 @@ class NativeEngine:
         self.janitor = Janitor(self.journal)
         self.containers: dict[str, NativeContainer] = {}
         self._services = Services(self.journal, self.state_root, self.zygote, self.janitor,
-                                  settings.timeout, self._forget)
+                                  settings.timeout, self._forget, lambda: self.store)
         self._closed = False
         self._networks: list[Any] = []
         self._spare_networks: list[Any] = []  # network.Spare: removed networks' namespaces
@@ -319,6 +319,7 @@ class NativeEngine:
         self.journal.record("dir", container=container_id, path=str(directory))
         container = NativeContainer(self._services, container_id, name, hostname, image, config,
                                     directory, env, user, workdir, limits)
+        container.run_config = _run_config(config, spec, env, user, workdir)
         try:
             (directory / "l").mkdir(parents=True)
             # for an exec from another process (``attach``): the same boundary as PID 1
@@ -626,3 +627,19 @@ def own_loopback_resolv_conf(host: str, upstream: str) -> str:
     if not nameservers(lines) and any(loopback(line) for line in host.splitlines()):
         lines += [line for line in nameservers(upstream.splitlines()) if not loopback(line)]
     return "".join(line + "\n" for line in lines)
+
+
+def _run_config(config: Mapping[str, Any], spec: RunSpec, env: Mapping[str, str], user: str,
+                workdir: str) -> dict[str, Any]:
+    """The container's Config as ``docker commit`` keeps it: the run's command and entrypoint
+    where given (an entrypoint drops the image's Cmd), its Env (without HOSTNAME, which each
+    container gets anew), user and working directory."""
+    out: dict[str, Any] = {
+        "Env": [f"{k}={v}" for k, v in env.items() if k != "HOSTNAME"],
+        "User": user, "WorkingDir": workdir}
+    if spec.entrypoint is not None:
+        out["Entrypoint"] = list(spec.entrypoint) or None
+        out["Cmd"] = None
+    if spec.command is not None:
+        out["Cmd"] = list(spec.command)
+    return out
