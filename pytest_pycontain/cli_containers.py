@@ -104,8 +104,11 @@ def cmd_ps(args: argparse.Namespace) -> int:
     print(PS_HEADER)
     for row in rows:
         status = "kept" if row["kept"] else "running"
+        owner = row["owner"]
+        if row.get("reuse"):  # reused across runs (run(..., reuse=True)): its key
+            status, owner = "reused", f"{owner} key={row['reuse']['key'][:12]}"
         print(ps_row(row["container"], row.get("name", ""), str(row.get("image", "")), status,
-                     ports_column(row.get("published", {})), row["owner"]))
+                     ports_column(row.get("published", {})), owner))
     return 0
 
 
@@ -149,7 +152,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return cli_docker.prune(args)
     root = settings_of(args).state_path
     if root.exists():
-        for owner in state.prune(root, kept=args.kept):
+        for owner in state.prune(root, kept=args.kept, reused=args.reused):
             print(f"reaped {owner}")
     return cli_images.cmd_prune(args)
 
@@ -220,6 +223,8 @@ def add_parsers(subparsers: Any) -> None:
 
     p = subparsers.add_parser("prune", help="reap what dead runs left, and unused image data")
     p.add_argument("--kept", action="store_true", help="remove kept containers too")
+    p.add_argument("--reused", action="store_true",
+                   help="remove the containers reused across runs too")
     p.add_argument("--build-cache", action="store_true",
                    help="remove the builds' cache mounts too (those no build holds)")
     add_backend(p)

@@ -129,14 +129,15 @@ class Option:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    spelled: str | None = None  # the flag's and variable's word, where it is not the name
 
     @property
     def flag(self) -> str:
-        return "--pycontain-" + self.name.replace("_", "-")
+        return "--pycontain-" + (self.spelled or self.name).replace("_", "-")
 
     @property
     def env(self) -> str:
-        return "PYCONTAIN_" + self.name.upper()
+        return "PYCONTAIN_" + (self.spelled or self.name).upper()
 
     @property
     def ini(self) -> str:
@@ -176,6 +177,10 @@ OPTIONS: tuple[Option, ...] = (
         CHOICES_KEEP,
     ),
     Option("no_cache", _boolean, False, "build without the layer cache"),
+    Option("reuse", _boolean, False, "the `container` fixture asks to be reused across runs "
+           "(it takes effect only with --pycontain-reuse)", spelled="reuse_container"),
+    Option("reuse_enabled", _boolean, False, "let containers asked for with reuse=True "
+           "outlive the run and be found again by the next one (the opt-in)", spelled="reuse"),
     Option("pull", _choice(CHOICES_PULL), "missing", "when to pull images", CHOICES_PULL),
     Option("registry_mirror", _text, None, "a registry mirror for docker.io images (URL)"),
     Option(
@@ -214,6 +219,8 @@ class Settings:
     scope: str = "function"
     keep: str = "never"
     no_cache: bool = False
+    reuse: bool = False
+    reuse_enabled: bool = False
     pull: str = "missing"
     registry_mirror: str | None = None
     docker_io_endpoint: str | None = None

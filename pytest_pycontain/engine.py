@@ -13,12 +13,33 @@ from typing import Any, Protocol, runtime_checkable
 
 from .runspec import Mount, RunSpec
 
-__all__ = ["HOST_NAME", "Container", "Engine", "ExecResult", "Mount", "Network", "RunSpec",
-           "Volume"]
+__all__ = ["HOST_NAME", "Container", "Engine", "ExecResult", "Mount", "Network", "ReuseKey",
+           "Reused", "RunSpec", "Volume"]
 
 # The name under which containers reach the test process (``expose_host_port``), on every
 # backend: Docker's own ``host.docker.internal`` is Docker Desktop's, and not ours to take.
 HOST_NAME = "host.pycontain.internal"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReuseKey:
+    """What marks a container reused across runs (``run(..., reuse=True)``): ``key``, the
+    digest of the fully resolved request and the project's rootdir (a match is the same
+    container); ``slot``, the digest of the rootdir and the name it was asked under (one
+    reused container per slot: a changed request replaces the old one); ``label``, that name
+    as the user wrote it, for ``pycontain ps``."""
+
+    key: str
+    slot: str
+    label: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Reused:
+    """A reused container an engine found in a slot, and the key it was made under."""
+
+    container: Any
+    key: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,6 +52,11 @@ class Factory:
     def engine(self) -> Engine:
         return self._session.engine
 
+    @property
+    def reusing(self) -> bool:
+        """Whether ``reuse=True`` takes effect: the user opted in (``--pycontain-reuse``)."""
+        return self._session.settings.reuse_enabled
+
     def run(self, image: Any, *, name: str | None = None,
             command: str | Sequence[str] | None = None,
             entrypoint: str | Sequence[str] | None = None, env: Mapping[str, str] | None = None,
@@ -67,10 +72,14 @@ class Factory:
             security_opt: Sequence[str] | None = None,
             sysctls: Mapping[str, str] | None = None, shm_size: int | str | None = None,
             extra_hosts: Mapping[str, str] | Sequence[str] | None = None,
-            volumes: Mapping[Any, str] | Sequence[str] | None = None) -> Any:
+            volumes: Mapping[Any, str] | Sequence[str] | None = None,
+            reuse: bool = False) -> Any:
         """Start a container; with ``wait``, return once it is ready. Every option is checked
         before anything is pulled; relative mount sources (and seccomp profiles) are taken from
-        the pytest rootdir."""
+        the pytest rootdir. ``reuse``: with the opt-in (``--pycontain-reuse``), it outlives the
+        run and the next run that asks for the same thing gets it again (see ``reuse.py``)."""
+        if not isinstance(reuse, bool):
+            raise ConfigError(f"reuse={reuse!r}: expected True or False")
         spec = RunSpec.create(image, base=self._session.resolve_path("."), name=name,
                               command=command, entrypoint=entrypoint, env=env, network=network,
                               aliases=aliases, ports=ports, hostname=hostname, user=user,
@@ -84,6 +93,11 @@ class Factory:
                 self.volume(wanted.source)
         if isinstance(image, str) and self._session.settings.pull != "never":
             spec = dataclasses.replace(spec, image=self.pull(image))
+        if reuse and self.reusing:
+            container = self._reused(spec, name or _image_label(image), wait)
+            if self.on_container is not None:
+                self.on_container(container)
+            return container
         container = self.engine.run(spec)
         self._containers.append(container)
         if self.on_container is not None:
@@ -93,6 +107,31 @@ class Factory:
 
             until_ready(container, wait, self._session.settings.timeout)
         return container
+
+    def _reused(self, spec: RunSpec, label: str, wait: Any) -> Any:
+        """The container of this request reused across runs: found again, else made and
+        handed over so that it outlives the run; never removed by this factory."""
+        from .reuse import call_site, find_or_make, request_key
+
+        engine = self.engine
+        if not hasattr(engine, "reused"):
+            raise NotSupported(f"reuse=True: the {engine.name} engine cannot reuse containers "
+                               "across runs")
+        if isinstance(spec.image, str):  # pull=never: the engine resolves the reference
+            spec = dataclasses.replace(spec, image=engine.pull(spec.image))
+        key = request_key(spec, self._session.resolve_path("."), label)
+        self._session.reuse_claims.claim(key, call_site())
+        settings = self._session.settings
+
+        def ready(container: Any) -> None:
+            if wait is not None:
+                from .wait import until_ready
+
+                until_ready(container, wait, settings.timeout)
+            engine.keep(container)
+
+        config = getattr(spec.image, "config", None) or {}
+        return find_or_make(engine, spec, key, settings.state_path, config, ready)
 
     def build(self, context: str | os.PathLike = ".", *, dockerfile: str | None = None,
               target: str | None = None, build_args: Mapping[str, str] | None = None,
@@ -122,9 +161,15 @@ class Factory:
 
     def compose(self, *files: str | os.PathLike, project: str | None = None,
                 profiles: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                build: bool = True, wait: bool = True) -> Any:
+                build: bool = True, wait: bool = True, reuse: bool = False) -> Any:
         """Start a Compose project (``compose.yaml`` in the rootdir when no file is given),
-        removed with this factory like the rest; without ``project=`` its name is unique."""
+        removed with this factory like the rest; without ``project=`` its name is unique.
+        ``reuse`` is not there yet for stacks: with the opt-in it is ``NotSupported``, without
+        it a normal stack, as for ``run``."""
+        if reuse and self.reusing:
+            raise NotSupported("compose(..., reuse=True): reusing a stack across runs is not "
+                               "supported yet (its networks end with the run); reuse its "
+                               "services with run(..., reuse=True)")
         from .compose import load
         from .compose.stack import Compose
 
@@ -240,6 +285,9 @@ class PycontainSession:
         self.shared: dict[Any, Any] = {}
         self.progress = Progress()
         self.session_factory: Factory | None = None  # pycontain_session's, while it lives
+        from .reuse import ReuseClaims
+
+        self.reuse_claims = ReuseClaims()
 
     @property
     def engine(self) -> Engine:
@@ -298,6 +346,15 @@ class ContainerRequest:
     wait: Any
     scope: str
     boundary: Mapping[str, Any] = FrozenMap()  # privileged, cap_add... as RunSpec has them
+    reuse: bool = False  # reused across runs where the user opts in
+
+
+def _image_label(image: Any) -> str:
+    """How a reused container without a name is known: its image as the user gave it."""
+    if isinstance(image, str):
+        return image
+    tags = getattr(image, "tags", None)
+    return str(tags[0]) if tags else str(getattr(image, "id", image))
 
 
 def container_request(settings: Settings, marker: Mapping[str, Any],
@@ -331,7 +388,7 @@ def container_request(settings: Settings, marker: Mapping[str, Any],
     return ContainerRequest(image=image, dockerfile=dockerfile, context=merged.context,
                             target=merged.target, build_args=merged.build_arg, env=env,
                             ports=ports, wait=marker.get("wait"), scope=merged.scope,
-                            boundary=boundary)
+                            boundary=boundary, reuse=merged.reuse)
 
 
 def start_container(factory: Factory, request: ContainerRequest) -> Any:
@@ -341,6 +398,9 @@ def start_container(factory: Factory, request: ContainerRequest) -> Any:
     else:
         image = factory.build(request.context, dockerfile=request.dockerfile,
                               target=request.target, build_args=request.build_args)
+    if request.reuse and factory.reusing:  # it outlives the run, so no network of the run
+        return factory.run(image, env=request.env, ports=request.ports, wait=request.wait,
+                           reuse=True, **request.boundary)
     network = factory.network()  # a private network per container: a name, an address, DNS
     return factory.run(image, env=request.env, ports=request.ports, wait=request.wait,
                        network=network, **request.boundary)

@@ -53,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             kwargs.update(action="append", default=[], metavar="KEY=VALUE")
         elif option.name in ("compose", "compose_profiles"):
             kwargs.update(action="append", default=[], metavar=option.name.upper())
-        elif option.name == "no_cache":
+        elif option.name in ("no_cache", "reuse_enabled", "reuse"):
             kwargs.update(action="store_const", const=True, default=None)
         elif option.choices:
             kwargs.update(default=None, choices=option.choices)

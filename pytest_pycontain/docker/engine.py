@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import errors
-from ..engine import HOST_NAME, RunSpec
+from ..engine import HOST_NAME, Reused, ReuseKey, RunSpec
 from ..security import security_options
 from .build import BuildRequest, build_image, builder
 from .client import (
@@ -38,6 +38,10 @@ from .labels import (
     KEPT_SUFFIX,
     LABEL_NAME,
     LABEL_PID,
+    LABEL_REUSE_KEY,
+    LABEL_REUSE_NAME,
+    LABEL_REUSE_NETWORK,
+    LABEL_REUSE_SLOT,
     LABEL_SESSION,
     left_by_dead_owner,
     owner_labels,
@@ -320,10 +324,15 @@ class DockerEngine:
             self.networks[nid] = network
         return network
 
-    def run(self, spec: RunSpec) -> DockerContainer:
+    def run(self, spec: RunSpec, *, reuse: ReuseKey | None = None) -> DockerContainer:
         """Create and start a container; a command that cannot start raises ContainerError
-        (Docker's message, exit code 127 or 126) and leaves nothing behind."""
+        (Docker's message, exit code 127 or 126) and leaves nothing behind. ``reuse``: its
+        labels carry the key, for ``reused`` (``keep`` then puts it out of the reaper's
+        reach)."""
         docker = load_docker()
+        if reuse is not None and spec.network not in (None, "host", "none"):
+            raise errors.NotSupported("reuse=True with a network of the run: a reused container "
+                                      "outlives the network; pass ports=[...] and no network")
         image_key = self._ensure_image(spec.image)
         given = spec.name or f"pycontain-{unique_suffix()}"
         engine_name = f"{given}-{unique_suffix()}" if spec.name else given
@@ -405,7 +414,8 @@ class DockerEngine:
                     user=spec.user or None,
                     working_dir=spec.workdir or None,
                     ports=list(ports) or None,
-                    labels=self.labels(**{LABEL_NAME: given}),
+                    labels=self.labels(**{LABEL_NAME: given},
+                                       **_reuse_labels(reuse, own_network)),
                     name=engine_name,
                     host_config=host_config,
                     networking_config=networking,
@@ -435,6 +445,30 @@ class DockerEngine:
             raise errors.ContainerError(f"run {given}: {reason}", exit_code=code, logs=logs,
                                         container=container.id) from exc
         return container
+
+    def reused(self, slot: str) -> list[Reused]:
+        """The reused containers of ``slot`` that outlived their runs (by their labels)."""
+        found = []
+        with self.api.mapped(f"list reused containers of {slot}"):
+            listed = self.api.containers(all=True,
+                                         filters={"label": f"{LABEL_REUSE_SLOT}={slot}"})
+        for info in listed:
+            labels = info.get("Labels") or {}
+            engine_name = (info.get("Names") or ["?"])[0].lstrip("/")
+            own = None
+            network_name = labels.get(LABEL_REUSE_NETWORK)
+            nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+            if network_name and network_name in nets:
+                own = DockerNetwork(self, nets[network_name].get("NetworkID") or network_name,
+                                    name=network_name, engine_name=network_name,
+                                    internal_use=True)
+            mode = (info.get("HostConfig") or {}).get("NetworkMode")
+            container = DockerContainer(
+                self, info["Id"], name=labels.get(LABEL_NAME, engine_name),
+                engine_name=engine_name, hostname=info["Id"][:12], image=info.get("Image"),
+                network=None, own_network=own, network_mode=mode)
+            found.append(Reused(container, labels.get(LABEL_REUSE_KEY, "")))
+        return found
 
     def keep(self, container: DockerContainer) -> str:
         """Leave ``container`` running after close(), out of the reaper's reach (keep-on-failure);
@@ -505,4 +539,14 @@ class DockerEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reuse_labels(reuse: ReuseKey | None, own_network: DockerNetwork | None) -> dict[str, str]:
+    if reuse is None:
+        return {}
+    labels = {LABEL_REUSE_KEY: reuse.key, LABEL_REUSE_SLOT: reuse.slot,
+              LABEL_REUSE_NAME: reuse.label}
+    if own_network is not None:
+        labels[LABEL_REUSE_NETWORK] = own_network.engine_name
+    return labels
 

@@ -19,6 +19,10 @@ LABEL_PID = "pycontain.owner.pid"
 LABEL_HOST = "pycontain.owner.host"
 LABEL_START = "pycontain.owner.start"
 LABEL_NAME = "pycontain.name"
+LABEL_REUSE_KEY = "pycontain.reuse.key"  # reused across runs: the request's key
+LABEL_REUSE_SLOT = "pycontain.reuse.slot"  # ... the slot it holds (rootdir and name)
+LABEL_REUSE_NAME = "pycontain.reuse.name"  # ... the name it was asked under
+LABEL_REUSE_NETWORK = "pycontain.reuse.network"  # ... the network made for its ports
 KEPT_SUFFIX = ".kept"  # a kept container's engine-level name ends so; the reaper skips it
 
 

@@ -34,6 +34,7 @@ from .health import HealthCheck
 from .protocol import ExecPlan, Failed, RunPlan, Started
 
 if TYPE_CHECKING:
+    from ..engine import ReuseKey
     from .boundary import Boundary
     from .cgroups import Limits
     from .janitor import Janitor
@@ -126,11 +127,13 @@ class NativeContainer:
         self.kept = False
         # Docker's container Config as far as commit carries it (Cmd, Entrypoint, Env...)
         self.run_config: dict[str, Any] = {}
+        self.reuse: ReuseKey | None = None  # reused across runs: keep() records it
         self._removed = False
         self._health: HealthCheck | None = None
         self._ip: str | None = None
         self._networks: list[Any] = []  # the networks it joined (detached at removal)
         self._proxies: dict[int, Any] = {}  # published ports: container port -> PortProxy
+        self._relayed: dict[int, tuple[str, int]] = {}  # ... by another owner's keeper
         self._leaving = threading.Lock()  # the exit watch and removal both leave networks
         self._own: OwnShim | None = None  # set while we start it: our shim's channel
         self._control: Control
@@ -386,11 +389,19 @@ class NativeContainer:
         proxy = self._proxies.get(int(port))
         if proxy is not None:
             return proxy.address
+        if int(port) in self._relayed:
+            return self._relayed[int(port)]
         if self._network_host():
             return "127.0.0.1", int(port)
         published = ", ".join(map(str, sorted(self._proxies))) or "none"
         raise NotSupported(f"container {self.name}: port {port} is not published (published: "
                            f"{published}); pass ports=[{port}] to run()")
+
+    def relayed(self, published: Mapping[str, Sequence[Any]]) -> None:
+        """The ports its keeper relays (a kept container of another owner, a reused one):
+        what ``address`` answers, as recorded when they were published."""
+        self._relayed = {int(port): (str(host), int(number))
+                         for port, (host, number) in published.items()}
 
     def _leave_networks(self, link_gone: bool = False) -> None:
         """Close published ports and leave networks (best effort: removal must go on). Once:
@@ -552,6 +563,9 @@ class NativeContainer:
         keeper = state.Journal(services.state_root, owner=owner)
         for record in services.journal.records(self.id):
             keeper.record(**record)
+        if self.reuse is not None:  # found again by later runs (``NativeEngine.reused``)
+            keeper.record("reuse", container=self.id, key=self.reuse.key, slot=self.reuse.slot,
+                          label=self.reuse.label)
         # Its network's bridge stays for as long as the keeper holds it, and the keeper
         # answers the names of the moment on the network's DNS socket when we are gone.
         held: list[int] = []
@@ -564,6 +578,7 @@ class NativeContainer:
                 bridge = True
                 dns_fd, names = network.dns_handover()
                 held.append(dns_fd)  # its socket is the last fd
+                network.hand_over(self.id)  # our teardown leaves its veth pair alone
         # so do its published ports: the keeper accepts on our listening sockets and relays
         # to its address from the bridge's namespace, as our proxies do
         held.extend(proxy.listener_fd() for proxy in self._proxies.values())

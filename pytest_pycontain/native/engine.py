@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..engine import HOST_NAME, RunSpec
+from ..engine import HOST_NAME, Reused, ReuseKey, RunSpec
 from ..errors import (
     ConfigError,
     ContainerError,
@@ -185,11 +185,7 @@ class NativeEngine:
             raise ConfigError(f"network(internal={internal!r}): expected True or False")
         egress = not internal and _egress_possible()
 
-        records = self.state_root / "netrecords" / self.journal.owner
-        if not self._networks_recorded:
-            self.journal.record("netrecords", records_dir=str(records),
-                                handler="pytest_pycontain.native.netrecords:undo_record")
-            self._networks_recorded = True
+        records = self._net_records()
         with self._lock:
             self._networks = [n for n in self._networks if not n.removed]
             if name is not None and any(n.name == name for n in self._networks):
@@ -224,6 +220,15 @@ class NativeEngine:
                                    f"{network.name!r}: {exc}") from exc
         return HOST_NAME
 
+    def _net_records(self) -> Path:
+        """This owner's directory of network records, journalled (once) for the reaper."""
+        records = self.state_root / "netrecords" / self.journal.owner
+        if not self._networks_recorded:
+            self.journal.record("netrecords", records_dir=str(records),
+                                handler="pytest_pycontain.native.netrecords:undo_record")
+            self._networks_recorded = True
+        return records
+
     def default_network(self) -> Any:
         """The engine's own network for containers with ``ports`` and no network, as Docker's
         default bridge: published ports always go through a real interface. Made once, at
@@ -256,10 +261,15 @@ class NativeEngine:
     # --- containers ---
 
     def run(self, spec: RunSpec, *,
-            before_start: Callable[[NativeContainer], None] | None = None) -> NativeContainer:
+            before_start: Callable[[NativeContainer], None] | None = None,
+            reuse: ReuseKey | None = None) -> NativeContainer:
         """Create and start a container. ``before_start(container)`` runs once its namespaces
         exist (``container.pid`` is PID 1, its network namespace is ``/proc/PID/ns/net``) but
-        before its command starts: where networks attach it."""
+        before its command starts: where networks attach it. ``reuse``: it is to outlive the
+        run (``keep`` then records the key, for ``reused``)."""
+        if reuse is not None and spec.network not in (None, "host", "none"):
+            raise NotSupported("reuse=True with a network of the run: a reused container "
+                               "outlives the network; pass ports=[...] and no network")
         image = self._image(spec.image)
         config = image_config(image)
         network = spec.network
@@ -320,6 +330,7 @@ class NativeEngine:
         container = NativeContainer(self._services, container_id, name, hostname, image, config,
                                     directory, env, user, workdir, limits)
         container.run_config = _run_config(config, spec, env, user, workdir)
+        container.reuse = reuse
         try:
             (directory / "l").mkdir(parents=True)
             # for an exec from another process (``attach``): the same boundary as PID 1
@@ -416,6 +427,19 @@ class NativeEngine:
             record["image"], {"StopSignal": record.get("stop_signal")}, Path(record["dir"]),
             record["env"], record["user"], record["workdir"], AttachedLimits(cgroups),
             found=found)
+
+    def reused(self, slot: str) -> list[Reused]:
+        """The reused containers of ``slot`` that outlived their runs (``run(reuse=...)``),
+        as handles of this process; their keepers relay their published ports."""
+        found = []
+        for record in state.containers(self.state_root):
+            mark = record.get("reuse")
+            if not mark or mark.get("slot") != slot or not record["kept"]:
+                continue
+            container = self.attach(record["container"])
+            container.relayed(record.get("published") or {})
+            found.append(Reused(container, mark["key"]))
+        return found
 
     def keep(self, container: NativeContainer) -> str:
         """Hand ``container`` to a keeper (its own shim) that outlives this process; the reaper

@@ -528,6 +528,15 @@ class BridgeNetwork:
             self._addresses.release(ep.ip)
             drop_record(ep.record)
 
+    def hand_over(self, key: str) -> None:
+        """A kept container's endpoint leaves this network's books but not the network: its
+        veth pair, address and name stay for as long as its keeper holds the namespace; this
+        process's teardown (and the reaper of this owner's records) no longer deletes them."""
+        with self._lock:
+            ep = self._endpoints.pop(key, None)
+            if ep is not None:
+                drop_record(ep.record)
+
     # -- faults ---------------------------------------------------------------------------
     def _endpoint(self, container: Any) -> Endpoint:
         with self._lock:

@@ -235,10 +235,12 @@ def containers(root: str | os.PathLike) -> list[Record]:
         for record in records:
             if record["kind"] == "ports":
                 published.setdefault(record["container"], {}).update(record["published"])
+        reuse = {r["container"]: r for r in records if r["kind"] == "reuse"}
         for record in records:
             if record["kind"] == "container" and record["container"] not in gone:
                 found.append({**record, "owner": owner, "kept": owner.startswith("keep-"),
-                              "published": published.get(record["container"], {})})
+                              "published": published.get(record["container"], {}),
+                              "reuse": reuse.get(record["container"])})
     return found
 
 
@@ -262,14 +264,14 @@ def remove_kept(root: str | os.PathLike, container_id: str, timeout: float = 5.0
         time.sleep(0.01)
 
 
-def prune(root: str | os.PathLike, *, kept: bool = False) -> list[str]:
+def prune(root: str | os.PathLike, *, kept: bool = False, reused: bool = False) -> list[str]:
     """What ``pycontain prune`` does: reap dead owners; with ``kept``, remove kept containers
-    too. Returns the owners removed."""
+    too, with ``reused`` the ones reused across runs. Returns the owners removed."""
     removed = reap(root)
-    if kept:
-        for record in containers(root):
-            if record["kept"] and remove_kept(root, record["container"]):
-                removed.append(record["owner"])
+    for record in containers(root):
+        wanted = reused if record["reuse"] else kept
+        if record["kept"] and wanted and remove_kept(root, record["container"]):
+            removed.append(record["owner"])
     return removed
 
 

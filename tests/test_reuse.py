@@ -1,0 +1,186 @@
+"""Reuse across runs (``run(..., reuse=True)`` with ``--pycontain-reuse``), as users run it:
+pytest sessions in a row, in subprocesses, on both backends; the same container (the same
+PID 1, its files and its published port) comes back, and only while the request is the same."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+try:  # before any pytester (see test_plugin_fixtures.py)
+    import docker
+except ImportError:
+    docker = None
+
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="the native engine needs root")
+
+REUSED_TEST = """
+import os
+import urllib.request
+
+import pytest
+from pytest_pycontain import wait
+
+
+@pytest.mark.parametrize("n", range(int(os.environ.get("COPIES", "1"))))
+def test_reused(pycontain, n):
+    db = pycontain.run("busybox", name="db", ports=[8080], reuse=True,
+                       env={"FLAVOUR": os.environ.get("FLAVOUR", "plain")},
+                       command=["sh", "-c", "mkdir -p /www && echo up > /www/ok && "
+                                "exec httpd -f -p 8080 -h /www"],
+                       wait=wait.http(8080, "/ok"))
+    runs = db.exec("echo x >> /tmp/runs; wc -l < /tmp/runs").output.strip()
+    pid1 = db.exec("cut -d' ' -f22 /proc/1/stat").output.strip()  # PID 1's start time
+    host, port = db.address(8080)
+    assert urllib.request.urlopen(f"http://{host}:{port}/ok", timeout=10).read() == b"up\\n"
+    with open("runs.txt", "a") as out:
+        out.write(f"{db.id} {runs} {pid1}\\n")
+    if os.environ.get("KILL_ME"):
+        os.kill(os.getpid(), 9)
+
+
+def test_same_name_twice(pycontain):
+    pycontain.run("busybox", name="twice", command="sleep 600", reuse=True)
+    pycontain.run("busybox", name="twice", command="sleep 601", reuse=True)
+"""
+
+
+class Backend:
+    name = "native"
+    args: tuple[str, ...] = ("-p", "no:cacheprovider", "--pycontain-backend=native")
+
+    def reused(self) -> list[str]:
+        from pytest_pycontain.native import state
+
+        return sorted(r["container"] for r in state.containers(os.environ["PYCONTAIN_STATE_DIR"])
+                      if r.get("reuse"))
+
+    def prune(self) -> None:
+        subprocess.run([sys.executable, "-m", "pytest_pycontain", "prune", "--reused"],
+                       check=True, capture_output=True, timeout=120)
+
+
+class DockerBackend(Backend):
+    name = "docker"
+    args = ("-p", "no:cacheprovider", "--pycontain-backend=docker")
+
+    def __init__(self, host: str) -> None:
+        self.api = docker.APIClient(base_url=host, version="auto")
+
+    def reused(self) -> list[str]:
+        return sorted(c["Id"] for c in self.api.containers(
+            all=True, filters={"label": "pycontain.reuse.key"}))
+
+    def prune(self) -> None:
+        for container_id in self.reused():
+            self.api.remove_container(container_id, force=True, v=True)
+
+
+@pytest.fixture(params=[pytest.param("native", marks=NEEDS_ROOT),
+                        pytest.param("docker", marks=pytest.mark.dockerd)])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[Backend]:
+    for name in ("PYCONTAIN_REUSE", "FLAVOUR", "KILL_ME", "COPIES"):
+        monkeypatch.delenv(name, raising=False)
+    if request.param == "native":
+        made: Backend = Backend()
+    else:
+        if docker is None:
+            pytest.skip("the Docker backend needs the docker package")
+        dockerd: Any = request.getfixturevalue("dockerd")
+        monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+        monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+        made = DockerBackend(dockerd.host)
+    before = made.reused()
+    yield made
+    if sorted(set(made.reused()) - set(before)):
+        made.prune()
+
+
+def runs(pytester: pytest.Pytester) -> list[list[str]]:
+    """Each run's line: container id, how many runs it has seen, its PID 1's start time."""
+    lines = (pytester.path / "runs.txt").read_text().splitlines()
+    return [line.split() for line in lines]
+
+
+def test_reuse_across_runs(pytester: pytest.Pytester, backend: Backend,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(REUSED_TEST)
+    before = set(backend.reused())
+
+    def session(*args: str) -> Any:
+        return pytester.runpytest_subprocess(*backend.args, "-k", "reused", *args)
+
+    session("--pycontain-reuse").assert_outcomes(passed=1)
+    monkeypatch.setenv("PYCONTAIN_REUSE", "1")  # the other spelling of the opt-in
+    session().assert_outcomes(passed=1)
+    first, second = runs(pytester)
+    assert first[0] == second[0] and (first[1], second[1]) == ("1", "2")
+    assert first[2] == second[2]  # the same PID 1, still running
+    reused = [c for c in backend.reused() if c not in before]
+    assert reused == [first[0]]
+
+    monkeypatch.delenv("PYCONTAIN_REUSE")  # without the opt-in: a fresh one, removed after
+    session().assert_outcomes(passed=1)
+    fresh = runs(pytester)[-1]
+    assert fresh[0] != first[0] and fresh[1] == "1"
+    assert [c for c in backend.reused() if c not in before] == [first[0]]  # left alone
+
+    monkeypatch.setenv("PYCONTAIN_REUSE", "1")
+    monkeypatch.setenv("KILL_ME", "1")  # pytest killed between runs: found again
+    assert session().ret == -9
+    monkeypatch.delenv("KILL_ME")
+    session().assert_outcomes(passed=1)
+    assert [line[:2] for line in runs(pytester)[-2:]] == [[first[0], "3"], [first[0], "4"]]
+
+    monkeypatch.setenv("FLAVOUR", "changed")  # a changed request: a new one, the old gone
+    session().assert_outcomes(passed=1)
+    changed = runs(pytester)[-1]
+    assert changed[0] != first[0] and changed[1] == "1"
+    assert [c for c in backend.reused() if c not in before] == [changed[0]]
+
+    backend.prune()
+    assert [c for c in backend.reused() if c not in before] == []
+
+
+def test_xdist_workers_share_one(pytester: pytest.Pytester, backend: Backend,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(REUSED_TEST)
+    before = set(backend.reused())
+    monkeypatch.setenv("COPIES", "4")
+    result = pytester.runpytest_subprocess(*backend.args, "-k", "reused", "-n", "2",
+                                           "--pycontain-reuse")
+    result.assert_outcomes(passed=4)
+    ids = {line[0] for line in runs(pytester)}
+    assert len(ids) == 1
+    assert [c for c in backend.reused() if c not in before] == list(ids)
+    backend.prune()
+    assert [c for c in backend.reused() if c not in before] == []
+
+
+def test_one_name_for_two_requests_is_an_error_naming_both(pytester: pytest.Pytester,
+                                                          backend: Backend) -> None:
+    path = pytester.makepyfile(REUSED_TEST)
+    result = pytester.runpytest_subprocess(*backend.args, "-k", "same_name_twice",
+                                           "--pycontain-reuse")
+    result.assert_outcomes(failed=1)
+    lines = path.read_text().splitlines()
+    first = 1 + next(i for i, line in enumerate(lines) if "sleep 600" in line)
+    result.stdout.fnmatch_lines([f"*ConfigError: reuse=True: two different requests under the "
+                                 f"name 'twice' in one run: *{path.name}:{first} and "
+                                 f"*{path.name}:{first + 1};*"])
+
+
+def test_without_the_opt_in_reuse_is_a_normal_container(pytester: pytest.Pytester,
+                                                        backend: Backend) -> None:
+    pytester.makepyfile(REUSED_TEST)
+    before = set(backend.reused())
+    result = pytester.runpytest_subprocess(*backend.args, "-k", "same_name_twice")
+    result.assert_outcomes(passed=1)  # no opt-in: two plain containers, no conflict
+    assert set(backend.reused()) == before
