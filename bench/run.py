@@ -31,7 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` and ``testenv`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import builds, compose, fleet, images, lifecycle, suite
+from bench import builds, compose, fleet, images, lifecycle, reuse, suite
 from bench.env import Env, note
 from bench.stats import summarize  # noqa: F401 - kept importable from here
 
@@ -41,10 +41,12 @@ EXTRA_PEERS = ("native_loopback", "native_fresh_network", "docker_raw")
 COUNTS = {
     "full": {"lifecycle_singles": 30, "lifecycle_batch": 50, "build_samples": 10,
              "suite_tests": 200, "fleet_containers": 100, "mesh_containers": 50,
-             "image_samples": 5, "unpack_image": "debian:bookworm", "compose_samples": 10},
+             "image_samples": 5, "unpack_image": "debian:bookworm", "compose_samples": 10,
+             "reuse_tests": 20},
     "quick": {"lifecycle_singles": 5, "lifecycle_batch": 10, "build_samples": 2,
               "suite_tests": 10, "fleet_containers": 20, "mesh_containers": 8,
-              "image_samples": 2, "unpack_image": "busybox", "compose_samples": 2},
+              "image_samples": 2, "unpack_image": "busybox", "compose_samples": 2,
+              "reuse_tests": 5},
 }
 
 
@@ -81,6 +83,7 @@ def empty_results() -> dict:
         "mesh": None,
         "images": None,
         "compose": dict.fromkeys(compose.PEERS),
+        "reuse": None,
     }
 
 
@@ -139,6 +142,16 @@ def table(results: dict) -> str:
             lines.append(f"| {peer} | {_cell(row.get('median_ms'))} | "
                          f"{_cell(row.get('p90_ms'))} | {_cell(row.get('n'))} | "
                          f"{_cell(row.get('x_native_median'))} |")
+    r = results.get("reuse")
+    if r:
+        lines += ["", f"| reuse: {r['tests']} tests, a session service that starts in "
+                  f"{r['service_start_s']} s | fresh s | first run (reuse) s | reused run s | "
+                  "x fresh / reused |", "| --- | ---: | ---: | ---: | ---: |"]
+        for key in ("native", "docker_backend"):
+            row = r.get(key) or {}
+            lines.append(f"| {key} | {_cell(row.get('fresh_s'))} | "
+                         f"{_cell(row.get('first_reuse_s'))} | {_cell(row.get('reused_s'))} | "
+                         f"{_cell(row.get('x_fresh_over_reused'))} |")
     im = results.get("images")
     if im:
         u = im["unpack"]
@@ -210,11 +223,15 @@ def run(args: argparse.Namespace, registry: object = None) -> dict:
             note("suite ...")
             results["suite"] = suite.measure(env, counts["suite_tests"],
                                              docker="docker_backend" in args.peers)
+        if "reuse" in args.only:
+            note("reuse ...")
+            results["reuse"] = reuse.measure(env, counts["reuse_tests"],
+                                             docker="docker_backend" in args.peers)
     results["counts"]["wall_s"] = round(time.perf_counter() - started, 1)
     return results
 
 
-SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite", "compose")
+SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite", "compose", "reuse")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -114,3 +114,16 @@ def test_the_compose_section_runs_a_stack_up_and_down(test_registry):
     assert results["compose"]["docker_backend"] is None  # not asked for
     assert "| native |" in table(results).split("3-service stack")[1]
     assert _bench_mounts() == []
+
+
+@needs_root
+def test_the_reuse_section_times_fresh_first_and_reused_runs_and_leaves_nothing(
+        test_registry):
+    args = parse_args(["--quick", "--only", "reuse", "--peers", "native",
+                       "--counts", json.dumps({"reuse_tests": 2})])
+    results = run(args, registry=test_registry)
+    native = results["reuse"]["native"]
+    assert native["fresh_s"] > 0 and native["first_reuse_s"] > 0 and native["reused_s"] > 0
+    assert results["reuse"]["docker_backend"] is None  # not asked for
+    assert "| native |" in table(results).split("reuse: 2 tests")[1]
+    assert _bench_mounts() == []

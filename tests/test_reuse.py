@@ -184,3 +184,22 @@ def test_without_the_opt_in_reuse_is_a_normal_container(pytester: pytest.Pyteste
     result = pytester.runpytest_subprocess(*backend.args, "-k", "same_name_twice")
     result.assert_outcomes(passed=1)  # no opt-in: two plain containers, no conflict
     assert set(backend.reused()) == before
+
+
+def test_the_container_fixture_is_reused_where_the_project_asks(
+        pytester: pytest.Pytester, backend: Backend) -> None:
+    pytester.makefile("", Dockerfile="FROM busybox\nCMD [\"sleep\", \"3600\"]\n")
+    pytester.makepyprojecttoml('[tool.pycontain]\ndockerfile = "Dockerfile"\nreuse = true\n')
+    pytester.makepyfile("""
+        def test_it(container):
+            runs = container.exec("echo x >> /tmp/runs; wc -l < /tmp/runs").output.split()[0]
+            with open("runs.txt", "a") as out:
+                out.write(f"{container.id} {runs} -\\n")
+    """)
+    before = set(backend.reused())
+    for opt_in in (("--pycontain-reuse",), ("--pycontain-reuse",), ()):
+        pytester.runpytest_subprocess(*backend.args, *opt_in).assert_outcomes(passed=1)
+    first, second, plain = runs(pytester)
+    assert first[0] == second[0] and (first[1], second[1]) == ("1", "2")
+    assert plain[0] != first[0] and plain[1] == "1"
+    assert [c for c in backend.reused() if c not in before] == [first[0]]
