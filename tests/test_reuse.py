@@ -39,7 +39,7 @@ def test_reused(pycontain, n):
     host, port = db.address(8080)
     assert urllib.request.urlopen(f"http://{host}:{port}/ok", timeout=10).read() == b"up\\n"
     with open("runs.txt", "a") as out:
-        out.write(f"{db.id} {runs} {pid1}\\n")
+        out.write(f"{db.id} {runs} {pid1} {port}\\n")
     if os.environ.get("KILL_ME"):
         os.kill(os.getpid(), 9)
 
@@ -122,6 +122,7 @@ def test_reuse_across_runs(pytester: pytest.Pytester, backend: Backend,
     first, second = runs(pytester)
     assert first[0] == second[0] and (first[1], second[1]) == ("1", "2")
     assert first[2] == second[2]  # the same PID 1, still running
+    assert first[3] == second[3]  # its port published on the same host port
     reused = [c for c in backend.reused() if c not in before]
     assert reused == [first[0]]
 
