@@ -1,7 +1,7 @@
 """Which engine runs here, decided from cheap facts only (no engine is started or imported).
 
-The native engine needs Linux and root (rootless mode comes later); otherwise a Docker-compatible
-socket is used when one exists.
+The native engine needs Linux, and root or user namespaces (rootless mode, ``idmap.py``);
+otherwise a Docker-compatible socket is used when one exists.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import idmap
 from .dockerhost import docker_sockets
 
 if TYPE_CHECKING:
@@ -24,25 +25,39 @@ def native_blocker() -> str | None:
     if not sys.platform.startswith("linux"):
         return f"the native engine needs Linux (this is {sys.platform})"
     if os.geteuid() != 0:
-        return (
-            "the native engine needs root until rootless mode (user namespaces) exists; "
-            "non-root runs use the Docker backend"
-        )
+        blockers = idmap.blockers()
+        if blockers:
+            return ("the native engine needs root or user namespaces (rootless mode): "
+                    + "; ".join(blockers))
     if not Path("/proc/self/ns/pid").exists():
         return "this kernel has no namespaces in /proc/self/ns"
     return None
 
 
+def rootless_mode() -> str | None:
+    """``rootless: <mapping>`` when the native engine would run rootless here, else None."""
+    if os.geteuid() == 0:
+        return None
+    mapping = idmap.plan()
+    line = f"rootless: {mapping.describe()}"
+    return line + (f" ({mapping.why_single})" if mapping.why_single else "")
+
+
 def choose(requested: str, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """``(backend, reason)`` for the ``backend`` setting ``requested``."""
     blocker = native_blocker()
+    rootless = rootless_mode() if blocker is None else None
     if requested == "native":
+        if rootless:
+            return "native", f"{rootless}; requested"
         return "native", "requested" + (f" (but {blocker})" if blocker else "")
     if requested == "docker":
         sockets = docker_sockets(environ)
         where = sockets[0] if sockets else "no Docker socket found"
         return "docker", f"requested ({where})"
     if blocker is None:
+        if rootless:
+            return "native", f"{rootless}; auto: Linux with user namespaces, daemonless"
         return "native", "auto: Linux with root, daemonless"
     sockets = docker_sockets(environ)
     if sockets:

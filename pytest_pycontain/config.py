@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import idmap
 from .errors import ConfigError
 from .frozen import FrozenMap
 
@@ -262,10 +263,13 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$PYCONTAIN_STATE_DIR``, else ``$XDG_RUNTIME_DIR/pycontain``, else ``/run/pycontain``."""
+    """``$PYCONTAIN_STATE_DIR``, else ``$XDG_RUNTIME_DIR/pycontain``, else ``/run/pycontain``
+    (for a user other than root: a directory of the user's own under /tmp, ``idmap.state_dir``)."""
     environ = os.environ if environ is None else environ
     if environ.get("PYCONTAIN_STATE_DIR"):
         return Path(environ["PYCONTAIN_STATE_DIR"])
+    if idmap.host_uid() != 0:
+        return idmap.state_dir(environ)
     if environ.get("XDG_RUNTIME_DIR"):
         return Path(environ["XDG_RUNTIME_DIR"]) / "pycontain"
     return Path("/run/pycontain")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from .errors import LayerError
+from .idmap import add_ids_command, current_map, host_uid, in_user_namespace, user_name
 
 CHUNK = 1 << 20
 
@@ -101,6 +102,17 @@ def unpack_layer(blob: Path, dest: Path, *, diff_id: str | None = None) -> list[
     return extractor.skipped
 
 
+OPAQUE_TRUSTED = "trusted.overlay.opaque"
+OPAQUE_USER = "user.overlay.opaque"
+
+
+def single_id_namespace() -> bool:
+    """Whether this process is root of a user namespace that maps one id only (rootless
+    without subordinate ids): files can belong to root there and to nobody else."""
+    ranges = current_map()
+    return in_user_namespace() and len(ranges) == 1 and ranges[0].count == 1
+
+
 class _Extractor:
     """Writes tar members below one directory, only through file descriptors opened with
     ``O_NOFOLLOW`` from that directory, so no symlink can redirect a write."""
@@ -109,6 +121,10 @@ class _Extractor:
         self.where = where
         self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.privileged = os.geteuid() == 0
+        # in a user namespace (rootless) trusted.* is out of reach: overlayfs mounts there
+        # with userxattr and reads user.overlay.*
+        self.opaque_key = OPAQUE_USER if in_user_namespace() else OPAQUE_TRUSTED
+        self.single_id = single_id_namespace()
         self.dirs: list[tuple[list[str], tarfile.TarInfo]] = []
         self.skipped: list[str] = []
         self._cached: tuple[tuple[str, ...], int] | None = None
@@ -211,8 +227,15 @@ class _Extractor:
 
     def _add(self, member: tarfile.TarInfo, tar: tarfile.TarFile, name: str,
              parts: list[str], leaf: str, parent: int) -> None:
+        if self.single_id and (member.uid, member.gid) != (0, 0):
+            user = user_name(host_uid())
+            raise LayerError(
+                f"{self.where}: {name!r} belongs to uid {member.uid} gid {member.gid}, and "
+                f"rootless mode without subordinate ids maps only root (uid {host_uid()}): "
+                f"/etc/subuid and /etc/subgid have no entry for {user}; add one (as root) "
+                f"with: {add_ids_command(user)}")
         if leaf == ".wh..wh..opq":
-            self._xattr(parent, "trusted.overlay.opaque", b"y", name)
+            self._xattr(parent, self.opaque_key, b"y", name)
             return
         if leaf.startswith(".wh..wh."):
             return  # aufs bookkeeping, meaningless to overlayfs

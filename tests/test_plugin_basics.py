@@ -89,15 +89,43 @@ def test_header_on_docker_names_the_builder(pytester: pytest.Pytester) -> None:
 
 
 def test_auto_falls_back_to_docker_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_pycontain import backends
+    """Without root, on a host that stops user namespaces (so no rootless mode either)."""
+    from pytest_pycontain import backends, idmap
 
     monkeypatch.setattr(backends.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(idmap, "blockers", lambda: [
+        "user namespaces are disabled (user.max_user_namespaces = 0); enable them: "
+        "sysctl -w user.max_user_namespaces=28633"])
     chosen, reason = backends.choose("auto", {"DOCKER_HOST": "unix:///tmp/d.sock"})
     assert chosen == "docker"
     assert "needs root" in reason and "unix:///tmp/d.sock" in reason
     monkeypatch.setattr(backends, "docker_sockets", lambda environ=None: [])
     chosen, reason = backends.choose("auto", {})
     assert chosen == "none" and "no Docker socket was found" in reason
+
+
+def test_auto_picks_rootless_native_without_root_where_user_namespaces_work(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from pytest_pycontain import backends, idmap
+
+    monkeypatch.setattr(backends.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(idmap, "blockers", lambda: [])
+    subuid = tmp_path / "subuid"
+    subuid.write_text("someone:100000:65536\n")
+    real_plan = idmap.plan
+    monkeypatch.setattr(idmap, "plan", lambda: real_plan(
+        4321, 4321, subuid=str(subuid), subgid=str(subuid)))
+    chosen, reason = backends.choose("auto", {"DOCKER_HOST": "unix:///tmp/d.sock"})
+    assert chosen == "native"
+    assert reason.startswith("rootless: single id: uid 4321 is root, no other ids (no entry "
+                             "for 4321 in ")
+    assert "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 4321" in reason
+    monkeypatch.setattr(idmap, "user_name", lambda uid: "someone")
+    chosen, reason = backends.choose("auto", {})
+    assert chosen == "native"
+    if idmap.shutil.which("newuidmap") and idmap.shutil.which("newgidmap"):
+        assert reason.startswith("rootless: uid 4321 is root, ids 1-65536 are 100000-165535 "
+                                 "from /etc/subuid; auto")
 
 
 @pytest.mark.parametrize("args", [(), ("-q",), ("--no-header",), ("-n", "2")])

@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import socket
+import stat
 import sys
 import threading
 import warnings
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import idmap
 from ..engine import HOST_NAME, Reused, ReuseKey, RunSpec
 from ..errors import (
     ConfigError,
@@ -40,15 +42,36 @@ from .container import AttachedLimits, Found, NativeContainer, Services, image_n
 from .exits import ExitWatch
 from .janitor import Janitor
 from .protocol import Bind, RunPlan
+from .userns import enter, entered
 from .zygote_client import ZygoteClient
 
 __all__ = ["NativeContainer", "NativeEngine", "command_line", "image_config", "native_runner"]
 
 WARM_SHIMS = 1  # shims kept ready (namespaces made, PID 1 forked) for the next start
-ROOT_NEEDED = (
-    "the native engine needs root (it makes namespaces, mounts and cgroups); rootless mode "
-    "(user namespaces) does not exist yet, so a non-root user runs containers through the "
-    "Docker backend: --pycontain-backend=docker with a reachable Docker Engine")
+ROOTLESS_BLOCKED = (
+    "the native engine needs root or user namespaces (rootless mode), and this host "
+    "stops the latter: {}; or run containers through the Docker backend: "
+    "--pycontain-backend=docker with a reachable Docker Engine")
+
+
+def enter_rootless() -> Any:
+    """Enter the user namespace of rootless mode (once per process): the ``idmap.Mapping``."""
+    if entered() is None:
+        blockers = idmap.blockers()
+        if blockers:
+            raise EngineUnavailable(ROOTLESS_BLOCKED.format("; ".join(blockers)))
+    return enter()
+
+
+def own_directory(path: Path) -> None:
+    """A rootless state directory may sit in /tmp: it must be ours and closed to others, or
+    another user could plant records that the reaper acts on."""
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise EngineUnavailable(
+            f"{path}: the engine's state directory must be a directory of this user's with "
+            f"mode 0700 (it is owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); "
+            "remove it or set PYCONTAIN_STATE_DIR")
 
 
 def image_config(image: Any) -> dict[str, Any]:
@@ -73,17 +96,17 @@ def command_line(config: Mapping[str, Any], spec: RunSpec) -> list[str]:
 
 
 class NativeEngine:
-    """Runs containers in Linux namespaces on this machine; needs root."""
+    """Runs containers in Linux namespaces on this machine: as root, or rootless inside a user
+    namespace of the engine's own (``userns.py``)."""
 
     name = "native"
 
     def __init__(self, settings: Any = None, *, state_dir: str | os.PathLike | None = None,
                  store: Any = None, reap: bool = True,
                  cgroup_root: str | os.PathLike = "/sys/fs/cgroup"):
-        if os.geteuid() != 0:
-            raise EngineUnavailable(ROOT_NEEDED)
         if not sys.platform.startswith("linux"):
             raise EngineUnavailable(f"the native engine needs Linux (this is {sys.platform})")
+        self.rootless = enter_rootless() if os.geteuid() != 0 or entered() else None
         if settings is None:
             from ..config import Settings
 
@@ -91,6 +114,8 @@ class NativeEngine:
         self.settings = settings
         self.state_root = Path(state_dir) if state_dir is not None else settings.state_path
         self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.rootless is not None:
+            own_directory(self.state_root)
         if reap:
             state.reap(self.state_root)
         self._store = store
@@ -115,6 +140,9 @@ class NativeEngine:
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
 
     def describe(self) -> str:
+        if self.rootless is not None:
+            return (f"native (rootless: {self.rootless.describe()}; Linux namespaces, "
+                    f"daemonless; state in {self.state_root})")
         return f"native (Linux namespaces, daemonless; state in {self.state_root})"
 
     # --- images ---

@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..idmap import in_user_namespace
 from . import syscalls as sc
 from . import volumes
 
@@ -86,8 +87,10 @@ def mount_overlay(directory: str, layers: int, merged: str = "merged", flags: in
     that the option string (one page at most) holds many layers."""
     os.chdir(directory)
     lower = ":".join(f"l/{i}" for i in reversed(range(layers)))
-    sc.mount("overlay", merged, "overlay", flags,
-             f"lowerdir={lower},upperdir=upper,workdir=work")
+    options = f"lowerdir={lower},upperdir=upper,workdir=work"
+    if in_user_namespace():  # rootless: trusted.* xattrs are the host root's alone
+        options += ",userxattr"
+    sc.mount("overlay", merged, "overlay", flags, options)
 
 
 def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None = None) -> None:
