@@ -49,7 +49,7 @@ def choose(requested: str, environ: Mapping[str, str] | None = None) -> tuple[st
     rootless = rootless_mode() if blocker is None else None
     if requested == "native":
         if rootless:
-            return "native", f"{rootless}; requested"
+            return "native", f"requested; {rootless}"
         return "native", "requested" + (f" (but {blocker})" if blocker else "")
     if requested == "docker":
         sockets = docker_sockets(environ)

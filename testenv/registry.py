@@ -54,6 +54,21 @@ class RunningRegistry:
                 self.process.wait()
 
 
+@dataclasses.dataclass
+class SeededRegistry:
+    """A registry someone else started and seeded (``PYCONTAIN_TEST_REGISTRY``): what a
+    rootless test run uses, since starting and seeding one needs root (debootstrap)."""
+
+    url: str
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[-1].rstrip("/")
+
+    def stop(self) -> None:
+        """Not ours to stop."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

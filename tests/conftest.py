@@ -15,7 +15,7 @@ import pytest
 from testenv.dockerd import RunningDockerd, start_dockerd
 from testenv.errors import EnvironmentProblem
 from testenv.images import seed
-from testenv.registry import RunningRegistry, start_registry
+from testenv.registry import RunningRegistry, SeededRegistry, start_registry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,24 +29,31 @@ def shared_dir() -> Path | None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def test_registry(tmp_path_factory: pytest.TempPathFactory) -> RunningRegistry:
-    """The seeded local registry, exported as ``PYCONTAIN_REGISTRY_MIRROR``."""
-    try:
-        registry = start_registry(tmp_path_factory.mktemp("registry"))
-    except EnvironmentProblem as exc:
-        pytest.exit(f"test environment: {exc}", returncode=3)
-    try:
-        seed(registry.host)
-    except EnvironmentProblem as exc:
-        registry.stop()
-        pytest.exit(f"test environment: {exc}", returncode=3)
+def test_registry(tmp_path_factory: pytest.TempPathFactory) -> RunningRegistry | SeededRegistry:
+    """The seeded local registry, exported as ``PYCONTAIN_REGISTRY_MIRROR``: started here, or
+    the one ``PYCONTAIN_TEST_REGISTRY`` names (seeded already: how .ci/rootless runs the
+    suites as a user without root)."""
+    if os.environ.get("PYCONTAIN_TEST_REGISTRY"):
+        registry: RunningRegistry | SeededRegistry = SeededRegistry(
+            os.environ["PYCONTAIN_TEST_REGISTRY"])
+    else:
+        try:
+            registry = start_registry(tmp_path_factory.mktemp("registry"))
+        except EnvironmentProblem as exc:
+            pytest.exit(f"test environment: {exc}", returncode=3)
+        try:
+            seed(registry.host)
+        except EnvironmentProblem as exc:
+            registry.stop()
+            pytest.exit(f"test environment: {exc}", returncode=3)
     saved = {
         k: os.environ.get(k)
         for k in ("PYCONTAIN_REGISTRY_MIRROR", "PYCONTAIN_CACHE_DIR", "PYCONTAIN_STATE_DIR")
     }
     os.environ["PYCONTAIN_REGISTRY_MIRROR"] = registry.url
     os.environ["PYCONTAIN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ.setdefault("PYCONTAIN_STATE_DIR", "/run/pycontain-tests")
+    os.environ.setdefault("PYCONTAIN_STATE_DIR", "/run/pycontain-tests" if os.geteuid() == 0
+                          else str(tmp_path_factory.mktemp("state")))
     yield registry
     for key, value in saved.items():
         if value is None:

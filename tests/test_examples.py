@@ -20,13 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from pytest_pycontain.backends import native_blocker
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 PROJECTS = sorted(p.name for p in EXAMPLES.iterdir() if (p / "pyproject.toml").is_file())
 NATIVE_LINK_PREFIXES = ("vpc", "vpd", "vpe")  # the native engine's veths and delay lines
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="the native engine needs root (namespaces)"),
+    pytest.mark.skipif(native_blocker() is not None, reason=native_blocker() or ""),
     pytest.mark.root,
 ]
 

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from engine_contract import EngineContract, busybox_rootfs
 
+from pytest_pycontain.backends import native_blocker
 from pytest_pycontain.engine import RunSpec
 from pytest_pycontain.errors import (
     ConfigError,
@@ -21,9 +22,10 @@ from pytest_pycontain.errors import (
     ImageError,
     NetworkError,
 )
+from pytest_pycontain.idmap import host_uid
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the native engine needs root (namespaces, mounts, cgroups)")
+needs_root = pytest.mark.skipif(  # root, or rootless (user namespaces)
+    native_blocker() is not None, reason=native_blocker() or "")
 pytestmark = [needs_root, pytest.mark.root]
 
 
@@ -250,6 +252,7 @@ def test_pid_namespace_and_processes_die_with_removal(engine, busybox) -> None:
         time.sleep(0.001)
 
 
+@pytest.mark.skipif(host_uid() != 0, reason="takes root's seteuid to be another user")
 def test_not_root_is_a_clear_error(tmp_path: Path) -> None:
     from pytest_pycontain.native.engine import NativeEngine
 

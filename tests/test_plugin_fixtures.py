@@ -26,11 +26,12 @@ try:
 except ImportError:  # the Docker half skips
     docker = None
 
+from pytest_pycontain.backends import native_blocker
 from pytest_pycontain.config import Settings
 from pytest_pycontain.docker import DockerEngine
 
-NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0,
-                                reason="the native engine needs root (namespaces, mounts)")
+NEEDS_ROOT = pytest.mark.skipif(  # root, or rootless (user namespaces)
+    native_blocker() is not None, reason=native_blocker() or "")
 SESSION_LABEL = "pycontain.session"
 
 WEB_DOCKERFILE = """\

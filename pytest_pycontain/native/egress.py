@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import NetworkError
+from ..idmap import host_uid
 from ..procinfo import process_start_time
 
 PACKAGE = "passt"
@@ -81,6 +82,24 @@ def pasta_path() -> str | None:
     return shutil.which("pasta")
 
 
+TUN = "/dev/net/tun"
+
+
+def tun_blocked() -> str | None:
+    """Why pasta could not open its tap here, or None: rootless, the device must be open to
+    the user (distributions ship it mode 0666; some hosts and sandboxes close it to root)."""
+    try:
+        os.close(os.open(TUN, os.O_RDWR | os.O_CLOEXEC))
+    except FileNotFoundError:
+        return f"{TUN} does not exist (load the tun module: modprobe tun)"
+    except PermissionError:
+        return (f"{TUN} is closed to uid {host_uid()} (pasta needs it for a way out); open "
+                f"it as distributions ship it: chmod 0666 {TUN}")
+    except OSError:
+        return None
+    return None
+
+
 @dataclass
 class Egress:
     """A running pasta serving one network namespace; :meth:`close` ends it."""
@@ -109,6 +128,11 @@ def attach(pid: int, *, journal: Any = None, container: str | None = None) -> Eg
     ``NetworkError`` with pasta's words when it cannot start."""
     if pasta_path() is None:
         warn_missing()
+        return None
+    blocked = tun_blocked()
+    if blocked is not None:
+        warnings.warn(f"pycontain: {blocked}: RUN steps get loopback only", RuntimeWarning,
+                      stacklevel=2)
         return None
     if not host_online():
         warnings.warn("pycontain: this host has no default route: RUN steps get loopback only",

@@ -57,6 +57,11 @@ ROOTLESS_BLOCKED = (
 def enter_rootless() -> Any:
     """Enter the user namespace of rootless mode (once per process): the ``idmap.Mapping``."""
     if entered() is None:
+        if os.getuid() == 0:  # root that set another effective uid: not a user of its own
+            raise EngineUnavailable(
+                f"the native engine needs root: this process is root with effective uid "
+                f"{os.geteuid()}, which is neither root nor a user that rootless mode can "
+                "map; or run containers through the Docker backend: --pycontain-backend=docker")
         blockers = idmap.blockers()
         if blockers:
             raise EngineUnavailable(ROOTLESS_BLOCKED.format("; ".join(blockers)))

@@ -132,8 +132,16 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         os.symlink(target, os.path.join(dev, name))
     _mkdirs(root, "/proc", made=made)
     sys_dir = _mkdirs(root, "/sys", made=made)
-    sc.mount("sysfs", sys_dir, "sysfs", (0 if privileged else sc.MS_RDONLY) | sc.MS_NOSUID
-             | sc.MS_NODEV | sc.MS_NOEXEC)
+    sys_flags = (0 if privileged else sc.MS_RDONLY) | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    try:
+        sc.mount("sysfs", sys_dir, "sysfs", sys_flags)
+    except PermissionError:
+        if not in_user_namespace():
+            raise
+        # rootless on the host's network: sysfs belongs to the network namespace's owner,
+        # so the host's /sys is bound in instead (what rootless Podman does)
+        sc.mount("/sys", sys_dir, None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, sys_dir, None, sc.MS_REMOUNT | sc.MS_BIND | sys_flags)
     # first, parents before children: /etc/hosts, a bind mount or another volume may be in one
     for source, target, read_only in sorted(plan.volumes, key=lambda v: v.target.count("/")):
         found = inside(root, target)

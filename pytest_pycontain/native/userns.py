@@ -24,6 +24,9 @@ CLONE_NEWUSER = 0x10000000
 
 __all__ = ["enter", "entered"]
 
+ALTERNATIVES = ("; the native engine needs root or a user namespace of its own (rootless mode), "
+                "or run containers through the Docker backend: --pycontain-backend=docker")
+
 _entered: list[Mapping] = []  # the mapping this process entered (at most one, for its life)
 
 
@@ -48,8 +51,8 @@ def enter(mapping: Mapping | None = None) -> Mapping:
     if in_user_namespace() and os.geteuid() == 0:
         raise EngineUnavailable(
             "this process already runs as root of a user namespace it did not make "
-            "(podman unshare, rootlesskit, a container): the native engine cannot make another "
-            "mapping from here; run it as the user itself")
+            "(podman unshare, rootlesskit, a container), so it cannot make a mapping of its "
+            "own; run it as the user itself" + ALTERNATIVES)
     mapping = plan() if mapping is None else mapping
     threads = _threads()
     if threads > 1:
@@ -57,7 +60,7 @@ def enter(mapping: Mapping | None = None) -> Mapping:
         raise EngineUnavailable(
             f"rootless mode enters a user namespace, which a process can do only while it has "
             f"one thread; this one has {threads} ({names}): make the engine before starting "
-            "threads (the plugin does so on first use of a fixture)")
+            "threads (the plugin does so on first use of a fixture)" + ALTERNATIVES)
     helper = None
     if mapping.full:
         # newuidmap must run outside the namespace: started now, it waits for our word
@@ -72,14 +75,15 @@ def enter(mapping: Mapping | None = None) -> Mapping:
         if helper is not None:
             helper.kill()
             helper.wait()
-        raise EngineUnavailable(f"cannot make a user namespace: {exc}; see `pycontain info` "
-                                "for what this host needs") from exc
+        raise EngineUnavailable(f"cannot make a user namespace: {exc} (`pycontain info` "
+                                "says what this host needs)" + ALTERNATIVES) from exc
     if helper is not None:
         _, err = helper.communicate(b"go\n")
         if helper.returncode != 0:
             raise EngineUnavailable(
                 "newuidmap/newgidmap could not write the user namespace's id mapping "
-                f"({mapping.describe()}): {err.decode(errors='replace').strip()}")
+                f"({mapping.describe()}): {err.decode(errors='replace').strip()}"
+                + ALTERNATIVES)
     else:
         with open("/proc/self/setgroups", "w") as f:
             f.write("deny")
