@@ -91,3 +91,14 @@ def make(settings: Settings) -> Engine | None:
 
         return DockerEngine(settings)
     return None
+
+
+def prepare_workers(requested: str) -> None:
+    """Under pytest-xdist, the controller (one thread still) enters rootless mode's user
+    namespace for its workers, which have execnet's threads from the start and so cannot
+    (a few milliseconds, only when the native engine would run rootless)."""
+    if os.geteuid() == 0 or choose(requested)[0] != "native":
+        return
+    from .native.userns import enter_for_children
+
+    enter_for_children()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import types
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from . import backends
 from .config import OPTIONS, Settings, read_pyproject, resolve
 from .engine import Engine
-from .errors import ConfigError
+from .errors import ConfigError, PycontainError
 from .fixtures import (
     FAILED_KEY,
     KEPT_KEY,
@@ -79,6 +79,10 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"pycontain: {exc}") from None
     state.progress.write = _terminal_progress(config)
     config.stash[SESSION_KEY] = state
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        # a failure here is the workers' engines' to say, at the first test that needs one
+        with suppress(PycontainError):
+            backends.prepare_workers(state.settings.backend)
     config.pluginmanager.register(KeptSummary(), "pycontain-kept-summary")
 
 

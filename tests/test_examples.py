@@ -35,8 +35,10 @@ pytestmark = [
 
 @pytest.fixture
 def state_dirs() -> Iterator[list[str]]:
-    """Fresh state directories (short, under /run: they hold unix sockets)."""
-    paths = [tempfile.mkdtemp(prefix="pycontain-examples-", dir="/run") for _ in range(2)]
+    """Fresh state directories (short, under /run, or /tmp for a user: they hold unix
+    sockets)."""
+    where = "/run" if os.geteuid() == 0 else "/tmp"
+    paths = [tempfile.mkdtemp(prefix="pycontain-examples-", dir=where) for _ in range(2)]
     yield paths
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)

@@ -17,12 +17,14 @@ import subprocess
 import threading
 
 from ..errors import EngineUnavailable
-from ..idmap import Mapping, in_user_namespace, plan
+from ..idmap import Mapping, current_map, host_uid, in_user_namespace, plan, user_name
 from . import syscalls as sc
 
 CLONE_NEWUSER = 0x10000000
 
-__all__ = ["enter", "entered"]
+__all__ = ["enter", "enter_for_children", "entered"]
+
+INHERITED = "PYCONTAIN_USERNS"  # the namespace (/proc/self/ns/user) a parent entered for us
 
 ALTERNATIVES = ("; the native engine needs root or a user namespace of its own (rootless mode), "
                 "or run containers through the Docker backend: --pycontain-backend=docker")
@@ -31,8 +33,30 @@ _entered: list[Mapping] = []  # the mapping this process entered (at most one, f
 
 
 def entered() -> Mapping | None:
-    """The mapping this process entered, if it did."""
+    """The mapping this process entered, or inherited from the process that entered it for
+    its children (``enter_for_children``: pytest-xdist's controller for its workers)."""
+    if not _entered and os.environ.get(INHERITED) and os.environ[INHERITED] == _namespace():
+        uids, gids = current_map("uid"), current_map("gid")
+        uid = host_uid()
+        _entered.append(Mapping(user_name(uid), uid, gids[0].outside, uids, gids,
+                                full=len(uids) > 1))
     return _entered[0] if _entered else None
+
+
+def _namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/user")
+    except OSError:
+        return ""
+
+
+def enter_for_children(mapping: Mapping | None = None) -> Mapping:
+    """Enter the namespace (as ``enter``) in a process whose children run the engine and
+    have threads from their start (pytest-xdist's workers: execnet's), so cannot enter one
+    themselves; they find it through the environment."""
+    mapping = enter(mapping)
+    os.environ[INHERITED] = _namespace()
+    return mapping
 
 
 def _threads() -> int:
@@ -46,7 +70,7 @@ def enter(mapping: Mapping | None = None) -> Mapping:
     """Enter a user and mount namespace with ``mapping`` (``idmap.plan()`` by default) and
     return it; a second call returns the first mapping. Raises ``EngineUnavailable`` naming
     the cause and the fix when the kernel or the host says no."""
-    if _entered:
+    if entered() is not None:
         return _entered[0]
     if in_user_namespace() and os.geteuid() == 0:
         raise EngineUnavailable(
