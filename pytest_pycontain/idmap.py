@@ -90,8 +90,8 @@ def plan(uid: int | None = None, gid: int | None = None, *, subuid: str = "/etc/
          subgid: str = "/etc/subgid") -> Mapping:
     """The mapping this user gets: full with subordinate ids and newuidmap/newgidmap, else a
     single id (and ``why_single`` says what is missing and how to add it)."""
-    uid = os.getuid() if uid is None else uid
-    gid = os.getgid() if gid is None else gid
+    uid = host_uid() if uid is None else uid
+    gid = _outside(os.getgid(), current_map("gid")) if gid is None else gid
     user = user_name(uid)
     single = (IdRange(0, uid, 1),), (IdRange(0, gid, 1),)
     sub_u = subordinate_range(subuid, user, uid)
@@ -132,11 +132,14 @@ def in_user_namespace() -> bool:
 def host_uid() -> int:
     """The uid this process has on the host, also after it entered a user namespace (where
     ``os.getuid()`` says 0): what names the user's own runtime directory."""
-    uid = os.getuid()
-    for r in current_map():
-        if r.inside <= uid < r.inside + r.count:
-            return r.outside + uid - r.inside
-    return uid
+    return _outside(os.getuid(), current_map())
+
+
+def _outside(inside: int, ranges: tuple[IdRange, ...]) -> int:
+    for r in ranges:
+        if r.inside <= inside < r.inside + r.count:
+            return r.outside + inside - r.inside
+    return inside
 
 
 def _sysctl(name: str) -> str | None:

@@ -180,6 +180,20 @@ def enter(boundary: Boundary, uid: int, gid: int, groups: list[int]) -> None:
 
 
 def _become(uid: int, gid: int, groups: list[int]) -> None:
-    os.setgroups(groups)
+    try:
+        os.setgroups(groups)
+    except PermissionError:
+        if not _setgroups_denied():
+            raise
+        # rootless with one id: the kernel refuses setgroups in such a namespace, and no
+        # other group is mapped there to have
     os.setgid(gid)
     os.setuid(uid)
+
+
+def _setgroups_denied() -> bool:
+    try:
+        with open("/proc/self/setgroups") as file:
+            return file.read().strip() == "deny"
+    except OSError:
+        return False

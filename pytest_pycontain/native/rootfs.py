@@ -120,8 +120,15 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         os.chmod(path, 0o666)
     for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)):
         os.mkdir(os.path.join(dev, name), mode)
-    sc.mount("devpts", os.path.join(dev, "pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
-             "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    pts_options = "newinstance,ptmxmode=0666,mode=0620"
+    try:
+        sc.mount("devpts", os.path.join(dev, "pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+                 pts_options + ",gid=5")
+    except OSError as exc:  # rootless with one id: group tty (5) is not mapped
+        if exc.errno != errno.EINVAL or not in_user_namespace():
+            raise
+        sc.mount("devpts", os.path.join(dev, "pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+                 pts_options)
     sc.mount("shm", os.path.join(dev, "shm"), "tmpfs",
              sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, f"mode=1777,size={plan.shm_size}")
     sc.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
