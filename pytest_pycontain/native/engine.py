@@ -620,6 +620,11 @@ def _egress_possible() -> bool:
                       f"it needs pasta (Debian's {egress.PACKAGE} package) and iptables",
                       RuntimeWarning, stacklevel=3)
         return False
+    blocked = egress.tun_blocked()  # rootless: pasta's tap may be closed to the user
+    if blocked is not None:
+        warnings.warn(f"pycontain: {blocked}: networks have no way out", RuntimeWarning,
+                      stacklevel=3)
+        return False
     if not egress.host_online():  # nothing to reach: networks as before, just offline
         warnings.warn("pycontain: this host has no default route: networks have no way out",
                       RuntimeWarning, stacklevel=3)
