@@ -6,7 +6,6 @@ otherwise a Docker-compatible socket is used when one exists.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ def native_blocker() -> str | None:
     """Why the native engine cannot run here, or None when it can."""
     if not sys.platform.startswith("linux"):
         return f"the native engine needs Linux (this is {sys.platform})"
-    if os.geteuid() != 0:
+    if idmap.host_uid() != 0:  # also inside rootless mode's namespace, where we are "root"
         blockers = idmap.blockers()
         if blockers:
             return ("the native engine needs root or user namespaces (rootless mode): "
@@ -36,7 +35,7 @@ def native_blocker() -> str | None:
 
 def rootless_mode() -> str | None:
     """``rootless: <mapping>`` when the native engine would run rootless here, else None."""
-    if os.geteuid() == 0:
+    if idmap.host_uid() == 0:
         return None
     mapping = idmap.plan()
     line = f"rootless: {mapping.describe()}"
@@ -97,7 +96,7 @@ def prepare_workers(requested: str) -> None:
     """Under pytest-xdist, the controller (one thread still) enters rootless mode's user
     namespace for its workers, which have execnet's threads from the start and so cannot
     (a few milliseconds, only when the native engine would run rootless)."""
-    if os.geteuid() == 0 or choose(requested)[0] != "native":
+    if idmap.host_uid() == 0 or choose(requested)[0] != "native":
         return
     from .native.userns import enter_for_children
 

@@ -132,7 +132,7 @@ def in_user_namespace() -> bool:
 def host_uid() -> int:
     """The uid this process has on the host, also after it entered a user namespace (where
     ``os.getuid()`` says 0): what names the user's own runtime directory."""
-    return _outside(os.getuid(), current_map())
+    return _outside(os.geteuid(), current_map())
 
 
 def _outside(inside: int, ranges: tuple[IdRange, ...]) -> int:

@@ -92,7 +92,7 @@ def test_auto_falls_back_to_docker_without_root(monkeypatch: pytest.MonkeyPatch)
     """Without root, on a host that stops user namespaces (so no rootless mode either)."""
     from pytest_pycontain import backends, idmap
 
-    monkeypatch.setattr(backends.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(backends.idmap.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(idmap, "blockers", lambda: [
         "user namespaces are disabled (user.max_user_namespaces = 0); enable them: "
         "sysctl -w user.max_user_namespaces=28633"])
@@ -108,7 +108,7 @@ def test_auto_picks_rootless_native_without_root_where_user_namespaces_work(
         monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from pytest_pycontain import backends, idmap
 
-    monkeypatch.setattr(backends.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(backends.idmap.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(idmap, "blockers", lambda: [])
     subuid = tmp_path / "subuid"
     subuid.write_text("someone:100000:65536\n")

@@ -395,16 +395,25 @@ class BridgeNetwork:
         bridge's namespace, to the loopback of the calling thread's namespace (the engine's).
         Nothing listening there: the relayed connection closes with nothing said. An internal
         network has no way there."""
-        from .proxy import PortProxy
+        from ..idmap import in_user_namespace
+        from .proxy import PortProxy, SocketMaker
 
         with self._lock:
             self.ensure_usable()
             if self._internal or port in self._relays:
                 return
             home = open_netns("/proc/thread-self/ns/net")
+            # rootless: the relay's threads cannot enter the host's namespace again, so a
+            # thread kept here makes their sockets
+            sockets = SocketMaker() if in_user_namespace() else None
             try:
                 self._relays[port] = self._worker.call(
-                    lambda ipr: PortProxy(home, port, port, host=self.gateway))
+                    lambda ipr: PortProxy(home, port, port, host=self.gateway,
+                                          sockets=sockets))
+            except BaseException:
+                if sockets is not None:
+                    sockets.close()
+                raise
             finally:
                 os.close(home)
             self._responder.add([HOST_NAME], self.gateway)

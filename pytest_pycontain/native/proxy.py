@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import NetworkError
 from .netns import NetnsRef, enter_netns, open_netns
@@ -41,6 +43,42 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
                 s.shutdown(socket.SHUT_RDWR)
 
 
+class SocketMaker:
+    """Makes TCP sockets in the network namespace of the thread that made it, on a thread of
+    its own kept there. A socket belongs to the namespace it was made in and works from any
+    thread, so a relay whose threads live elsewhere connects through the maker's sockets where
+    its threads cannot enter that namespace (rootless: the host's namespace belongs to the
+    host's user namespace, and setns back into it is refused)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, daemon=True, name="pycontain-sockets").start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            box, done = job
+            try:
+                box.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            except OSError as exc:
+                box.append(exc)
+            done.set()
+
+    def socket(self) -> socket.socket:
+        box: list[Any] = []
+        done = threading.Event()
+        self._jobs.put((box, done))
+        done.wait()
+        if isinstance(box[0], OSError):
+            raise box[0]
+        return box[0]
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
 class PortProxy:
     """``host:host_port`` (0: any free port) relayed to ``target:container_port`` in ``netns``.
 
@@ -50,7 +88,8 @@ class PortProxy:
 
     def __init__(self, netns: NetnsRef, container_port: int, host_port: int = 0, *,
                  host: str = "127.0.0.1", target: str = "127.0.0.1",
-                 records_dir: str | os.PathLike | None = None):
+                 records_dir: str | os.PathLike | None = None,
+                 sockets: SocketMaker | None = None):
         for value, what in ((container_port, "container port"), (host_port, "host port")):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
                 raise NetworkError(f"publish: {what} must be a number 0-65535, got {value!r}")
@@ -59,6 +98,7 @@ class PortProxy:
         self.container_port = container_port
         self.host = host
         self.target = target
+        self._sockets = sockets  # upstream sockets made in ``netns`` by another thread (owned)
         self._nsfd = open_netns(netns)
         self._record: Path | None = None
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
@@ -108,9 +148,18 @@ class PortProxy:
 
     def _relay(self, client: socket.socket) -> None:
         try:
-            enter_netns(self._nsfd)  # this thread only; it ends with the connection
-            upstream = socket.create_connection((self.target, self.container_port),
-                                                timeout=CONNECT_TIMEOUT)
+            if self._sockets is not None:
+                upstream = self._sockets.socket()
+                try:
+                    upstream.settimeout(CONNECT_TIMEOUT)
+                    upstream.connect((self.target, self.container_port))
+                except OSError:
+                    upstream.close()
+                    raise
+            else:
+                enter_netns(self._nsfd)  # this thread only; it ends with the connection
+                upstream = socket.create_connection((self.target, self.container_port),
+                                                    timeout=CONNECT_TIMEOUT)
             upstream.settimeout(None)
         except (OSError, NetworkError):
             client.close()  # nothing listens (yet): the client sees the connection close
@@ -147,6 +196,8 @@ class PortProxy:
                     s.shutdown(socket.SHUT_RDWR)
         self._thread.join(5)
         os.close(self._nsfd)
+        if self._sockets is not None:
+            self._sockets.close()
         drop_record(self._record)
 
     def listener_fd(self) -> int:

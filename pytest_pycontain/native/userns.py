@@ -24,7 +24,7 @@ CLONE_NEWUSER = 0x10000000
 
 __all__ = ["enter", "enter_for_children", "entered"]
 
-INHERITED = "PYCONTAIN_USERNS"  # the namespace (/proc/self/ns/user) a parent entered for us
+INHERITED = "PYCONTAIN_USERNS"  # the namespace (/proc/self/ns/user) an engine entered
 
 ALTERNATIVES = ("; the native engine needs root or a user namespace of its own (rootless mode), "
                 "or run containers through the Docker backend: --pycontain-backend=docker")
@@ -54,9 +54,7 @@ def enter_for_children(mapping: Mapping | None = None) -> Mapping:
     """Enter the namespace (as ``enter``) in a process whose children run the engine and
     have threads from their start (pytest-xdist's workers: execnet's), so cannot enter one
     themselves; they find it through the environment."""
-    mapping = enter(mapping)
-    os.environ[INHERITED] = _namespace()
-    return mapping
+    return enter(mapping)
 
 
 def _threads() -> int:
@@ -118,4 +116,7 @@ def enter(mapping: Mapping | None = None) -> Mapping:
     # we are root of the new namespace now; its mounts stay ours
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     _entered.append(mapping)
+    # children (pytester's subprocess runs, xdist's workers, the pycontain command a test
+    # runs) are root here too: this tells their engines the namespace is rootless mode's
+    os.environ[INHERITED] = _namespace()
     return mapping
