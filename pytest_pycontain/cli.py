@@ -22,6 +22,7 @@ COMMANDS = (
     "rm",
     "prune",
     "compose",
+    "info",
 )
 
 
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .compose import cli as cli_compose
 
     cli_compose.add_parsers(subparsers)
+    from . import cli_info
+
+    cli_info.add_parsers(subparsers)
     return parser
 
 

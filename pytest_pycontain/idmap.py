@@ -188,3 +188,32 @@ def state_dir(environ: EnvMap[str, str] | None = None) -> Path:
     if environ.get("XDG_RUNTIME_DIR"):
         return Path(environ["XDG_RUNTIME_DIR"]) / "pycontain"
     return Path(f"/tmp/pycontain-{host_uid()}")
+
+
+def cgroup_delegation(root: str | os.PathLike = "/sys/fs/cgroup") -> tuple[Path | None, str]:
+    """This process's cgroup v2 directory when it is delegated to the user (writable, with
+    the memory and pids controllers), else None; and what it is, or the fix."""
+    root = Path(root)
+    if not (root / "cgroup.controllers").exists():
+        return None, (f"{root} is cgroup v1 (or hybrid), which is never delegated to a user; "
+                      "boot with systemd.unified_cgroup_hierarchy=1 for cgroup v2")
+    try:
+        line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines()
+                    if x.startswith("0::"))
+    except (OSError, StopIteration):
+        return None, "/proc/self/cgroup names no cgroup v2 directory"
+    own = root / line[3:].lstrip("/")
+    fix = ("run under a systemd user session (user@UID.service is delegated; "
+           "loginctl enable-linger USER) or systemd-run --user --scope -p Delegate=yes")
+    if not os.access(own, os.W_OK):
+        return None, f"{own} is not delegated to uid {host_uid()}: {fix}"
+    try:
+        have = set((own / "cgroup.controllers").read_text().split())
+    except OSError:
+        have = set()
+    missing = sorted({"memory", "pids", "cpu"} - have)
+    if missing:
+        return None, (f"{own} is delegated without the {', '.join(missing)} controller(s): "
+                      "add Delegate=cpu memory pids to user@.service "
+                      "(/etc/systemd/system/user@.service.d/delegate.conf)")
+    return own, f"cgroup v2 delegated: {own}"

@@ -163,3 +163,18 @@ def test_kill_9_of_pytest_leaves_nothing_after_the_next_run(pytester: pytest.Pyt
     assert not [j for j in journals if j.exists()]
     mounts = Path("/proc/self/mounts").read_text()
     assert str(state) not in mounts
+
+
+def test_limits_without_a_delegated_cgroup_are_not_supported_naming_the_fix(engine) -> None:
+    """Everything else runs; memory/cpus/pids say what the host lacks and nothing is left."""
+    from pytest_pycontain.engine import RunSpec
+    from pytest_pycontain.errors import NotSupported
+    from pytest_pycontain.idmap import cgroup_delegation
+
+    before = set(engine.containers)
+    for limit in ({"memory": "64m"}, {"cpus": 0.5}, {"pids": 64}):
+        with pytest.raises(NotSupported) as info:
+            engine.run(RunSpec.create("busybox", command=["true"], **limit))
+        assert "need a cgroup v2 subtree delegated to the user: " in str(info.value)
+        assert cgroup_delegation()[1] in str(info.value)
+    assert set(engine.containers) == before

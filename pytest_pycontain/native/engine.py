@@ -68,6 +68,16 @@ def enter_rootless() -> Any:
     return enter()
 
 
+def rootless_limits() -> str:
+    """Why memory/cpus/pids cannot be set rootless here, with the fix."""
+    delegated, why = idmap.cgroup_delegation()
+    if delegated is not None:
+        why = (f"{why}, but the engine does not place containers in a delegated subtree "
+               "yet")
+    return (f"memory, cpus and pids limits in rootless mode need a cgroup v2 subtree "
+            f"delegated to the user: {why}; run as root for limits, or drop them")
+
+
 def own_directory(path: Path) -> None:
     """A rootless state directory may sit in /tmp: it must be ours and closed to others, or
     another user could plant records that the reaper acts on."""
@@ -336,7 +346,9 @@ class NativeEngine:
             raise ConfigError(f"workdir={workdir!r}: the working directory must be absolute")
         user = spec.user if spec.user is not None else (config.get("User") or "")
         limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
-                        root=self.cgroup_root, own=True)
+                        root=self.cgroup_root, own=self.rootless is None)
+        if limits.wanted and self.rootless is not None:  # no cgroups of its own either
+            raise NotSupported(rootless_limits())
         lower = self._lower_dirs(image)
         for path in lower:
             if not os.path.isdir(path):
