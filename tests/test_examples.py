@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from pytest_pycontain.backends import native_blocker
+from pytest_pycontain.idmap import host_uid
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -37,7 +38,7 @@ pytestmark = [
 def state_dirs() -> Iterator[list[str]]:
     """Fresh state directories (short, under /run, or /tmp for a user: they hold unix
     sockets)."""
-    where = "/run" if os.geteuid() == 0 else "/tmp"
+    where = "/run" if host_uid() == 0 else "/tmp"  # (a rootless run is "root" inside)
     paths = [tempfile.mkdtemp(prefix="pycontain-examples-", dir=where) for _ in range(2)]
     yield paths
     for path in paths:
