@@ -523,3 +523,63 @@ def test_pycontain_compose_up_runs_the_stack_in_the_foreground(tmp_path: Path) -
     assert failed.returncode == 1
     assert "service 'failing' exited with code 4; 'dependent' needs it" in failed.stderr
     assert "broken" in failed.stderr
+
+
+DETACHED = """\
+services:
+  web:
+    image: busybox
+    command: >-
+      sh -c 'echo web up; mkdir -p /www && echo hello > /www/index.html &&
+      exec httpd -f -p 8080 -h /www'
+    healthcheck:
+      test: [CMD-SHELL, "wget -q -O /dev/null http://127.0.0.1:8080/"]
+      interval: 100ms
+      retries: 100
+  client:
+    image: busybox
+    command: sh -c 'echo client up; exec sleep 1000'
+    depends_on: {web: {condition: service_healthy}}
+  stored:
+    image: busybox
+    volumes: ["data:/data"]
+    profiles: [volumes]
+volumes:
+  data: {}
+"""
+
+
+@NEEDS_ROOT
+def test_pycontain_compose_up_detached_ps_logs_down(tmp_path: Path) -> None:
+    """``up -d`` leaves the stack to keepers (names and waits as compose's), ``ps``/``logs``
+    find it by the project's name, ``exec`` reaches a service by name from another, and
+    ``down`` removes it all."""
+    (tmp_path / "compose.yaml").write_text(DETACHED)
+    compose = [sys.executable, "-m", "pytest_pycontain.cli", "compose", "-p", "detached-test"]
+
+    def cli(*args: str, base: list[str] = compose) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    try:
+        up = cli("up", "-d")
+        assert (up.returncode, up.stderr) == (0, "")
+        assert up.stdout == "detached-test-web-1\ndetached-test-client-1\n"
+        ps = cli("ps")
+        assert ps.returncode == 0
+        assert [line.split()[1] for line in ps.stdout.splitlines()[1:]] == [
+            "detached-test-client-1", "detached-test-web-1"]
+        fetched = cli("exec", "detached-test-client-1", "wget", "-q", "-O", "-",
+                      "http://web:8080/", base=[sys.executable, "-m", "pytest_pycontain.cli"])
+        assert (fetched.returncode, fetched.stdout) == (0, "hello\n")
+        logs = cli("logs")
+        assert logs.stdout == "client-1  | client up\nweb-1  | web up\n"
+        refused = cli("--profile", "volumes", "up", "-d")
+        assert refused.returncode != 0
+        assert "service 'stored': up -d with volumes is not supported yet" in refused.stderr
+    finally:
+        down = cli("down")
+    assert (down.returncode, down.stdout) == (0, "detached-test-web-1\n"
+                                                 "detached-test-client-1\n")
+    assert cli("ps").stdout.splitlines()[1:] == []
+    assert cli("logs").stdout == ""

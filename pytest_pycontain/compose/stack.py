@@ -44,8 +44,13 @@ class Compose:
     """A started stack: ``services`` (name -> Container), ``service(name, index)``,
     ``network(key)``, ``stop``/``start``, ``logs``."""
 
-    def __init__(self, maker: Maker, project: Project, *, timeout: float = 60.0):
+    def __init__(self, maker: Maker, project: Project, *, timeout: float = 60.0,
+                 prefixed: bool = False):
+        """``prefixed``: containers are named ``<project>-<service>-<n>`` as docker compose
+        names them (the service's name stays an alias), so a detached stack's containers can
+        be found by its project name."""
         self.project = project
+        self._prefixed = prefixed
         self._maker = maker
         self._timeout = timeout
         self._networks: dict[str, Any] = {}
@@ -96,17 +101,20 @@ class Compose:
     def _start(self, service: Service, image: Any, index: int) -> Any:
         membership = service.networks[0] if service.networks else None
         first = index == 1
+        aliases = list(membership.aliases) if membership and first else []
+        if self._prefixed and first and membership:
+            aliases.insert(0, service.name)
         try:
             container = self._maker.run(
                 image,
-                name=service.name if first else f"{self.project.name}-{service.name}-{index}",
+                name=(service.name if first and not self._prefixed
+                      else f"{self.project.name}-{service.name}-{index}"),
                 command=list(service.command) if service.command is not None else None,
                 entrypoint=(list(service.entrypoint) if service.entrypoint is not None
                             else None),  # [] drops the image's, as entrypoint: "" does
                 env=dict(service.environment) or None,
                 network=self._networks[membership.network] if membership else None,
-                aliases=list(membership.aliases) if membership and first and
-                membership.aliases else None,
+                aliases=aliases or None,
                 ports=self._ports(service), hostname=service.hostname, user=service.user,
                 workdir=service.working_dir, mounts=self._mounts(service),
                 volumes=self._volume_mounts(service),
