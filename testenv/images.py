@@ -6,7 +6,14 @@
 * ``library/debian:bookworm``: ``debootstrap --variant=minbase bookworm``; the finished OCI
   layout is cached outside the repository, so only the first run on a machine debootstraps.
 
-Both are written as OCI image layouts with the standard library's ``tarfile``/``gzip`` and GNU
+Two service images, made only when a test asks for them (``seed_services``):
+
+* ``library/postgres:15`` and ``library/redis:7``: one ``debootstrap --variant=minbase
+  --include=postgresql-15,redis-server bookworm`` shared as their base layer (the debootstrap is
+  the slow part, so it runs once), and a config layer each with our own entrypoint following the
+  official images' documented contract (``servicefiles.py``).
+
+All are written as OCI image layouts with the standard library's ``tarfile``/``gzip`` and GNU
 tar, and pushed by skopeo: pull tests never check our code against itself.
 """
 
@@ -132,20 +139,23 @@ def busybox_layer() -> bytes:
     return out.getvalue()
 
 
-def debian_layer(workdir: Path) -> bytes:
-    """An uncompressed layer tar of ``debootstrap --variant=minbase bookworm``."""
+def debian_layer(workdir: Path, include: tuple[str, ...] = ()) -> bytes:
+    """An uncompressed layer tar of ``debootstrap --variant=minbase bookworm`` (+ ``include``)."""
     require("debootstrap")
     rootfs = workdir / "rootfs"
     mirror = os.environ.get("PYCONTAIN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+    extra = [f"--include={','.join(include)}"] if include else []
     run(
-        ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), mirror],
-        what="debootstrap --variant=minbase bookworm",
+        ["debootstrap", "--variant=minbase", *extra, "bookworm", str(rootfs), mirror],
+        what=f"debootstrap --variant=minbase {' '.join(extra)} bookworm".replace("  ", " "),
         timeout=1800,
     )
     for leftover in ["var/cache/apt/archives", "var/lib/apt/lists"]:
         for child in (rootfs / leftover).glob("*"):
             if child.is_file():
                 child.unlink()
+    for leftover in SERVICE_LEFTOVERS if include else ():
+        shutil.rmtree(rootfs / leftover, ignore_errors=True)
     layer = workdir / "layer.tar"
     run(
         [
@@ -170,25 +180,36 @@ def debian_layer(workdir: Path) -> bytes:
     return layer.read_bytes()
 
 
-def write_oci_layout(dest: Path, layer: bytes, config: dict, tag: str) -> None:
-    """Write an OCI image layout with one gzip layer; ``dest`` appears complete or not at all."""
+def write_oci_layout(
+    dest: Path, layer: bytes | list[bytes], config: dict, tag: str
+) -> None:
+    """Write an OCI image layout of gzip layers; ``dest`` appears complete or not at all."""
     arch, variant = go_platform()
-    compressed = gzip.compress(layer, compresslevel=6, mtime=0)
+    layers = [layer] if isinstance(layer, bytes) else layer
+    compressed_layers = [gzip.compress(one, compresslevel=6, mtime=0) for one in layers]
     config = {
         "architecture": arch,
         **({"variant": variant} if variant else {}),
         "os": "linux",
         "created": "2023-11-14T22:13:20Z",
         "config": config,
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
-        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "pycontain testenv"}],
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": ["sha256:" + hashlib.sha256(one).hexdigest() for one in layers],
+        },
+        "history": [
+            {"created": "2023-11-14T22:13:20Z", "created_by": "pycontain testenv"} for _ in layers
+        ],
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": _descriptor("application/vnd.oci.image.config.v1+json", config_bytes),
-        "layers": [_descriptor("application/vnd.oci.image.layer.v1.tar+gzip", compressed)],
+        "layers": [
+            _descriptor("application/vnd.oci.image.layer.v1.tar+gzip", one)
+            for one in compressed_layers
+        ],
     }
     manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     index = {
@@ -205,7 +226,7 @@ def write_oci_layout(dest: Path, layer: bytes, config: dict, tag: str) -> None:
     try:
         blobs = tmp / "blobs" / "sha256"
         blobs.mkdir(parents=True)
-        for blob in (compressed, config_bytes, manifest_bytes):
+        for blob in (*compressed_layers, config_bytes, manifest_bytes):
             (blobs / hashlib.sha256(blob).hexdigest()).write_bytes(blob)
         (tmp / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
         (tmp / "index.json").write_text(json.dumps(index))
@@ -224,6 +245,70 @@ def _descriptor(media_type: str, blob: bytes) -> dict:
 
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+SERVICE_PACKAGES = ("postgresql-15", "redis-server")
+# Debian's postinst makes a cluster of its own; the official image makes none (its entrypoint's
+# initdb does, in the VOLUME), so ours goes too.
+SERVICE_LEFTOVERS = ("etc/postgresql/15", "var/lib/postgresql/15")
+
+
+def service_layout(name: str) -> Path:
+    """The OCI layout of ``postgres`` or ``redis`` (made once per machine, from one debootstrap)."""
+    from filelock import FileLock
+
+    from . import servicefiles
+
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    arch, _ = go_platform()
+    dest = root / f"{name}-{arch}-v1"
+    if (dest / "index.json").exists():
+        return dest
+    with FileLock(str(root / "services.lock")):
+        if (dest / "index.json").exists():
+            return dest
+        base = _service_base(root / f"services-base-{arch}-v1.tar")
+        spec = servicefiles.IMAGES[name]
+        write_oci_layout(
+            dest, [base, _files_layer(spec.files)], spec.config(PATH), spec.tag
+        )
+    return dest
+
+
+def _service_base(cached: Path) -> bytes:
+    """The debootstrap with the service packages, as a layer tar kept beside the layouts."""
+    if cached.exists():
+        return cached.read_bytes()
+    work = Path(tempfile.mkdtemp(prefix="debootstrap-", dir=cached.parent))
+    try:
+        layer = debian_layer(work, SERVICE_PACKAGES)
+        partial = cached.with_suffix(".partial")
+        partial.write_bytes(layer)
+        os.rename(partial, cached)
+        return layer
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _files_layer(files: tuple[tuple[str, int, str | None], ...]) -> bytes:
+    """A layer tar of (path, mode, text) files (text None: a directory), parents 0755 root."""
+    out = io.BytesIO()
+    seen: set[str] = set()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, mode, text in files:
+            parts = path.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in seen:
+                    seen.add(directory)
+                    tar.addfile(_entry(directory, tarfile.DIRTYPE, 0o755))
+            if text is None:
+                seen.add(path)
+                tar.addfile(_entry(path, tarfile.DIRTYPE, mode))
+                continue
+            raw = text.encode()
+            tar.addfile(_entry(path, tarfile.REGTYPE, mode, size=len(raw)), io.BytesIO(raw))
+    return out.getvalue()
 
 
 def image_layout(name: str) -> Path:
@@ -278,3 +363,25 @@ def seed(registry_host: str, names: tuple[str, ...] = ("busybox", "debian")) -> 
         if fmt == "v2s2":
             argv[4:4] = ["--format", "v2s2"]
         run(argv, what=f"skopeo copy of {repo} into the test registry")
+
+
+SERVICES = [("postgres", "15", "library/postgres:15"), ("redis", "7", "library/redis:7")]
+
+
+def seed_services(registry_host: str) -> None:
+    """Push the service images (postgres, redis) into the registry; the first call debootstraps."""
+    skopeo = require("skopeo")
+    for name, tag, repo in SERVICES:
+        layout = service_layout(name)
+        run(
+            [
+                skopeo,
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:{tag}",
+                f"docker://{registry_host}/{repo}",
+            ],
+            what=f"skopeo copy of {repo} into the test registry",
+        )

@@ -14,7 +14,7 @@ import pytest
 
 from testenv.dockerd import RunningDockerd, start_dockerd
 from testenv.errors import EnvironmentProblem
-from testenv.images import seed
+from testenv.images import seed, seed_services
 from testenv.registry import RunningRegistry, SeededRegistry, start_registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +61,20 @@ def test_registry(tmp_path_factory: pytest.TempPathFactory) -> RunningRegistry |
         else:
             os.environ[key] = value
     registry.stop()
+
+
+@pytest.fixture(scope="session")
+def service_images(
+    test_registry: RunningRegistry | SeededRegistry,
+) -> RunningRegistry | SeededRegistry:
+    """The registry also carries ``postgres:15`` and ``redis:7`` (only for tests that ask)."""
+    try:
+        seed_services(test_registry.host)
+    except EnvironmentProblem as exc:
+        if isinstance(test_registry, SeededRegistry):  # made elsewhere, maybe without root
+            pytest.skip(f"no service images in {test_registry.url}: {exc}")
+        pytest.exit(f"test environment: {exc}", returncode=3)
+    return test_registry
 
 
 @pytest.fixture(scope="session")
