@@ -70,6 +70,9 @@ def test_postgres_runs_as_its_user_with_data_in_the_volume(stack):
                      " stat -c %U /proc/1")
     assert result.output == "postgres\\n15\\npostgres\\n", result.output
     assert "PostgreSQL init process complete; ready for start up." in db.logs()
+    # The VOLUME is a volume of its own (an anonymous one), not the container's writable layer.
+    mounts = db.exec("grep -c ' /var/lib/postgresql/data ' /proc/self/mountinfo")
+    assert mounts.output == "1\\n", mounts.output
 
 
 def test_postgres_without_a_password_says_so_and_exits(stack, pycontain):
@@ -88,6 +91,7 @@ def test_redis_set_get_and_its_own_user(stack):
     assert client.get("greeting") == b"hello from the test"
     assert cache.image.config["Volumes"] == {"/data": {}}
     assert cache.exec("stat -c %U /proc/1; pwd").output == "redis\\n/data\\n"
+    assert cache.exec("grep -c ' /data ' /proc/self/mountinfo").output == "1\\n"
     client.close()
 
 
