@@ -15,7 +15,12 @@ JSON schema (stable)::
                    "native_loopback": ..., "native_fresh_network": ..., "docker_raw": ...,
                    "docker_backend_overhead_pct": float},
      "rebuild": {"pycontain": {...}, "docker": {...}},
-     "cold_build": {...}, "suite": {...}, "fleet": {...}, "mesh": {...}, "images": {...}}
+     "cold_build": {...}, "suite": {...}, "fleet": {...}, "mesh": {...}, "images": {...},
+     "compose": {...},
+     "stack": {"native": {"median_ms", "p90_ms", "n", "up_median_ms", "app_median_ms",
+                          "tests_per_module", "x_native_median"}, "docker_backend": ...,
+               "testcontainers": ...},
+     "stack_build": {"pycontain": {...}, "docker": {...}, "x_docker_over_pycontain"}}
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` and ``testenv`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import builds, compose, fleet, images, lifecycle, reuse, suite
+from bench import builds, compose, fleet, images, lifecycle, reuse, stack, suite
 from bench.env import Env, note
 from bench.stats import summarize  # noqa: F401 - kept importable from here
 
@@ -42,11 +47,13 @@ COUNTS = {
     "full": {"lifecycle_singles": 30, "lifecycle_batch": 50, "build_samples": 10,
              "suite_tests": 200, "fleet_containers": 100, "mesh_containers": 50,
              "image_samples": 5, "unpack_image": "debian:bookworm", "compose_samples": 10,
-             "reuse_tests": 20},
+             "reuse_tests": 20, "stack_modules": 5, "stack_tests": 10,
+             "stack_build_samples": 3},
     "quick": {"lifecycle_singles": 5, "lifecycle_batch": 10, "build_samples": 2,
               "suite_tests": 10, "fleet_containers": 20, "mesh_containers": 8,
               "image_samples": 2, "unpack_image": "busybox", "compose_samples": 2,
-              "reuse_tests": 5},
+              "reuse_tests": 5, "stack_modules": 1, "stack_tests": 3,
+              "stack_build_samples": 1},
 }
 
 
@@ -84,6 +91,8 @@ def empty_results() -> dict:
         "images": None,
         "compose": dict.fromkeys(compose.PEERS),
         "reuse": None,
+        "stack": dict.fromkeys(stack.PEERS),
+        "stack_build": {"pycontain": None, "docker": None},
     }
 
 
@@ -152,6 +161,26 @@ def table(results: dict) -> str:
             lines.append(f"| {key} | {_cell(row.get('fresh_s'))} | "
                          f"{_cell(row.get('first_reuse_s'))} | {_cell(row.get('reused_s'))} | "
                          f"{_cell(row.get('x_fresh_over_reused'))} |")
+    stacks = results.get("stack") or {}
+    if any(stacks.values()):
+        tests = next(row["tests_per_module"] for row in stacks.values() if row)
+        lines += ["", f"| per-module stack (postgres + redis, {tests} tests with a fresh app) "
+                  "| module median ms | p90 ms | stack up ms | app per test ms | n | x native |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for peer, row in stacks.items():
+            row = row or {}
+            lines.append(f"| {peer} | {_cell(row.get('median_ms'))} | "
+                         f"{_cell(row.get('p90_ms'))} | {_cell(row.get('up_median_ms'))} | "
+                         f"{_cell(row.get('app_median_ms'))} | {_cell(row.get('n'))} | "
+                         f"{_cell(row.get('x_native_median'))} |")
+    sb = results.get("stack_build") or {}
+    if sb.get("pycontain") or sb.get("docker"):
+        lines += ["", "| cold multi-stage build (the stack's app) | pycontain ms | "
+                  "docker build ms | x |", "| --- | ---: | ---: | ---: |",
+                  f"| no cache, bases present | "
+                  f"{_cell((sb.get('pycontain') or {}).get('median_ms'))} | "
+                  f"{_cell((sb.get('docker') or {}).get('median_ms'))} | "
+                  f"{_cell(sb.get('x_docker_over_pycontain'))} |"]
     im = results.get("images")
     if im:
         u = im["unpack"]
@@ -219,6 +248,14 @@ def run(args: argparse.Namespace, registry: object = None) -> dict:
             results["compose"] = compose.measure(
                 env, counts["compose_samples"],
                 tuple(wanted[p] for p in args.peers if p in wanted))
+        if "stack" in args.only:
+            note("stack ...")
+            wanted = tuple(p for p in ("native", "docker_backend", "testcontainers")
+                           if p in args.peers)
+            results["stack"] = stack.measure(env, counts["stack_modules"],
+                                             counts["stack_tests"], wanted)
+            results["stack_build"] = stack.cold_build(env, counts["stack_build_samples"],
+                                                      docker="docker_cli" in args.peers)
         if "suite" in args.only:
             note("suite ...")
             results["suite"] = suite.measure(env, counts["suite_tests"],
@@ -231,7 +268,7 @@ def run(args: argparse.Namespace, registry: object = None) -> dict:
     return results
 
 
-SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite", "compose", "reuse")
+SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite", "compose", "reuse", "stack")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

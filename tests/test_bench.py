@@ -127,3 +127,21 @@ def test_the_reuse_section_times_fresh_first_and_reused_runs_and_leaves_nothing(
     assert results["reuse"]["docker_backend"] is None  # not asked for
     assert "| native |" in table(results).split("reuse: 2 tests")[1]
     assert _bench_mounts() == []
+
+
+@needs_root
+def test_the_stack_section_runs_postgres_redis_and_an_app_per_test(service_images):
+    args = parse_args(["--quick", "--only", "stack", "--peers", "native", "--counts",
+                       json.dumps({"stack_modules": 1, "stack_tests": 2,
+                                   "stack_build_samples": 1})])
+    results = run(args, registry=service_images)
+    native = results["stack"]["native"]
+    assert native["n"] == 1 and native["tests_per_module"] == 2
+    assert native["app_median_ms"] > 0 and native["up_median_ms"] > 0
+    assert native["x_native_median"] == 1.0
+    assert results["stack"]["docker_backend"] is None  # not asked for
+    assert results["stack"]["testcontainers"] is None
+    assert results["stack_build"]["pycontain"]["n"] == 1
+    assert results["stack_build"]["docker"] is None
+    assert "| native |" in table(results).split("per-module stack")[1]
+    assert _bench_mounts() == []
