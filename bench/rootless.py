@@ -78,7 +78,8 @@ def parent(args: argparse.Namespace) -> int:
     for label in ("root", "rootless"):
         row = results[label]
         print(f"{label:9} median {row['median_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  "
-              f"50 back-to-back / 50: {row['amortized_ms']:7.1f} ms   ({row['engine']})")
+              f"{args.batch} back-to-back / {args.batch}: {row['amortized_ms']:7.1f} ms   "
+              f"({row['engine']})")
     print(f"rootless / root: median x{results['ratio_median']}, "
           f"back-to-back x{results['ratio_amortized']}")
     if args.json:
