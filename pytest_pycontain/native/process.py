@@ -17,6 +17,7 @@ import socket
 import struct
 from collections.abc import Sequence
 
+from ..idmap import in_user_namespace
 from . import boundary as bd  # imported before the fork: a kept shim's root may be elsewhere
 from . import cgroups, dns, rootfs
 from . import syscalls as sc
@@ -411,8 +412,13 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
         os.close(root_fd)
         pid = spawn_exec(plan, stdio, plan.boundary or bd.UNCONFINED)
     except (OSError, rootfs.UnknownUser) as exc:
-        os.write(stdio[2], f"{exc}\n".encode())
-        send(ctl, ExecExited(126, str(exc)))
+        said = str(exc)
+        if isinstance(exc, PermissionError) and in_user_namespace():
+            said = (f"{exc}: rootless, a kept or reused container lives in the user namespace "
+                    "of the run that made it, which a later run (a namespace of its own) "
+                    "cannot enter; remove it with pycontain rm")
+        os.write(stdio[2], f"{said}\n".encode())
+        send(ctl, ExecExited(126, said))
         os._exit(126)
     send(ctl, ExecStarted(pid))
     _, status = os.waitpid(pid, 0)
