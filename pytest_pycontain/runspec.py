@@ -257,6 +257,7 @@ class RunSpec:
     shm_size: int = DEFAULT_SHM  # bytes of /dev/shm
     extra_hosts: Mapping[str, str] = FrozenMap()  # name -> address, added to /etc/hosts
     volumes: tuple[VolumeMount, ...] = ()  # named volumes; an image VOLUME without one is anonymous
+    stop_signal: str | None = None  # "SIGUSR1" or "10"; None: the image's StopSignal
 
     def __post_init__(self) -> None:
         for option, parse in _FIELDS.items():
@@ -484,6 +485,24 @@ def _keep(option: str, value: Any) -> Any:
     return value
 
 
+def stop_signal_name(option: str, value: Any) -> str | None:
+    """``"SIGUSR1"``, ``"usr1"``, ``"10"`` or 10 -> ``"SIGUSR1"`` / ``"10"``: Docker's forms,
+    checked here so a typo is not found only when the container is stopped."""
+    if value is None:
+        return None
+    import signal
+
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(
+        value, bool) else ""
+    if text.isdigit() and 0 < int(text) < 65:
+        return text
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    if name in signal.Signals.__members__:
+        return name
+    raise ConfigError(f"{option}: {value!r}: not a signal name or number (e.g. 'SIGTERM')")
+
+
 _FIELDS = {
     "image": _keep, "name": _text, "command": _command, "entrypoint": _entrypoint,
     "env": lambda option, value: parse_env(value, option), "network": _keep,
@@ -493,7 +512,7 @@ _FIELDS = {
     "tmpfs": _tmpfs, "read_only": _flag, "init": _flag, "memory": _memory, "cpus": _cpus,
     "pids": _pids, "privileged": _flag, "cap_add": _capabilities, "cap_drop": _capabilities,
     "security_opt": _security_opt, "sysctls": _sysctls, "shm_size": _shm_size,
-    "extra_hosts": _extra_hosts, "volumes": parse_volumes,
+    "extra_hosts": _extra_hosts, "volumes": parse_volumes, "stop_signal": stop_signal_name,
 }
 
 
@@ -532,4 +551,4 @@ def _port(value: Any, where: str) -> int:
 
 __all__ = ["DEFAULT_SHM", "MIN_MEMORY", "Mount", "RunSpec", "VolumeMount", "byte_size",
            "check_volume_name", "memory_bytes", "parse_env", "parse_mounts", "parse_ports",
-           "parse_volumes"]
+           "parse_volumes", "stop_signal_name"]

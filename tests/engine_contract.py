@@ -145,6 +145,19 @@ class EngineContract:
         container.stop(timeout=10)
         assert container.exit_code == 7
 
+    def test_stop_signal_of_the_run_request(self, run) -> None:
+        """``stop_signal`` replaces the image's, as ``docker run --stop-signal`` does; a bad
+        one is a ConfigError naming it."""
+        from pytest_pycontain.errors import ConfigError
+
+        container = run(command="trap 'exit 9' USR2; echo up; while true; do sleep 0.05; done",
+                        stop_signal="usr2")
+        _wait_for_log(container, "up")
+        container.stop(timeout=10)
+        assert container.exit_code == 9
+        with pytest.raises(ConfigError, match=r"stop_signal: 'SIGNOPE': not a signal name"):
+            run(command="true", stop_signal="SIGNOPE")
+
     def test_wait_times_out(self, run) -> None:
         container = run(command="sleep 1000")
         with pytest.raises(WaitTimeout):

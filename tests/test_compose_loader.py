@@ -477,6 +477,7 @@ def test_privileges_sysctls_shm_and_extra_hosts(tmp_path: Path) -> None:
             sysctls: [net.core.somaxconn=1024, "kernel.shmmax=100"]
             shm_size: 1g
             extra_hosts: ["db:10.0.0.5", "v6=::1"]
+            stop_signal: usr1
             networks: [inside]
           b:
             image: busybox
@@ -495,6 +496,7 @@ def test_privileges_sysctls_shm_and_extra_hosts(tmp_path: Path) -> None:
     assert (a.shm_size, b.shm_size, b.privileged) == (1 << 30, None, None)
     assert dict(a.extra_hosts) == {"db": "10.0.0.5", "v6": "::1"}
     assert dict(b.extra_hosts) == {"cache": "10.0.0.6"}
+    assert (a.stop_signal, b.stop_signal) == ("SIGUSR1", None)
     assert project.networks["inside"].internal and not project.networks["default"].internal
     shaped = config_json(project)
     assert shaped["networks"]["inside"] == {"name": "p_inside", "ipam": {}, "internal": True}
@@ -561,6 +563,8 @@ def test_bad_volumes_name_file_and_line(tmp_path: Path, text: str, message: str)
     ("    sysctls: {kernel.pid_max: 10}\n",
      ":4: services.a.sysctls.kernel.pid_max: sysctls: 'kernel.pid_max' is not in a separate"),
     ("    shm_size: huge\n", ":4: services.a.shm_size: must be a size such as 256m"),
+    ("    stop_signal: SIGNOPE\n",
+     ":4: services.a.stop_signal: stop_signal: 'SIGNOPE': not a signal name"),
     ("    extra_hosts: [db:10.0.0.500]\n",
      ":4: services.a.extra_hosts.db: '10.0.0.500' is not an IPv4 or IPv6 address"),
 ])

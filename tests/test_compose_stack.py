@@ -198,6 +198,10 @@ services:
   plain:
     image: busybox
     command: sleep 1000
+  graceful:
+    image: busybox
+    command: sh -c "trap 'exit 9' USR2; echo up; while true; do sleep 0.05; done"
+    stop_signal: SIGUSR2
   everything:
     image: busybox
     command: sleep 1000
@@ -378,6 +382,11 @@ def test_the_privilege_boundary_shm_hosts_and_an_internal_network(pycontain):
     hosts = loose.exec("cat /etc/hosts").output
     assert "10.9.8.7\tdb.example" in hosts and "10.9.8.6\tother" in hosts
     assert plain.exec("mkdir -p /tmp/m && mount -t tmpfs none /tmp/m").exit_code != 0
+    from pytest_pycontain import wait
+
+    wait.until_ready(stack.service("graceful"), wait.log("up", timeout=30))  # trap set
+    stack.stop("graceful")  # its stop_signal, which its trap turns into exit code 9
+    assert stack.services["graceful"].exit_code == 9
     assert stack.network("sealed").internal is True  # made as the file says
     assert stack.network("default").internal is False
 

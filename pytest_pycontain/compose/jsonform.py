@@ -85,6 +85,8 @@ def _service(service: Service) -> dict[str, Any]:
         out["shm_size"] = str(service.shm_size)
     if service.stop_grace_period is not None:
         out["stop_grace_period"] = go_duration(service.stop_grace_period)
+    if service.stop_signal is not None:
+        out["stop_signal"] = service.stop_signal
     if service.sysctls:
         out["sysctls"] = dict(sorted(service.sysctls.items()))
     if service.tmpfs:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NotSupported
-from ..runspec import byte_size, check_volume_name
+from ..runspec import byte_size, check_volume_name, stop_signal_name
 from ..security import capability_name, check_security_opt, check_sysctl
 from . import keys
 from .merge import key_value_map, merge_files, names_map
@@ -294,6 +294,7 @@ class _Loader:
             shm_size=(self.byte_size(body["shm_size"], (*key, "shm_size"))
                       if body.get("shm_size") is not None else None),
             extra_hosts=self.extra_hosts(body, key),
+            stop_signal=self.stop_signal(body, key),
         )
 
     # -- the privilege boundary and /etc/hosts: checked here as run() checks them, so a bad
@@ -340,6 +341,13 @@ class _Loader:
                 raise self.error((*where, name), str(exc)) from None
             result[checked[0]] = checked[1]
         return result
+
+    def stop_signal(self, body: dict[str, Any], key: PathKey) -> str | None:
+        value = self.optional_str(body, key, "stop_signal")
+        try:
+            return stop_signal_name("stop_signal", value)
+        except ConfigError as exc:
+            raise self.error((*key, "stop_signal"), str(exc)) from None
 
     def extra_hosts(self, body: dict[str, Any], key: PathKey) -> dict[str, str]:
         where = (*key, "extra_hosts")

@@ -135,6 +135,7 @@ class Service:
     sysctls: Mapping[str, str] = dataclasses.field(default_factory=dict)
     shm_size: int | None = None  # bytes; None: the engine's default (64m)
     extra_hosts: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> address
+    stop_signal: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

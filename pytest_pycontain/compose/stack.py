@@ -124,7 +124,8 @@ class Compose:
                 privileged=bool(service.privileged), cap_add=service.cap_add or None,
                 cap_drop=service.cap_drop or None, security_opt=service.security_opt or None,
                 sysctls=dict(service.sysctls) or None, shm_size=service.shm_size,
-                extra_hosts=dict(service.extra_hosts) or None)
+                extra_hosts=dict(service.extra_hosts) or None,
+                stop_signal=service.stop_signal)
             for other in service.networks[1:]:  # joined once it runs, as network connect
                 self._networks[other.network].connect(
                     container, aliases=list(other.aliases) if first else None)

@@ -416,6 +416,7 @@ class DockerEngine:
                     ports=list(ports) or None,
                     labels=self.labels(**{LABEL_NAME: given},
                                        **_reuse_labels(reuse, own_network)),
+                    stop_signal=spec.stop_signal,
                     name=engine_name,
                     host_config=host_config,
                     networking_config=networking,

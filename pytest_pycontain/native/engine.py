@@ -315,6 +315,8 @@ class NativeEngine:
                                "outlives the network; pass ports=[...] and no network")
         image = self._image(spec.image)
         config = image_config(image)
+        if spec.stop_signal is not None:  # the container's config, as Docker's --stop-signal
+            config = {**config, "StopSignal": spec.stop_signal}
         network = spec.network
         bridge = None
         if network not in (None, "host", "none"):
