@@ -405,18 +405,20 @@ class NativeContainer:
 
     def _leave_networks(self, link_gone: bool = False) -> None:
         """Close published ports and leave networks (best effort: removal must go on). Once:
-        at the exit of PID 1 or at removal, whichever comes first."""
+        at the exit of PID 1 or at removal, whichever comes first; the second caller waits
+        until the first is done, so ``remove()`` returns only once the container has left
+        (its name and address are free, and its network can be reused at once)."""
         with self._leaving:
             proxies, self._proxies = self._proxies, {}
             networks, self._networks = self._networks, []
-        for proxy in proxies.values():
-            with contextlib.suppress(Exception):
-                proxy.close()
-        gone = link_gone or (self._removed and (
-            self.shim is None or not os.path.exists(f"/proc/{self.shim}")))
-        for network in networks:
-            with contextlib.suppress(Exception):
-                network.detach(self.id, link_gone=gone)
+            for proxy in proxies.values():
+                with contextlib.suppress(Exception):
+                    proxy.close()
+            gone = link_gone or (self._removed and (
+                self.shim is None or not os.path.exists(f"/proc/{self.shim}")))
+            for network in networks:
+                with contextlib.suppress(Exception):
+                    network.detach(self.id, link_gone=gone)
 
     def probe_port(self, port: int) -> bool:
         """Whether something accepts TCP connections on ``port`` in the container's own network

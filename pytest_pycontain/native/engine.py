@@ -233,7 +233,9 @@ class NativeEngine:
             self._networks = [n for n in self._networks if not n.removed]
             if name is not None and any(n.name == name for n in self._networks):
                 raise NetworkError(f"a network named {name!r} already exists in this session")
-            spare = next((s for s in self._spare_networks  # one with a way out, or without
+            # the newest spare first (the namespace just removed, still warm), with a way out
+            # or without as asked
+            spare = next((s for s in reversed(self._spare_networks)
                           if (s.egress is not None) == egress), None)
             if spare is not None:
                 self._spare_networks.remove(spare)
