@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import idmap
-from .dockerhost import docker_sockets
+from .dockerhost import docker_sockets, podman_at
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -69,6 +69,10 @@ def header(requested: str, environ: Mapping[str, str] | None = None) -> str:
     backend, reason = choose(requested, environ)
     line = f"engine {backend} ({reason}); started on first use"
     if backend == "docker":  # which builder: the docker CLI's BuildKit, or the API's classic
+        sockets = docker_sockets(environ)
+        podman = podman_at(sockets[0]) if sockets else None
+        if podman:
+            return line + f"; Podman {podman} answers there: builds with its own builder"
         from .docker import builder
 
         found = builder()

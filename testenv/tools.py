@@ -17,6 +17,7 @@ PACKAGES = {
     "docker": "docker.io",
     "docker-proxy": "docker.io",
     "unshare": "util-linux",
+    "podman": "podman",
 }
 
 

@@ -1,7 +1,7 @@
 """The shared test environment (README: "Quick start"; docs/architecture.md: "Tests").
 
 A registry seeded with busybox and debian by skopeo runs for the whole session and is exported
-as the docker.io mirror; a private dockerd starts on first use. A missing tool or a failing
+as the docker.io mirror; a private dockerd and a private podman service start on first use. A missing tool or a failing
 set-up command stops the session at once with one line, never a cascade of errors.
 """
 
@@ -15,6 +15,7 @@ import pytest
 from testenv.dockerd import RunningDockerd, start_dockerd
 from testenv.errors import EnvironmentProblem
 from testenv.images import seed, seed_services
+from testenv.podman import RunningPodman, start_podman
 from testenv.registry import RunningRegistry, SeededRegistry, start_registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,3 +93,17 @@ def dockerd(
         pytest.skip(f"no private dockerd here: {exc}")
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def podman_service(
+    tmp_path_factory: pytest.TempPathFactory, test_registry: RunningRegistry
+) -> RunningPodman:
+    """A private ``podman system service`` (its own socket, storage and containers.conf) with
+    the test registry as its docker.io mirror; skipped only where it can't start."""
+    try:
+        service = start_podman(tmp_path_factory.mktemp("podman"), registry_host=test_registry.host)
+    except EnvironmentProblem as exc:
+        pytest.skip(f"no private podman service here: {exc}")
+    yield service
+    service.stop()

@@ -95,13 +95,15 @@ class DockerBackend(Backend):
 
 
 @pytest.fixture(params=[pytest.param("native", marks=NEEDS_ROOT),
-                        pytest.param("docker", marks=pytest.mark.dockerd)])
+                        pytest.param("docker", marks=pytest.mark.dockerd),
+                        pytest.param("podman", marks=pytest.mark.podman)])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """Each test that takes it runs once per backend."""
+    """Each test that takes it runs once per backend (the Docker backend twice: over the
+    private dockerd and over Podman's Docker-compatible socket)."""
     if request.param == "native":
         yield Backend()
         return
-    yield request.getfixturevalue("docker_backend")
+    yield request.getfixturevalue(f"{request.param}_backend")
 
 
 @pytest.fixture
@@ -112,6 +114,19 @@ def docker_backend(dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Do
     monkeypatch.setenv("DOCKER_HOST", dockerd.host)
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     backend = DockerBackend(dockerd.host)
+    yield backend
+    backend.api.close()
+
+
+@pytest.fixture
+def podman_backend(podman_service: Any, monkeypatch: pytest.MonkeyPatch
+                   ) -> Iterator[DockerBackend]:
+    """Inner sessions talk to the private podman service through the Docker backend."""
+    if docker is None:
+        pytest.skip("the Docker backend needs the docker package (pytest-pycontain[docker])")
+    monkeypatch.setenv("DOCKER_HOST", podman_service.host)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    backend = DockerBackend(podman_service.host)
     yield backend
     backend.api.close()
 

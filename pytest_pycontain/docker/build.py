@@ -56,12 +56,17 @@ class BuildRequest:
                    dict(secrets or {}))
 
 
-def build_image(api: EngineApi, request: BuildRequest) -> str:
-    """Build ``request`` on the engine behind ``api``; returns the image id."""
-    found = builder()
+def build_image(api: EngineApi, request: BuildRequest, *, podman: bool = False) -> str:
+    """Build ``request`` on the engine behind ``api``; returns the image id. Podman (``podman``)
+    builds through its own API: the docker command line's BuildKit session needs an endpoint
+    Podman does not serve ("unable to upgrade to h2c")."""
+    found = None if podman else builder()
     if found:
         return _build_cli(found, api.url, request)
     if request.secrets:
+        if podman:
+            raise errors.NotSupported("build secrets are not supported on Podman's Docker API "
+                                      "by this backend yet: use the native engine")
         raise errors.NotSupported("build secrets need BuildKit: install the docker command "
                                   "line (Debian: docker.io) beside the engine")
     return _build_classic(api, request)
@@ -205,6 +210,8 @@ def build_failure(output: str, dockerfile: Path) -> tuple[str, int | None, int |
     if line_no is None:
         steps = re.findall(r"^\s*> \[(?:[^\]]*\s)?\d+/\d+\] (.+):\s*$", output, re.M)
         steps = steps or re.findall(r"^Step \d+/\d+ : (.+)$", output, re.M)
+        steps = steps or re.findall(r"^(?:\[\d+/\d+\] )?STEP \d+/\d+: (.+)$", output,
+                                     re.M)  # Podman's
         if steps:
             with contextlib.suppress(OSError):
                 line_no = dockerfile_line(dockerfile.read_text(errors="replace"), steps[-1])
@@ -212,6 +219,9 @@ def build_failure(output: str, dockerfile: Path) -> tuple[str, int | None, int |
     match = re.search(r"(?:exit code|returned a non-zero code): (\d+)", output)
     if match:
         code = int(match.group(1))
+    else:  # Podman: 'building at STEP "RUN ...": while running runtime: exit status 3'
+        match = re.search(r"building at STEP .*: exit status (\d+)$", output, re.M)
+        code = int(match.group(1)) if match else None
     reason = next((ln.strip() for ln in reversed(lines)
                    if re.search(r"error|failed|not found|unknown", ln, re.I)),
                   lines[-1].strip() if lines else "the build failed")

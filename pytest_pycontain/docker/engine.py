@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import errors
+from ..dockerhost import podman_version
 from ..engine import HOST_NAME, Reused, ReuseKey, RunSpec
 from ..security import security_options
 from .build import BuildRequest, build_image, builder
@@ -75,6 +76,12 @@ class DockerEngine:
     def _connect(self) -> EngineApi:
         api, self._version = connect(self.base_url, max(60, int(self.settings.timeout)))
         return api
+
+    @property
+    def podman(self) -> str | None:
+        """Podman's version when Podman serves this socket (it builds through its own API),
+        else None."""
+        return podman_version(self._version)
 
     # -- where things are -----------------------------------------------------------------------
     @property
@@ -143,6 +150,9 @@ class DockerEngine:
     def describe(self) -> str:
         version = self._version.get("Version", "?")
         api = self._version.get("ApiVersion", "?")
+        if self.podman:
+            return (f"Podman {self.podman} (Docker API {api}) at {self.base_url}; builds with "
+                    "Podman's own builder through its API")
         found = builder()
         builds = (f"BuildKit via {found[0]}" + (" buildx" if found[1] == "buildx" else "")
                   if found else "the classic builder (no docker CLI with BuildKit found)")
@@ -200,11 +210,12 @@ class DockerEngine:
         secrets: Mapping[str, str | Path] | None = None,
     ) -> DockerImage:
         """Build with BuildKit through the ``docker`` command line, or the engine's classic
-        builder where no such command line is installed (it has no ``secrets``)."""
+        builder where no such command line is installed or the engine is Podman (neither has
+        ``secrets`` here)."""
         request = BuildRequest.resolve(context, dockerfile=dockerfile, target=target,
                                        build_args=build_args, tag=tag, no_cache=no_cache,
                                        secrets=secrets)
-        return self.image(build_image(self.api, request))
+        return self.image(build_image(self.api, request, podman=self.podman is not None))
 
     def volume(self, name: str | None = None) -> DockerVolume:
         """A named volume (Docker's, labelled as ours): made on first use of ``name``, the
