@@ -51,6 +51,7 @@ CONTAINERS_CONF = """\
 log_driver = "k8s-file"
 default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
 
+
 [network]
 network_backend = "netavark"
 network_config_dir = "{root}/networks"
@@ -58,7 +59,7 @@ network_config_dir = "{root}/networks"
 [engine]
 cgroup_manager = "cgroupfs"
 events_logger = "file"
-tmp_dir = "{root}/tmp"
+{init}tmp_dir = "{root}/tmp"
 """
 
 
@@ -118,7 +119,11 @@ def write_config(root: Path, registry_host: str) -> None:
     (root / "networks").mkdir(exist_ok=True)
     (root / "registries.conf").write_text(REGISTRIES_CONF.format(host=registry_host))
     (root / "storage.conf").write_text(STORAGE_CONF.format(root=root))
-    (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root))
+    # Debian's podman looks for catatonit as its --init, which it does not install; Docker's
+    # docker-init (Debian's tini-static, bind-mounted into images without a libc) does the job
+    init = "" if Path("/usr/libexec/podman/catatonit").exists() or not Path(
+        "/usr/bin/tini-static").exists() else 'init_path = "/usr/bin/tini-static"\n'
+    (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root, init=init))
 
 
 def _iptables(*argv: str) -> str:

@@ -1,8 +1,9 @@
 """The shared test environment (README: "Quick start"; docs/architecture.md: "Tests").
 
 A registry seeded with busybox and debian by skopeo runs for the whole session and is exported
-as the docker.io mirror; a private dockerd and a private podman service start on first use. A missing tool or a failing
-set-up command stops the session at once with one line, never a cascade of errors.
+as the docker.io mirror; a private dockerd and a private podman service start on first use. A
+missing tool or a failing set-up command stops the session at once with one line, never a
+cascade of errors.
 """
 
 from __future__ import annotations

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from .. import errors
-from .client import EngineApi, load_docker, message
+from .client import EngineApi, load_docker, message, unique_suffix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +63,12 @@ def build_image(api: EngineApi, request: BuildRequest, *, podman: bool = False) 
     """Build ``request`` on the engine behind ``api``; returns the image id. Podman (``podman``)
     builds through its own API: the docker command line's BuildKit session needs an endpoint
     Podman does not serve ("unable to upgrade to h2c")."""
-    found = None if podman else builder()
+    if podman:
+        return _build_podman(api, request)
+    found = builder()
     if found:
         return _build_cli(found, api.url, request)
     if request.secrets:
-        if podman:
-            raise errors.NotSupported("build secrets are not supported on Podman's Docker API "
-                                      "by this backend yet: use the native engine")
         raise errors.NotSupported("build secrets need BuildKit: install the docker command "
                                   "line (Debian: docker.io) beside the engine")
     return _build_classic(api, request)
@@ -106,6 +108,83 @@ def _build_cli(found: tuple[str, str], engine_url: str, request: BuildRequest) -
 
 
 def _build_classic(api: EngineApi, request: BuildRequest) -> str:
+    def events() -> Iterator[dict[str, Any]]:  # the request is made inside the error map
+        yield from api.build(path=str(request.context), dockerfile=str(request.dockerfile),
+                             tag=request.tag, target=request.target,
+                             buildargs=dict(request.build_args), nocache=request.no_cache,
+                             rm=True, forcerm=True, decode=True)
+
+    return _image_from_events(api, request, events())
+
+
+def _build_podman(api: EngineApi, request: BuildRequest) -> str:
+    """A build by Podman's compat ``/build``, with what the docker package cannot send:
+    ``secrets``, as files inside the context (Podman moves them out of it before the build
+    starts, so ``COPY .`` never sees them), and no ``io.buildah.version`` label (Docker's
+    builds carry only the Dockerfile's). The context is tarred as the docker package does."""
+    docker = load_docker()
+    from docker.api.build import process_dockerfile
+
+    context = request.context
+    ignore = context / ".dockerignore"
+    exclude = None
+    if ignore.exists():
+        exclude = [line.strip() for line in ignore.read_text().splitlines()
+                   if line.strip() and not line.strip().startswith("#")]
+    dockerfile = process_dockerfile(str(request.dockerfile), str(context))
+    secrets = []
+    with docker.utils.tar(str(context), exclude=exclude, dockerfile=dockerfile) as archive:
+        with tarfile.open(fileobj=archive, mode="a") as tar:
+            for number, (ident, source) in enumerate(request.secrets.items()):
+                name = f".pycontain-secret-{unique_suffix()}-{number}"
+                try:
+                    tar.add(os.fspath(source), arcname=name, recursive=False)
+                except OSError as exc:
+                    raise errors.BuildError(f"build secret {ident!r}: cannot read {source}: "
+                                            f"{exc.strerror or exc}") from exc
+                secrets.append(f"id={ident},src={name}")
+        archive.seek(0)
+        client = api.client
+        params = {"dockerfile": dockerfile[0], "t": request.tag, "target": request.target,
+                  "buildargs": json.dumps(dict(request.build_args)),
+                  "nocache": int(request.no_cache), "rm": 1, "forcerm": 1,
+                  "secrets": json.dumps(secrets) if secrets else None, "identitylabel": 0}
+        with api.mapped(f"build of {context}", error=errors.BuildError):
+            answer = client.post(f"{client.base_url}/v{client.api_version}/build",
+                                 params={k: v for k, v in params.items() if v is not None},
+                                 data=archive, headers={"Content-Type": "application/tar"},
+                                 stream=True, timeout=None)
+            return _image_from_events(api, request, _json_stream(answer))
+
+
+def _json_stream(answer: Any) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a streamed engine answer; an error status is the docker package's
+    APIError, as its own calls raise."""
+    import requests
+
+    try:
+        answer.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        raise load_docker().errors.create_api_error_from_http_exception(exc) from exc
+    decoder = json.JSONDecoder()
+    buffer = ""
+    for chunk in answer.iter_content(chunk_size=None, decode_unicode=True):
+        buffer += chunk
+        while True:
+            buffer = buffer.lstrip()
+            try:
+                event, end = decoder.raw_decode(buffer)
+            except ValueError:
+                break
+            buffer = buffer[end:]
+            if isinstance(event, dict):
+                yield event
+
+
+def _image_from_events(api: EngineApi, request: BuildRequest,
+                       events: Iterable[dict[str, Any]]) -> str:
+    """The image id at the end of a builder's JSON events, or BuildError with the Dockerfile
+    line and exit code read from them."""
     docker = load_docker()
     path, context = request.dockerfile, request.context
     lines: list[str] = []
@@ -113,14 +192,12 @@ def _build_classic(api: EngineApi, request: BuildRequest) -> str:
     failure = None
     with api.mapped(f"build of {context}", error=errors.BuildError):  # a stream that breaks
         try:
-            for event in api.build(path=str(context), dockerfile=str(path), tag=request.tag,
-                                   target=request.target, buildargs=dict(request.build_args),
-                                   nocache=request.no_cache, rm=True, forcerm=True,
-                                   decode=True):
+            for event in events:
                 if "stream" in event:
                     lines.append(event["stream"])
-                if "error" in event:
-                    failure = event["error"]
+                if "error" in event:  # without the Go value Podman appends to some
+                    failure = re.sub(r" &imagebuilder\.Step\{.*", "", event["error"],
+                                     flags=re.S)
                     lines.append(event["error"] + "\n")
                 if "aux" in event and "ID" in event["aux"]:
                     image_id = event["aux"]["ID"]

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import errors
+from ..dockerhost import podman_version
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
@@ -93,9 +94,10 @@ class EngineApi:
     caller says what they mean (``mapped``), since some are answers (404 on a removed
     container, 409 on one that is not running)."""
 
-    def __init__(self, client: Any, url: str):
+    def __init__(self, client: Any, url: str, *, podman: bool = False):
         self.client = client
         self.url = url
+        self.podman = podman  # Podman serves this socket: its answers differ in small ways
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self.client, name)
@@ -167,4 +169,4 @@ def connect(url: str, timeout: int) -> tuple[EngineApi, dict[str, Any]]:
         raise errors.EngineUnavailable(
             f"cannot reach a Docker engine at {url}: {exc}. Start Docker, or set "
             "DOCKER_HOST to a running engine") from exc
-    return EngineApi(client, url), version
+    return EngineApi(client, url, podman=podman_version(version) is not None), version

@@ -78,6 +78,17 @@ def _feed(sock: socket.socket, data: bytes) -> None:
         sock.shutdown(socket.SHUT_WR)
 
 
+# The engine's states of a container that has ended; Podman says "stopped" (its exit code
+# known) until its cleanup makes it "exited".
+ENDED = ("exited", "dead", "stopped")
+
+
+def not_running(exc: Any) -> bool:
+    """Whether the engine refused because the container is not running: Docker answers 409,
+    Podman 500 with "container state improper"."""
+    return exc.status_code == 409 or "container state improper" in message(exc)
+
+
 class DockerContainer:
     """A container in the engine. ``name`` is the name other containers resolve; the
     engine-level name (``engine_name``) carries a unique suffix."""
@@ -133,12 +144,12 @@ class DockerContainer:
         if state is None:
             return "removed"
         status = state.get("Status") or "created"
-        return "exited" if status == "dead" else status
+        return "exited" if status in ENDED else status
 
     @property
     def exit_code(self) -> int | None:
         state = self._state()
-        if state is None or state.get("Status") not in ("exited", "dead"):
+        if state is None or state.get("Status") not in ENDED:
             return None
         return int(state.get("ExitCode", 0))
 
@@ -146,7 +157,7 @@ class DockerContainer:
     def health(self) -> str | None:
         state = self._state()
         health = (state or {}).get("Health")
-        return health.get("Status") if health else None
+        return (health.get("Status") or None) if health else None  # Podman: "" for none
 
     @property
     def ip(self) -> str | None:
@@ -185,7 +196,7 @@ class DockerContainer:
                     workdir=workdir)["Id"]
                 raw = self._api.exec_start(exec_id, socket=True)
             except docker.errors.APIError as exc:
-                if exc.status_code == 409:  # not running: say how it ended
+                if not_running(exc):  # say how it ended
                     self.check_running()
                 raise
         sock = _raw_socket(raw)
@@ -341,7 +352,7 @@ class DockerContainer:
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: not running
+                if not not_running(exc):
                     raise
 
     def wait(self, timeout: float | None = None) -> int:
@@ -367,7 +378,7 @@ class DockerContainer:
         state = self._state()
         if state is None:
             raise errors.ContainerError(f"container {self.name} was removed", container=self.id)
-        if state.get("Status") in ("exited", "dead"):
+        if state.get("Status") in ENDED:
             code = int(state.get("ExitCode", 0))
             detail = f": {state['Error']}" if state.get("Error") else ""
             raise errors.ContainerError(

@@ -14,14 +14,28 @@ from .. import errors
 from .client import EngineApi, load_docker
 
 
+def familiar(tag: str) -> str:
+    """A tag as Docker names it: Podman's ``docker.io/library/busybox:latest`` is
+    ``busybox:latest`` there."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if tag.startswith(prefix):
+            return tag[len(prefix):]
+    return tag
+
+
 class DockerImage:
     """An image in the engine: ``id``, ``tags`` and ``config`` (the engine's image Config)."""
 
-    def __init__(self, attrs: Mapping[str, Any]):
+    def __init__(self, attrs: Mapping[str, Any], *, podman: bool = False):
+        """``podman``: the engine is Podman, whose answers are put in Docker's terms (tags
+        without ``docker.io/``, no entrypoint as null rather than ``[]``)."""
         self.attrs = dict(attrs)
         self.id: str = attrs["Id"]
-        self.tags: list[str] = list(attrs.get("RepoTags") or [])
+        tags = list(attrs.get("RepoTags") or [])
+        self.tags: list[str] = [familiar(tag) for tag in tags] if podman else tags
         inner = dict(attrs.get("Config") or {})
+        if podman and inner.get("Entrypoint") == []:
+            inner["Entrypoint"] = None
         keys = ("Hostname", "Domainname", "User", "Env", "Cmd", "Entrypoint", "WorkingDir",
                 "ExposedPorts", "Volumes", "Labels", "StopSignal", "Healthcheck", "OnBuild",
                 "Shell")
@@ -45,7 +59,7 @@ class DockerImage:
 def inspect_image(api: EngineApi, key: str) -> DockerImage:
     """The engine's image ``key`` (a reference or an id); ImageNotFound when it lacks it."""
     with api.mapped(f"image {key} is not in the engine", error=errors.ImageNotFound):
-        return DockerImage(api.inspect_image(key))
+        return DockerImage(api.inspect_image(key), podman=api.podman)
 
 
 def pull_image(api: EngineApi, ref: str) -> DockerImage:
