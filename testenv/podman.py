@@ -9,10 +9,12 @@ CAP_SYS_RESOURCE). ``stop()`` removes what it made, the firewall chains netavark
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -71,6 +73,7 @@ class RunningPodman:
     workdir: Path
     process: subprocess.Popen
     chains_before: bool
+    made_dirs: list[Path]  # host directories podman's network tools make, absent before
 
     @property
     def host(self) -> str:
@@ -96,10 +99,33 @@ class RunningPodman:
                 self.process.wait()
         subprocess.run(["podman", "system", "reset", "-f"], env=env, capture_output=True,
                        check=False, timeout=120)
+        _kill_leftovers(self.workdir)
         unmount_below(self.workdir)
         if not self.chains_before:
             remove_netavark_chains()
+        for directory in self.made_dirs:  # /run/netns only when empty: others mount there
+            if directory.name == "netns":
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
         self.socket_path.unlink(missing_ok=True)
+
+
+def _kill_leftovers(workdir: Path) -> None:
+    """Kill what podman started and left below ``workdir``: conmon outlives an exec session by
+    up to its ``--exit-delay`` (300 s). They are found by the private storage in their argv."""
+    marker = str(workdir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in argv:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def podman_env(root: Path) -> dict[str, str]:
@@ -179,6 +205,9 @@ def start_podman(workdir: Path, *, registry_host: str, timeout: float = 60) -> R
     # unix socket paths are limited to 108 bytes: keep it short
     sock = Path(f"/tmp/pycontain-podman-{os.getpid()}-{time.monotonic_ns() % 100000}.sock")
     chains_before = netavark_chains()
+    # netavark keeps its address leases in /run/containers/networks and its namespaces in
+    # /run/netns whatever the configuration says: removed at the end when they were not there
+    made_dirs = [Path(d) for d in ("/run/containers", "/run/netns") if not Path(d).exists()]
     log = open(workdir / "podman.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [binary, "system", "service", "--time=0", f"unix://{sock}"],
@@ -186,7 +215,7 @@ def start_podman(workdir: Path, *, registry_host: str, timeout: float = 60) -> R
         start_new_session=True,
     )
     log.close()
-    service = RunningPodman(sock, workdir, process, chains_before)
+    service = RunningPodman(sock, workdir, process, chains_before, made_dirs)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
