@@ -200,6 +200,11 @@ class FakeNetwork:
     def subnet(self) -> str:
         return self._subnet
 
+    def connect(self, container: Any, aliases: Any = None) -> None:
+        self.engine.events.append(
+            f"connect {container.name} to {self.name}"
+            + (f" as {', '.join(aliases)}" if aliases else ""))
+
     def partition(self, a: Any, b: Any) -> None:
         self.faults.append(f"partition {a.name} {b.name}")
 

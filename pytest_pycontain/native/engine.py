@@ -128,7 +128,13 @@ class NativeEngine:
             settings = Settings()
         self.settings = settings
         self.state_root = Path(state_dir) if state_dir is not None else settings.state_path
-        self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.state_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise EngineUnavailable(
+                f"the native engine cannot make its state directory {self.state_root}: "
+                f"{exc.strerror or exc}; set PYCONTAIN_STATE_DIR (or XDG_RUNTIME_DIR) to a "
+                "directory you may write") from exc
         if self.rootless is not None:
             own_directory(self.state_root)
         if reap:
