@@ -71,6 +71,8 @@ class Container(Protocol):
     def exit_code(self) -> int | None: ...
     @property
     def health(self) -> str | None: ...  # None, "starting", "healthy", "unhealthy"
+    @property
+    def labels(self) -> Mapping[str, str]: ...  # the image's Labels, then the run's
 
     def exec(
         self,

@@ -73,7 +73,8 @@ class Factory:
             sysctls: Mapping[str, str] | None = None, shm_size: int | str | None = None,
             extra_hosts: Mapping[str, str] | Sequence[str] | None = None,
             volumes: Mapping[Any, str] | Sequence[str] | None = None,
-            reuse: bool = False, stop_signal: str | int | None = None) -> Any:
+            reuse: bool = False, stop_signal: str | int | None = None,
+            labels: Mapping[str, str] | Sequence[str] | None = None) -> Any:
         """Start a container; with ``wait``, return once it is ready. Every option is checked
         before anything is pulled; relative mount sources (and seccomp profiles) are taken from
         the pytest rootdir. ``reuse``: with the opt-in (``--pycontain-reuse``), it outlives the
@@ -88,7 +89,7 @@ class Factory:
                               privileged=privileged, cap_add=cap_add, cap_drop=cap_drop,
                               security_opt=security_opt, sysctls=sysctls,
                               shm_size=shm_size, extra_hosts=extra_hosts, volumes=volumes,
-                              stop_signal=stop_signal)
+                              stop_signal=stop_signal, labels=labels)
         for wanted in spec.volumes:  # a volume named here is this scope's, unless one was
             if isinstance(wanted.source, str):  # made already (a wider scope's, say)
                 self.volume(wanted.source)

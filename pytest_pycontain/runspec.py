@@ -258,6 +258,7 @@ class RunSpec:
     extra_hosts: Mapping[str, str] = FrozenMap()  # name -> address, added to /etc/hosts
     volumes: tuple[VolumeMount, ...] = ()  # named volumes; an image VOLUME without one is anonymous
     stop_signal: str | None = None  # "SIGUSR1" or "10"; None: the image's StopSignal
+    labels: Mapping[str, str] = FrozenMap()  # over the image's Labels, as Docker's --label
 
     def __post_init__(self) -> None:
         for option, parse in _FIELDS.items():
@@ -503,6 +504,16 @@ def stop_signal_name(option: str, value: Any) -> str | None:
     raise ConfigError(f"{option}: {value!r}: not a signal name or number (e.g. 'SIGTERM')")
 
 
+def _labels(option: str, value: Any) -> FrozenMap[str, str]:
+    """``{"team": "db"}`` or ``["team=db"]``; ``pycontain.*`` keys are the engine's own."""
+    labels = parse_env(value, option)
+    for key in labels:
+        if key.startswith("pycontain."):
+            raise ConfigError(f"{option}: {key!r}: labels under 'pycontain.' are the engine's "
+                              "own")
+    return labels
+
+
 _FIELDS = {
     "image": _keep, "name": _text, "command": _command, "entrypoint": _entrypoint,
     "env": lambda option, value: parse_env(value, option), "network": _keep,
@@ -513,6 +524,7 @@ _FIELDS = {
     "pids": _pids, "privileged": _flag, "cap_add": _capabilities, "cap_drop": _capabilities,
     "security_opt": _security_opt, "sysctls": _sysctls, "shm_size": _shm_size,
     "extra_hosts": _extra_hosts, "volumes": parse_volumes, "stop_signal": stop_signal_name,
+    "labels": _labels,
 }
 
 

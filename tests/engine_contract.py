@@ -158,6 +158,17 @@ class EngineContract:
         with pytest.raises(ConfigError, match=r"stop_signal: 'SIGNOPE': not a signal name"):
             run(command="true", stop_signal="SIGNOPE")
 
+    def test_labels_over_the_image_labels(self, run, make_image) -> None:
+        """``labels`` go over the image's, as ``docker run --label`` does; the engine's own
+        are not shown, and a user cannot set them."""
+        from pytest_pycontain.errors import ConfigError
+
+        image = make_image(Labels={"from": "image", "team": "image's"})
+        container = run(image, command="sleep 1000", labels=["team=db", "tier=1"])
+        assert dict(container.labels) == {"from": "image", "team": "db", "tier": "1"}
+        with pytest.raises(ConfigError, match=r"labels: 'pycontain.x': labels under "):
+            run(command="true", labels={"pycontain.x": "1"})
+
     def test_wait_times_out(self, run) -> None:
         container = run(command="sleep 1000")
         with pytest.raises(WaitTimeout):

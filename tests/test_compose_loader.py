@@ -427,7 +427,8 @@ def test_limits_replicas_and_other_service_keys(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("body", "line", "message"), [
     ("    dns: [10.0.0.1]\n", 4, "service 'a': compose key 'dns' is not supported yet"),
-    ("    labels: {a: b}\n", 4, "service 'a': compose key 'labels' is not supported yet"),
+    ("    label_file: a.labels\n", 4,
+     "service 'a': compose key 'label_file' is not supported yet"),
     ("    restart: always\n", 4, "service 'a': compose key 'restart' is not supported yet"),
     ("    volumes:\n      - {type: volume, source: d, target: /d, volume: {nocopy: true}}\n",
      5, "service 'a': compose key 'volumes.0.volume' is not supported yet"),
@@ -478,6 +479,7 @@ def test_privileges_sysctls_shm_and_extra_hosts(tmp_path: Path) -> None:
             shm_size: 1g
             extra_hosts: ["db:10.0.0.5", "v6=::1"]
             stop_signal: usr1
+            labels: [team=db, solo]
             networks: [inside]
           b:
             image: busybox
@@ -497,6 +499,7 @@ def test_privileges_sysctls_shm_and_extra_hosts(tmp_path: Path) -> None:
     assert dict(a.extra_hosts) == {"db": "10.0.0.5", "v6": "::1"}
     assert dict(b.extra_hosts) == {"cache": "10.0.0.6"}
     assert (a.stop_signal, b.stop_signal) == ("SIGUSR1", None)
+    assert (dict(a.labels), dict(b.labels)) == ({"team": "db", "solo": ""}, {})
     assert project.networks["inside"].internal and not project.networks["default"].internal
     shaped = config_json(project)
     assert shaped["networks"]["inside"] == {"name": "p_inside", "ipam": {}, "internal": True}

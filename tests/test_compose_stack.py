@@ -202,6 +202,7 @@ services:
     image: busybox
     command: sh -c "trap 'exit 9' USR2; echo up; while true; do sleep 0.05; done"
     stop_signal: SIGUSR2
+    labels: {team: db}
   everything:
     image: busybox
     command: sleep 1000
@@ -385,6 +386,7 @@ def test_the_privilege_boundary_shm_hosts_and_an_internal_network(pycontain):
     from pytest_pycontain import wait
 
     wait.until_ready(stack.service("graceful"), wait.log("up", timeout=30))  # trap set
+    assert dict(stack.service("graceful").labels) == {"team": "db"}
     stack.stop("graceful")  # its stop_signal, which its trap turns into exit code 9
     assert stack.services["graceful"].exit_code == 9
     assert stack.network("sealed").internal is True  # made as the file says

@@ -69,6 +69,8 @@ def _service(service: Service) -> dict[str, Any]:
         out["image"] = service.image
     if service.init is not None:
         out["init"] = service.init
+    if service.labels:
+        out["labels"] = dict(sorted(service.labels.items()))
     out["networks"] = {n.network: ({"aliases": list(n.aliases)} if n.aliases else None)
                        for n in service.networks}
     if service.ports:

@@ -30,7 +30,7 @@ SERVICE = {
 SERVICE_SUPPORTED = {
     "build", "cap_add", "cap_drop", "command", "cpus", "depends_on", "deploy", "entrypoint",
     "env_file", "environment", "expose", "extra_hosts", "healthcheck", "hostname", "image",
-    "init", "mem_limit", "networks", "pids_limit", "ports", "privileged", "profiles",
+    "init", "labels", "mem_limit", "networks", "pids_limit", "ports", "privileged", "profiles",
     "read_only", "scale", "security_opt", "shm_size", "stop_grace_period", "stop_signal",
     "sysctls", "tmpfs", "user", "volumes", "working_dir",
 }

@@ -295,6 +295,7 @@ class _Loader:
                       if body.get("shm_size") is not None else None),
             extra_hosts=self.extra_hosts(body, key),
             stop_signal=self.stop_signal(body, key),
+            labels=self.labels(body, key),
         )
 
     # -- the privilege boundary and /etc/hosts: checked here as run() checks them, so a bad
@@ -340,6 +341,18 @@ class _Loader:
             except ConfigError as exc:
                 raise self.error((*where, name), str(exc)) from None
             result[checked[0]] = checked[1]
+        return result
+
+    def labels(self, body: dict[str, Any], key: PathKey) -> dict[str, str]:
+        where = (*key, "labels")
+        result: dict[str, str] = {}
+        for name, value in self.mapping(key_value_map(body.get("labels")), where).items():
+            if isinstance(value, (dict, list)):
+                raise self.error((*where, name), f"must be a string, not {_kind(value)}")
+            if str(name).startswith("pycontain."):
+                raise self.error((*where, name), "labels under 'pycontain.' are the engine's "
+                                 "own")
+            result[str(name)] = _scalar_str(value)
         return result
 
     def stop_signal(self, body: dict[str, Any], key: PathKey) -> str | None:

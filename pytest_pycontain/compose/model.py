@@ -136,6 +136,7 @@ class Service:
     shm_size: int | None = None  # bytes; None: the engine's default (64m)
     extra_hosts: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> address
     stop_signal: str | None = None
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

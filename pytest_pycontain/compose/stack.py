@@ -125,7 +125,7 @@ class Compose:
                 cap_drop=service.cap_drop or None, security_opt=service.security_opt or None,
                 sysctls=dict(service.sysctls) or None, shm_size=service.shm_size,
                 extra_hosts=dict(service.extra_hosts) or None,
-                stop_signal=service.stop_signal)
+                stop_signal=service.stop_signal, labels=dict(service.labels) or None)
             for other in service.networks[1:]:  # joined once it runs, as network connect
                 self._networks[other.network].connect(
                     container, aliases=list(other.aliases) if first else None)

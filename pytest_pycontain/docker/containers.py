@@ -124,6 +124,12 @@ class DockerContainer:
                 raise errors.ContainerError(f"container {self.name} is gone: {message(exc)}",
                                             container=self.id) from exc
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """The image's Labels and the run's, as Docker merged them (not the engine's own)."""
+        found = (self.inspect().get("Config") or {}).get("Labels") or {}
+        return {k: v for k, v in found.items() if not k.startswith("pycontain.")}
+
     def _state(self) -> dict[str, Any] | None:
         if self._removed:
             return None

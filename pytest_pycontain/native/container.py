@@ -122,6 +122,7 @@ class NativeContainer:
         self.workdir = workdir
         self.limits = limits
         self.stop_signal = signal_number(config.get("StopSignal"))
+        self.labels: dict[str, str] = {}  # the image's Labels and the run's (set by the engine)
         self.pid: int | None = None
         self.shim: int | None = None
         self.kept = False

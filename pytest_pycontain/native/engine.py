@@ -375,8 +375,9 @@ class NativeEngine:
         name = spec.name or f"pycontain-{container_id[:12]}"
         # the engine-level name carries a unique suffix, so parallel runs never clash
         engine_name = f"{spec.name}-{container_id[:8]}" if spec.name else name
+        labels = {**(config.get("Labels") or {}), **spec.labels}
         self.journal.record("container", container=container_id, name=engine_name,
-                            dns_name=spec.name,
+                            dns_name=spec.name, labels=labels,
                             image=image_name(image), dir=str(directory), argv=argv,
                             hostname=hostname, env=env, user=user, workdir=workdir,
                             stop_signal=config.get("StopSignal"),
@@ -385,6 +386,7 @@ class NativeEngine:
         container = NativeContainer(self._services, container_id, name, hostname, image, config,
                                     directory, env, user, workdir, limits)
         container.run_config = _run_config(config, spec, env, user, workdir)
+        container.labels = labels
         container.reuse = reuse
         try:
             (directory / "l").mkdir(parents=True)
@@ -477,11 +479,13 @@ class NativeEngine:
         found = Found(pid=processes["pid1"]["pid"], shim=processes["shim"]["pid"],
                       started_at=processes["pid1"].get("start"), kept=record["kept"],
                       boundary=boundary)
-        return NativeContainer(
+        container = NativeContainer(
             self._services, record["container"], record["name"], record["hostname"],
             record["image"], {"StopSignal": record.get("stop_signal")}, Path(record["dir"]),
             record["env"], record["user"], record["workdir"], AttachedLimits(cgroups),
             found=found)
+        container.labels = dict(record.get("labels") or {})
+        return container
 
     def reused(self, slot: str) -> list[Reused]:
         """The reused containers of ``slot`` that outlived their runs (``run(reuse=...)``),
