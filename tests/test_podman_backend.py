@@ -65,6 +65,8 @@ def make_image(engine, busybox, tmp_path_factory):
                              f"CMD {probe}")
             elif key == "Volumes":
                 lines.append(f"VOLUME {json.dumps(list(value))}")
+            elif key == "Labels":
+                lines += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in value.items()]
             else:
                 raise AssertionError(f"make_image: no Dockerfile form for {key}")
         context = tmp_path_factory.mktemp("image")
