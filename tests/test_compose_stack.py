@@ -14,9 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_plugin_fixtures import NEEDS_ROOT, Backend, backend, docker_backend, run
+from test_plugin_fixtures import (
+    NEEDS_ROOT,
+    Backend,
+    backend,
+    docker_backend,
+    podman_backend,
+    run,
+)
 
-__all__ = ["backend", "docker_backend"]  # fixtures, used by name
+__all__ = ["backend", "docker_backend", "podman_backend"]  # fixtures, used by name
 
 WEB = """\
 FROM busybox

@@ -419,7 +419,10 @@ class DockerEngine:
                 created = self.api.create_container(
                     image_key,
                     command=list(spec.command) if spec.command is not None else None,
-                    entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                    # [""] drops the image's entrypoint, as docker run --entrypoint "" sends
+                    # it (Podman reads an empty list as "the image's")
+                    entrypoint=(list(spec.entrypoint) or [""]) if spec.entrypoint is not None
+                    else None,
                     environment=dict(spec.env) or None,
                     hostname=hostname,
                     user=spec.user or None,
