@@ -94,6 +94,11 @@ class FakeContainer:
         return self._ip
 
     @property
+    def labels(self) -> dict[str, str]:
+        """The image's Labels, then the run request's, as Docker shows them."""
+        return {**(self._image.config.get("Labels") or {}), **self.spec.labels}
+
+    @property
     def status(self) -> str:
         return self._status
 
