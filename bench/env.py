@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -20,40 +19,6 @@ if str(REPO) not in sys.path:
 DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io 20.10 client (BuildKit with DOCKER_BUILDKIT)
 IMAGE = "busybox"
 
-REGISTRIES_CONF = """\
-unqualified-search-registries = ["docker.io"]
-
-[[registry]]
-prefix = "docker.io"
-location = "docker.io"
-
-[[registry.mirror]]
-location = "{host}"
-insecure = true
-"""
-
-STORAGE_CONF = """\
-[storage]
-driver = "overlay"
-graphroot = "{root}/graph"
-runroot = "{root}/run"
-"""
-
-# podman as root raises nofile/nproc to 1048576/4194304; without CAP_SYS_RESOURCE (as in a
-# container) runc can't, so the limits are set lower, which is always allowed.
-CONTAINERS_CONF = """\
-[containers]
-log_driver = "k8s-file"
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-
-[network]
-network_config_dir = "{root}/networks"
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-"""
-
 
 def skipped(reason: str) -> None:
     print(f"skipped: {reason}", file=sys.stderr, flush=True)
@@ -61,34 +26,6 @@ def skipped(reason: str) -> None:
 
 def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def _iptables(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["iptables", *argv], capture_output=True, text=True, check=False)
-
-
-def _netavark_chains() -> bool:
-    """Whether netavark's firewall chains are there (podman adds them and never removes them)."""
-    if not shutil.which("iptables"):
-        return False
-    return any("NETAVARK" in _iptables("-t", table, "-S").stdout for table in ("filter", "nat"))
-
-
-def _remove_netavark_chains() -> None:
-    """Undo what netavark added to the host's firewall: the jumps into its chains, then them."""
-    if not shutil.which("iptables"):
-        return
-    for table in ("filter", "nat"):
-        rules = _iptables("-t", table, "-S").stdout.splitlines()
-        for rule in rules:
-            words = rule.split()
-            if words[:1] == ["-A"] and "NETAVARK" not in words[1] and "NETAVARK" in rule:
-                _iptables("-t", table, "-D", *shlex.split(rule)[1:])
-        chains = [r.split()[1] for r in rules if r.startswith("-N ") and "NETAVARK" in r]
-        for chain in chains:
-            _iptables("-t", table, "-F", chain)
-        for chain in chains:
-            _iptables("-t", table, "-X", chain)
 
 
 class Env:
@@ -223,19 +160,13 @@ class Env:
                 self._podman_error = "podman is not installed and apt-get could not install it"
                 skipped(self._podman_error)
                 return None
+            from testenv.podman import netavark_chains, podman_env, write_config
+
             root = self.workdir / "podman"
-            (root / "tmp").mkdir(parents=True, exist_ok=True)
-            (root / "registries.conf").write_text(REGISTRIES_CONF.format(host=self.registry.host))
-            (root / "storage.conf").write_text(STORAGE_CONF.format(root=root))
-            (root / "networks").mkdir(exist_ok=True)
-            (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root))
-            env = {**os.environ,
-                   "CONTAINERS_REGISTRIES_CONF": str(root / "registries.conf"),
-                   "CONTAINERS_STORAGE_CONF": str(root / "storage.conf"),
-                   "CONTAINERS_CONF": str(root / "containers.conf"),
-                   "TMPDIR": str(root / "tmp")}
+            write_config(root, self.registry.host)  # the test session's private podman's
+            env = podman_env(root)
             self._podman = env
-            self.stack.callback(self._podman_tidy, env, root, _netavark_chains())
+            self.stack.callback(self._podman_tidy, env, root, netavark_chains())
             result = subprocess.run(["podman", "pull", "-q", f"docker.io/library/{IMAGE}"],
                                     env=env, capture_output=True, text=True)
             if result.returncode != 0:
@@ -252,7 +183,9 @@ class Env:
 
         unmount_below(root)
         if not chains_before:
-            _remove_netavark_chains()
+            from testenv.podman import remove_netavark_chains
+
+            remove_netavark_chains()
 
     def close(self) -> None:
         try:
