@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -172,6 +173,24 @@ def _answers(path: Path) -> bool:
         return False
 
 
+def await_ping(what: str, process: subprocess.Popen, sock: Path, log: Path, timeout: float,
+               stop: Callable[[], None]) -> None:
+    """Return once the Docker-compatible API on ``sock`` answers ``/_ping``; a daemon that
+    exits first, or does not answer in time (then stopped), is an EnvironmentProblem with the
+    tail of its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EnvironmentProblem(f"{what} exited {process.returncode} at start: "
+                                     f"{stderr_tail(log.read_bytes())}")
+        if _answers(sock):
+            return
+        time.sleep(0.1)
+    stop()
+    raise EnvironmentProblem(f"{what} did not answer on {sock} within {timeout:.0f}s: "
+                             f"{stderr_tail(log.read_bytes())}")
+
+
 def start_dockerd(
     workdir: Path, *, mirror: str | None = None, insecure: list[str] = (), timeout: float = 60
 ) -> RunningDockerd:
@@ -239,18 +258,5 @@ def start_dockerd(
     except EnvironmentProblem:
         daemon.stop()
         raise
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise EnvironmentProblem(
-                f"dockerd exited {process.returncode} at start: "
-                f"{stderr_tail((workdir / 'dockerd.log').read_bytes())}"
-            )
-        if _answers(sock):
-            return daemon
-        time.sleep(0.1)
-    daemon.stop()
-    raise EnvironmentProblem(
-        f"dockerd did not answer on {sock} within {timeout:.0f}s: "
-        f"{stderr_tail((workdir / 'dockerd.log').read_bytes())}"
-    )
+    await_ping("dockerd", process, sock, workdir / "dockerd.log", timeout, daemon.stop)
+    return daemon

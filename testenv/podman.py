@@ -19,8 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .dockerd import unmount_below
-from .errors import EnvironmentProblem, stderr_tail
+from .dockerd import await_ping, unmount_below
+from .errors import EnvironmentProblem
 from .tools import require
 
 REGISTRIES_CONF = """\
@@ -181,19 +181,6 @@ def remove_netavark_chains() -> None:
             _iptables("-t", table, "-X", chain)
 
 
-def _answers(path: Path) -> bool:
-    import socket
-
-    try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(1)
-            sock.connect(str(path))
-            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
-            return b" 200 " in sock.recv(64)
-    except OSError:
-        return False
-
-
 def start_podman(workdir: Path, *, registry_host: str, timeout: float = 60) -> RunningPodman:
     """Start ``podman system service`` under ``workdir``; return once ``/_ping`` answers."""
     binary = require("podman")
@@ -216,18 +203,6 @@ def start_podman(workdir: Path, *, registry_host: str, timeout: float = 60) -> R
     )
     log.close()
     service = RunningPodman(sock, workdir, process, chains_before, made_dirs)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise EnvironmentProblem(
-                f"podman system service exited {process.returncode} at start: "
-                f"{stderr_tail((workdir / 'podman.log').read_bytes())}"
-            )
-        if _answers(sock):
-            return service
-        time.sleep(0.1)
-    service.stop()
-    raise EnvironmentProblem(
-        f"podman system service did not answer on {sock} within {timeout:.0f}s: "
-        f"{stderr_tail((workdir / 'podman.log').read_bytes())}"
-    )
+    await_ping("podman system service", process, sock, workdir / "podman.log", timeout,
+               service.stop)
+    return service
