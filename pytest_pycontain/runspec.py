@@ -199,19 +199,25 @@ def parse_ports(value: Any) -> FrozenMap[int, int | None]:
     return FrozenMap(ports)
 
 
+def _pairs(option: str, value: Any, sep: str, form: str) -> list[tuple[Any, Any]]:
+    """A mapping's items, or ``KEY<sep>VALUE`` strings split at the first ``sep`` (``form``
+    names the expected shape in the error)."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return list(value.items())
+    pairs = []
+    for item in _sequence(option, value):
+        if not isinstance(item, str) or sep not in item:
+            raise ConfigError(f"{option}: {item!r}: expected {form}")
+        key, _, text = item.partition(sep)
+        pairs.append((key, text))
+    return pairs
+
+
 def parse_env(value: Any, option: str = "env") -> FrozenMap[str, str]:
     """A mapping, or ``KEY=VALUE`` strings -> {KEY: VALUE}."""
-    if value is None:
-        return FrozenMap()
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    else:
-        pairs = []
-        for item in _sequence(option, value):
-            if not isinstance(item, str) or "=" not in item:
-                raise ConfigError(f"{option}: {item!r}: expected KEY=VALUE")
-            key, _, text = item.partition("=")
-            pairs.append((key, text))
+    pairs = _pairs(option, value, "=", "KEY=VALUE")
     env: dict[str, str] = {}
     for key, text in pairs:
         if not isinstance(key, str) or not key or "=" in key:
@@ -458,18 +464,8 @@ def _shm_size(option: str, value: Any) -> int:
 def _extra_hosts(option: str, value: Any) -> FrozenMap[str, str]:
     """``{"db": "10.0.0.5"}`` or Docker's ``["db:10.0.0.5"]``; each address is checked here,
     so a typo is an error naming it rather than a line in /etc/hosts that never resolves."""
-    if value is None:
-        return FrozenMap()
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    else:
-        pairs = []
-        for item in _sequence(option, value):
-            if not isinstance(item, str) or ":" not in item:
-                raise ConfigError(f"{option}: {item!r}: expected 'NAME:ADDRESS'")
-            pairs.append(tuple(item.split(":", 1)))
     hosts: dict[str, str] = {}
-    for name, address in pairs:
+    for name, address in _pairs(option, value, ":", "'NAME:ADDRESS'"):
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ConfigError(f"{option}: {name!r}: expected a host name")
         try:
