@@ -9,9 +9,12 @@ cascade of errors.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from backends import NEEDS_ROOT, Backend, DockerBackend, docker
 
 from testenv.dockerd import RunningDockerd, start_dockerd
 from testenv.errors import EnvironmentProblem
@@ -108,3 +111,40 @@ def podman_service(
         pytest.skip(f"no private podman service here: {exc}")
     yield service
     service.stop()
+
+
+@pytest.fixture(params=[pytest.param("native", marks=NEEDS_ROOT),
+                        pytest.param("docker", marks=pytest.mark.dockerd),
+                        pytest.param("podman", marks=pytest.mark.podman)])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Each test that takes it runs once per backend (the Docker backend twice: over the
+    private dockerd and over Podman's Docker-compatible socket)."""
+    if request.param == "native":
+        yield Backend()
+        return
+    yield request.getfixturevalue(f"{request.param}_backend")
+
+
+@pytest.fixture
+def docker_backend(dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[DockerBackend]:
+    """Inner sessions (in-process or not) talk to the private dockerd."""
+    if docker is None:
+        pytest.skip("the Docker backend needs the docker package (pytest-pycontain[docker])")
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    backend = DockerBackend(dockerd.host)
+    yield backend
+    backend.api.close()
+
+
+@pytest.fixture
+def podman_backend(podman_service: Any, monkeypatch: pytest.MonkeyPatch
+                   ) -> Iterator[DockerBackend]:
+    """Inner sessions talk to the private podman service through the Docker backend."""
+    if docker is None:
+        pytest.skip("the Docker backend needs the docker package (pytest-pycontain[docker])")
+    monkeypatch.setenv("DOCKER_HOST", podman_service.host)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    backend = DockerBackend(podman_service.host)
+    yield backend
+    backend.api.close()

@@ -14,16 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_plugin_fixtures import (
-    NEEDS_ROOT,
-    Backend,
-    backend,
-    docker_backend,
-    podman_backend,
-    run,
-)
-
-__all__ = ["backend", "docker_backend", "podman_backend"]  # fixtures, used by name
+from backends import NEEDS_ROOT, Backend
+from test_plugin_fixtures import run
 
 WEB = """\
 FROM busybox

@@ -10,9 +10,8 @@ outer test checks every scenario passed and nothing was left.
 from __future__ import annotations
 
 import pytest
-from test_plugin_fixtures import Backend, backend, docker_backend, run
-
-__all__ = ["backend", "docker_backend"]  # fixtures, used by name
+from backends import Backend
+from test_plugin_fixtures import run
 
 pytest.importorskip("psycopg", reason="the service image tests need psycopg (the test extra)")
 pytest.importorskip("redis", reason="the service image tests need redis (the test extra)")
@@ -117,7 +116,12 @@ def test_stop_sends_sigint_and_postgres_shuts_down_cleanly(stack):
 
 
 def test_service_images_on_each_backend(pytester: pytest.Pytester, backend: Backend,
-                                         service_images) -> None:
+                                         service_images, request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params["backend"] == "podman":
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="Podman 4.3 reports no health for the postgres image's HEALTHCHECK "
+                                "(it runs healthchecks from systemd timers; none here), so "
+                                "wait.healthcheck() cannot pass"))
     pytester.makepyfile(test_stack=STACK_TESTS)
     result = run(pytester, backend, "-v", "-p", "no:randomly")
     result.assert_outcomes(passed=7)
