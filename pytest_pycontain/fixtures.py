@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shlex
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -289,7 +290,10 @@ class PycontainSession:
         self.session_factory: Factory | None = None  # pycontain_session's, while it lives
         from .reuse import ReuseClaims
 
-        self.reuse_claims = ReuseClaims()
+        # one run's id, which xdist's workers share: claims of one name in one run collide
+        workerinput = getattr(config, "workerinput", None)
+        run_id = workerinput.get("testrunuid") if isinstance(workerinput, dict) else None
+        self.reuse_claims = ReuseClaims(run_id or uuid.uuid4().hex, settings.state_path)
 
     @property
     def engine(self) -> Engine:

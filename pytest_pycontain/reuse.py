@@ -93,18 +93,41 @@ def call_site() -> str:
 
 
 class ReuseClaims:
-    """The slots this process asked for, and where: two different requests under one name in
-    one run are a ``ConfigError`` naming both call sites."""
+    """The slots this run asked for, and where: two different requests under one name in
+    one run are a ``ConfigError`` naming both call sites. ``run_id`` is the run's (xdist's
+    workers share their controller's), so the claims are kept on disk, beside the slot's lock,
+    where every worker of the run sees them; a later run's id replaces them."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str, state_dir: Path) -> None:
+        self.run_id = run_id
+        self.state_dir = state_dir
         self._claims: dict[str, tuple[str, str]] = {}
 
     def claim(self, reuse: ReuseKey, where: str) -> None:
-        held = self._claims.setdefault(reuse.slot, (reuse.key, where))
+        held = self._claims.get(reuse.slot)
+        if held is None:
+            with slot_lock(self.state_dir, reuse.slot):
+                held = self._record(reuse, where)
+            self._claims[reuse.slot] = held
         if held[0] != reuse.key:
             raise ConfigError(
                 f"reuse=True: two different requests under the name {reuse.label!r} in one "
                 f"run: {held[1]} and {where}; give one of them another name")
+
+    def _record(self, reuse: ReuseKey, where: str) -> tuple[str, str]:
+        """The slot's claim of this run (another worker's, made first), else ours, written
+        (under the slot's lock). An unreadable claim is an old run's: replaced."""
+        path = self.state_dir / "reuse" / f"{reuse.slot}.claim"
+        try:
+            found = json.loads(path.read_text())
+            if found.get("run") == self.run_id:
+                return str(found["key"]), str(found["where"])
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"run": self.run_id, "key": reuse.key, "where": where}))
+        os.replace(partial, path)
+        return reuse.key, where
 
 
 def _unhealthy(container: Any, config: Mapping[str, Any]) -> str | None:

@@ -47,6 +47,14 @@ def test_reused(pycontain, n):
 def test_same_name_twice(pycontain):
     pycontain.run("busybox", name="twice", command="sleep 600", reuse=True)
     pycontain.run("busybox", name="twice", command="sleep 601", reuse=True)
+
+
+@pytest.mark.parametrize("seconds", ["600", "601"])
+def test_claimed(pycontain, seconds):
+    with open(f"worker-{seconds}.txt", "w") as out:
+        out.write(os.environ.get("PYTEST_XDIST_WORKER", "-"))
+    pycontain.run("busybox", name="claimed", reuse=True,
+                  command=["sleep", seconds])
 """
 
 
@@ -176,6 +184,28 @@ def test_one_name_for_two_requests_is_an_error_naming_both(pytester: pytest.Pyte
     result.stdout.fnmatch_lines([f"*ConfigError: reuse=True: two different requests under the "
                                  f"name 'twice' in one run: *{path.name}:{first} and "
                                  f"*{path.name}:{first + 1};*"])
+
+
+def test_one_name_for_two_requests_across_xdist_workers_is_an_error_naming_both(
+        pytester: pytest.Pytester, backend: Backend) -> None:
+    pytest.importorskip("xdist")
+    path = pytester.makepyfile(REUSED_TEST)
+    before = set(backend.reused())
+    result = pytester.runpytest_subprocess(*backend.args, "-k", "claimed", "-n", "2",
+                                           "--pycontain-reuse")
+    result.assert_outcomes(passed=1, failed=1)
+    workers = {(pytester.path / f"worker-{s}.txt").read_text() for s in ("600", "601")}
+    assert len(workers) == 2 and "-" not in workers  # one request in each worker
+    line = 1 + next(i for i, text in enumerate(path.read_text().splitlines())
+                    if "name=\"claimed\"" in text)
+    result.stdout.fnmatch_lines([f"*ConfigError: reuse=True: two different requests under the "
+                                 f"name 'claimed' in one run: *{path.name}:{line} and "
+                                 f"*{path.name}:{line};*"])
+    # the next run is another run: its request takes the name (the old one replaced)
+    again = pytester.runpytest_subprocess(*backend.args, "-k", "claimed and 601",
+                                          "--pycontain-reuse")
+    again.assert_outcomes(passed=1)
+    assert len([c for c in backend.reused() if c not in before]) == 1
 
 
 def test_without_the_opt_in_reuse_is_a_normal_container(pytester: pytest.Pytester,
