@@ -52,6 +52,20 @@ class Mapping:
                     f"{sub.outside + sub.count - 1} from /etc/subuid")
         return f"single id: uid {self.uid} is root, no other ids"
 
+    def refuses(self, uid: int, gid: int) -> str | None:
+        """Why a process in this namespace cannot become ``uid:gid`` (the kernel's bare
+        EINVAL otherwise), or None when both are mapped."""
+        if (any(r.inside <= uid < r.inside + r.count for r in self.uids)
+                and any(r.inside <= gid < r.inside + r.count for r in self.gids)):
+            return None
+        if not self.full:
+            return (f"uid {uid} gid {gid} is not mapped: rootless mode without subordinate "
+                    f"ids maps only root (uid {self.uid}); /etc/subuid and /etc/subgid have "
+                    f"no entry for {self.user}; add one (as root) with: "
+                    f"{add_ids_command(self.user)}")
+        last = max(r.inside + r.count - 1 for r in self.uids)
+        return f"uid {uid} gid {gid} is not mapped: rootless mode maps ids 0-{last} only"
+
 
 def user_name(uid: int) -> str:
     try:

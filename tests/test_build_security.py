@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 from engine_contract import busybox_rootfs
 
+from pytest_pycontain.backends import native_blocker
 from pytest_pycontain.build import build
 from pytest_pycontain.engine import RunSpec
 from pytest_pycontain.errors import ContainerError
@@ -38,8 +39,8 @@ from pytest_pycontain.native import egress
 from pytest_pycontain.native.engine import NativeEngine, native_runner
 from pytest_pycontain.store import Store
 
-pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="RUN needs the native engine "
-                                 "(root)"), pytest.mark.root]
+pytestmark = [pytest.mark.skipif(native_blocker() is not None, reason=native_blocker() or ""),
+              pytest.mark.root]
 needs_pasta = pytest.mark.skipif(egress.pasta_path() is None,
                                  reason="pasta is not installed (.ci/setup installs passt)")
 
@@ -199,6 +200,7 @@ with open(os.path.join(context, "Dockerfile"), "w") as f:
         f"tail -n1 /tmp/r | grep . || echo blocked) > /out/{name}"
         for name, host, port in (("outside", "198.51.100.2", ports["198.51.100.2"]),
                                  ("loop", "127.0.0.1", ports["127.0.0.1"]))) + "\n")
+from pytest_pycontain.backends import native_blocker
 from pytest_pycontain.build import build
 from pytest_pycontain.native.engine import NativeEngine, native_runner
 from pytest_pycontain.store import Store
@@ -247,6 +249,7 @@ store_root, state_dir, context = sys.argv[1:4]
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)  # and nothing else: offline
 with open(os.path.join(context, "Dockerfile"), "w") as f:
     f.write("FROM busybox\nRUN ls /sys/class/net > /ifaces\n")
+from pytest_pycontain.backends import native_blocker
 from pytest_pycontain.build import build
 from pytest_pycontain.native.engine import NativeEngine, native_runner
 from pytest_pycontain.store import Store

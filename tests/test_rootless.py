@@ -76,6 +76,28 @@ def test_with_subordinate_ids_other_users_and_owners_work(engine) -> None:
         container.kill()
 
 
+def test_a_user_the_mapping_lacks_is_a_clear_error(engine) -> None:
+    """Not the kernel's bare EINVAL from setuid: the id, the mapping's limit, the fix."""
+    from pytest_pycontain.engine import RunSpec
+    from pytest_pycontain.errors import ContainerError
+
+    before = set(engine.containers)
+    with pytest.raises(ContainerError) as info:
+        engine.run(RunSpec.create("busybox", command=["true"], user="70000"))
+    if FULL:
+        assert "user 70000: uid 70000 gid 0 is not mapped: rootless mode maps ids 0-65536 " \
+               "only" in str(info.value)
+    else:
+        assert "add one (as root) with: usermod --add-subuids" in str(info.value)
+    assert set(engine.containers) == before
+    container = engine.run(RunSpec.create("busybox", command=["sleep", "60"]))
+    try:
+        result = container.exec("id", user="70000")
+        assert result.exit_code != 0 and "uid 70000 gid 0 is not mapped" in result.output
+    finally:
+        container.kill()
+
+
 @pytest.mark.skipif(FULL, reason="the single-id mapping's limit (this user has subordinate ids)")
 def test_without_subordinate_ids_an_image_with_other_owners_is_a_clear_error(engine) -> None:
     """debian:bookworm has files of group shadow: with one id mapped they cannot be made, and

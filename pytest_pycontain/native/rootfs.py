@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..idmap import in_user_namespace
 from . import syscalls as sc
-from . import volumes
+from . import userns, volumes
 
 if TYPE_CHECKING:
     from .protocol import RunPlan
@@ -99,7 +99,8 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
 
     Unless the container is privileged, /dev and bind mounts are ``nodev`` and the default
     devices are the host's own nodes bound in: a node the container makes with ``mknod``
-    cannot be opened (the boundary's device rule, as Docker's device cgroup has it).
+    cannot be opened (the boundary's device rule, as Docker's device cgroup has it). Rootless,
+    they are bound in when privileged too: a user namespace may not make device nodes.
     The paths created only to mount on are listed in ``mountpoints.json`` in the container's
     directory, so that a build committing the upper layer can leave them out, as Docker does.
     """
@@ -109,10 +110,12 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
     dev = _mkdirs(root, "/dev", made=made)
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME | nodev,
              "mode=755,size=65536k")
+    # rootless: the kernel makes no device node in a user namespace, privileged or not
+    bind_devices = bool(nodev) or in_user_namespace()
     for name, (major, minor) in DEVICES.items():
         path = os.path.join(dev, name)
         host = os.path.join("/dev", name)
-        if nodev and _is_device(host, major, minor):
+        if bind_devices and _is_device(host, major, minor):
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o666))
             sc.mount(host, path, None, sc.MS_BIND)
             continue
@@ -274,6 +277,10 @@ def resolve_user(spec: str | None, root: str = "/") -> tuple[int, int, list[int]
             raise UnknownUser(f"unable to find group {group}: no matching entries in group file")
     extra = sorted({int(e[2]) for e in groups if len(e) >= 4 and name
                     and name in e[3].split(",") and e[2].isdigit()} - {gid})
+    mapping = userns.entered()
+    refused = mapping.refuses(uid, gid) if mapping is not None else None
+    if refused:
+        raise UnknownUser(f"user {spec}: {refused}")
     return uid, gid, extra, home
 
 
