@@ -146,6 +146,18 @@ class FakeContainer:
     def stop(self, timeout: float = 10) -> None:
         self.kill(15)
 
+    def start(self) -> None:
+        """Run it again as scripted (a scripted exit code: it exits again at once); a running
+        one is left as it is, a removed one is a ``ContainerError``."""
+        if self._status == "removed":
+            raise ContainerError(f"container {self.name} was removed; it cannot be started "
+                                 "again", container=self.id)
+        if self._status == "running":
+            return
+        self._status = "running" if self._behaviour.exit_code is None else "exited"
+        self._exit_code = self._behaviour.exit_code
+        self.engine.events.append(f"start {self.name}")
+
     def kill(self, signal: int = 9) -> None:
         if self._status == "running":
             self._status, self._exit_code = "exited", 128 + signal

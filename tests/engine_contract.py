@@ -21,6 +21,8 @@ from pytest_pycontain.errors import ContainerError, WaitTimeout
 from pytest_pycontain.idmap import host_uid
 
 SECOND = 1_000_000_000
+# the addresses a container's resolver gives a name (none: an empty output)
+LOOKUP = "nslookup {} | tail -n +3 | grep -o '[0-9]*\\.[0-9]*\\.[0-9]*\\.[0-9]*'"
 
 
 class EngineContract:
@@ -424,20 +426,88 @@ class EngineContract:
             made.append(app := run(name="app", aliases=["web"], network=net,
                                    command="sleep 1000"))
             made.append(peer := run(name="peer", network=net, command="sleep 1000"))
-            lookup = "nslookup {} | tail -n +3 | grep -o '[0-9]*\\.[0-9]*\\.[0-9]*\\.[0-9]*'"
-            assert peer.exec(lookup.format("app"), timeout=20).output.split() == [app.ip]
+            assert peer.exec(LOOKUP.format("app"), timeout=20).output.split() == [app.ip]
             app.kill()
             app.wait(10)
             for name in ("app", "web"):
-                assert peer.exec(lookup.format(name), timeout=20).output.split() == []
+                assert peer.exec(LOOKUP.format(name), timeout=20).output.split() == []
             made.append(again := run(name="app", aliases=["web"], network=net,
                                      command="sleep 1000"))
             for name in ("app", "web"):
-                assert peer.exec(lookup.format(name), timeout=20).output.split() == [again.ip]
+                assert peer.exec(LOOKUP.format(name), timeout=20).output.split() == [again.ip]
             crash = run(name="crash", network=net, command="exit 3")  # nobody asks it
             made.append(crash)
-            _until(lambda: peer.exec(lookup.format("crash"), timeout=20).output.split() == [])
+            _until(lambda: peer.exec(LOOKUP.format("crash"), timeout=20).output.split() == [])
             made.append(run(name="crash", network=net, command="sleep 1000"))
+        finally:
+            for container in made:
+                container.remove()
+            net.remove()
+
+    def test_a_stopped_container_starts_again_as_itself(self, engine, run) -> None:
+        """``start()`` as ``docker start``: the same id and name, a file written before the
+        stop still there, a named volume's data too; its name and aliases resolve from peers
+        on both its networks again, its published port answers again. A running container is
+        left as it is."""
+        from pytest_pycontain import wait
+
+        front, back = engine.network(), engine.network()
+        volume = engine.volume()
+        made: list[Container] = []
+        try:
+            made.append(app := run(name="app", aliases=["web"], network=front, ports=[8080],
+                                   volumes={volume: "/data"},
+                                   command="echo run >> /tmp/runs; exec httpd -f -p 8080 -h /tmp"))
+            made.append(peer := run(name="peer", network=front, command="sleep 1000"))
+            made.append(other := run(name="other", network=back, command="sleep 1000"))
+            back.connect(app, aliases=["api"])
+            wait.until_ready(app, wait.port(8080), 60)
+            assert app.exec("echo kept > /tmp/file; echo vol > /data/v").exit_code == 0
+            ident, name = app.id, app.name
+            app.start()  # running: nothing happens
+            assert app.exec("cat /tmp/runs").output == "run\n"
+            app.stop(timeout=1)
+            assert app.status == "exited"
+            assert peer.exec(LOOKUP.format("web"), timeout=20).output.split() == []
+            app.start()
+            assert (app.id, app.name, app.status, app.exit_code) == (ident, name, "running",
+                                                                      None)
+            assert app.exec("cat /tmp/file /tmp/runs /data/v").output == "kept\nrun\nrun\nvol\n"
+            for name in ("app", "web"):
+                assert peer.exec(LOOKUP.format(name), timeout=20).output.split() == [app.ip]
+            for name in ("app", "api"):
+                assert other.exec(f"ping -c 1 -W 3 {name}").exit_code == 0, name
+            assert app.exec("ping -c 1 -W 3 other").exit_code == 0
+            wait.until_ready(app, wait.port(8080), 60)
+            assert _http_get(app.address(8080), "/file") == "kept\n"
+        finally:
+            for container in made:
+                container.remove()
+            front.remove()
+            back.remove()
+            volume.remove()
+
+    def test_start_of_a_command_now_gone_and_of_a_removed_container(self, engine,
+                                                                     run) -> None:
+        """A container whose command is gone from its files cannot start again: a clear
+        error naming the command, it stays stopped and off its network (its name free of
+        peers' answers), and it is removed as any other; starting a removed one is an error."""
+        net = engine.network()
+        made: list[Container] = []
+        try:
+            made.append(box := run(name="broken", network=net, ports=[8080],
+                                   command=["/bin/sh", "-c", "rm /bin/sh; exec sleep 1000"]))
+            made.append(peer := run(name="peer", network=net, command="sleep 1000"))
+            _until(lambda: box.exec(["ls", "/bin/sh"]).exit_code != 0)
+            box.stop(timeout=1)
+            with pytest.raises(ContainerError, match="/bin/sh"):
+                box.start()
+            assert box.status != "running"
+            assert peer.exec(LOOKUP.format("broken"), timeout=20).output.split() == []
+            box.remove()
+            assert box.status == "removed"
+            with pytest.raises(ContainerError, match="removed"):
+                box.start()
         finally:
             for container in made:
                 container.remove()

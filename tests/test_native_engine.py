@@ -3,6 +3,7 @@ limits, bad input, fork safety), and proof that nothing is left behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -21,6 +22,7 @@ from pytest_pycontain.errors import (
     EngineUnavailable,
     ImageError,
     NetworkError,
+    NotSupported,
 )
 from pytest_pycontain.idmap import host_uid
 
@@ -424,6 +426,68 @@ def test_a_start_that_fails_before_the_command_leaves_nothing(engine, busybox) -
     engine.drain()
     assert not made["dir"].exists()
     assert all(c.pid != made["pid"] for c in engine.containers.values())
+
+
+def test_a_start_again_keeps_its_listed_mountpoints_and_ends_the_old_shim(
+        engine, busybox) -> None:
+    """The paths made only to mount on are in its upper dir after the first start, so a start
+    again lists them still (commit leaves them out); the old shim and PID 1 are gone."""
+    container = engine.run(RunSpec(image=busybox, command="sleep 1000",
+                                   tmpfs={"/scratch": ""}))
+    try:
+        listed = container.mountpoints
+        old = (container.pid, container.shim)
+        container.stop(timeout=1)
+        container.start()
+        assert container.status == "running" and container.mountpoints == listed
+        assert all(gone(pid) for pid in old) and container.pid not in old
+    finally:
+        container.remove()
+
+
+@pytest.mark.parametrize("breaks", ["command", "network"])
+def test_a_start_again_that_fails_leaves_nothing(engine, busybox, breaks: str) -> None:
+    """Its command gone from its files, or its network removed while it was stopped: the
+    start says so, the attempt's PID 1 and shim end, it is on no network (no endpoint, no
+    address taken), stays exited, and removal still tidies everything."""
+    net = engine.network()
+    container = engine.run(RunSpec(image=busybox, name="again", network=net, ports=[8080],
+                                   command=["/bin/sh", "-c", "rm -f /bin/sh; exec sleep 1000"]))
+    try:
+        container.stop(timeout=1)
+        attempt = {}
+
+        def note(_container) -> None:
+            attempt.update(pid=container.pid, shim=container.shim)
+
+        if breaks == "network":
+            net.remove()
+            with pytest.raises(NetworkError, match="has been removed"):
+                container.start()
+        else:
+            container.relaunch = dataclasses.replace(container.relaunch, hook=_then(
+                container.relaunch.hook, note))
+            with pytest.raises(ContainerError, match='exec: "/bin/sh"'):
+                container.start()
+            assert attempt and gone(attempt["pid"]) and gone(attempt["shim"])
+            assert container.id not in net.endpoints() and not net.addresses()
+        assert container.status == "exited" and container.exit_code is not None
+        assert container.networks == ()
+        with pytest.raises(NotSupported, match="not published"):
+            container.address(8080)
+    finally:
+        container.remove()
+        net.remove()
+    engine.drain()
+    assert not container.dir.exists()
+
+
+def _then(first, second):
+    def both(container) -> None:
+        first(container)
+        second(container)
+
+    return both
 
 
 def test_a_shim_killed_under_a_container_is_said_and_removal_still_tidies(

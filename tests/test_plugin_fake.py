@@ -424,6 +424,19 @@ def test_the_fake_implements_the_protocols_and_the_waits_work_on_it() -> None:
     assert info.value.exit_code == 2 and "no config" in str(info.value)
     server.kill()
     assert server.wait() == 137 and server.status == "exited"
+    published = server.address(8080)
+    server.start()  # the same container again, as docker start
+    assert (server.status, server.exit_code, server.address(8080)) == ("running", None,
+                                                                       published)
+    server.start()  # running: left as it is
+    assert engine.events.count(f"start {server.name}") == 1
+    crasher.start()  # scripted to exit: it exits again at once
+    assert (crasher.status, crasher.exit_code) == ("exited", 2)
+    gone = engine.run(RunSpec(image="server"))
+    gone.remove()
+    with pytest.raises(ContainerError, match="was removed"):
+        gone.start()
+    server.remove()
     engine.close()
     assert engine.events[-3:] == [f"remove {crasher.name}", f"remove network {network.name}",
                                   "close"]

@@ -349,6 +349,20 @@ class DockerContainer:
                 contextlib.suppress(docker.errors.NotFound):
             self._api.stop(self.id, timeout=max(0, round(timeout)))
 
+    def start(self) -> None:
+        """``docker start``: the same container again, on its networks under its aliases;
+        a running one is left as it is (the engine answers 304)."""
+        docker = load_docker()
+        if self._removed:
+            raise errors.ContainerError(f"container {self.name} was removed; it cannot be "
+                                        "started again", container=self.id)
+        with self._api.mapped(f"start {self.name}", container=self.id):
+            try:
+                self._api.start(self.id)
+            except docker.errors.NotFound as exc:
+                raise errors.ContainerError(f"container {self.name} is gone: {message(exc)}",
+                                            container=self.id) from exc
+
     def kill(self, signal: int = 9) -> None:
         """Send ``signal``; a container that is not running is left as it is."""
         docker = load_docker()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import posixpath
@@ -92,6 +93,20 @@ class Services:
 
 
 @dataclasses.dataclass(frozen=True)
+class Relaunch:
+    """How the engine first started a container, for ``start()`` to do again: its plan, the
+    hook that joined its first network before the command ran (and the caller's own), its
+    published ports and where their records go, and the engine's exit watch (for a
+    networked container), which takes it off its networks when PID 1 ends."""
+
+    plan: RunPlan
+    hook: Callable[[NativeContainer], None] | None
+    ports: Mapping[int, int | None]
+    records_dir: Path
+    watch: Callable[[int, Callable[[], None]], None] | None
+
+
+@dataclasses.dataclass(frozen=True)
 class Found:
     """A container of another owner, as its journal and directory record it
     (``NativeEngine.attach``); ``boundary`` is what its PID 1 is confined by, and so every
@@ -129,13 +144,16 @@ class NativeContainer:
         # Docker's container Config as far as commit carries it (Cmd, Entrypoint, Env...)
         self.run_config: dict[str, Any] = {}
         self.reuse: ReuseKey | None = None  # reused across runs: keep() records it
+        self.relaunch: Relaunch | None = None  # set by the engine once started: for start()
         self._removed = False
         self._health: HealthCheck | None = None
         self._ip: str | None = None
         self._networks: list[Any] = []  # the networks it joined (detached at removal)
         self._proxies: dict[int, Any] = {}  # published ports: container port -> PortProxy
         self._relayed: dict[int, tuple[str, int]] = {}  # ... by another owner's keeper
+        self._connected: list[tuple[Any, tuple[str, ...]]] = []  # connect(): joined again
         self._leaving = threading.Lock()  # the exit watch and removal both leave networks
+        self._starting = threading.Lock()  # one start() at a time
         self._own: OwnShim | None = None  # set while we start it: our shim's channel
         self._control: Control
         if found is None:
@@ -202,6 +220,12 @@ class NativeContainer:
                                f"names through; start it on a network first")
         if network in self._networks:
             raise NetworkError(f"container {self.name} is on network {network.name!r} already")
+        ip = self._join_also(network, tuple(aliases))
+        self._connected.append((network, tuple(aliases)))
+        return ip
+
+    def _join_also(self, network: Any, aliases: tuple[str, ...]) -> str:
+        """Join ``network`` besides its first one (``connect``, and again at ``start``)."""
         ip = network.attach(f"/proc/{self.pid}/ns/net", self.name, list(aliases), key=self.id)
         with self._leaving:
             first = self._networks[0] if self._networks else None
@@ -233,6 +257,12 @@ class NativeContainer:
         address are free for the next container; a kept one keeps them)."""
         if not self.kept:  # its veth pair goes with its namespace, when the shim ends
             self._leave_networks(link_gone=True)
+
+    def ended(self, pid: int) -> None:
+        """PID 1 ``pid`` has ended (the engine's exit watch): ``exited()``, unless the
+        container was started again since (a later PID 1 is not watched by this call)."""
+        if pid == self.pid:
+            self.exited()
 
     def abandon(self) -> None:
         """Undo what was made of a container whose start failed (the shim ends with its
@@ -512,6 +542,74 @@ class NativeContainer:
     def _root_fd(self) -> contextlib.AbstractContextManager[int]:
         """The container's root directory, open (``O_PATH``) for paths resolved inside it."""
         return _closing(os.open(self._root(), _PATH_DIR))
+
+    def start(self) -> None:
+        """Start it again once it has exited, as ``docker start`` does: the same id, name,
+        root filesystem (its upper dir) and volumes, a new shim and PID 1; its networks joined
+        again under its name and aliases (at an address of the moment), its ports published
+        again (one asked as ``None`` gets a new host port, as Docker's do), its healthcheck
+        from the start. A running container is left as it is. If it cannot start now (say
+        its command is gone), ``ContainerError`` says why and it stays exited, off its
+        networks, with nothing of the attempt left behind."""
+        if self._removed:
+            raise ContainerError(f"container {self.name} was removed; it cannot be started "
+                                 "again", container=self.id)
+        relaunch = self.relaunch
+        if self.kept or self._own is None or relaunch is None:
+            raise ContainerError(f"container {self.name} is not this engine's to start (kept, "
+                                 "or made by another run)", container=self.id)
+        with self._starting:
+            if self.pid is not None and not self._control.poll(0):
+                return  # running: nothing to do, as docker start
+            before = self.pid
+            if self._health is not None:
+                self._health.stop()
+                self._health = None
+            self._leave_networks(link_gone=True)  # its namespace goes with the old shim
+            self._own.end()  # the old shim, its namespaces and its overlay mount go
+            self._own.close()
+            self._own = OwnShim(self._services.zygote)
+            self._control = self._own
+            self.pid = self.shim = None
+            self._ip = None
+            try:
+                self.launch(relaunch.plan, self._rejoining(relaunch.hook))
+                if relaunch.ports:
+                    self.publish(relaunch.ports, relaunch.records_dir)
+            except BaseException as exc:
+                self._start_failed(before, exc)
+                raise
+            if relaunch.watch is not None and self.pid is not None:
+                relaunch.watch(self.pid, functools.partial(self.ended, self.pid))
+
+    def _rejoining(self, hook: Callable[[NativeContainer], None] | None,
+                   ) -> Callable[[NativeContainer], None] | None:
+        """The start hook of a start again: its first network (the engine's hook), then the
+        ones it was connected to, before the command runs."""
+        connected = list(self._connected)
+        if hook is None:
+            return None
+
+        def join(container: NativeContainer) -> None:
+            hook(container)
+            for network, aliases in connected:
+                self._join_also(network, aliases)
+
+        return join
+
+    def _start_failed(self, before: int | None, exc: BaseException) -> None:
+        """A start again did not come up: off its networks, its new shim ended (our socket
+        closed ends one still waiting for Go), and exited with the code the attempt gave."""
+        self._leave_networks(link_gone=True)
+        own = self._own
+        if own is not None:
+            with contextlib.suppress(Exception):
+                own.end()
+            own.close()
+            code = getattr(exc, "exit_code", None)
+            own.exit_code = code if isinstance(code, int) else 125
+        if self.pid is None:
+            self.pid = before
 
     def kill(self, signal: int = 9) -> None:
         if self.pid is None or self._control.poll(0):

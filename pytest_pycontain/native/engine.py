@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -38,7 +39,14 @@ from ..security import security_options
 from . import state
 from .boundary import UNCONFINED, Boundary, boundary_for
 from .cgroups import Limits
-from .container import AttachedLimits, Found, NativeContainer, Services, image_name
+from .container import (
+    AttachedLimits,
+    Found,
+    NativeContainer,
+    Relaunch,
+    Services,
+    image_name,
+)
 from .exits import ExitWatch
 from .janitor import Janitor
 from .protocol import Bind, RunPlan
@@ -416,10 +424,14 @@ class NativeEngine:
                 pause=start_hook is not None, boundary=boundary, shm_size=spec.shm_size,
                 volumes=volumes)
             container.launch(plan, start_hook)
-            if spec.ports and network != "host":
-                container.publish(spec.ports, self.state_root / "netrecords" / self.journal.owner)
-            if bridge is not None:
-                self._exits.watch(container.pid, container.exited)
+            records_dir = self.state_root / "netrecords" / self.journal.owner
+            ports = spec.ports if network != "host" else {}
+            if ports:
+                container.publish(ports, records_dir)
+            watch = self._exits.watch if bridge is not None else None
+            if watch is not None and container.pid is not None:
+                watch(container.pid, functools.partial(container.ended, container.pid))
+            container.relaunch = Relaunch(plan, start_hook, ports, records_dir, watch)
         except BaseException:
             container.abandon()
             raise

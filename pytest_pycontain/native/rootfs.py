@@ -180,7 +180,11 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
     for target, options in plan.tmpfs:
         flags, data = tmpfs_options(options)
         sc.mount("tmpfs", _mkdirs(root, target, made=made), "tmpfs", flags, data)
-    with open(os.path.join(plan.directory, "mountpoints.json"), "w") as file:
+    listed = os.path.join(plan.directory, "mountpoints.json")
+    # started again: the first start made them in upper/, so they are not new now
+    with contextlib.suppress(FileNotFoundError, ValueError), open(listed) as file:
+        made.extend(json.load(file))
+    with open(listed, "w") as file:
         json.dump(sorted(set(made)), file)
     workdir = _mkdirs(root, plan.workdir)
     if workdir_owner is not None:
