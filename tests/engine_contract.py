@@ -705,9 +705,10 @@ class EngineContract:
 
     def test_expose_host_port_reaches_the_test_process(self, engine, run) -> None:
         """A server on the test process's own loopback, reached from a container as
-        host.pycontain.internal; an exposed port nothing listens on ends the connection at once
-        with nothing said (not a hang), a port never exposed is not reached; a bad port is a
-        clear error."""
+        host.pycontain.internal; an exposed port nothing listens on is a connection refused
+        (as Docker's host-gateway gives), then reached once a server listens there, refused
+        again once it has gone; a port never exposed is not reached; a bad port is a clear
+        error."""
         import http.server
         import socket
         import threading
@@ -747,10 +748,20 @@ class EngineContract:
             got = box.exec(fetch.format(port), timeout=30).output
             assert got.endswith("hello from the test process\n"), got
             refused = box.exec(fetch.format(silent), timeout=30).output
-            assert refused.startswith("code=") and "Terminated" not in refused, refused
-            assert "HTTP" not in refused
+            assert refused.startswith("code=1") and "Connection refused" in refused, refused
             never = box.exec(fetch.format(hidden.server_address[1]), timeout=30).output
             assert "hello" not in never, never
+            # a server that comes later is reached; once it has gone, refused again
+            late = http.server.ThreadingHTTPServer(("127.0.0.1", silent), Hello)
+            threading.Thread(target=late.serve_forever, daemon=True).start()
+            try:
+                _until(lambda: box.exec(fetch.format(silent), timeout=30).output.endswith(
+                    "hello from the test process\n"))
+            finally:
+                late.shutdown()
+                late.server_close()
+            _until(lambda: "Connection refused" in box.exec(fetch.format(silent),
+                                                            timeout=30).output)
         finally:
             for container in made:
                 container.remove()

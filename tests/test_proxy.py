@@ -186,3 +186,88 @@ def test_probe_port(standin: int) -> None:
     assert not probe_port(netns_of(gone.pid), 9000)  # the namespace is gone: not listening
     with pytest.raises(NetworkError, match="cannot open network namespace"):
         probe_port(object(), 9000)  # type: ignore[arg-type]
+
+
+def test_a_paused_relay_refuses_and_resumes(standin: int) -> None:
+    """pause(): the port stays bound but the kernel refuses connections to it; resume():
+    relayed again; a pausable relay whose target has nothing listening resets the client
+    and pauses itself."""
+    port = free_port()
+    with PortProxy(netns_of(standin), 9001, port, pausable=True) as proxy:
+        proxy.pause()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=10)
+        with socket.socket() as other, pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", port))  # still ours
+        proxy.resume()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            assert conn.recv(100) == b"hello"
+    with PortProxy(netns_of(standin), 9999, port, pausable=True) as proxy:
+        with pytest.raises(ConnectionResetError), \
+                socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.recv(10)  # (the reset may come before connect() returns)
+        _until(lambda: _refused(port))
+        proxy.resume()
+        assert not _refused(port)  # accepted (and reset: still nothing there)
+    assert _refused(port)  # closed
+
+
+def _refused(port: int) -> bool:
+    """Whether a connection to ``port`` is refused (not: accepted, and perhaps reset)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    except ConnectionRefusedError:
+        return True
+    except ConnectionResetError:
+        pass
+    return False
+
+
+def _until(condition, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_the_listen_watch_follows_the_loopback(standin: int) -> None:
+    """ListenerReader sees what takes a connection to 127.0.0.1 (v4 loopback or any, a dual
+    stack ::) and not what does not (127.0.0.2, a v6-only ::); the watch pauses a relay of a
+    port nothing listens on and resumes it when a server comes."""
+    from pytest_pycontain.native.listening import ListenerReader, ListenWatch
+
+    def listener(family: int, address: str, v6only: bool = False) -> socket.socket:
+        sock = socket.socket(family)
+        if v6only:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, 0))
+        sock.listen()
+        return sock
+
+    reader = ListenerReader()
+    made = [listener(socket.AF_INET, "127.0.0.1"), listener(socket.AF_INET, "0.0.0.0"),
+            listener(socket.AF_INET6, "::"), listener(socket.AF_INET, "127.0.0.2"),
+            listener(socket.AF_INET6, "::", v6only=True)]
+    try:
+        seen = reader.loopback_ports()
+        assert [s.getsockname()[1] in seen for s in made] == [True, True, True, False, False]
+    finally:
+        for sock in made:
+            sock.close()
+        reader.close()
+
+    upstream = free_port()
+    relayed = free_port()
+    watch = ListenWatch()
+    with PortProxy(f"/proc/{os.getpid()}/ns/net", upstream, relayed, host="127.0.0.1",
+                   pausable=True) as proxy:
+        watch.follow(proxy, upstream)
+        assert _refused(relayed)  # paused at once: nothing on upstream
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", upstream))
+            server.listen()
+            _until(lambda: not _refused(relayed))
+        _until(lambda: _refused(relayed))

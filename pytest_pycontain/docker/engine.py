@@ -248,6 +248,7 @@ class DockerEngine:
         bridge's gateway, an address of this host) with a relay listening there to our
         loopback. A remote engine cannot reach this process: ``NotSupported``."""
         from ..native.engine import check_host_port
+        from ..native.listening import shared_watch
         from ..native.netns import open_netns
         from ..native.proxy import PortProxy
 
@@ -266,15 +267,18 @@ class DockerEngine:
         if gateway is None:
             raise errors.NotSupported(f"expose_host_port({port}): this Docker Engine's default "
                                       "bridge has no gateway address (host-gateway)")
+        watch = shared_watch()  # made here, in our namespace, the first time
         home = open_netns("/proc/thread-self/ns/net")
         try:
-            relay = self._in_engine_netns(lambda: PortProxy(home, port, port, host=gateway))
+            relay = self._in_engine_netns(lambda: PortProxy(home, port, port, host=gateway,
+                                                            pausable=True))
         except errors.NetworkError as exc:
             raise errors.NetworkError(f"expose_host_port(port={port}): {exc}") from exc
         finally:
             os.close(home)
         with self._lock:
             self._relays[port] = relay
+        watch.follow(relay, port)  # nothing listening: refused, as Docker's host-gateway gives
         return HOST_NAME
 
     def _in_engine_netns(self, make: Callable[[], Any]) -> Any:

@@ -393,29 +393,33 @@ class BridgeNetwork:
         """Members reach the engine's ``127.0.0.1:port`` as ``host.pycontain.internal:port``
         (the gateway's address), as Docker's host-gateway: a relay listening there, in the
         bridge's namespace, to the loopback of the calling thread's namespace (the engine's).
-        Nothing listening there: the relayed connection closes with nothing said. An internal
-        network has no way there."""
+        Nothing listening there: the connection is refused, as on Docker's host (the relay
+        pauses meanwhile, ``listening.ListenWatch``). An internal network has no way there."""
         from ..idmap import in_user_namespace
+        from .listening import shared_watch
         from .proxy import PortProxy, SocketMaker
 
         with self._lock:
             self.ensure_usable()
             if self._internal or port in self._relays:
                 return
+            watch = shared_watch()  # made here, in the engine's namespace, the first time
             home = open_netns("/proc/thread-self/ns/net")
             # rootless: the relay's threads cannot enter the host's namespace again, so a
             # thread kept here makes their sockets
             sockets = SocketMaker() if in_user_namespace() else None
             try:
-                self._relays[port] = self._worker.call(
+                relay = self._worker.call(
                     lambda ipr: PortProxy(home, port, port, host=self.gateway,
-                                          sockets=sockets))
+                                          sockets=sockets, pausable=True))
             except BaseException:
                 if sockets is not None:
                     sockets.close()
                 raise
             finally:
                 os.close(home)
+            self._relays[port] = relay
+            watch.follow(relay, port)
             self._responder.add([HOST_NAME], self.gateway)
 
     def _expose_all(self, ports: Iterable[int]) -> None:

@@ -16,6 +16,7 @@ import errno
 import os
 import queue
 import socket
+import struct
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,13 +84,15 @@ class PortProxy:
     """``host:host_port`` (0: any free port) relayed to ``target:container_port`` in ``netns``.
 
     ``netns`` is a path such as ``/proc/PID/ns/net`` or an open fd (duplicated: the caller keeps
-    its own). ``port`` is the host port actually bound.
+    its own). ``port`` is the host port actually bound. ``pausable``: a relay to a port that
+    may have no listener (``expose_host_port``, under ``listening.ListenWatch``), where a
+    connection that finds none is reset and the relay pauses (its port then refuses).
     """
 
     def __init__(self, netns: NetnsRef, container_port: int, host_port: int = 0, *,
                  host: str = "127.0.0.1", target: str = "127.0.0.1",
                  records_dir: str | os.PathLike | None = None,
-                 sockets: SocketMaker | None = None):
+                 sockets: SocketMaker | None = None, pausable: bool = False):
         for value, what in ((container_port, "container port"), (host_port, "host port")):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
                 raise NetworkError(f"publish: {what} must be a number 0-65535, got {value!r}")
@@ -103,7 +106,10 @@ class PortProxy:
         self._record: Path | None = None
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._lock = threading.Lock()
+        self._resumed = threading.Condition(self._lock)
         self._closed = False
+        self._paused = False
+        self._pausable = pausable
         self._handed = False
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -135,12 +141,42 @@ class PortProxy:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pause(self) -> None:
+        """Stop listening, keeping the port bound: a connection to it is refused by the kernel
+        (the waiting ones are reset) until ``resume``."""
+        with self._lock:
+            if self._closed or self._paused:
+                return
+            self._paused = True
+            with contextlib.suppress(OSError):  # wakes the blocked accept()
+                self._listener.shutdown(socket.SHUT_RDWR)
+
+    def resume(self) -> None:
+        """Listen again after ``pause``."""
+        with self._lock:
+            if self._closed or not self._paused:
+                return
+            self._listener.listen(128)
+            self._paused = False
+            self._resumed.notify_all()
+
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
-            except OSError:
-                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # closed (or broken): the end
+                    return
+                with self._lock:  # paused: not listening until resumed
+                    while self._paused and not self._closed:
+                        self._resumed.wait()
+                    if self._closed:
+                        return
+                continue
             threading.Thread(target=self._relay, args=(client,), daemon=True,
                              name=f"pycontain-relay-{self.port}").start()
             if self._handed:
@@ -162,6 +198,9 @@ class PortProxy:
                                                     timeout=CONNECT_TIMEOUT)
             upstream.settimeout(None)
         except (OSError, NetworkError):
+            if self._pausable:  # as near a refusal as an accepted connection gets
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.pause()
             client.close()  # nothing listens (yet): the client sees the connection close
             return
         pair = (client, upstream)
@@ -186,6 +225,7 @@ class PortProxy:
             if self._closed:
                 return
             self._closed = True
+            self._resumed.notify_all()
             pairs = list(self._pairs)
         with contextlib.suppress(OSError):  # shutdown wakes the blocked accept()
             self._listener.shutdown(socket.SHUT_RDWR)
