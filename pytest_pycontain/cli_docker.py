@@ -89,7 +89,7 @@ def exec_(args: argparse.Namespace) -> int:
 
 def ps(args: argparse.Namespace) -> int:
     from .cli_common import PS_HEADER, ps_row
-    from .docker.labels import KEPT_SUFFIX, LABEL_NAME, LABEL_PID
+    from .docker.labels import KEPT_SUFFIX, LABEL_NAME, LABEL_PID, LABEL_REUSE_KEY
 
     engine = _engine(args, reap=False)
     try:
@@ -98,14 +98,16 @@ def ps(args: argparse.Namespace) -> int:
             labels = info.get("Labels") or {}
             engine_name = (info.get("Names") or ["?"])[0].lstrip("/")
             status = info.get("State", "")
+            owner = f"pid {labels.get(LABEL_PID, '?')}"
             if engine_name.endswith(KEPT_SUFFIX) and status == "running":
                 status = "kept"
+                if labels.get(LABEL_REUSE_KEY):  # reused across runs: its key
+                    status, owner = "reused", f"{owner} key={labels[LABEL_REUSE_KEY][:12]}"
             ports = ", ".join(f"{p['IP']}:{p['PublicPort']}->{p['PrivatePort']}"
                               for p in info.get("Ports") or () if p.get("PublicPort")
                               and ":" not in p.get("IP", ""))
             print(ps_row(info["Id"], labels.get(LABEL_NAME, engine_name),
-                         str(info.get("Image", "")), status, ports,
-                         f"pid {labels.get(LABEL_PID, '?')}"))
+                         str(info.get("Image", "")), status, ports, owner))
         return 0
     finally:
         engine.close()
@@ -122,28 +124,38 @@ def rm(args: argparse.Namespace) -> int:
                 print(f"pycontain rm: {exc}", file=sys.stderr)
                 failed += 1
                 continue
-            with engine.api.mapped(f"remove {ref}", error=ContainerError):
-                engine.api.remove_container(info["Id"], force=True, v=True)
+            _remove(engine, info, ref)
             print(info["Id"][:12])
         return 1 if failed else 0
     finally:
         engine.close()
 
 
+def _remove(engine: Any, info: dict[str, Any], what: str) -> None:
+    """Remove a container (its anonymous volumes, and a reused one's named ones too)."""
+    from .docker.labels import LABEL_REUSE_KEY
+    from .docker.volumes import remove_reused_volumes
+
+    with engine.api.mapped(f"remove {what}", error=ContainerError):
+        engine.api.remove_container(info["Id"], force=True, v=True)
+    key = (info.get("Labels") or {}).get(LABEL_REUSE_KEY)
+    if key:
+        remove_reused_volumes(engine.api, key)
+
+
 def prune(args: argparse.Namespace) -> int:
-    from .docker.labels import KEPT_SUFFIX
+    from .docker.labels import KEPT_SUFFIX, LABEL_REUSE_KEY
 
     engine = _engine(args)  # reaps what dead owners left
     try:
         for what in engine.reaped:
             print(f"reaped {what}")
-        if args.kept:
-            for info in _ours(engine):
-                name = (info.get("Names") or ["?"])[0].lstrip("/")
-                if name.endswith(KEPT_SUFFIX):
-                    with engine.api.mapped(f"remove {name}", error=ContainerError):
-                        engine.api.remove_container(info["Id"], force=True, v=True)
-                    print(f"removed {name}")
+        for info in _ours(engine):  # kept ones with --kept, reused ones with --reused
+            name = (info.get("Names") or ["?"])[0].lstrip("/")
+            key = (info.get("Labels") or {}).get(LABEL_REUSE_KEY)
+            if name.endswith(KEPT_SUFFIX) and (args.reused if key else args.kept):
+                _remove(engine, info, name)
+                print(f"removed {name}")
         return 0
     finally:
         engine.close()

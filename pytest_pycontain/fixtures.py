@@ -91,12 +91,20 @@ class Factory:
                               security_opt=security_opt, sysctls=sysctls,
                               shm_size=shm_size, extra_hosts=extra_hosts, volumes=volumes,
                               stop_signal=stop_signal, labels=labels)
-        for wanted in spec.volumes:  # a volume named here is this scope's, unless one was
-            if isinstance(wanted.source, str):  # made already (a wider scope's, say)
+        reusing = reuse and self.reusing
+        for wanted in spec.volumes:
+            if reusing and not isinstance(wanted.source, str):
+                raise ConfigError(
+                    f"reuse=True: volumes: give the volume {wanted.name!r} by its name: a "
+                    "reused container keeps volumes of its own, and a volume made by this run "
+                    "ends with its scope")
+            # a volume named here is this scope's, unless one was made already (a wider
+            # scope's, say); a reused container's are its own (the engine makes them)
+            if isinstance(wanted.source, str) and not reusing:
                 self.volume(wanted.source)
         if isinstance(image, str) and self._session.settings.pull != "never":
             spec = dataclasses.replace(spec, image=self.pull(image))
-        if reuse and self.reusing:
+        if reusing:
             container = self._reused(spec, name or _image_label(image), wait)
             if self.on_container is not None:
                 self.on_container(container)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,6 +50,15 @@ def test_same_name_twice(pycontain):
     pycontain.run("busybox", name="twice", command="sleep 601", reuse=True)
 
 
+def test_kept_data(pycontain):
+    db = pycontain.run("busybox", name="vol", reuse=True, volumes={"data": "/data"},
+                       env={"FLAVOUR": os.environ.get("FLAVOUR", "plain")},
+                       command=["sleep", "3600"])
+    runs = db.exec("echo x >> /data/runs; wc -l < /data/runs").output.strip()
+    with open("runs.txt", "a") as out:
+        out.write(f"{db.id} {runs} -\\n")
+
+
 @pytest.mark.parametrize("seconds", ["600", "601"])
 def test_claimed(pycontain, seconds):
     with open(f"worker-{seconds}.txt", "w") as out:
@@ -68,9 +78,14 @@ class Backend:
         return sorted(r["container"] for r in state.containers(os.environ["PYCONTAIN_STATE_DIR"])
                       if r.get("reuse"))
 
+    def volumes(self) -> list[str]:
+        """The reused containers' named volumes ("data")."""
+        root = os.environ["PYCONTAIN_STATE_DIR"]
+        return sorted(p.name for p in Path(root, "volumes").glob("data-*"))
+
     def prune(self) -> None:
-        subprocess.run([sys.executable, "-m", "pytest_pycontain", "prune", "--reused"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "pytest_pycontain", "prune", "--reused",
+                        "--backend", self.name], check=True, capture_output=True, timeout=120)
 
 
 class DockerBackend(Backend):
@@ -84,9 +99,9 @@ class DockerBackend(Backend):
         return sorted(c["Id"] for c in self.api.containers(
             all=True, filters={"label": "pycontain.reuse.key"}))
 
-    def prune(self) -> None:
-        for container_id in self.reused():
-            self.api.remove_container(container_id, force=True, v=True)
+    def volumes(self) -> list[str]:
+        listed = self.api.volumes(filters={"label": "pycontain.reuse.key"}) or {}
+        return sorted(v["Name"] for v in listed.get("Volumes") or [])
 
 
 @pytest.fixture(params=[pytest.param("native", marks=NEEDS_ROOT),
@@ -95,7 +110,11 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             ) -> Iterator[Backend]:
     for name in ("PYCONTAIN_REUSE", "FLAVOUR", "KILL_ME", "COPIES"):
         monkeypatch.delenv(name, raising=False)
-    if request.param == "native":
+    if request.param == "native":  # a state directory of its own: prune --reused takes
+        # every reused container there, and other sessions may be reusing theirs meanwhile
+        state = request.getfixturevalue("tmp_path") / "state"
+        state.mkdir(mode=0o700)
+        monkeypatch.setenv("PYCONTAIN_STATE_DIR", str(state))
         made: Backend = Backend()
     else:
         if docker is None:
@@ -206,6 +225,32 @@ def test_one_name_for_two_requests_across_xdist_workers_is_an_error_naming_both(
                                           "--pycontain-reuse")
     again.assert_outcomes(passed=1)
     assert len([c for c in backend.reused() if c not in before]) == 1
+
+
+def test_a_reused_container_keeps_its_named_volumes(pytester: pytest.Pytester,
+                                                    backend: Backend,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(REUSED_TEST)
+    before, volumes = set(backend.reused()), set(backend.volumes())
+
+    def session(*args: str) -> Any:
+        result = pytester.runpytest_subprocess(*backend.args, "-k", "kept_data", *args)
+        result.assert_outcomes(passed=1)
+        return runs(pytester)[-1], sorted(set(backend.volumes()) - volumes)
+
+    first, kept = session("--pycontain-reuse")
+    assert len(kept) == 1  # outlived the run's teardown, with the container
+    second, still = session("--pycontain-reuse")
+    assert second[:2] == [first[0], "2"] and still == kept  # what the last run wrote
+    plain, unchanged = session()  # without the opt-in: a volume of the run, removed after
+    assert plain[0] != first[0] and plain[1] == "1" and unchanged == kept
+    monkeypatch.setenv("FLAVOUR", "changed")  # a changed request: the old one goes with its
+    changed, replaced = session("--pycontain-reuse")  # volume, the new one starts empty
+    assert changed[0] != first[0] and changed[1] == "1"
+    assert len(replaced) == 1 and replaced != kept
+    backend.prune()
+    assert [c for c in backend.reused() if c not in before] == []
+    assert sorted(set(backend.volumes()) - volumes) == []
 
 
 def test_without_the_opt_in_reuse_is_a_normal_container(pytester: pytest.Pytester,

@@ -30,6 +30,7 @@ from ..imageconfig import shell_argv
 from .client import EngineApi, load_docker, message
 from .labels import KEPT_SUFFIX
 from .views import EngineView, NetworkView
+from .volumes import remove_reused_volumes
 
 
 def _raw_socket(sock: Any) -> Any:
@@ -105,6 +106,7 @@ class DockerContainer:
         self.network = network
         self._own_network = own_network
         self.network_mode = network_mode
+        self.reuse_key: str | None = None  # reused across runs: its volumes go with it
         self._removed = False
 
     def __repr__(self) -> str:
@@ -453,6 +455,8 @@ class DockerContainer:
             self.engine.forget(self)
         if self._own_network is not None:
             self._own_network.remove()
+        if self.reuse_key is not None:
+            remove_reused_volumes(self._api, self.reuse_key)
 
 
 def listening(proc_net_tcp: str, port: int) -> bool:

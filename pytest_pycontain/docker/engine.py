@@ -45,10 +45,11 @@ from .labels import (
     LABEL_REUSE_SLOT,
     LABEL_SESSION,
     left_by_dead_owner,
+    owner_died,
     owner_labels,
 )
 from .networks import DockerNetwork
-from .volumes import DockerVolume
+from .volumes import DockerVolume, reused_volume
 
 
 class DockerEngine:
@@ -355,9 +356,14 @@ class DockerEngine:
         # the spec is checked and normalised already: only the engine API's shapes are made
         ports = {port: (host_ip, host) for port, host in spec.ports.items()}
         binds = [str(mount) for mount in spec.mounts]
+        own_volumes: list[DockerVolume] = []  # a reused container's: kept and removed with it
         for wanted in spec.volumes:
             volume = wanted.source
-            if isinstance(volume, str):
+            if isinstance(volume, str) and reuse is not None:
+                volume = reused_volume(self.api, volume, f"{volume}-{unique_suffix()}",
+                                       self.labels(**_reuse_labels(reuse, None)))
+                own_volumes.append(volume)
+            elif isinstance(volume, str):
                 volume = self.volume(volume)
             elif not isinstance(volume, DockerVolume) or self.volumes.get(
                     volume.name) is not volume:
@@ -442,12 +448,16 @@ class DockerEngine:
         except BaseException:  # nothing left behind: not even the network made for it
             if own_network is not None:
                 own_network.remove()
+            for volume in own_volumes:
+                with contextlib.suppress(errors.PycontainError):
+                    volume.remove()
             raise
         container = DockerContainer(
             self, created["Id"], name=given, engine_name=engine_name,
             hostname=hostname or created["Id"][:12], image=spec.image,
             network=spec.network if isinstance(spec.network, DockerNetwork) else None,
             own_network=own_network, network_mode=network_mode)
+        container.reuse_key = reuse.key if reuse is not None else None
         with self._lock:
             self.containers[container.id] = container
         try:
@@ -486,6 +496,7 @@ class DockerEngine:
                 self, info["Id"], name=labels.get(LABEL_NAME, engine_name),
                 engine_name=engine_name, hostname=info["Id"][:12], image=info.get("Image"),
                 network=None, own_network=own, network_mode=mode)
+            container.reuse_key = labels.get(LABEL_REUSE_KEY) or None
             found.append(Reused(container, labels.get(LABEL_REUSE_KEY, "")))
         return found
 
@@ -530,7 +541,23 @@ class DockerEngine:
     def reap(self) -> list[str]:
         """Remove what owners that died on this host left (never a live owner's, never a kept
         container); returns what was removed."""
-        return self._remove_labelled(left_by_dead_owner)
+        removed = self._remove_labelled(left_by_dead_owner)
+        return removed + self._remove_orphan_volumes()
+
+    def _remove_orphan_volumes(self) -> list[str]:
+        """A reused container's volumes whose maker died before the container was kept (no
+        container has their key): nobody else would ever remove them."""
+        api = self.api
+        keys = {(info.get("Labels") or {}).get(LABEL_REUSE_KEY) for info in
+                api.containers(all=True, filters={"label": LABEL_REUSE_KEY})}
+        removed = []
+        for info in (api.volumes(filters={"label": LABEL_REUSE_KEY}) or {}).get("Volumes") or []:
+            labels = info.get("Labels") or {}
+            if labels.get(LABEL_REUSE_KEY) not in keys and owner_died(labels):
+                with contextlib.suppress(errors.PycontainError):
+                    DockerVolume(api, info["Name"], info["Name"]).remove()
+                    removed.append(f"volume {info['Name']}")
+        return removed
 
     def close(self) -> None:
         """Remove everything this engine made (kept containers excepted)."""

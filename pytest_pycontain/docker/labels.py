@@ -39,7 +39,12 @@ def owner_labels(session_id: str, **extra: str) -> dict[str, str]:
 def left_by_dead_owner(labels: Mapping[str, str], name: str) -> bool:
     """Whether an object (its labels, its engine-level name) belongs to an owner that died on
     this host and is not kept: the reaper's rule."""
-    if labels.get(LABEL_HOST) != socket.gethostname() or name.endswith(KEPT_SUFFIX):
+    return not name.endswith(KEPT_SUFFIX) and owner_died(labels)
+
+
+def owner_died(labels: Mapping[str, str]) -> bool:
+    """Whether the process that made an object (by its labels) died on this host."""
+    if labels.get(LABEL_HOST) != socket.gethostname():
         return False
     try:
         pid = int(labels.get(LABEL_PID, ""))

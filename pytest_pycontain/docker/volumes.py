@@ -3,6 +3,9 @@
 The engine-level name carries a unique suffix (as containers' and networks' do), so parallel
 runs that both ask for "data" never share one; the labels let ``reap`` find what a dead run
 left. Anonymous volumes (an image's VOLUME) are Docker's to make, and go with their container.
+A reused container's named volumes are its own (``reused_volume``): kept as it is (their name
+ends as a kept container's does, so neither the reaper nor the run's teardown takes them),
+labelled with its key, and removed with it (``remove_reused_volumes``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import errors
+from .labels import KEPT_SUFFIX, LABEL_NAME, LABEL_REUSE_KEY
 
 
 class DockerVolume:
@@ -35,3 +39,25 @@ class DockerVolume:
 
     def __repr__(self) -> str:
         return f"<DockerVolume {self.name}>"
+
+
+def reused_volume(api: Any, name: str, engine_name: str, labels: dict[str, str]) -> DockerVolume:
+    """A new named volume of a reused container (``labels`` carry its key), kept with it."""
+    engine_name += KEPT_SUFFIX
+    with api.mapped(f"create volume {name}"):
+        api.create_volume(engine_name, labels={**labels, LABEL_NAME: name})
+    return DockerVolume(api, name, engine_name)
+
+
+def remove_reused_volumes(api: Any, key: str) -> list[str]:
+    """Remove the volumes of the reused container of ``key`` (it is gone); their names."""
+    with api.mapped(f"list the volumes of reused container {key[:12]}",
+                    error=errors.ContainerError):
+        listed = (api.volumes(filters={"label": f"{LABEL_REUSE_KEY}={key}"}) or {})
+    removed = []
+    for info in listed.get("Volumes") or []:
+        volume = DockerVolume(api, (info.get("Labels") or {}).get(LABEL_NAME, info["Name"]),
+                              info["Name"])
+        volume.remove()
+        removed.append(info["Name"])
+    return removed

@@ -404,7 +404,7 @@ class NativeEngine:
                 os.symlink(path, directory / "l" / str(number))
             for part in ("upper", "work", "merged"):
                 (directory / part).mkdir()
-            volumes = self._volume_binds(spec, config, container_id, name)
+            volumes = self._volume_binds(spec, config, container_id, name, reuse is not None)
             try:
                 cgroups = [str(p) for p in limits.create(self.journal)]
             except OSError as exc:
@@ -439,14 +439,21 @@ class NativeEngine:
         return container
 
     def _volume_binds(self, spec: RunSpec, config: Mapping[str, Any], container_id: str,
-                      name: str) -> tuple[Bind, ...]:
+                      name: str, reused: bool = False) -> tuple[Bind, ...]:
         """The run request's named volumes, then an anonymous volume (journalled under the
-        container, so it goes with it) for each image VOLUME that nothing else covers."""
+        container, so it goes with it) for each image VOLUME that nothing else covers.
+        ``reused``: a volume named here is the container's own (journalled under it as an
+        anonymous one is), so its keeper keeps it and it goes with the container."""
         from .volumes import NativeVolume
 
         binds = []
         for wanted in spec.volumes:
             volume = wanted.source
+            if isinstance(volume, str) and reused:
+                volume = NativeVolume.create(self.state_root / "volumes", self.journal,
+                                             name=volume, container=container_id)
+                binds.append(Bind(str(volume.data), wanted.target, wanted.read_only))
+                continue
             if isinstance(volume, str):
                 volume = self.volume(volume)
             elif not isinstance(volume, NativeVolume) or self._volumes.get(

@@ -5,7 +5,8 @@ owner and mode can be the image's (a new volume takes the image's content at its
 that directory's owner and mode, when first mounted: ``seed``). Each volume directory is
 journalled before it is made: an anonymous one under its container (removed with it, reaped
 with a dead owner), a named one under its own key (removed with the factory's scope or the
-engine, reaped with a dead owner).
+engine, reaped with a dead owner); a reused container's named ones under the container, so
+that its keeper keeps them and they go with it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class NativeVolume:
     @classmethod
     def create(cls, root: Path, journal: Any, name: str | None = None,
                container: str | None = None) -> NativeVolume:
-        """A new, empty volume: named (``container`` None) or a container's anonymous one."""
+        """A new, empty volume: named (``container`` None), or its container's own (an
+        anonymous one, or a named one of a reused container), which goes with it."""
         token = secrets.token_hex(32)
         directory = root / (f"{name}-{token[:8]}" if name else token)
         key = None if container else f"volume:{directory.name}"
