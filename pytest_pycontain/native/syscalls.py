@@ -114,6 +114,12 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+# Made here, in the zygote, not in each forked shim or command: a ctypes array type made in a
+# fresh child costs about half a millisecond (with the copy-on-write faults it brings).
+_CapPair = _CapData * 2
+_capset = _libc.capset
+
+
 def prctl_args(option: int, arg2: int = 0, arg3: int = 0) -> None:
     _check(_libc.prctl(option, arg2, arg3, 0, 0), f"prctl({option}, {arg2})")
 
@@ -121,10 +127,10 @@ def prctl_args(option: int, arg2: int = 0, arg3: int = 0) -> None:
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set this thread's capability sets (64-bit masks, capability number = bit)."""
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)(
+    data = _CapPair(
         _CapData(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
         _CapData(effective >> 32, permitted >> 32, inheritable >> 32))
-    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    _check(_capset(ctypes.byref(header), data), "capset")
 
 
 def load_seccomp(program: bytes) -> None:
