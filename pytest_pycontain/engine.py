@@ -60,6 +60,7 @@ class Container(Protocol):
     id: str
     name: str
     hostname: str
+    spec: RunSpec | None  # the request it was made from (None: found again, another run's)
 
     @property
     def image(self) -> Any: ...

@@ -96,6 +96,7 @@ class Mount:
         return cls(path, target, mode == "ro")
 
 
+_ABSOLUTE = re.compile(r"(?<![\w.~-])/[^\s:'\"`]*")  # an absolute path in a line of a log
 VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # what Docker accepts as a name
 
 
@@ -273,6 +274,22 @@ class RunSpec:
             raise ConfigError(f"ports: {', '.join(map(str, self.ports))}: a container with "
                               "network='none' has nothing to publish them on (Docker refuses "
                               "it too); leave network out for a namespace of its own")
+
+    def read_only_cause(self, logs: str) -> str:
+        """Which read-only volume or mount of this request a log's "Read-only file system"
+        lines write under ("volumes: 'data:/data:ro' mounts /data read-only"; "" when none):
+        Docker refuses no such request, so the command's own error is all there is, and a
+        container that exits of it is better told which option did that."""
+        written = [path for line in logs.splitlines() if "Read-only file system" in line
+                   for path in _ABSOLUTE.findall(line)]
+        said = []
+        for option, entries in (("volumes", self.volumes), ("mounts", self.mounts)):
+            for entry in entries:
+                target = entry.target.rstrip("/") or "/"
+                if entry.read_only and any(
+                        p == target or p.startswith(target.rstrip("/") + "/") for p in written):
+                    said.append(f"{option}: {str(entry)!r} mounts {target} read-only")
+        return "; ".join(said)
 
     @classmethod
     def create(cls, image: Any, *, base: Path | None = None, **options: Any) -> RunSpec:

@@ -181,10 +181,13 @@ def until_ready(container: Any, strategy: Wait, default_timeout: float = 60.0,
     while True:
         if container.status != "running":
             code = container.exit_code
+            logs = _logs(container)
+            cause = container.spec.read_only_cause(logs) if container.spec else ""
             raise ContainerError(
                 f"{strategy}: container {container.name} exited with status {code} "
-                f"after {time.monotonic() - start:.1f}s, before it was ready",
-                exit_code=code, logs=_logs(container), container=container.name)
+                f"after {time.monotonic() - start:.1f}s, before it was ready"
+                + (f" ({cause})" if cause else ""),
+                exit_code=code, logs=logs, container=container.name)
         if strategy.ready(container):
             strategy.last_seen(container)
             return

@@ -622,6 +622,50 @@ class EngineContract:
             engine.volume("seeded-etc").remove()
         assert engine.find_volume("shared-data") is None
 
+    def test_a_new_read_only_volume_is_seeded_and_refuses_writes(self, engine, run) -> None:
+        """Docker's answer: a new named volume mounted read-only is still seeded from the
+        image's content there (/etc, with the mount points of /etc/hosts and friends, as
+        Docker's init layer has them), and a write there is the command's own "Read-only file
+        system": Docker refuses nothing."""
+        made: list[Container] = []
+        try:
+            made.append(box := run(command="sleep 1000", volumes=["ro-etc:/etc:ro"]))
+            assert box.exec("head -1 /etc/passwd").output == "root:x:0:0:root:/root:/bin/sh\n"
+            assert box.exec("cat /etc/hostname").output == box.hostname + "\n"
+            wrote = box.exec("touch /etc/new")
+            assert wrote.exit_code == 1 and "Read-only file system" in wrote.output, wrote
+        finally:
+            for container in made:
+                container.remove()
+            if (volume := engine.find_volume("ro-etc")) is not None:
+                volume.remove()
+
+    def test_a_read_only_volume_where_the_image_writes(self, engine, run, make_image) -> None:
+        """The image's command writes where a volume is mounted read-only: the container
+        exits of it, and a wait on it (or an exec into it) is a ContainerError naming the
+        container, the volume option and the path, with the log tail."""
+        from pytest_pycontain.wait import log, until_ready
+
+        made: list[Container] = []
+        try:
+            image = make_image(Volumes={"/data": {}}, Cmd=["sh", "-c", "echo x > /data/x && "
+                                                                      "exec sleep 1000"])
+            made.append(writer := run(image, name="writer", volumes=["ro-data:/data:ro"]))
+            with pytest.raises(ContainerError) as caught:
+                until_ready(writer, log("never said"), 30)
+            said = str(caught.value)
+            assert "container writer exited with status 1" in said, said
+            assert ("volumes: 'ro-data:/data:ro' mounts /data read-only" in said), said
+            assert "can't create /data/x: Read-only file system" in caught.value.logs
+            with pytest.raises(ContainerError, match=r"writer .*exited with code 1 \(volumes: "
+                                                     r"'ro-data:/data:ro' mounts /data read-only"):
+                writer.exec("true")
+        finally:
+            for container in made:
+                container.remove()
+            if (volume := engine.find_volume("ro-data")) is not None:
+                volume.remove()
+
     def test_bad_volumes_are_refused_by_name(self, engine, run, make_image) -> None:
         from pytest_pycontain.errors import ConfigError
 

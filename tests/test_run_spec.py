@@ -321,3 +321,20 @@ def test_the_factory_hands_the_engine_one_form_with_mounts_from_the_rootdir(
     assert first.env == {"N": "1"} and first.memory == 64 * 1024**2
     assert marked.ports == {8080: 18080} and marked.env == {"LEVEL": "2"}
     assert not any("never-pulled" in event for event in engine.events)
+
+
+def test_a_read_only_write_is_told_which_option_made_it_read_only(tmp_path: Path) -> None:
+    """The lines of a log that say "Read-only file system" name the read-only volumes and
+    mounts they write under; a writable one, a path beside one, or another error is not."""
+    spec = RunSpec("img", volumes=["data:/data:ro", "rw:/rw"],
+                   mounts=[f"{tmp_path}:/mnt/x:ro"])
+    logs = ("sh: can't create /data/x: Read-only file system\n"
+            "mkdir: can't create directory '/mnt/x/a': Read-only file system\n"
+            "touch: /rw/a: Read-only file system\n"
+            "/datax/y: Read-only file system\n"
+            "cat: /data/z: No such file or directory\n")
+    assert spec.read_only_cause(logs) == (
+        f"volumes: 'data:/data:ro' mounts /data read-only; "
+        f"mounts: '{tmp_path}:/mnt/x:ro' mounts /mnt/x read-only")
+    assert spec.read_only_cause("touch: /rw/a: Read-only file system\n") == ""
+    assert spec.read_only_cause("cat: /data/z: No such file or directory\n") == ""

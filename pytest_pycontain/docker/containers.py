@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..engine import ExecResult
@@ -31,6 +31,9 @@ from .client import EngineApi, load_docker, message
 from .labels import KEPT_SUFFIX
 from .views import EngineView, NetworkView
 from .volumes import remove_reused_volumes
+
+if TYPE_CHECKING:
+    from ..runspec import RunSpec
 
 
 def _raw_socket(sock: Any) -> Any:
@@ -96,8 +99,10 @@ class DockerContainer:
 
     def __init__(self, engine: EngineView, cid: str, *, name: str, engine_name: str,
                  hostname: str, image: Any, network: NetworkView | None,
-                 own_network: NetworkView | None, network_mode: str | None):
+                 own_network: NetworkView | None, network_mode: str | None,
+                 spec: RunSpec | None = None):
         self.engine = engine
+        self.spec = spec  # the run request (None: found again, another run's)
         self.id = cid
         self.name = name
         self.engine_name = engine_name
@@ -403,9 +408,12 @@ class DockerContainer:
         if state.get("Status") in ENDED:
             code = int(state.get("ExitCode", 0))
             detail = f": {state['Error']}" if state.get("Error") else ""
+            logs = self.logs()
+            cause = self.spec.read_only_cause(logs) if self.spec is not None else ""
             raise errors.ContainerError(
-                f"container {self.name} exited with code {code}{detail}",
-                exit_code=code, logs=self.logs(), container=self.id)
+                f"container {self.name} exited with code {code}{detail}"
+                + (f" ({cause})" if cause else ""),
+                exit_code=code, logs=logs, container=self.id)
 
     def commit(self, tag: str | None = None) -> Any:
         """Its filesystem as a new image in the engine (``docker commit``; the engine pauses

@@ -456,7 +456,7 @@ class DockerEngine:
             self, created["Id"], name=given, engine_name=engine_name,
             hostname=hostname or created["Id"][:12], image=spec.image,
             network=spec.network if isinstance(spec.network, DockerNetwork) else None,
-            own_network=own_network, network_mode=network_mode)
+            own_network=own_network, network_mode=network_mode, spec=spec)
         container.reuse_key = reuse.key if reuse is not None else None
         with self._lock:
             self.containers[container.id] = container

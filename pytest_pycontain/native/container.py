@@ -36,6 +36,7 @@ from .protocol import ExecPlan, Failed, RunPlan, Started
 
 if TYPE_CHECKING:
     from ..engine import ReuseKey
+    from ..runspec import RunSpec
     from .boundary import Boundary
     from .cgroups import Limits
     from .janitor import Janitor
@@ -138,6 +139,7 @@ class NativeContainer:
         self.limits = limits
         self.stop_signal = signal_number(config.get("StopSignal"))
         self.labels: dict[str, str] = {}  # the image's Labels and the run's (set by the engine)
+        self.spec: RunSpec | None = None  # the run request (set by the engine; None: found)
         self.pid: int | None = None
         self.shim: int | None = None
         self.kept = False
@@ -318,8 +320,11 @@ class NativeContainer:
             return
         why = "was killed by the OOM killer (memory limit reached)" if self.oom_killed else (
             f"exited with code {self._exit_code}")
-        raise ContainerError(f"container {self.name} is not running: it {why}",
-                             exit_code=self._exit_code, logs=self.logs(), container=self.id)
+        logs = self.logs()
+        cause = self.spec.read_only_cause(logs) if self.spec is not None else ""
+        raise ContainerError(f"container {self.name} is not running: it {why}"
+                             + (f" ({cause})" if cause else ""),
+                             exit_code=self._exit_code, logs=logs, container=self.id)
 
     def _exec_plan(self, argv: Sequence[str], user: str | None,
                    env: Mapping[str, str] | None, workdir: str | None) -> ExecPlan:

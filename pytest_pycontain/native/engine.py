@@ -395,6 +395,7 @@ class NativeEngine:
                                     directory, env, user, workdir, limits)
         container.run_config = _run_config(config, spec, env, user, workdir)
         container.labels = labels
+        container.spec = spec
         container.reuse = reuse
         try:
             (directory / "l").mkdir(parents=True)

@@ -152,6 +152,10 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         # so the host's /sys is bound in instead (what rootless Podman does)
         sc.mount("/sys", sys_dir, None, sc.MS_BIND | sc.MS_REC)
         sc.mount(None, sys_dir, None, sc.MS_REMOUNT | sc.MS_BIND | sys_flags)
+    # the generated /etc files' mount points first, as Docker's init layer has them: a new
+    # volume over /etc is seeded with them, so they are there to mount on when it is read-only
+    for name in plan.etc:
+        _touch(root, f"/etc/{name}", made)
     # first, parents before children: /etc/hosts, a bind mount or another volume may be in one
     for source, target, read_only in sorted(plan.volumes, key=lambda v: v.target.count("/")):
         found = inside(root, target)
