@@ -179,6 +179,31 @@ def test_every_container_has_cgroups_of_its_own(engine, busybox) -> None:
     assert not any(path.exists() for path in paths)
 
 @needs_root
+@pytest.mark.skipif(not has_v1(), reason="this machine has no cgroup v1 controllers")
+def test_on_v1_an_unlimited_containers_shim_is_in_its_cgroups_unseen(engine, busybox) -> None:
+    """Without limits the shim joins the container's cgroups, so that execs are born there
+    (no move per exec); the container does not see it. With limits it stays out: the
+    container's pids and memory are its own alone."""
+    unlimited = engine.run(RunSpec(image=busybox))
+    limited = engine.run(RunSpec(image=busybox, pids=12))
+    try:
+        for path in unlimited.limits.paths():
+            assert {str(unlimited.shim), str(unlimited.pid)} <= set(
+                (path / "cgroup.procs").read_text().split())
+        listed = unlimited.exec("cat /sys/fs/cgroup/pids/cgroup.procs").output.split()
+        assert listed[0] == "1" and "0" not in listed and len(listed) <= 3, listed  # 1, sh, cat
+        exec_cgroups = unlimited.exec("cat /proc/self/cgroup").output.splitlines()
+        assert exec_cgroups and all(line.endswith(":/") for line in exec_cgroups)
+        for path in limited.limits.paths():
+            assert str(limited.shim) not in (path / "cgroup.procs").read_text().split()
+            assert str(limited.pid) in (path / "cgroup.procs").read_text().split()
+    finally:
+        unlimited.remove()
+        limited.remove()
+    assert not any(path.exists() for path in unlimited.limits.paths() + limited.limits.paths())
+
+
+@needs_root
 def test_limits_that_cannot_be_set(busybox, tmp_path: Path) -> None:
     from pytest_pycontain.native.engine import NativeEngine
 

@@ -79,6 +79,16 @@ class Limits:
     def wanted(self) -> bool:
         return any(v is not None for v in (self.memory, self.cpus, self.pids))
 
+    @property
+    def shim_joins(self) -> bool:
+        """Whether the container's shim joins these cgroups too, so that PID 1's children and
+        every exec'd command are born inside rather than moved in. On v1 each move takes a lock
+        whose writer waits for an RCU grace period (up to ~10 ms on a busy machine), and there
+        ``cgroup.procs`` lists only the tasks of the reader's pid namespace, so the container
+        never sees its shim. Not with limits: the shim's memory and pid are not the container's
+        to count. (v2's ``cgroup.procs`` would show the shim as pid 0: it stays out there.)"""
+        return self.own and self.version == 1 and not self.wanted
+
     def paths(self) -> list[Path]:
         """The cgroup directories this container uses (parent first is not included): one
         per controller with a limit, or, with ``own``, one per controller the engine uses."""

@@ -421,7 +421,8 @@ class NativeEngine:
                 workdir=workdir, user=user, hostname=hostname, host_network=network == "host",
                 read_only=spec.read_only, mounts=mounts,
                 tmpfs=tuple(sorted(spec.tmpfs.items())), init=spec.init,
-                cgroups=tuple(cgroups), etc=_etc_files(hostname, network == "host", spec),
+                cgroups=tuple(cgroups), shim_joins=limits.shim_joins,
+                etc=_etc_files(hostname, network == "host", spec),
                 pause=start_hook is not None, boundary=boundary, shm_size=spec.shm_size,
                 volumes=volumes)
             container.launch(plan, start_hook)

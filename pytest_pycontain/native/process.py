@@ -228,12 +228,19 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
             pid1 = _Pid1()
         else:
             pid1 = warm
-        # We stay out of the container's cgroups (its limits are not ours to count against, and
-        # its OOM killer must not pick us); PID 1 and every exec'd command go in.
+        # With limits we stay out of the container's cgroups (they are not ours to count
+        # against, and its OOM killer must not pick us): PID 1 and every exec'd command are
+        # moved in. Without, we join them, and our children are born inside: no move per exec.
         cgroup_fds = [os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
                       for path in plan.cgroups]
         for fd in cgroup_fds:
+            if plan.shim_joins:
+                os.write(fd, b"0")  # "0": the writer itself
             os.write(fd, str(pid1.pid).encode())
+        if plan.shim_joins:
+            for fd in cgroup_fds:
+                os.close(fd)
+            cgroup_fds = []
         socket.sethostname(plan.hostname)
         rootfs.mount_overlay(directory, len(plan.lower), flags=plan.boundary.device_flags)
         root = os.path.join(directory, "merged")

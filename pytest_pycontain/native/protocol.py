@@ -140,7 +140,8 @@ class RunPlan:
     ``directory`` holds ``l/0..`` (links to ``lower``, bottom first), ``upper``, ``work`` and
     ``merged``; the shim writes the logs, ``exit`` and ``mountpoints.json`` there. ``etc`` maps
     ``hosts``, ``hostname`` and ``resolv.conf`` to their text. With ``pause`` the shim answers
-    ``Created`` and waits for ``Go`` before the command starts."""
+    ``Created`` and waits for ``Go`` before the command starts. With ``shim_joins`` the shim
+    joins ``cgroups`` itself, so that its children are born there (``Limits.shim_joins``)."""
 
     directory: str
     lower: tuple[str, ...]
@@ -155,6 +156,7 @@ class RunPlan:
     tmpfs: tuple[tuple[str, str], ...] = ()  # (target, Docker's --tmpfs options)
     init: bool = False
     cgroups: tuple[str, ...] = ()
+    shim_joins: bool = False
     etc: dict[str, str] = dataclasses.field(default_factory=dict)
     pause: bool = False
     boundary: Boundary = UNCONFINED  # what confines PID 1 and every exec (boundary.py)
