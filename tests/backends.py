@@ -4,6 +4,8 @@ conftest.py): their command-line arguments and how each finds what a session lef
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from pytest_pycontain.backends import native_blocker
 NEEDS_ROOT = pytest.mark.skipif(  # root, or rootless (user namespaces)
     native_blocker() is not None, reason=native_blocker() or "")
 SESSION_LABEL = "pycontain.session"
+REUSE_LABEL = "pycontain.reuse.key"
 
 
 class Backend:
@@ -41,6 +44,23 @@ class Backend:
         assert [m for m in mounts if m.startswith(ours)] == []
         assert [c for c in state.containers(root)
                 if c["owner"].startswith(str(os.getpid()))] == []
+
+    def reused(self) -> list[str]:
+        """The containers kept for reuse across runs (``run(..., reuse=True)``)."""
+        from pytest_pycontain.native import state
+
+        return sorted(r["container"] for r in state.containers(os.environ["PYCONTAIN_STATE_DIR"])
+                      if r.get("reuse"))
+
+    def volumes(self) -> list[str]:
+        """The reused containers' named volumes ("data")."""
+        root = os.environ["PYCONTAIN_STATE_DIR"]
+        return sorted(p.name for p in Path(root, "volumes").glob("data-*"))
+
+    def prune_reused(self) -> None:
+        """Remove them, as a user does (``pycontain prune --reused``)."""
+        subprocess.run([sys.executable, "-m", "pytest_pycontain", "prune", "--reused",
+                        "--backend", self.name], check=True, capture_output=True, timeout=120)
 
 
 class DockerBackend(Backend):
@@ -72,3 +92,11 @@ class DockerBackend(Backend):
     def assert_no_leftovers(self) -> None:
         new = self.sessions() - self.before
         assert not new, [x for s in new for x in self.labelled(s)]
+
+    def reused(self) -> list[str]:
+        return sorted(c["Id"] for c in self.api.containers(
+            all=True, filters={"label": REUSE_LABEL}))
+
+    def volumes(self) -> list[str]:
+        listed = self.api.volumes(filters={"label": REUSE_LABEL}) or {}
+        return sorted(v["Name"] for v in listed.get("Volumes") or [])

@@ -1,24 +1,16 @@
 """Reuse across runs (``run(..., reuse=True)`` with ``--pycontain-reuse``), as users run it:
-pytest sessions in a row, in subprocesses, on both backends; the same container (the same
-PID 1, its files and its published port) comes back, and only while the request is the same."""
+pytest sessions in a row, in subprocesses, on each backend (native, Docker, Podman); the same
+container (the same PID 1, its files and its published port) comes back, and only while the
+request is the same."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-try:  # before any pytester (see test_plugin_fixtures.py)
-    import docker
-except ImportError:
-    docker = None
-
-NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="the native engine needs root")
+from backends import Backend
 
 REUSED_TEST = """
 import os
@@ -68,65 +60,21 @@ def test_claimed(pycontain, seconds):
 """
 
 
-class Backend:
-    name = "native"
-    args: tuple[str, ...] = ("-p", "no:cacheprovider", "--pycontain-backend=native")
-
-    def reused(self) -> list[str]:
-        from pytest_pycontain.native import state
-
-        return sorted(r["container"] for r in state.containers(os.environ["PYCONTAIN_STATE_DIR"])
-                      if r.get("reuse"))
-
-    def volumes(self) -> list[str]:
-        """The reused containers' named volumes ("data")."""
-        root = os.environ["PYCONTAIN_STATE_DIR"]
-        return sorted(p.name for p in Path(root, "volumes").glob("data-*"))
-
-    def prune(self) -> None:
-        subprocess.run([sys.executable, "-m", "pytest_pycontain", "prune", "--reused",
-                        "--backend", self.name], check=True, capture_output=True, timeout=120)
-
-
-class DockerBackend(Backend):
-    name = "docker"
-    args = ("-p", "no:cacheprovider", "--pycontain-backend=docker")
-
-    def __init__(self, host: str) -> None:
-        self.api = docker.APIClient(base_url=host, version="auto")
-
-    def reused(self) -> list[str]:
-        return sorted(c["Id"] for c in self.api.containers(
-            all=True, filters={"label": "pycontain.reuse.key"}))
-
-    def volumes(self) -> list[str]:
-        listed = self.api.volumes(filters={"label": "pycontain.reuse.key"}) or {}
-        return sorted(v["Name"] for v in listed.get("Volumes") or [])
-
-
-@pytest.fixture(params=[pytest.param("native", marks=NEEDS_ROOT),
-                        pytest.param("docker", marks=pytest.mark.dockerd)])
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-            ) -> Iterator[Backend]:
+@pytest.fixture(autouse=True)
+def reuse_tidy(backend: Backend, monkeypatch: pytest.MonkeyPatch,
+               tmp_path: Path) -> Iterator[None]:
+    """Each test starts without the opt-in, and what it left kept for reuse goes after it."""
     for name in ("PYCONTAIN_REUSE", "FLAVOUR", "KILL_ME", "COPIES"):
         monkeypatch.delenv(name, raising=False)
-    if request.param == "native":  # a state directory of its own: prune --reused takes
+    if backend.name == "native":  # a state directory of its own: prune --reused takes
         # every reused container there, and other sessions may be reusing theirs meanwhile
-        state = request.getfixturevalue("tmp_path") / "state"
+        state = tmp_path / "state"
         state.mkdir(mode=0o700)
         monkeypatch.setenv("PYCONTAIN_STATE_DIR", str(state))
-        made: Backend = Backend()
-    else:
-        if docker is None:
-            pytest.skip("the Docker backend needs the docker package")
-        dockerd: Any = request.getfixturevalue("dockerd")
-        monkeypatch.setenv("DOCKER_HOST", dockerd.host)
-        monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-        made = DockerBackend(dockerd.host)
-    before = made.reused()
-    yield made
-    if sorted(set(made.reused()) - set(before)):
-        made.prune()
+    before = backend.reused()
+    yield
+    if set(backend.reused()) - set(before):
+        backend.prune_reused()
 
 
 def runs(pytester: pytest.Pytester) -> list[list[str]]:
@@ -172,7 +120,7 @@ def test_reuse_across_runs(pytester: pytest.Pytester, backend: Backend,
     assert changed[0] != first[0] and changed[1] == "1"
     assert [c for c in backend.reused() if c not in before] == [changed[0]]
 
-    backend.prune()
+    backend.prune_reused()
     assert [c for c in backend.reused() if c not in before] == []
 
 
@@ -188,7 +136,7 @@ def test_xdist_workers_share_one(pytester: pytest.Pytester, backend: Backend,
     ids = {line[0] for line in runs(pytester)}
     assert len(ids) == 1
     assert [c for c in backend.reused() if c not in before] == list(ids)
-    backend.prune()
+    backend.prune_reused()
     assert [c for c in backend.reused() if c not in before] == []
 
 
@@ -248,7 +196,7 @@ def test_a_reused_container_keeps_its_named_volumes(pytester: pytest.Pytester,
     changed, replaced = session("--pycontain-reuse")  # volume, the new one starts empty
     assert changed[0] != first[0] and changed[1] == "1"
     assert len(replaced) == 1 and replaced != kept
-    backend.prune()
+    backend.prune_reused()
     assert [c for c in backend.reused() if c not in before] == []
     assert sorted(set(backend.volumes()) - volumes) == []
 
