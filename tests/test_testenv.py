@@ -95,7 +95,8 @@ def test_missing_tool_stops_the_session_at_once(pytester: pytest.Pytester) -> No
     pytester.makeconftest(Path(__file__).with_name("conftest.py").read_text())
     pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
     empty = pytester.mkdir("emptybin")
-    env = {**os.environ, "PATH": str(empty), "PYTHONPATH": str(repo)}
+    env = {**os.environ, "PATH": str(empty),
+           "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "tests")])}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
         cwd=pytester.path,
