@@ -8,6 +8,7 @@ shared with the store (which unpacks differently inside one) and the backend cho
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import pwd
@@ -139,7 +140,18 @@ def current_map(kind: str = "uid") -> tuple[IdRange, ...]:
 
 def in_user_namespace() -> bool:
     """Whether this process runs in a user namespace below the host's (ours, or one it was
-    started in): then trusted.* xattrs are out of reach and overlayfs needs ``userxattr``."""
+    started in): then trusted.* xattrs are out of reach and overlayfs needs ``userxattr``.
+    Answered once per namespace: a forked shim asks twice per start, and reading the map
+    afresh there cost ~0.5 ms."""
+    try:
+        namespace = os.readlink("/proc/self/ns/user")
+    except OSError:
+        namespace = ""
+    return _below_host(namespace)
+
+
+@functools.lru_cache(maxsize=8)
+def _below_host(_namespace: str) -> bool:
     return current_map() != (IdRange(0, 0, 4294967295),)
 
 

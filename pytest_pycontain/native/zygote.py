@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 
+from ..idmap import in_user_namespace
 from . import process
 from . import syscalls as sc
 from .protocol import Exec, Failed, Message, ProtocolError, Run, Warm, receive_with_fds, send
@@ -84,6 +85,7 @@ def main(argv: list[str]) -> None:
     if os.getppid() != owner:
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    in_user_namespace()  # answered here once, for every child (they share our namespace)
     serve(socket.socket(fileno=fd))
 
 
