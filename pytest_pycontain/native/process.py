@@ -228,19 +228,8 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
             pid1 = _Pid1()
         else:
             pid1 = warm
-        # With limits we stay out of the container's cgroups (they are not ours to count
-        # against, and its OOM killer must not pick us): PID 1 and every exec'd command are
-        # moved in. Without, we join them, and our children are born inside: no move per exec.
         cgroup_fds = [os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
                       for path in plan.cgroups]
-        for fd in cgroup_fds:
-            if plan.shim_joins:
-                os.write(fd, b"0")  # "0": the writer itself
-            os.write(fd, str(pid1.pid).encode())
-        if plan.shim_joins:
-            for fd in cgroup_fds:
-                os.close(fd)
-            cgroup_fds = []
         socket.sethostname(plan.hostname)
         rootfs.mount_overlay(directory, len(plan.lower), flags=plan.boundary.device_flags)
         root = os.path.join(directory, "merged")
@@ -258,12 +247,15 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
                     plan.boundary)
     if plan.pause:  # the engine sets up more (a network) before the command starts
         send(ctl, Created(pid1.pid, os.getpid()))
+        cgroup_fds = _join_cgroups(plan, pid1.pid, cgroup_fds, ctl)  # meanwhile: see there
         try:
             answer = receive(ctl)
         except (OSError, ProtocolError):
             answer = None
         if not isinstance(answer, Go):
             os._exit(125)  # PID 1 dies with us
+    else:
+        cgroup_fds = _join_cgroups(plan, pid1.pid, cgroup_fds, ctl)
     pid1.go(launch)
     for fd in (pid1.out_w, pid1.err_w, pid1.report_w):
         os.close(fd)
@@ -275,6 +267,28 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         os._exit(failure.exit_code)
     send(ctl, Started(pid1.pid, os.getpid()))
     _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, cgroup_fds, plan.boundary)
+
+
+def _join_cgroups(plan: RunPlan, pid: int, fds: list[int], ctl: socket.socket) -> list[int]:
+    """Move PID 1 (``pid``) into the container's cgroups (``fds``: their ``cgroup.procs``);
+    returns what each exec'd command must still write itself into. With limits we stay out
+    (they are not ours to count against, and its OOM killer must not pick us), so every exec
+    is moved in too; without, we join (``plan.shim_joins``) and our children are born inside.
+    A move can wait for an RCU grace period (``Limits.shim_joins``), so a paused start does it
+    while the engine joins the container to its network. On failure: ``Failed``, and exit."""
+    try:
+        for fd in fds:
+            if plan.shim_joins:
+                os.write(fd, b"0")  # "0": the writer itself
+            os.write(fd, str(pid).encode())
+    except OSError as exc:
+        send(ctl, Failed(f"cannot create the container: its cgroups: {exc}", 125))
+        os._exit(125)
+    if not plan.shim_joins:
+        return fds
+    for fd in fds:
+        os.close(fd)
+    return []
 
 
 def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[str, int],
