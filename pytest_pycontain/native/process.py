@@ -435,9 +435,10 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
     except (OSError, rootfs.UnknownUser) as exc:
         said = str(exc)
         if isinstance(exc, PermissionError) and in_user_namespace():
-            said = (f"{exc}: rootless, a kept or reused container lives in the user namespace "
-                    "of the run that made it, which a later run (a namespace of its own) "
-                    "cannot enter; remove it with pycontain rm")
+            said = (f"{exc}: rootless, this container lives in another user namespace than "
+                    "this run's (runs of one user share the one its pause process holds in "
+                    "$XDG_RUNTIME_DIR/pycontain: was that directory another?); remove it with "
+                    "pycontain rm")
         os.write(stdio[2], f"{said}\n".encode())
         send(ctl, ExecExited(126, said))
         os._exit(126)
