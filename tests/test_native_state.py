@@ -197,6 +197,44 @@ def test_journal_undoes_newest_first_and_skips_handed(tmp_path: Path) -> None:
     assert list((tmp_path / "owners").iterdir()) == []
 
 
+def test_a_named_volume_goes_with_the_last_owner_that_uses_it(tmp_path: Path) -> None:
+    """A named volume that a kept container uses outlives its engine's removal of it (and
+    the reaper's, once that engine is dead); the keeper's end removes it. The other way round
+    too: a keeper that ends while the engine's own container still uses the volume leaves it
+    for the engine."""
+    from pytest_pycontain.native.volumes import NativeVolume, hand_over
+
+    def kept_volume(container: str) -> tuple[state.Journal, state.Journal, NativeVolume]:
+        engine = state.Journal(tmp_path)
+        volume = NativeVolume.create(tmp_path / "volumes", engine, name="data")
+        volume.used_by(container)
+        keeper = state.Journal(tmp_path, owner=f"keep-{container}")
+        for record in engine.records(container):
+            keeper.record(**record)
+        hand_over(engine, keeper, container)
+        engine.record("handed", container=container)
+        return engine, keeper, volume
+
+    engine, keeper, volume = kept_volume("c1")
+    (volume.data / "file").write_text("precious")
+    volume.remove()  # the factory's teardown
+    engine.close()  # the engine's end
+    assert (volume.data / "file").read_text() == "precious"
+    assert state.reap(tmp_path) == []  # the keeper lives
+    assert volume.data.is_dir()
+    keeper.close()  # pycontain rm
+    assert not volume.directory.exists()
+
+    engine, keeper, volume = kept_volume("c2")
+    volume.used_by("c3")  # a container of the engine that still runs
+    keeper.close()
+    assert volume.data.is_dir()
+    volume.remove()
+    assert not volume.directory.exists()
+    engine.close()
+    assert list((tmp_path / "owners").iterdir()) == []
+
+
 def test_a_torn_journal_and_a_named_handler(tmp_path: Path) -> None:
     owners = tmp_path / "owners"
     owners.mkdir()

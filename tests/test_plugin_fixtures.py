@@ -612,3 +612,59 @@ def test_a_kept_container_that_has_exited_says_so(pytester: pytest.Pytester,
     if backend.name == "docker":  # the rest a removed kept container left, for the next run
         DockerEngine(Settings(), base_url=backend.host).close()  # type: ignore[attr-defined]
     backend.assert_no_leftovers()
+
+
+def test_a_kept_containers_named_volumes_stay_with_it(pytester: pytest.Pytester,
+                                                      backend: Backend) -> None:
+    """A failed test's kept container keeps its named volumes, its test's and a wider scope's
+    (the teardowns leave them, without a warning), with their data; removing the container
+    (the printed command, then the next run's reaper on Docker, as for its network; ``pycontain
+    rm`` natively) removes them."""
+    token = os.urandom(4).hex()  # the state directory may be shared with other sessions
+    names = {f"data{token}", f"shared{token}"}
+    pytester.makepyfile(f"""
+        def test_fails(pycontain, pycontain_session):
+            data = pycontain.volume("data{token}")
+            shared = pycontain_session.volume("shared{token}")
+            c = pycontain.run("busybox", name="holder", command=["sleep", "3600"],
+                              volumes={{data: "/data", shared: "/shared"}})
+            assert c.exec("echo precious > /data/file; echo common > /shared/file").exit_code == 0
+            assert False
+    """)
+    result = pytester.runpytest_subprocess(*backend.args, "--pycontain-keep=failed")
+    result.assert_outcomes(failed=1)
+    assert "teardown" not in result.stdout.str()  # no warning: the volumes stay for it
+    line = next(x for x in result.stdout.lines if x.startswith("kept holder"))
+    enter, remove = (shlex.split(part) for part in re.findall(r"`([^`]*)`", line))
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    if backend.name == "docker":
+        env["DOCKER_HOST"] = backend.host  # type: ignore[attr-defined]
+        enter = ["docker", "exec", enter[-2]]
+    else:
+        enter = enter[:-1]
+    out = subprocess.run([*enter, "cat", "/data/file", "/shared/file"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout == "precious\ncommon\n", out.stderr
+    if backend.name == "docker":  # the next run's reaper leaves them too while it is kept
+        DockerEngine(Settings(), base_url=backend.host).close()  # type: ignore[attr-defined]
+        out = subprocess.run([*enter, "cat", "/data/file", "/shared/file"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout == "precious\ncommon\n", out.stderr
+    volumes = _our_volumes(backend)
+    assert names <= volumes, volumes
+    out = subprocess.run(remove, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    if backend.name == "docker":  # the rest a removed kept container left, for the next run
+        DockerEngine(Settings(), base_url=backend.host).close()  # type: ignore[attr-defined]
+    assert not names & _our_volumes(backend)
+    backend.assert_no_leftovers()
+
+
+def _our_volumes(backend: Backend) -> set[str]:
+    """The user's names of the named volumes the engine holds (native: under the state
+    directory; Docker: labelled by any session)."""
+    if backend.name == "docker":
+        found = (backend.api.volumes() or {}).get("Volumes") or []  # type: ignore[attr-defined]
+        return {(v.get("Labels") or {}).get("pycontain.name", v["Name"]) for v in found}
+    root = Path(os.environ["PYCONTAIN_STATE_DIR"]) / "volumes"
+    return {p.name.rsplit("-", 1)[0] for p in root.iterdir()} if root.is_dir() else set()

@@ -6,6 +6,9 @@ left. Anonymous volumes (an image's VOLUME) are Docker's to make, and go with th
 A reused container's named volumes are its own (``reused_volume``): kept as it is (their name
 ends as a kept container's does, so neither the reaper nor the run's teardown takes them),
 labelled with its key, and removed with it (``remove_reused_volumes``).
+A named volume that a kept container uses stays for it, as its network does: the teardown
+leaves it (``used_by_kept``), and the reaper removes it once that container is gone (the
+engine refuses to remove a volume in use until then).
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ class DockerVolume:
         self.removed = False
 
     def remove(self) -> None:
-        """Delete it and its content (after the containers that used it are gone)."""
+        """Delete it and its content (after the containers that used it are gone); one that
+        a kept container uses is left for it (the reaper takes it once that one is gone)."""
         if self.removed:
             return
         self.removed = True
         with self._api.mapped(f"remove volume {self.name}", error=errors.ContainerError):
+            if used_by_kept(self._api, self.engine_name):
+                return  # (the engine would refuse it as in use: no warning to make of that)
             try:
                 self._api.remove_volume(self.engine_name, force=True)
             except Exception as exc:  # already gone is what we wanted
@@ -39,6 +45,12 @@ class DockerVolume:
 
     def __repr__(self) -> str:
         return f"<DockerVolume {self.name}>"
+
+
+def used_by_kept(api: Any, engine_name: str) -> bool:
+    """Whether a kept container (any owner's) has volume ``engine_name`` mounted."""
+    users = api.containers(all=True, filters={"volume": engine_name})
+    return any((c.get("Names") or [""])[0].endswith(KEPT_SUFFIX) for c in users)
 
 
 def reused_volume(api: Any, name: str, engine_name: str, labels: dict[str, str]) -> DockerVolume:

@@ -28,7 +28,7 @@ from ..engine import ExecResult
 from ..errors import ConfigError, ContainerError, NetworkError, NotSupported, WaitTimeout
 from ..imageconfig import shell_argv, split_env
 from ..procinfo import process_start_time
-from . import state
+from . import state, volumes
 from .control import Control, ForeignShim, OwnShim
 from .execio import collect, wait_exit
 from .health import HealthCheck
@@ -669,6 +669,7 @@ class NativeContainer:
         keeper = state.Journal(services.state_root, owner=owner)
         for record in services.journal.records(self.id):
             keeper.record(**record)
+        volumes.hand_over(services.journal, keeper, self.id)  # its named volumes stay for it
         if self.reuse is not None:  # found again by later runs (``NativeEngine.reused``)
             keeper.record("reuse", container=self.id, key=self.reuse.key, slot=self.reuse.slot,
                           label=self.reuse.label)

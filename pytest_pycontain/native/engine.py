@@ -464,6 +464,7 @@ class NativeEngine:
                                   "of this engine")
             if volume.removed:
                 raise ConfigError(f"container {name}: volumes: {wanted.name!r} was removed")
+            volume.used_by(container_id)  # if it is kept, its keeper keeps the volume too
             binds.append(Bind(str(volume.data), wanted.target, wanted.read_only))
         covered = {b.target.rstrip("/") or "/" for b in binds}
         covered |= {m.target.rstrip("/") or "/" for m in spec.mounts}

@@ -221,6 +221,14 @@ def owner_alive(root: str | os.PathLike, owner: str) -> bool:
     return False
 
 
+def live_journals(root: str | os.PathLike) -> Iterator[tuple[str, list[Record]]]:
+    """Each live owner and what its journal holds."""
+    root = Path(root)
+    for owner in _owners(root):
+        if owner_alive(root, owner):
+            yield owner, read_journal(root / "owners" / f"{owner}.journal")
+
+
 def containers(root: str | os.PathLike) -> list[Record]:
     """Every container recorded by a live owner, with ``owner``, ``kept`` and ``published``
     (container port -> [host, port]) added."""

@@ -7,6 +7,12 @@ journalled before it is made: an anonymous one under its container (removed with
 with a dead owner), a named one under its own key (removed with the factory's scope or the
 engine, reaped with a dead owner); a reused container's named ones under the container, so
 that its keeper keeps them and they go with it.
+
+A named volume that a kept container uses stays for it, as Docker's stays while a container
+uses it: each container journals its use of a named volume (``USE``), its keeper carries that
+use and a record of its own to remove the volume, and whoever removes it (the factory, the
+engine, the reaper, the keeper's end) leaves it while another live owner's container still
+uses it (``undo_volume``): the last one out removes it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from . import state
+
+USE = "volume-use"  # a container uses the named volume at ``path`` (no undo: a fact)
+UNDO = "pytest_pycontain.native.volumes:undo_volume"
 
 
 class NativeVolume:
@@ -44,12 +53,22 @@ class NativeVolume:
         token = secrets.token_hex(32)
         directory = root / (f"{name}-{token[:8]}" if name else token)
         key = None if container else f"volume:{directory.name}"
-        journal.record("dir", container=container or key, path=str(directory))
+        if container:
+            journal.record("dir", container=container, path=str(directory))
+        else:
+            journal.record("volume", container=key, path=str(directory), owner=journal.owner,
+                           state=str(journal.root), handler=UNDO)
         (directory / "_data").mkdir(parents=True, mode=0o755)
         return cls(name or token, directory, journal, key)
 
+    def used_by(self, container: str) -> None:
+        """``container`` mounts it (journalled: a keeper of it keeps the volume too)."""
+        if self._key is not None:
+            self._journal.record(USE, container=container, path=str(self.directory))
+
     def remove(self) -> None:
-        """Delete it and its content (named volumes; anonymous ones go with their container)."""
+        """Delete it and its content (named volumes; anonymous ones go with their container),
+        unless a kept container still uses it: then its keeper does, at its end."""
         if self.removed:
             return
         self.removed = True
@@ -61,6 +80,29 @@ class NativeVolume:
 
     def __repr__(self) -> str:
         return f"<NativeVolume {self.name}>"
+
+
+def hand_over(journal: Any, keeper: Any, container: str) -> None:
+    """``container`` is kept: its keeper's journal takes its uses of named volumes, and a
+    record to remove each when the keeper ends (unless another live owner uses it then)."""
+    for use in journal.records(container):
+        if use["kind"] == USE:
+            keeper.record("volume", container=container, path=use["path"],
+                          owner=keeper.owner, state=str(keeper.root), handler=UNDO)
+
+
+def undo_volume(record: dict[str, Any]) -> None:
+    """Remove a named volume for its owner (``record["owner"]``) unless a container of another
+    live owner still uses it (that owner's end removes it, then)."""
+    path = record["path"]
+    for owner, records in state.live_journals(record["state"]):
+        if owner == record["owner"]:
+            continue
+        gone = {r["container"] for r in records if r["kind"] in ("handed", "removed")}
+        if any(r["kind"] == USE and r.get("path") == path and r["container"] not in gone
+               for r in records):
+            return
+    state.undo_one({"kind": "dir", "path": path})
 
 
 def seed(image_dir: str, volume: str) -> None:
