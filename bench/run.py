@@ -20,7 +20,10 @@ JSON schema (stable)::
      "stack": {"native": {"median_ms", "p90_ms", "n", "up_median_ms", "app_median_ms",
                           "tests_per_module", "x_native_median"}, "docker_backend": ...,
                "testcontainers": ...},
-     "stack_build": {"pycontain": {...}, "docker": {...}, "x_docker_over_pycontain"}}
+     "stack_build": {"pycontain": {...}, "docker": {...}, "x_docker_over_pycontain"},
+     "pgcopy": {"native": {"rows", "initdb": {"median_ms", "p90_ms", "n"}, "commit": {...},
+                           "template": {...}, "setup_ms": {"commit", "template"},
+                           "x_initdb_over_commit"}, "docker_backend": ...}}
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``bench`` and ``testenv`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import builds, compose, fleet, images, lifecycle, reuse, stack, suite
+from bench import builds, compose, fleet, images, lifecycle, pgcopy, reuse, stack, suite
 from bench.env import Env, note
 from bench.stats import summarize  # noqa: F401 - kept importable from here
 
@@ -48,12 +51,12 @@ COUNTS = {
              "suite_tests": 200, "fleet_containers": 100, "mesh_containers": 50,
              "image_samples": 5, "unpack_image": "debian:bookworm", "compose_samples": 10,
              "reuse_tests": 20, "stack_modules": 5, "stack_tests": 10,
-             "stack_build_samples": 3},
+             "stack_build_samples": 3, "pgcopy_samples": 10},
     "quick": {"lifecycle_singles": 5, "lifecycle_batch": 10, "build_samples": 2,
               "suite_tests": 10, "fleet_containers": 20, "mesh_containers": 8,
               "image_samples": 2, "unpack_image": "busybox", "compose_samples": 2,
               "reuse_tests": 5, "stack_modules": 1, "stack_tests": 3,
-              "stack_build_samples": 1},
+              "stack_build_samples": 1, "pgcopy_samples": 3},
 }
 
 
@@ -93,6 +96,7 @@ def empty_results() -> dict:
         "reuse": None,
         "stack": dict.fromkeys(stack.PEERS),
         "stack_build": {"pycontain": None, "docker": None},
+        "pgcopy": dict.fromkeys(pgcopy.PEERS),
     }
 
 
@@ -181,6 +185,7 @@ def table(results: dict) -> str:
                   f"{_cell((sb.get('pycontain') or {}).get('median_ms'))} | "
                   f"{_cell((sb.get('docker') or {}).get('median_ms'))} | "
                   f"{_cell(sb.get('x_docker_over_pycontain'))} |"]
+    lines += pgcopy.table(results.get("pgcopy"))
     im = results.get("images")
     if im:
         u = im["unpack"]
@@ -264,11 +269,17 @@ def run(args: argparse.Namespace, registry: object = None) -> dict:
             note("reuse ...")
             results["reuse"] = reuse.measure(env, counts["reuse_tests"],
                                              docker="docker_backend" in args.peers)
+        if "pgcopy" in args.only:
+            note("pgcopy ...")
+            results["pgcopy"] = pgcopy.measure(
+                env, counts["pgcopy_samples"],
+                tuple(p for p in pgcopy.PEERS if p in args.peers))
     results["counts"]["wall_s"] = round(time.perf_counter() - started, 1)
     return results
 
 
-SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite", "compose", "reuse", "stack")
+SECTIONS = ("lifecycle", "builds", "images", "fleet", "suite", "compose", "reuse", "stack",
+            "pgcopy")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -144,7 +144,7 @@ def _remove(engine: Any, info: dict[str, Any], what: str) -> None:
 
 
 def prune(args: argparse.Namespace) -> int:
-    from .docker.labels import KEPT_SUFFIX, LABEL_REUSE_KEY
+    from .docker.labels import KEPT_SUFFIX, LABEL_REUSE_KEY, LABEL_REUSE_NETSLOT
 
     engine = _engine(args)  # reaps what dead owners left
     try:
@@ -156,6 +156,14 @@ def prune(args: argparse.Namespace) -> int:
             if name.endswith(KEPT_SUFFIX) and (args.reused if key else args.kept):
                 _remove(engine, info, name)
                 print(f"removed {name}")
+        if args.reused:  # the networks kept for them
+            for info in engine.api.networks(filters={"label": LABEL_REUSE_NETSLOT}):
+                try:
+                    engine.api.remove_network(info["Id"])
+                except Exception as exc:  # still used (by a kept container, say): say so
+                    print(f"pycontain prune: network {info['Name']}: {exc}", file=sys.stderr)
+                else:
+                    print(f"removed network {info['Name']}")
         return 0
     finally:
         engine.close()

@@ -122,7 +122,7 @@ class Factory:
     def _reused(self, spec: RunSpec, label: str, wait: Any) -> Any:
         """The container of this request reused across runs: found again, else made and
         handed over so that it outlives the run; never removed by this factory."""
-        from .reuse import call_site, find_or_make, request_key
+        from .reuse import call_site, find_or_make, kept_network, request_key
 
         engine = self.engine
         if not hasattr(engine, "reused"):
@@ -142,7 +142,20 @@ class Factory:
             engine.keep(container)
 
         config = getattr(spec.image, "config", None) or {}
-        return find_or_make(engine, spec, key, settings.state_path, config, ready)
+        network = spec.network
+        if network in (None, "host", "none"):
+            return find_or_make(engine, spec, key, settings.state_path, config, ready)
+        # on the network kept for it (names resolve between reused containers from run to
+        # run), and on the run's too, where this run's containers resolve it
+        kept = kept_network(engine, network, self._session.resolve_path("."),
+                            settings.state_path)
+        container = find_or_make(engine, dataclasses.replace(spec, network=kept), key,
+                                 settings.state_path, config, ready)
+        joined = self._session.reuse_joined
+        if (container.id, network.id) not in joined:
+            network.connect(container, aliases=list(spec.aliases) or None)
+            joined.add((container.id, network.id))
+        return container
 
     def build(self, context: str | os.PathLike = ".", *, dockerfile: str | None = None,
               target: str | None = None, build_args: Mapping[str, str] | None = None,
@@ -302,6 +315,7 @@ class PycontainSession:
         workerinput = getattr(config, "workerinput", None)
         run_id = workerinput.get("testrunuid") if isinstance(workerinput, dict) else None
         self.reuse_claims = ReuseClaims(run_id or uuid.uuid4().hex, settings.state_path)
+        self.reuse_joined: set[tuple[str, str]] = set()  # (reused container, run's network)
 
     @property
     def engine(self) -> Engine:

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from .engine import ReuseKey, RunSpec
-from .errors import ConfigError
+from .errors import ConfigError, NotSupported
 from .imageconfig import shell_argv
 
-__all__ = ["ReuseClaims", "call_site", "find_or_make", "request_key", "slot_lock"]
+__all__ = ["ReuseClaims", "call_site", "find_or_make", "kept_network", "request_key",
+           "slot_lock"]
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,7 +50,9 @@ def _canonical(value: Any) -> Any:
         return sorted(items, key=json.dumps) if isinstance(value, frozenset | set) else items
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    for attribute in ("id", "name"):  # an Image (its id), a Network or Volume (its name)
+    # an Image by its id (it has a config), a Network or Volume by the name it was given
+    order = ("id", "name") if getattr(value, "config", None) is not None else ("name", "id")
+    for attribute in order:
         found = getattr(value, attribute, None)
         if isinstance(found, str):
             return {type(value).__name__.lower(): found}
@@ -64,6 +67,23 @@ def request_key(spec: RunSpec, rootdir: str | os.PathLike, label: str) -> ReuseK
     key = hashlib.sha256(json.dumps(form, sort_keys=True).encode()).hexdigest()
     slot = hashlib.sha256(json.dumps([root, label]).encode()).hexdigest()
     return ReuseKey(key=key, slot=slot[:32], label=label)
+
+
+def kept_network(engine: Any, network: Any, rootdir: str | os.PathLike,
+                 state_dir: Path) -> Any:
+    """The network kept across runs for reused containers asked for on the run's
+    ``network``, by its given name in this project (found again, else made; under its slot's
+    lock), on which names resolve between reused containers from run to run."""
+    make = getattr(engine, "reused_network", None)
+    if make is None:
+        raise NotSupported(
+            f"reuse=True with network {network.name!r}: the {engine.name} engine cannot keep a "
+            "network across runs (its networks live in the run's own processes); reuse it "
+            "with ports=[...] and no network, or run with --pycontain-backend=docker")
+    root = os.path.realpath(os.fspath(rootdir))
+    slot = hashlib.sha256(json.dumps(["network", root, network.name]).encode()).hexdigest()
+    with slot_lock(state_dir, slot[:32]):
+        return make(network.name, slot[:32], internal=bool(network.internal))
 
 
 @contextlib.contextmanager

@@ -57,6 +57,10 @@ class Backend:
         root = os.environ["PYCONTAIN_STATE_DIR"]
         return sorted(p.name for p in Path(root, "volumes").glob("data-*"))
 
+    def networks(self) -> list[str]:
+        """Networks kept across runs and the runs' own, where they outlive a run (none)."""
+        return []
+
     def prune_reused(self) -> None:
         """Remove them, as a user does (``pycontain prune --reused``)."""
         subprocess.run([sys.executable, "-m", "pytest_pycontain", "prune", "--reused",
@@ -96,6 +100,10 @@ class DockerBackend(Backend):
     def reused(self) -> list[str]:
         return sorted(c["Id"] for c in self.api.containers(
             all=True, filters={"label": REUSE_LABEL}))
+
+    def networks(self) -> list[str]:
+        """Every network of ours: the runs' and the ones kept for reused containers."""
+        return sorted(n["Id"] for n in self.api.networks(filters={"label": SESSION_LABEL}))
 
     def volumes(self) -> list[str]:
         listed = self.api.volumes(filters={"label": REUSE_LABEL}) or {}

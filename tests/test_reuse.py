@@ -51,6 +51,30 @@ def test_kept_data(pycontain):
         out.write(f"{db.id} {runs} -\\n")
 
 
+def _serving(who):
+    return ["sh", "-c", f"mkdir -p /www && echo {who} > /www/who && "
+            "exec httpd -f -p 80 -h /www"]
+
+
+def test_pair(pycontain):
+    net = pycontain.network("n")
+    db = pycontain.run("busybox", name="db", network=net, reuse=True, aliases=["database"],
+                       env={"FLAVOUR": os.environ.get("FLAVOUR", "plain")},
+                       command=_serving("db"), wait=wait.port(80))
+    web = pycontain.run("busybox", name="web", network=net, reuse=True,
+                        command=_serving("web"), wait=wait.port(80))
+    fresh = pycontain.run("busybox", network=net, command=["sleep", "600"])
+    # by name through the network's DNS (busybox's static wget cannot resolve names)
+    for asker, name, who in ((web, "database", "db"), (db, "web", "web"),
+                             (fresh, "db", "db"), (fresh, "web", "web")):
+        got = asker.exec(f"printf 'GET /who HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | nc -w 5 "
+                         f"$(nslookup {name} | sed -n 's/^Address: //p' | head -1) 80 | "
+                         "tail -1")
+        assert got.output.strip() == who, (asker.name, name, got)
+    with open("runs.txt", "a") as out:
+        out.write(f"{db.id} {web.id} -\\n")
+
+
 @pytest.mark.parametrize("seconds", ["600", "601"])
 def test_claimed(pycontain, seconds):
     with open(f"worker-{seconds}.txt", "w") as out:
@@ -199,6 +223,38 @@ def test_a_reused_container_keeps_its_named_volumes(pytester: pytest.Pytester,
     backend.prune_reused()
     assert [c for c in backend.reused() if c not in before] == []
     assert sorted(set(backend.volumes()) - volumes) == []
+
+
+def test_reused_containers_keep_their_network_and_resolve_each_other(
+        pytester: pytest.Pytester, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(REUSED_TEST)
+    before, networks = set(backend.reused()), set(backend.networks())
+    if backend.name == "native":  # a bridge lives in the run's own processes
+        result = pytester.runpytest_subprocess(*backend.args, "-k", "pair",
+                                               "--pycontain-reuse")
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*NotSupported: reuse=True with network 'n': the native "
+                                     "engine cannot keep a network across runs*"])
+        assert set(backend.reused()) == before
+        return
+
+    def session(*args: str) -> list[str]:
+        pytester.runpytest_subprocess(*backend.args, "-k", "pair", *args).assert_outcomes(
+            passed=1)
+        return runs(pytester)[-1][:2]
+
+    first = session("--pycontain-reuse")
+    assert session("--pycontain-reuse") == first  # both found again, names resolve
+    kept = sorted(set(backend.networks()) - networks)
+    assert len(kept) == 1  # the network kept for them; the runs' own are gone
+    monkeypatch.setenv("FLAVOUR", "changed")  # one changed: made again, on the kept network
+    db, web = session("--pycontain-reuse")
+    assert db != first[0] and web == first[1]
+    assert sorted(set(backend.networks()) - networks) == kept
+    assert sorted(c for c in backend.reused() if c not in before) == sorted([db, web])
+    backend.prune_reused()
+    assert [c for c in backend.reused() if c not in before] == []
+    assert sorted(set(backend.networks()) - networks) == []
 
 
 def test_without_the_opt_in_reuse_is_a_normal_container(pytester: pytest.Pytester,

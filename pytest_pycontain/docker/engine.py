@@ -41,6 +41,7 @@ from .labels import (
     LABEL_PID,
     LABEL_REUSE_KEY,
     LABEL_REUSE_NAME,
+    LABEL_REUSE_NETSLOT,
     LABEL_REUSE_NETWORK,
     LABEL_REUSE_SLOT,
     LABEL_SESSION,
@@ -48,7 +49,7 @@ from .labels import (
     owner_died,
     owner_labels,
 )
-from .networks import DockerNetwork
+from .networks import DockerNetwork, let_go_of_reused
 from .volumes import DockerVolume, reused_volume
 
 
@@ -346,9 +347,11 @@ class DockerEngine:
         labels carry the key, for ``reused`` (``keep`` then puts it out of the reaper's
         reach)."""
         docker = load_docker()
-        if reuse is not None and spec.network not in (None, "host", "none"):
+        if reuse is not None and spec.network not in (None, "host", "none") and not getattr(
+                spec.network, "reused", False):
             raise errors.NotSupported("reuse=True with a network of the run: a reused container "
-                                      "outlives the network; pass ports=[...] and no network")
+                                      "outlives the network; run it on the network kept for "
+                                      "it (reused_network), as the factory does")
         image_key = self._ensure_image(spec.image)
         given = spec.name or f"pycontain-{unique_suffix()}"
         engine_name = f"{given}-{unique_suffix()}" if spec.name else given
@@ -475,6 +478,25 @@ class DockerEngine:
                                         container=container.id) from exc
         return container
 
+    def reused_network(self, name: str, slot: str, *, internal: bool = False) -> DockerNetwork:
+        """The network kept across runs for the reused containers asked for on a network
+        named ``name`` (``slot``: that name in one project): found by its label, else made.
+        Its engine-level name ends as a kept container's, so neither the reaper nor the run's
+        teardown takes it; ``pycontain prune --reused`` does. The caller holds the slot's
+        lock (one network per slot across processes)."""
+        with self.api.mapped(f"find the kept network {name}", error=errors.NetworkError):
+            found = self.api.networks(filters={"label": f"{LABEL_REUSE_NETSLOT}={slot}"})
+            if found:
+                nid, engine_name = found[0]["Id"], found[0]["Name"]
+            else:
+                engine_name = f"{name}-{slot[:12]}{KEPT_SUFFIX}"
+                nid = self.api.create_network(
+                    engine_name, driver="bridge", internal=internal,
+                    labels=self.labels(**{LABEL_NAME: name, LABEL_REUSE_NETSLOT: slot}))["Id"]
+        network = DockerNetwork(self, nid, name=name, engine_name=engine_name)
+        network.reused = True
+        return network
+
     def reused(self, slot: str) -> list[Reused]:
         """The reused containers of ``slot`` that outlived their runs (by their labels)."""
         found = []
@@ -528,6 +550,7 @@ class DockerEngine:
                     removed.append(f"container {name}")
         for info in api.networks(filters={"label": LABEL_PID}):
             if match(info.get("Labels") or {}, info["Name"]):
+                let_go_of_reused(api, info["Id"])  # a dead run's, that reused ones joined
                 with contextlib.suppress(docker.errors.APIError):
                     api.remove_network(info["Id"])
                     removed.append(f"network {info['Name']}")

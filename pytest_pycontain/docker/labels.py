@@ -23,6 +23,7 @@ LABEL_REUSE_KEY = "pycontain.reuse.key"  # reused across runs: the request's key
 LABEL_REUSE_SLOT = "pycontain.reuse.slot"  # ... the slot it holds (rootdir and name)
 LABEL_REUSE_NAME = "pycontain.reuse.name"  # ... the name it was asked under
 LABEL_REUSE_NETWORK = "pycontain.reuse.network"  # ... the network made for its ports
+LABEL_REUSE_NETSLOT = "pycontain.reuse.netslot"  # a network kept for reused containers
 KEPT_SUFFIX = ".kept"  # a kept container's engine-level name ends so; the reaper skips it
 
 

@@ -28,7 +28,7 @@ from ..native.faults import (
 )
 from .client import load_docker
 from .containers import DockerContainer
-from .labels import KEPT_SUFFIX
+from .labels import KEPT_SUFFIX, LABEL_REUSE_KEY, LABEL_REUSE_NETWORK
 from .views import EngineView
 
 
@@ -126,6 +126,7 @@ class DockerNetwork:
         self.name = name
         self.engine_name = engine_name
         self.internal_use = internal_use
+        self.reused = False  # kept across runs for reused containers (``reused_network``)
         self._removed = False
         self._faults = FaultState()  # keyed by container id
         self._lock = threading.Lock()
@@ -247,7 +248,8 @@ class DockerNetwork:
                 info = api.inspect_network(self.id)
                 kept = False
                 for cid, member in (info.get("Containers") or {}).items():
-                    if str(member.get("Name", "")).endswith(KEPT_SUFFIX):
+                    if str(member.get("Name", "")).endswith(KEPT_SUFFIX) and not lent(
+                            api, cid, self.engine_name):
                         kept = True
                         continue
                     with contextlib.suppress(docker.errors.APIError):
@@ -256,3 +258,23 @@ class DockerNetwork:
                     api.remove_network(self.id)
         finally:
             self.engine.forget(self)
+
+
+def lent(api: Any, cid: str, network: str) -> bool:
+    """Whether container ``cid`` is reused across runs and only lent to the run's network
+    ``network`` (an engine-level name): the network lets go of it (it is on the network kept
+    for it as well), where a kept container, or its own network for its ports, keeps it."""
+    with contextlib.suppress(Exception):
+        labels = (api.inspect_container(cid).get("Config") or {}).get("Labels") or {}
+        return LABEL_REUSE_KEY in labels and labels.get(LABEL_REUSE_NETWORK) != network
+    return False
+
+
+def let_go_of_reused(api: Any, nid: str) -> None:
+    """Disconnect the reused containers lent to network ``nid`` (before it is removed)."""
+    with contextlib.suppress(Exception):
+        info = api.inspect_network(nid)
+        for cid in (info.get("Containers") or {}):
+            if lent(api, cid, info["Name"]):
+                with contextlib.suppress(Exception):
+                    api.disconnect_container_from_network(cid, nid, force=True)
