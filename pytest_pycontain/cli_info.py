@@ -49,7 +49,7 @@ def report(backend: str = "auto") -> list[str]:
             fixes.append(f"a way out for networks and RUN steps: install pasta "
                          f"(apt-get install {egress.PACKAGE})")
         elif blocked is not None:
-            lines.append(f"egress: none ({pasta}, but {egress.TUN} is closed)")
+            lines.append(f"egress: none ({pasta}, but {egress.TUN} cannot serve it)")
             fixes.append(f"a way out for networks and RUN steps: {blocked}")
         else:
             lines.append(f"egress: pasta ({pasta})")

@@ -27,6 +27,7 @@ import contextlib
 import os
 import queue
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -85,18 +86,34 @@ def pasta_path() -> str | None:
 TUN = "/dev/net/tun"
 
 
-def tun_blocked() -> str | None:
-    """Why pasta could not open its tap here, or None: rootless, the device must be open to
-    the user (distributions ship it mode 0666; some hosts and sandboxes close it to root)."""
+TUN_DEVICE = (10, 200)  # the tun/tap clone device, major and minor
+
+
+def tun_blocked(path: str = TUN) -> str | None:
+    """Why pasta could not open its tap through ``path`` here, or None: it must be the tun
+    device and, rootless, open to the user (distributions ship it mode 0666; some hosts and
+    sandboxes close it to root). The words name the device and the fix."""
+    fix = (f"as root, make it as distributions ship it: mknod -m 0666 {path} c "
+           f"{TUN_DEVICE[0]} {TUN_DEVICE[1]} (after modprobe tun)")
     try:
-        os.close(os.open(TUN, os.O_RDWR | os.O_CLOEXEC))
+        st = os.stat(path)
     except FileNotFoundError:
-        return f"{TUN} does not exist (load the tun module: modprobe tun)"
+        return f"{path} does not exist (pasta needs it for a way out); {fix}"
+    except OSError as exc:
+        return f"{path} cannot be looked at ({exc.strerror}; pasta needs it for a way out)"
+    if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != TUN_DEVICE:
+        what = (f"character device {os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
+                if stat.S_ISCHR(st.st_mode) else "not a character device")
+        return (f"{path} is not the tun device ({what}, where pasta needs {TUN_DEVICE[0]},"
+                f"{TUN_DEVICE[1]} for a way out); {fix}")
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
     except PermissionError:
-        return (f"{TUN} is closed to uid {host_uid()} (pasta needs it for a way out); open "
-                f"it as distributions ship it: chmod 0666 {TUN}")
+        return (f"{path} is closed to uid {host_uid()} (mode {stat.S_IMODE(st.st_mode):04o}; "
+                f"pasta needs it for a way out); as root, open it as distributions ship it: "
+                f"chmod 0666 {path}")
     except OSError:
-        return None
+        return None  # pasta will say what it is
     return None
 
 
