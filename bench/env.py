@@ -1,5 +1,6 @@
-"""What the benchmark starts and stops: the seeded registry, a private dockerd, podman's
-private storage, the engines. One ``Env`` per run; ``close()`` stops everything it started."""
+"""What the benchmark starts and stops: the seeded registry, a private dockerd, a private
+podman (the test session's set-up), the engines. One ``Env`` per run; ``close()`` stops
+everything it started."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class Env:
         self._dockerd_error: str | None = None
         self._native: Any = None
         self._docker_backend: Any = None
-        self._podman: dict[str, str] | None = None
+        self._podman: Any = None
         self._podman_error: str | None = None
         self.saved_environ = {k: os.environ.get(k) for k in (
             "PYCONTAIN_REGISTRY_MIRROR", "PYCONTAIN_CACHE_DIR", "PYCONTAIN_STATE_DIR")}
@@ -148,44 +149,32 @@ class Env:
     # --- podman, on private storage ---
 
     @property
-    def podman(self) -> dict[str, str] | None:
-        """The environment for ``podman`` with a private storage root, runroot and a
-        registries.conf whose docker.io mirror is the local registry; None when missing."""
+    def podman(self) -> Any:
+        """The test session's private podman (``testenv.podman.PodmanHome``: its storage, its
+        configuration with the local registry as docker.io mirror, a mount namespace of its
+        own), with busybox pulled; None (and a line why) when it can't be had here."""
         if self._podman is None and self._podman_error is None:
             if not shutil.which("podman"):
                 note("podman is missing: apt-get install -y podman")
                 subprocess.run(["apt-get", "install", "-y", "-q", "podman"],
                                capture_output=True, check=False)
-            if not shutil.which("podman"):
-                self._podman_error = "podman is not installed and apt-get could not install it"
-                skipped(self._podman_error)
-                return None
-            from testenv.podman import netavark_chains, podman_env, write_config
+            from testenv.errors import EnvironmentProblem
+            from testenv.podman import open_home
 
-            root = self.workdir / "podman"
-            write_config(root, self.registry.host)  # the test session's private podman's
-            env = podman_env(root)
-            self._podman = env
-            self.stack.callback(self._podman_tidy, env, root, netavark_chains())
-            result = subprocess.run(["podman", "pull", "-q", f"docker.io/library/{IMAGE}"],
-                                    env=env, capture_output=True, text=True)
+            try:
+                home = open_home(self.workdir / "podman", self.registry.host)
+            except EnvironmentProblem as exc:
+                self._podman_error = str(exc)
+                skipped(f"no private podman: {exc}")
+                return None
+            self.stack.callback(home.close)
+            self._podman = home
+            result = home.run("pull", "-q", f"docker.io/library/{IMAGE}", timeout=600)
             if result.returncode != 0:
                 self._podman_error = f"podman pull failed: {result.stderr.strip()[-300:]}"
                 skipped(self._podman_error)
                 return None
         return self._podman
-
-    def _podman_tidy(self, env: dict[str, str], root: Path, chains_before: bool) -> None:
-        subprocess.run(["podman", "rm", "-af"], env=env, capture_output=True)
-        subprocess.run(["podman", "network", "prune", "-f"], env=env, capture_output=True)
-        subprocess.run(["podman", "system", "reset", "-f"], env=env, capture_output=True)
-        from testenv.dockerd import unmount_below
-
-        unmount_below(root)
-        if not chains_before:
-            from testenv.podman import remove_netavark_chains
-
-            remove_netavark_chains()
 
     def close(self) -> None:
         try:

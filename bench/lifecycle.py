@@ -112,17 +112,18 @@ class RawDockerPeer(Peer):
 class CliPeer(Peer):
     """``docker run --rm`` or ``podman run --rm`` on a user network, as a shell user would."""
 
-    def __init__(self, argv0: str, env: dict[str, str], rm: tuple[str, ...] = ("rm", "-f")):
-        self.argv0 = argv0
+    def __init__(self, command: list[str], env: dict[str, str],
+                 rm: tuple[str, ...] = ("rm", "-f")):
+        self.command = command  # the CLI, with what runs it where its engine is (nsenter)
         self.env = env
         self.rm = rm
         self.net = ""
 
     def _run(self, *argv: str, ok_errors: tuple[str, ...] = ()) -> str:
-        result = subprocess.run([self.argv0, *argv], env=self.env, capture_output=True,
+        result = subprocess.run([*self.command, *argv], env=self.env, capture_output=True,
                                 text=True)
         if result.returncode != 0 and not any(e in result.stderr for e in ok_errors):
-            raise RuntimeError(f"{self.argv0} {' '.join(argv)}: exit {result.returncode}: "
+            raise RuntimeError(f"{self.command[-1]} {' '.join(argv)}: exit {result.returncode}: "
                                f"{result.stderr.strip()[-300:]}")
         return result.stdout.strip()
 
@@ -268,11 +269,12 @@ def peers(env: Env) -> dict[str, Callable[[], Peer | None]]:
         if not os.path.exists(DOCKER_CLI):
             skipped(f"docker_cli: {DOCKER_CLI} is missing")
             return None
-        return None if env.dockerd is None else CliPeer(DOCKER_CLI, env.dockerd.env())
+        return None if env.dockerd is None else CliPeer([DOCKER_CLI], env.dockerd.env())
 
     def podman_cli() -> Peer | None:
         podman = env.podman
-        return None if podman is None else CliPeer("podman", podman, rm=("rm", "-f", "-t", "0"))
+        return None if podman is None else CliPeer(podman.command(), podman.env(),
+                                                   rm=("rm", "-f", "-t", "0"))
 
     def testcontainers() -> Peer | None:
         if env.dockerd is None:

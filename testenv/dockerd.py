@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import EnvironmentProblem, stderr_tail
-from .tools import require
+from .tools import end, require
 
 
 @dataclasses.dataclass
@@ -60,13 +60,7 @@ class RunningDockerd:
 
     def stop(self) -> None:
         for process in [*self.relays, self.process]:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            end(process)
         unmount_below(self.workdir)
         # the veth goes with the namespace; say so at once rather than when the kernel gets to it
         subprocess.run(["ip", "link", "delete", self.host_link], capture_output=True, check=False)

@@ -1,17 +1,31 @@
-"""A private ``podman system service`` (Debian's podman) on its own socket and storage.
+"""A private podman (Debian's): its own storage, configuration and run directories, and a
+``podman system service`` on its own socket.
 
-The Docker backend talks to it as to any Docker-compatible socket. Everything podman keeps lives
-below one work directory: its storage (graphroot, runroot), its network definitions, a
-registries.conf whose docker.io mirror is the test registry, and a containers.conf of its own
-(lower ulimits: podman as root raises ``nofile`` to 1048576, which fails in a container without
-CAP_SYS_RESOURCE). ``stop()`` removes what it made, the firewall chains netavark added included.
+The Docker backend talks to the service as to any Docker-compatible socket. Everything podman
+keeps lives below one work directory: its storage (graphroot, runroot, tmp_dir, volumes), its
+network definitions, a registries.conf whose docker.io mirror is the test registry, and a
+containers.conf of its own (lower ulimits: podman as root raises ``nofile`` to 1048576, which
+fails in a container without CAP_SYS_RESOURCE).
+
+Podman as root keeps some state at fixed paths whatever its configuration says: netavark's
+address leases and aardvark-dns's files in /run/containers/networks, network namespaces in
+/run/netns, runc's state in /run/runc. Two test sessions on one machine would share them (and
+one's clean-up would pull them from under the other), so every podman command runs in a mount
+namespace of its own (held by one process, ``PodmanHome.holder``) whose /run is a tmpfs with the
+host's entries bound back in, but for those. Its networks use bridges and subnets of their own
+(a default network of its own, subnets from a /16 no other session is likely to pick) in the
+host's network namespace, where published ports are reached as with any podman.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
+import json
 import os
+import random
+import secrets
 import shlex
 import shutil
 import signal
@@ -20,8 +34,8 @@ import time
 from pathlib import Path
 
 from .dockerd import await_ping, unmount_below
-from .errors import EnvironmentProblem
-from .tools import require
+from .errors import EnvironmentProblem, stderr_tail
+from .tools import end, require
 
 REGISTRIES_CONF = """\
 unqualified-search-registries = ["docker.io"]
@@ -57,6 +71,7 @@ default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
 [network]
 network_backend = "netavark"
 network_config_dir = "{root}/networks"
+default_subnet_pools = [{{"base" = "{pool}", "size" = 24}}]
 
 [engine]
 cgroup_manager = "cgroupfs"
@@ -65,67 +80,116 @@ events_logger = "file"
 """
 
 
-@dataclasses.dataclass
-class RunningPodman:
-    """``host`` is the ``DOCKER_HOST`` value (``unix:///.../podman.sock``)."""
+# Run as the holder of the mount namespace: the host's /run seen at $1, a tmpfs over /run with
+# the host's entries bound back in but podman's fixed-path state, then wait to be killed.
+NAMESPACE_SETUP = r"""
+set -eu
+host_run=$1
+mount --rbind /run "$host_run"
+mount -t tmpfs -o mode=0755,nosuid,nodev pycontain-podman-run /run
+for entry in "$host_run"/* "$host_run"/.[!.]*; do
+    [ -e "$entry" ] || [ -L "$entry" ] || continue
+    name=${entry##*/}
+    case "$name" in containers|netns|runc|crun|libpod|podman) continue ;; esac
+    if [ -L "$entry" ]; then
+        ln -s "$(readlink "$entry")" "/run/$name"
+    elif [ -d "$entry" ]; then
+        mkdir "/run/$name" && mount --rbind "$entry" "/run/$name"
+    else
+        : > "/run/$name" && mount --bind "$entry" "/run/$name"
+    fi
+done
+umount -l "$host_run"
+mkdir -p /run/containers /run/netns
+echo ready
+exec sleep infinity
+"""
 
-    socket_path: Path
-    workdir: Path
-    process: subprocess.Popen
+# The /16s a session's networks come from: clear of the usual private ranges' common users
+# (podman's own 10.88-10.127, the native engine's 10.208.0.0/12).
+SUBNET_BASES = range(128, 208)
+
+
+@dataclasses.dataclass
+class PodmanHome:
+    """A private podman's configuration (below ``root``) and the mount namespace all its
+    commands run in; ``command()`` is the argv prefix that runs ``podman`` there."""
+
+    root: Path
+    holder: subprocess.Popen
     chains_before: bool
-    made_dirs: list[Path]  # host directories podman's network tools make, absent before
 
     @property
-    def host(self) -> str:
-        return f"unix://{self.socket_path}"
+    def mount_ns(self) -> str:
+        return f"/proc/{self.holder.pid}/ns/mnt"
+
+    def command(self) -> list[str]:
+        """``podman`` in the private mount namespace (pass ``env()`` as its environment)."""
+        return ["nsenter", f"--mount={self.mount_ns}", "--", "podman"]
 
     def env(self) -> dict[str, str]:
-        """Environment for the ``podman`` command line on this service's storage."""
-        return podman_env(self.workdir)
+        """The environment that points podman at this home's configuration files."""
+        return podman_env(self.root)
 
-    def stop(self) -> None:
-        """Remove the containers, pods and networks it holds, stop it, undo its firewall
-        chains (when there were none before) and its mounts."""
-        env = self.env()
-        for argv in (["rm", "-af", "-t", "0"], ["network", "prune", "-f"]):
-            subprocess.run(["podman", *argv], env=env, capture_output=True, check=False,
-                           timeout=120)
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        subprocess.run(["podman", "system", "reset", "-f"], env=env, capture_output=True,
-                       check=False, timeout=120)
-        _kill_leftovers(self.workdir)
-        unmount_below(self.workdir)
-        if not self.chains_before:
+    def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """``podman ARGV`` here, its output captured, never raising on its exit status."""
+        return subprocess.run([*self.command(), *argv], env=self.env(), capture_output=True,
+                              text=True, check=False, timeout=timeout)
+
+    def close(self) -> None:
+        """Remove every container, pod, network, image and volume, end every process of the
+        namespace (conmons, aardvark-dns) and the namespace with them, and undo the firewall
+        chains netavark added if none were there before and nobody else's rules are in them."""
+        if self.holder.poll() is None:
+            for argv in (["rm", "-af", "-t", "0"], ["network", "prune", "-f"],
+                         ["system", "reset", "-f"]):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.run(*argv)
+            _kill_namespace(self.holder)
+        unmount_below(self.root)
+        if not self.chains_before and not netavark_rules_in_use():
             remove_netavark_chains()
-        for directory in self.made_dirs:  # /run/netns only when empty: others mount there
-            if directory.name == "netns":
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-            else:
-                shutil.rmtree(directory, ignore_errors=True)
-        self.socket_path.unlink(missing_ok=True)
 
 
-def _kill_leftovers(workdir: Path) -> None:
-    """Kill what podman started and left below ``workdir``: conmon outlives an exec session by
-    up to its ``--exit-delay`` (300 s). They are found by the private storage in their argv."""
-    marker = str(workdir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in argv:
+def _kill_namespace(holder: subprocess.Popen) -> None:
+    """SIGKILL every process in the holder's mount namespace (conmon outlives an exec session
+    by up to its ``--exit-delay``, aardvark-dns its last network), then the holder."""
+    try:
+        ours = os.readlink(f"/proc/{holder.pid}/ns/mnt")
+    except OSError:
+        ours = None
+    if ours is not None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == holder.pid:
+                continue
+            try:
+                if os.readlink(entry / "ns" / "mnt") != ours:
+                    continue
+            except OSError:
+                continue
             with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
+    if holder.poll() is None:
+        holder.kill()
+    holder.wait()
+
+
+def _free_base() -> ipaddress.IPv4Network:
+    """A /16 of 10.128.0.0-10.207.255.255 that no address or route here is in."""
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                           check=False).stdout
+    shown += subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
+                            text=True, check=False).stdout
+    taken = []
+    for word in shown.split():
+        with contextlib.suppress(ValueError):
+            if word[:1].isdigit() and "." in word:
+                taken.append(ipaddress.ip_network(word, strict=False))
+    bases = [ipaddress.IPv4Network(f"10.{n}.0.0/16") for n in SUBNET_BASES]
+    free = [b for b in bases if not any(b.overlaps(t) for t in taken if t.prefixlen)]
+    if not free:
+        raise EnvironmentProblem("podman: every /16 of 10.128.0.0-10.207.255.255 is in use here")
+    return random.choice(free)
 
 
 def podman_env(root: Path) -> dict[str, str]:
@@ -140,7 +204,9 @@ def podman_env(root: Path) -> dict[str, str]:
 
 
 def write_config(root: Path, registry_host: str) -> None:
-    """The storage, registries and containers configuration of a private podman."""
+    """The storage, registries, containers and default-network configuration of a private
+    podman: its default network ("podman") on a bridge and a /24 of its own, and the subnets
+    of the networks it makes from the same free /16."""
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     (root / "networks").mkdir(exist_ok=True)
     (root / "registries.conf").write_text(REGISTRIES_CONF.format(host=registry_host))
@@ -149,7 +215,85 @@ def write_config(root: Path, registry_host: str) -> None:
     # docker-init (Debian's tini-static, bind-mounted into images without a libc) does the job
     init = "" if Path("/usr/libexec/podman/catatonit").exists() or not Path(
         "/usr/bin/tini-static").exists() else 'init_path = "/usr/bin/tini-static"\n'
-    (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root, init=init))
+    base = _free_base()
+    (root / "containers.conf").write_text(CONTAINERS_CONF.format(root=root, init=init,
+                                                                 pool=base))
+    default = next(base.subnets(new_prefix=24))
+    (root / "networks" / "podman.json").write_text(json.dumps({
+        "name": "podman",
+        "id": secrets.token_hex(32),
+        "driver": "bridge",
+        "network_interface": f"pcp{secrets.token_hex(4)}",
+        "created": "2000-01-01T00:00:00Z",
+        "subnets": [{"subnet": str(default), "gateway": str(next(default.hosts()))}],
+        "ipv6_enabled": False,
+        "internal": False,
+        "dns_enabled": False,
+        "ipam_options": {"driver": "host-local"},
+    }, indent=2))
+
+
+def open_home(root: Path, registry_host: str, timeout: float = 30) -> PodmanHome:
+    """Write a private podman's configuration below ``root`` and make its mount namespace."""
+    require("podman")
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("podman: the private test podman runs as root")
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    write_config(root, registry_host)
+    (root / "host-run").mkdir(exist_ok=True)
+    chains_before = netavark_chains()
+    holder = subprocess.Popen(
+        [require("unshare"), "--mount", "--propagation", "slave", "--", "setpriv",
+         "--pdeathsig", "KILL", "--", "sh", "-c", NAMESPACE_SETUP, "sh", str(root / "host-run")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    home = PodmanHome(root, holder, chains_before)
+    try:
+        ready = _read_line(holder, timeout)
+    except BaseException:
+        _kill_namespace(holder)
+        raise
+    if ready != "ready":
+        _kill_namespace(holder)
+        raise EnvironmentProblem(f"podman: no mount namespace of its own: "
+                                 f"{stderr_tail(holder.stderr.read() or b'')}")
+    return home
+
+
+def _read_line(process: subprocess.Popen, timeout: float) -> str:
+    """The first line ``process`` prints, or "" when it ends or ``timeout`` passes first."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return process.stdout.readline().decode(errors="replace").strip()
+
+
+@dataclasses.dataclass
+class RunningPodman:
+    """``host`` is the ``DOCKER_HOST`` value (``unix:///.../podman.sock``)."""
+
+    socket_path: Path
+    home: PodmanHome
+    process: subprocess.Popen
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def workdir(self) -> Path:
+        return self.home.root
+
+    def stop(self) -> None:
+        """Stop the service, then close its home (which removes what it made)."""
+        end(self.process)
+        self.home.close()
+        self.socket_path.unlink(missing_ok=True)
 
 
 def _iptables(*argv: str) -> str:
@@ -162,6 +306,20 @@ def netavark_chains() -> bool:
     if not shutil.which("iptables"):
         return False
     return any("NETAVARK" in _iptables("-t", table, "-S") for table in ("filter", "nat"))
+
+
+def netavark_rules_in_use() -> bool:
+    """Whether netavark's chains hold rules of a live network (another podman's): a rule in a
+    chain of a network, or one for a network in its forwarding, isolation or DNAT chains."""
+    if not shutil.which("iptables"):
+        return False
+    static = {"NETAVARK-HOSTPORT-MASQ", "NETAVARK-HOSTPORT-SETMARK"}
+    for table in ("filter", "nat"):
+        for rule in _iptables("-t", table, "-S").splitlines():
+            words = rule.split()
+            if words[:1] == ["-A"] and "NETAVARK" in words[1] and words[1] not in static:
+                return True
+    return False
 
 
 def remove_netavark_chains() -> None:
@@ -182,27 +340,24 @@ def remove_netavark_chains() -> None:
 
 
 def start_podman(workdir: Path, *, registry_host: str, timeout: float = 60) -> RunningPodman:
-    """Start ``podman system service`` under ``workdir``; return once ``/_ping`` answers."""
-    binary = require("podman")
-    if os.geteuid() != 0:
-        raise EnvironmentProblem("podman: the private test podman service runs as root")
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_config(workdir, registry_host)
+    """Start ``podman system service`` in a private home under ``workdir``; return once
+    ``/_ping`` answers."""
+    home = open_home(workdir, registry_host)
     # unix socket paths are limited to 108 bytes: keep it short
     sock = Path(f"/tmp/pycontain-podman-{os.getpid()}-{time.monotonic_ns() % 100000}.sock")
-    chains_before = netavark_chains()
-    # netavark keeps its address leases in /run/containers/networks and its namespaces in
-    # /run/netns whatever the configuration says: removed at the end when they were not there
-    made_dirs = [Path(d) for d in ("/run/containers", "/run/netns") if not Path(d).exists()]
-    log = open(workdir / "podman.log", "wb")  # noqa: SIM115 - lives as long as the process
-    process = subprocess.Popen(
-        [binary, "system", "service", "--time=0", f"unix://{sock}"],
-        env=podman_env(workdir), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    log.close()
-    service = RunningPodman(sock, workdir, process, chains_before, made_dirs)
-    await_ping("podman system service", process, sock, workdir / "podman.log", timeout,
+    log = open(home.root / "podman.log", "wb")  # noqa: SIM115 - lives as long as the process
+    try:
+        process = subprocess.Popen(
+            [*home.command(), "system", "service", "--time=0", f"unix://{sock}"],
+            env=home.env(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        home.close()
+        raise
+    finally:
+        log.close()
+    service = RunningPodman(sock, home, process)
+    await_ping("podman system service", process, sock, home.root / "podman.log", timeout,
                service.stop)
     return service

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .errors import EnvironmentProblem, stderr_tail
-from .tools import require
+from .tools import end, require
 
 CONFIG = """\
 version: 0.1
@@ -45,13 +45,7 @@ class RunningRegistry:
         return f"http://{self.host}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end(self.process, grace=5)
 
 
 @dataclasses.dataclass

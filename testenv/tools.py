@@ -49,6 +49,17 @@ def run(argv: list[str], *, what: str, timeout: float = 600, **kwargs) -> str:
     return done.stdout.decode("utf-8", "replace")
 
 
+def end(process: subprocess.Popen, grace: float = 20) -> None:
+    """Stop a daemon we started: SIGTERM, ``grace`` seconds to go, then SIGKILL."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def cache_root() -> Path:
     """Where slow-to-make inputs (the debootstrapped debian rootfs) are kept between runs.
 

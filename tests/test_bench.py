@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -57,20 +58,28 @@ def test_bad_arguments_are_refused_naming_what(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def _workdirs() -> set[str]:
-    return {name for name in os.listdir(tempfile.gettempdir())
-            if name.startswith("pycontain-bench-")}
+@pytest.fixture
+def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The bench's temporary directories go below this test's own: what another session's
+    bench makes on the machine meanwhile is not this test's to count."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
 
 
-def _bench_mounts() -> list[str]:
+def _workdirs(tmp: Path) -> list[str]:
+    return [name for name in os.listdir(tmp) if name.startswith("pycontain-bench-")]
+
+
+def _bench_mounts(tmp: Path) -> list[str]:
     with open("/proc/self/mounts") as mounts:
-        return [line for line in mounts if "pycontain-bench-" in line]
+        return [line for line in mounts if f"{tmp}/pycontain-bench-" in line]
 
 
 @needs_root
 def test_quick_run_of_the_native_sections_writes_the_json_and_leaves_nothing(
-        test_registry, tmp_path):
-    workdirs = _workdirs()
+        test_registry, tmp_path, own_tmp):
     out = tmp_path / "bench.json"
     args = parse_args(["--quick", "--only", "lifecycle,builds,images,fleet,suite",
                        "--peers", "native,native_loopback", "--counts", json.dumps(TINY)])
@@ -99,13 +108,29 @@ def test_quick_run_of_the_native_sections_writes_the_json_and_leaves_nothing(
     assert again["suite"]["docker_backend"] is None
     assert "| native |" in table(again)
     assert "Machine: " in markdown(again) and "lifecycle_batch=2" in markdown(again)
-    assert _workdirs() - workdirs == set()  # its temporary directory is gone
-    assert _bench_mounts() == []  # and nothing is left mounted below it
+    assert _workdirs(own_tmp) == []  # its temporary directory is gone
+    assert _bench_mounts(own_tmp) == []  # and nothing is left mounted below it
 
 
 
 @needs_root
-def test_the_compose_section_runs_a_stack_up_and_down(test_registry):
+@pytest.mark.podman
+def test_podman_cli_runs_on_a_private_podman_and_leaves_nothing(test_registry, own_tmp):
+    """The podman row: podman's CLI on the test set-up's private podman (its storage and its
+    mount namespace), made and removed within the run."""
+    args = parse_args(["--quick", "--only", "lifecycle", "--peers", "podman_cli",
+                       "--counts", json.dumps(TINY)])
+    results = run(args, registry=test_registry)
+    podman = results["lifecycle"]["podman_cli"]
+    if podman is None and not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    assert podman is not None and podman["n"] == 2 and podman["batch"] == 2
+    assert podman["median_ms"] > 0
+    assert _workdirs(own_tmp) == [] and _bench_mounts(own_tmp) == []
+
+
+@needs_root
+def test_the_compose_section_runs_a_stack_up_and_down(test_registry, own_tmp):
     args = parse_args(["--quick", "--only", "compose", "--peers", "native",
                        "--counts", json.dumps({"compose_samples": 1})])
     results = run(args, registry=test_registry)
@@ -113,12 +138,12 @@ def test_the_compose_section_runs_a_stack_up_and_down(test_registry):
     assert native["n"] == 1 and native["median_ms"] > 0 and native["x_native_median"] == 1.0
     assert results["compose"]["docker_backend"] is None  # not asked for
     assert "| native |" in table(results).split("3-service stack")[1]
-    assert _bench_mounts() == []
+    assert _bench_mounts(own_tmp) == []
 
 
 @needs_root
 def test_the_reuse_section_times_fresh_first_and_reused_runs_and_leaves_nothing(
-        test_registry):
+        test_registry, own_tmp):
     args = parse_args(["--quick", "--only", "reuse", "--peers", "native",
                        "--counts", json.dumps({"reuse_tests": 2})])
     results = run(args, registry=test_registry)
@@ -126,11 +151,11 @@ def test_the_reuse_section_times_fresh_first_and_reused_runs_and_leaves_nothing(
     assert native["fresh_s"] > 0 and native["first_reuse_s"] > 0 and native["reused_s"] > 0
     assert results["reuse"]["docker_backend"] is None  # not asked for
     assert "| native |" in table(results).split("reuse: 2 tests")[1]
-    assert _bench_mounts() == []
+    assert _bench_mounts(own_tmp) == []
 
 
 @needs_root
-def test_the_stack_section_runs_postgres_redis_and_an_app_per_test(service_images):
+def test_the_stack_section_runs_postgres_redis_and_an_app_per_test(service_images, own_tmp):
     args = parse_args(["--quick", "--only", "stack", "--peers", "native", "--counts",
                        json.dumps({"stack_modules": 1, "stack_tests": 2,
                                    "stack_build_samples": 1})])
@@ -144,4 +169,4 @@ def test_the_stack_section_runs_postgres_redis_and_an_app_per_test(service_image
     assert results["stack_build"]["pycontain"]["n"] == 1
     assert results["stack_build"]["docker"] is None
     assert "| native |" in table(results).split("per-module stack")[1]
-    assert _bench_mounts() == []
+    assert _bench_mounts(own_tmp) == []

@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from testenv.errors import EnvironmentProblem
+from testenv.podman import PodmanHome, RunningPodman, start_podman
 from testenv.registry import RunningRegistry, start_registry
 from testenv.tools import require
 
@@ -122,3 +125,62 @@ def test_dockerd_pulls_busybox_through_the_mirror(dockerd) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def _podman_ok(home: PodmanHome, *argv: str) -> str:
+    done = home.run(*argv, timeout=300)
+    assert done.returncode == 0, f"podman {' '.join(argv)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def _http_get(address: str) -> bytes:
+    """The body at ``address`` (host:port), tried a few times while the server starts."""
+    for _ in range(50):
+        try:
+            return urllib.request.urlopen(f"http://{address}/x", timeout=10).read()
+        except OSError:
+            time.sleep(0.2)
+    return urllib.request.urlopen(f"http://{address}/x", timeout=10).read()
+
+
+@pytest.mark.podman
+def test_two_private_podmans_do_not_share_state(podman_service: RunningPodman,
+                                                test_registry: RunningRegistry,
+                                                tmp_path: Path) -> None:
+    """Another session's podman, started and stopped while this one has a container on a
+    network, takes none of this one's state with it (address leases, DNS, namespaces,
+    bridges), and leaves nothing of its own."""
+    one = podman_service.home
+    _podman_ok(one, "network", "create", "shared-name")
+    _podman_ok(one, "run", "-d", "--name", "web", "--network", "shared-name",
+               "-p", "127.0.0.1::8080", "busybox", "sh", "-c",
+               "mkdir /w && echo one > /w/x && exec httpd -f -p 8080 -h /w")
+    address = _podman_ok(one, "port", "web", "8080")
+    assert _http_get(address) == b"one\n"
+
+    other = start_podman(tmp_path / "other", registry_host=test_registry.host)
+    try:
+        _podman_ok(other.home, "network", "create", "shared-name")
+        _podman_ok(other.home, "run", "-d", "--name", "web", "--network", "shared-name",
+                   "busybox", "sleep", "600")
+        sandbox = _podman_ok(other.home, "inspect", "-f", "{{.NetworkSettings.SandboxKey}}",
+                             "web")
+        assert sandbox.startswith("/run/netns/") and not Path(sandbox).exists()  # not ours
+        subnets = [json.loads(_podman_ok(home, "network", "inspect", "shared-name"))[0]
+                   ["subnets"][0]["subnet"] for home in (one, other.home)]
+        assert subnets[0] != subnets[1]
+        bridge = json.loads(_podman_ok(other.home, "network", "inspect", "podman"))[0][
+            "network_interface"]
+    finally:
+        other.stop()
+    assert other.home.holder.poll() is not None  # its namespace and every process in it
+    assert subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0
+    assert [m for m in Path("/proc/self/mounts").read_text().splitlines()
+            if str(tmp_path / "other") in m] == []
+
+    assert _http_get(address) == b"one\n"  # still served, on its network and port
+    found = _podman_ok(one, "run", "--rm", "--network", "shared-name", "busybox",
+                       "wget", "-q", "-O-", "http://web:8080/x")
+    assert found == "one"  # its DNS and a new lease on that network
+    _podman_ok(one, "rm", "-f", "-t", "0", "web")
+    _podman_ok(one, "network", "rm", "shared-name")
