@@ -23,6 +23,10 @@ from pytest_pycontain.idmap import host_uid
 SECOND = 1_000_000_000
 # the addresses a container's resolver gives a name (none: an empty output)
 LOOKUP = "nslookup {} | tail -n +3 | grep -o '[0-9]*\\.[0-9]*\\.[0-9]*\\.[0-9]*'"
+# Reached: a few pings, stopping at the first answer (one packet lost on a loaded machine, or
+# while a neighbour entry is made, is no verdict). Not reached: one ping, a second to answer.
+REACH = "for i in 1 2 3 4 5; do ping -c 1 -W 2 {} && exit 0; done; exit 1"
+PING_ONCE = "ping -c 1 -W 1 {}"
 
 
 class EngineContract:
@@ -330,25 +334,25 @@ class EngineContract:
             net.partition(client, server)
             net.partition(server, client)  # in place already: nothing changes
             assert client.exec(fetch, timeout=10).exit_code != 0
-            assert server.exec(f"ping -c 1 -W 1 {client.ip}").exit_code != 0
+            assert server.exec(PING_ONCE.format(client.ip)).exit_code != 0
             net.heal()
             net.heal()
             assert client.exec(fetch).stdout.endswith("pong\n")
 
             net.loss(client, 100)
-            assert client.exec(f"ping -c 1 -W 1 {server.ip}").exit_code != 0
-            assert server.exec(f"ping -c 1 -W 1 {client.ip}").exit_code != 0
+            assert client.exec(PING_ONCE.format(server.ip)).exit_code != 0
+            assert server.exec(PING_ONCE.format(client.ip)).exit_code != 0
             net.loss(client, 0)
-            assert client.exec(f"ping -c 1 -W 5 {server.ip}").exit_code == 0
+            assert client.exec(REACH.format(server.ip)).exit_code == 0
 
             try:
                 net.delay(client, 200, jitter_ms=0)
             except NotSupported as exc:
                 pytest.skip(f"this kernel cannot delay packets: {exc}")
-            rtt = client.exec(f"ping -c 1 -W 5 {server.ip}")
+            rtt = client.exec(REACH.format(server.ip))
             assert rtt.exit_code == 0 and _ping_ms(rtt.stdout) >= 200, rtt.output
             net.delay(client, 0)
-            assert client.exec(f"ping -c 1 -W 5 {server.ip}").exit_code == 0
+            assert client.exec(REACH.format(server.ip)).exit_code == 0
 
             for call, message in [
                 (lambda: net.partition(client, client), "from itself"),
@@ -476,8 +480,8 @@ class EngineContract:
             for name in ("app", "web"):
                 assert peer.exec(LOOKUP.format(name), timeout=20).output.split() == [app.ip]
             for name in ("app", "api"):
-                assert other.exec(f"ping -c 1 -W 3 {name}").exit_code == 0, name
-            assert app.exec("ping -c 1 -W 3 other").exit_code == 0
+                assert other.exec(REACH.format(name)).exit_code == 0, name
+            assert app.exec(REACH.format("other")).exit_code == 0
             wait.until_ready(app, wait.port(8080), 60)
             assert _http_get(app.address(8080), "/file") == "kept\n"
         finally:
@@ -704,18 +708,18 @@ class EngineContract:
             made.append(web := run(network=front, name="web", command="sleep 1000"))
             made.append(store := run(network=back, name="store", command="sleep 1000"))
             made.append(both := run(network=front, name="both", command="sleep 1000"))
-            ping = "ping -c 1 -W 3 {}"
-            assert both.exec(ping.format("store")).exit_code != 0
+            once = "ping -c 1 -W 3 {}"  # what must not get through
+            assert both.exec(once.format("store")).exit_code != 0
             back.connect(both, aliases=["gateway-svc"])
             for name in ("store", "web"):
-                assert both.exec(ping.format(name)).exit_code == 0, name
+                assert both.exec(REACH.format(name)).exit_code == 0, name
             for name in ("both", "gateway-svc"):
-                assert store.exec(ping.format(name)).exit_code == 0, name
-            assert web.exec(ping.format("store")).exit_code != 0  # web is not on back
+                assert store.exec(REACH.format(name)).exit_code == 0, name
+            assert web.exec(once.format("store")).exit_code != 0  # web is not on back
             back.partition(both, store)
-            assert both.exec(ping.format("store")).exit_code != 0
+            assert both.exec(once.format("store")).exit_code != 0
             back.heal()
-            assert both.exec(ping.format("store")).exit_code == 0
+            assert both.exec(REACH.format("store")).exit_code == 0
             with pytest.raises(NetworkError):
                 back.connect(both)
             with pytest.raises(ConfigError, match=r"connect\(aliases='x'\): expected a list"):
@@ -740,7 +744,7 @@ class EngineContract:
             assert inside.internal is True
             made.append(shut := run(network=inside, name="shut", command="sleep 1000"))
             made.append(peer := run(network=inside, name="peer", command="sleep 1000"))
-            assert peer.exec(f"ping -c 1 -W 5 {shut.ip}").exit_code == 0
+            assert peer.exec(REACH.format(shut.ip)).exit_code == 0
         finally:
             for container in made:
                 container.remove()

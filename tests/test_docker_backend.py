@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from engine_contract import SECOND, EngineContract
+from engine_contract import PING_ONCE, REACH, SECOND, EngineContract
 
 from pytest_pycontain import errors
 from pytest_pycontain.config import Settings
@@ -158,7 +158,7 @@ def test_partition_and_heal(pair) -> None:
     net, server, client = pair
     net.partition(client, server)
     assert client.exec(FETCH, timeout=10).exit_code != 0
-    assert server.exec(f"ping -c 1 -W 1 {client.ip}").exit_code != 0
+    assert server.exec(PING_ONCE.format(client.ip)).exit_code != 0
     net.heal()
     assert client.exec(FETCH).stdout.endswith("pong\n")
     with pytest.raises(errors.NetworkError, match="from itself"):
@@ -168,9 +168,9 @@ def test_partition_and_heal(pair) -> None:
 def test_total_loss(pair) -> None:
     net, server, client = pair
     net.loss(client, 100)
-    assert client.exec(f"ping -c 1 -W 1 {server.ip}").exit_code != 0
+    assert client.exec(PING_ONCE.format(server.ip)).exit_code != 0
     net.loss(client, 0)
-    assert client.exec(f"ping -c 1 -W 5 {server.ip}").exit_code == 0
+    assert client.exec(REACH.format(server.ip)).exit_code == 0
     with pytest.raises(errors.NetworkError, match="between 0 and 100"):
         net.loss(client, 120)
 
@@ -181,11 +181,11 @@ def test_delay_makes_a_round_trip_at_least_that_long(pair) -> None:
         net.delay(client, 200)
     except errors.NotSupported as exc:
         pytest.skip(f"this kernel cannot delay packets: {exc}")
-    rtt = client.exec(f"ping -c 1 -W 5 {server.ip}")
+    rtt = client.exec(REACH.format(server.ip))
     assert rtt.exit_code == 0, rtt.output
     assert _ping_ms(rtt.stdout) >= 200
     net.delay(client, 0)
-    assert client.exec(f"ping -c 1 -W 5 {server.ip}").exit_code == 0
+    assert client.exec(REACH.format(server.ip)).exit_code == 0
 
 
 def test_faults_need_a_member_of_the_network(engine, busybox) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from engine_contract import EngineContract, busybox_rootfs
+from engine_contract import REACH, EngineContract, busybox_rootfs
 
 from pytest_pycontain.backends import native_blocker
 from pytest_pycontain.engine import RunSpec
@@ -190,7 +190,7 @@ def test_a_removed_network_is_the_next_ones_namespace(engine, busybox) -> None:
                                  network=second))
         peer = engine.run(RunSpec(image=busybox, name="peer", command="sleep 1000",
                                   network=second))
-        assert peer.exec("ping -c1 -W2 new").exit_code == 0
+        assert peer.exec(REACH.format("new")).exit_code == 0
         assert peer.exec(f"nslookup old {second.dns_server}").exit_code != 0  # nothing old
         second.partition(new, peer)
         assert peer.exec("ping -c1 -W1 new").exit_code != 0

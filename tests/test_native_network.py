@@ -95,6 +95,14 @@ def standins(net: BridgeNetwork, tmp_path: Path) -> Iterator[list[Standin]]:
 
 
 def ping(src: Standin, target: str) -> subprocess.CompletedProcess:
+    """Reached: a few pings, stopping at the first answer (one packet lost on a loaded machine,
+    or while a neighbour entry is made, is no verdict)."""
+    return src.run("sh", "-c", f"for i in 1 2 3 4 5; do {BUSYBOX} ping -c1 -W2 \"$0\" && exit 0; "
+                   "done; exit 1", target)
+
+
+def ping_once(src: Standin, target: str) -> subprocess.CompletedProcess:
+    """One ping and a second for its answer: for what must not get through."""
     return src.run("ping", "-c1", "-W1", target)
 
 
@@ -182,8 +190,8 @@ def test_partition_and_heal(net: BridgeNetwork, standins: list[Standin]) -> None
     ip_c = net.attach(c.netns, "gamma")
     assert ping(a, ip_b).returncode == 0
     net.partition("alpha", "beta")
-    assert ping(a, ip_b).returncode != 0
-    assert ping(b, "alpha").returncode != 0  # both ways
+    assert ping_once(a, ip_b).returncode != 0
+    assert ping_once(b, "alpha").returncode != 0  # both ways
     assert ping(a, ip_c).returncode == 0  # the others are untouched
     assert ping(b, ip_c).returncode == 0
     net.heal()
@@ -196,8 +204,8 @@ def test_total_loss_means_nothing_arrives(net: BridgeNetwork, standins: list[Sta
     net.attach(a.netns, "alpha")
     ip_b = net.attach(b.netns, "beta")
     net.loss("beta", 100)
-    assert ping(a, ip_b).returncode != 0
-    assert "0 packets received" in ping(a, ip_b).stdout
+    assert ping_once(a, ip_b).returncode != 0
+    assert "0 packets received" in ping_once(a, ip_b).stdout
     net.loss("beta", 0)
     assert ping(a, ip_b).returncode == 0
 
@@ -295,7 +303,7 @@ def test_faults_find_containers_by_their_attributes(net: BridgeNetwork,
     net.attach(a.netns, "alpha", key="c-1234")
     ip_b = net.attach(b.netns, "beta")
     net.partition(Box("c-1234"), Box("unknown", ip=ip_b))
-    assert ping(a, ip_b).returncode != 0
+    assert ping_once(a, ip_b).returncode != 0
     net.heal()
     assert ping(a, ip_b).returncode == 0
 
@@ -467,7 +475,7 @@ def test_networks_are_isolated_from_each_other(net: BridgeNetwork, standins: lis
         assert other.subnet != net.subnet
         net.attach(a.netns, "alpha")
         ip_b = other.attach(b.netns, "beta")
-        assert ping(a, ip_b).returncode != 0
+        assert ping_once(a, ip_b).returncode != 0
         assert a.run("nslookup", "beta", net.dns_server).returncode != 0
         # a container on both networks reaches both, through eth0 and eth1
         net.attach(c.netns, "gamma")
@@ -493,8 +501,9 @@ def test_a_full_mesh_past_the_kernels_neighbour_limit(net: BridgeNetwork,
             net.attach(crowd[-1].netns, name)
         assert len(set(net.addresses())) == 50
         script = " ".join(names)
-        script = (f"for n in {script}; do "
-                  f"{BUSYBOX} ping -c1 -W2 $n >/dev/null 2>&1 && echo ok || echo FAIL $n; done")
+        script = (f"for n in {script}; do r='FAIL '$n; for i in 1 2 3; do "
+                  f"{BUSYBOX} ping -c1 -W2 $n >/dev/null 2>&1 && r=ok && break; done; "
+                  "echo $r; done")
         shells = [subprocess.Popen([*m.enter(), "sh", "-c", script], stdout=subprocess.PIPE,
                                    text=True) for m in crowd]
         results = {name: shell.communicate(timeout=120)[0].split("\n")
