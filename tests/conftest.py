@@ -125,26 +125,25 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     yield request.getfixturevalue(f"{request.param}_backend")
 
 
-@pytest.fixture
-def docker_backend(dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[DockerBackend]:
-    """Inner sessions (in-process or not) talk to the private dockerd."""
+def _over_docker_api(host: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[DockerBackend]:
+    """Inner sessions (in-process or not) talk to the Docker-compatible API at ``host``."""
     if docker is None:
         pytest.skip("the Docker backend needs the docker package (pytest-pycontain[docker])")
-    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    monkeypatch.setenv("DOCKER_HOST", host)
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    backend = DockerBackend(dockerd.host)
+    backend = DockerBackend(host)
     yield backend
     backend.api.close()
+
+
+@pytest.fixture
+def docker_backend(dockerd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[DockerBackend]:
+    """Inner sessions talk to the private dockerd."""
+    yield from _over_docker_api(dockerd.host, monkeypatch)
 
 
 @pytest.fixture
 def podman_backend(podman_service: Any, monkeypatch: pytest.MonkeyPatch
                    ) -> Iterator[DockerBackend]:
     """Inner sessions talk to the private podman service through the Docker backend."""
-    if docker is None:
-        pytest.skip("the Docker backend needs the docker package (pytest-pycontain[docker])")
-    monkeypatch.setenv("DOCKER_HOST", podman_service.host)
-    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
-    backend = DockerBackend(podman_service.host)
-    yield backend
-    backend.api.close()
+    yield from _over_docker_api(podman_service.host, monkeypatch)

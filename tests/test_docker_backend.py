@@ -13,7 +13,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from engine_contract import PING_ONCE, REACH, SECOND, EngineContract
@@ -35,9 +37,9 @@ from pytest_pycontain.engine import Engine, RunSpec
 pytestmark = pytest.mark.dockerd
 
 
-@pytest.fixture(scope="module")
-def engine(dockerd):
-    engine = DockerEngine(Settings(), base_url=dockerd.host)
+def module_engine(host: str) -> Iterator[DockerEngine]:
+    """A Docker engine on ``host`` for a module's tests; nothing of its session is left after."""
+    engine = DockerEngine(Settings(), base_url=host)
     yield engine
     engine.close()
     api = engine._connect()
@@ -45,6 +47,27 @@ def engine(dockerd):
     nets = api.networks(filters={"label": f"{LABEL_SESSION}={engine.session_id}"})
     api.close()
     assert not left and not nets, "the engine left containers or networks behind"
+
+
+def image_maker(engine: DockerEngine, make_one: Callable[..., DockerImage]
+                ) -> Iterator[Callable[..., DockerImage]]:
+    """``make_image`` over ``make_one(**config)``: each image made is removed at the end."""
+    made: list[str] = []
+
+    def make(**config: Any) -> DockerImage:
+        image = make_one(**config)
+        if image.id not in made:  # the same config again may be the same image
+            made.append(image.id)
+        return image
+
+    yield make
+    for image_id in made:
+        engine.api.remove_image(image_id, force=True)
+
+
+@pytest.fixture(scope="module")
+def engine(dockerd):
+    yield from module_engine(dockerd.host)
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +78,17 @@ def busybox(engine) -> DockerImage:
 @pytest.fixture(scope="module")
 def make_image(engine, busybox):
     """``busybox`` with its config overridden, committed by the engine."""
-    made: list[str] = []
 
-    def make(**config) -> DockerImage:
+    def commit(**config: Any) -> DockerImage:
         base = engine.api.create_container(busybox.id, command=["true"])
         try:
             conf = {**{k: v for k, v in busybox.config.items() if v is not None}, **config}
             image_id = engine.api.commit(base["Id"], conf=conf)["Id"]
         finally:
             engine.api.remove_container(base["Id"], force=True)
-        made.append(image_id)
         return engine.image(image_id)
 
-    yield make
-    for image_id in made:
-        engine.api.remove_image(image_id, force=True)
+    yield from image_maker(engine, commit)
 
 
 class TestDockerContract(EngineContract):

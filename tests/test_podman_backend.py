@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from engine_contract import SECOND
 from test_docker_backend import TestDockerContract as DockerContract
+from test_docker_backend import image_maker, module_engine
 from test_docker_backend import test_a_failing_build_says_where as failing_build_says_where
 from test_docker_backend import test_build_secrets_reach_buildkit as build_secrets_reach_builder
 from test_docker_backend import test_build_with_its_config as build_with_its_config
 
 from pytest_pycontain import backends, errors
-from pytest_pycontain.config import Settings
-from pytest_pycontain.docker import LABEL_SESSION, DockerEngine, DockerImage
+from pytest_pycontain.docker import DockerImage
 from pytest_pycontain.dockerhost import podman_at, podman_version
 from pytest_pycontain.engine import RunSpec
 
@@ -26,14 +26,7 @@ pytestmark = pytest.mark.podman
 
 @pytest.fixture(scope="module")
 def engine(podman_service):
-    engine = DockerEngine(Settings(), base_url=podman_service.host)
-    yield engine
-    engine.close()
-    api = engine._connect()
-    left = api.containers(all=True, filters={"label": f"{LABEL_SESSION}={engine.session_id}"})
-    nets = api.networks(filters={"label": f"{LABEL_SESSION}={engine.session_id}"})
-    api.close()
-    assert not left and not nets, "the engine left containers or networks behind"
+    yield from module_engine(podman_service.host)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +38,8 @@ def busybox(engine) -> DockerImage:
 def make_image(engine, busybox, tmp_path_factory):
     """``busybox`` with its config overridden, built by the engine: Podman's compat commit
     ignores the ``conf`` Docker's applies, so the config is written as a Dockerfile."""
-    made: list[str] = []
 
-    def make(**config) -> DockerImage:
+    def build(**config) -> DockerImage:
         lines = [f"FROM {busybox.id}"]
         for key, value in config.items():
             if key in ("Entrypoint", "Cmd"):
@@ -71,14 +63,9 @@ def make_image(engine, busybox, tmp_path_factory):
                 raise AssertionError(f"make_image: no Dockerfile form for {key}")
         context = tmp_path_factory.mktemp("image")
         (context / "Dockerfile").write_text("\n".join(lines) + "\n")
-        image = engine.build(context)
-        if image.id not in made:  # the same config again is the same image (build cache)
-            made.append(image.id)
-        return image
+        return engine.build(context)
 
-    yield make
-    for image_id in made:
-        engine.api.remove_image(image_id, force=True)
+    yield from image_maker(engine, build)
 
 
 HOSTNAME_FILE = ("Podman 4.3 writes /etc/hostname without the trailing newline Docker and the "
