@@ -257,10 +257,22 @@ def test_the_stack_in_order_healthy_with_ports_and_values(pycontain):
         stack.service("debug")
     with pytest.raises(ConfigError, match="no volume 'data' in project .*volumes: none"):
         stack.volume("data")
+    db = stack.services["db"]
+    ask_db = "timeout 5 wget -q -O - http://db:8080/"
     stack.stop("db")
-    assert stack.services["db"].status == "exited"
-    with pytest.raises(NotSupported, match="cannot restart a stopped container"):
-        stack.start("db")
+    assert db.status == "exited" and app.status == "running"  # its dependant is left alone
+    assert app.exec(ask_db).exit_code != 0
+    stack.start("db")  # the same container, healthy again, its name resolving again
+    assert stack.services["db"] is db and db.status == "running"
+    assert stack.health("db") == "healthy" and app.exec(ask_db).output == "db-data\n"
+    stack.restart("app")
+    assert app.status == "running" and stack.health("app") == "healthy"
+    assert app.logs().count("db-data\n") == 2  # its log goes on, as Docker's does
+    host, port = app.address(8080)  # published again
+    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=10) as response:
+        assert response.read() == b"built-by-test\n"
+    with pytest.raises(ConfigError, match="service 'debug' is not started"):
+        stack.start("debug")
 
 
 def test_profiles_and_two_stacks_from_one_directory(pycontain):
@@ -303,6 +315,15 @@ def test_names_and_aliases_on_two_networks_and_a_partition(pycontain):
     stack.network("back").partition(bridge, loner)
     assert loner.exec(fetch.format("bridge")).exit_code != 0
     assert client.exec(fetch.format("bridge")).exit_code == 0
+    stack.network("back").heal()
+    # stopped, it is nobody's to reach; started again, both networks' names are its again
+    stack.stop("bridge")
+    assert client.exec(fetch.format("bridge")).exit_code != 0
+    stack.start("bridge")
+    for asker, name in ((client, "bridge"), (client, "bridge-front"), (loner, "bridge"),
+                        (loner, "bridge-back")):
+        assert asker.exec(fetch.format(name)).output == f"{bridge.hostname} says hi\n", name
+    assert bridge.exec(fetch.format("storage")).exit_code == 0
 
 
 def test_a_failing_one_shot_stops_the_stack(pycontain):
@@ -403,6 +424,8 @@ def test_named_anonymous_and_read_only_volumes(pycontain):
     assert reader.exec("touch /scratch/x").exit_code == 0
     with pytest.raises(ConfigError, match="no volume 'nope' in project .*volumes: data"):
         stack.volume("nope")
+    stack.restart("writer")  # the same container: its named and anonymous volumes kept
+    assert writer.exec("cat /data/file; ls /scratch").output == "kept\nmine\n"
 
 
 def test_a_privileged_service(pycontain):

@@ -140,6 +140,18 @@ def test_released_addresses_are_reused_last() -> None:
     assert pool.allocate("b") != first  # a neighbour's stale ARP entry cannot hit a newcomer
 
 
+def test_an_address_given_back_is_taken_again_when_asked_for() -> None:
+    """A container started again asks for its old address: it gets it while it is free, and
+    the next one otherwise (never one still used, nor one not yet handed out)."""
+    pool = AddressPool("10.213.0.0/24")
+    first, second = pool.allocate("a"), pool.allocate("b")
+    pool.release(first)
+    assert pool.allocate("a", prefer=first) == first
+    assert pool.allocate("c", prefer=second) == "10.213.0.4"  # b still has it
+    assert pool.allocate("d", prefer="10.213.0.9") == "10.213.0.5"  # not handed out yet
+    assert set(pool.used()) == {first, second, "10.213.0.4", "10.213.0.5"}
+
+
 @pytest.mark.parametrize(("pool", "prefix", "message"), [
     ("10.213.0.0/33", 24, "not an IPv4 network"),
     ("banana", 24, "not an IPv4 network"),

@@ -428,21 +428,30 @@ def test_a_start_that_fails_before_the_command_leaves_nothing(engine, busybox) -
     assert all(c.pid != made["pid"] for c in engine.containers.values())
 
 
-def test_a_start_again_keeps_its_listed_mountpoints_and_ends_the_old_shim(
-        engine, busybox) -> None:
-    """The paths made only to mount on are in its upper dir after the first start, so a start
-    again lists them still (commit leaves them out); the old shim and PID 1 are gone."""
-    container = engine.run(RunSpec(image=busybox, command="sleep 1000",
-                                   tmpfs={"/scratch": ""}))
+def test_a_start_again_keeps_its_address_and_listed_mountpoints(engine, busybox) -> None:
+    """Its address comes back when nobody took it meanwhile (a peer's /etc/hosts names it
+    there); the paths made only to mount on are in its upper dir after the first start, so a
+    start again lists them still (commit leaves them out); the old shim and PID 1 are gone."""
+    net = engine.network()
+    container = engine.run(RunSpec(image=busybox, name="again", network=net,
+                                   command="sleep 1000", tmpfs={"/scratch": ""}))
+    peer = engine.run(RunSpec(image=busybox, network=net, command="sleep 1000"))
     try:
-        listed = container.mountpoints
+        listed, address = container.mountpoints, container.ip
+        assert f"{address}\tagain" in peer.exec("cat /etc/hosts").output
         old = (container.pid, container.shim)
         container.stop(timeout=1)
+        other = engine.run(RunSpec(image=busybox, network=net, command="sleep 1000"))
         container.start()
         assert container.status == "running" and container.mountpoints == listed
+        assert container.ip == address != other.ip
+        assert peer.exec("ping -c 1 -W 3 again").exit_code == 0
         assert all(gone(pid) for pid in old) and container.pid not in old
+        other.remove()
     finally:
         container.remove()
+        peer.remove()
+        net.remove()
 
 
 @pytest.mark.parametrize("breaks", ["command", "network"])

@@ -319,22 +319,40 @@ class Compose:
         return self._volumes[name]
 
     def stop(self, service: str) -> None:
-        """Stop the service's containers (its ``stop_grace_period``, else 10 s)."""
+        """Stop the service's containers (its ``stop_grace_period``, else 10 s); the services
+        that depend on it are left as they are, as ``docker compose stop SERVICE`` does."""
         spec = self.project.services.get(service)
         grace = spec.stop_grace_period if spec and spec.stop_grace_period is not None else 10
-        for index in range(len(self._containers.get(service, [None]))):
-            self.service(service, index + 1).stop(timeout=grace)
+        for container in self._replicas_of(service):
+            container.stop(timeout=grace)
 
     def start(self, service: str) -> None:
-        """Start a stopped service again; what is running is waited for as ``wait=True``."""
-        for index in range(len(self._containers.get(service, [None]))):
-            container = self.service(service, index + 1)
-            if container.status != "running":
-                raise NotSupported(f"start({service!r}): the engines cannot restart a stopped "
-                                   "container yet (Container has no start())")
-        self._health = {k: v for k, v in self._health.items()
-                        if k not in {c.id for c in self._containers[service]}}
-        self._wait_service(self.project.services[service])
+        """Start the service's stopped containers again, the same ones (``Container.start``:
+        ids, files and named volumes kept, names and aliases resolving again, ports published
+        again), and wait for them as ``wait=True`` does; running ones are left as they are,
+        and so are the services that depend on it."""
+        containers = self._replicas_of(service)  # a ConfigError for one not started
+        spec = self.project.services[service]
+        for container in containers:
+            if container.status == "running":
+                continue
+            self._health.pop(container.id, None)  # healthy again only once checked again
+            try:
+                container.start()
+            except PycontainError as exc:
+                raise _about(spec, exc) from exc
+            self._born[container.id] = time.monotonic()
+        self._wait_service(spec)
+
+    def restart(self, service: str) -> None:
+        """``stop(service)``, then ``start(service)``, as ``docker compose restart``."""
+        self.stop(service)
+        self.start(service)
+
+    def _replicas_of(self, service: str) -> list[Any]:
+        """Every container of a started ``service``; ``ConfigError`` as ``service()`` says."""
+        count = len(self._containers.get(service, [None]))
+        return [self.service(service, index) for index in range(1, count + 1)]
 
     def logs(self) -> str:
         """Every container's log, each line prefixed with its service, as compose prints."""

@@ -154,6 +154,7 @@ class NativeContainer:
         self._proxies: dict[int, Any] = {}  # published ports: container port -> PortProxy
         self._relayed: dict[int, tuple[str, int]] = {}  # ... by another owner's keeper
         self._connected: list[tuple[Any, tuple[str, ...]]] = []  # connect(): joined again
+        self._had: list[tuple[Any, str | None]] = []  # (network, address) it was ever given
         self._leaving = threading.Lock()  # the exit watch and removal both leave networks
         self._starting = threading.Lock()  # one start() at a time
         self._own: OwnShim | None = None  # set while we start it: our shim's channel
@@ -208,6 +209,12 @@ class NativeContainer:
         if self._ip is None:
             self._ip = ip
         self._networks.append(network)
+        self._had.append((network, ip))
+
+    def last_address(self, network: Any) -> str | None:
+        """The address it last had on ``network`` (None if never there): a start again asks
+        for it back, so that what peers wrote down for it (their /etc/hosts) stays true."""
+        return next((ip for net, ip in reversed(self._had) if net is network), None)
 
     def connect(self, network: Any, aliases: Sequence[str] = ()) -> str:
         """Join another network while running (``docker network connect``): a veth of its own
@@ -228,11 +235,13 @@ class NativeContainer:
 
     def _join_also(self, network: Any, aliases: tuple[str, ...]) -> str:
         """Join ``network`` besides its first one (``connect``, and again at ``start``)."""
-        ip = network.attach(f"/proc/{self.pid}/ns/net", self.name, list(aliases), key=self.id)
+        ip = network.attach(f"/proc/{self.pid}/ns/net", self.name, list(aliases), key=self.id,
+                            address=self.last_address(network))
         with self._leaving:
             first = self._networks[0] if self._networks else None
             if first is not None:
                 self._networks.append(network)
+                self._had.append((network, ip))
         if first is None:  # it exited meanwhile, and left its networks
             network.detach(self.id)
             raise NetworkError(f"container {self.name} exited while joining {network.name!r}")

@@ -633,7 +633,8 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
     def join(container: NativeContainer) -> None:
         dns_name = spec.name or hostname
         ip = bridge.attach(f"/proc/{container.pid}/ns/net", dns_name if named else None,
-                           list(spec.aliases), key=container.id)
+                           list(spec.aliases), key=container.id,
+                           address=container.last_address(bridge))
         container.joined(bridge, ip)
         if named:
             (container.dir / "hosts").write_text(

@@ -206,9 +206,14 @@ class AddressPool:
         self._used: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def allocate(self, owner: str) -> str:
+    def allocate(self, owner: str, prefer: str | None = None) -> str:
+        """The next address; ``prefer``, an address given back earlier, when it is still free
+        (a container started again keeps its address, and with it peers' /etc/hosts)."""
         with self._lock:
-            if self._next < self._end:
+            if prefer is not None and prefer in self._released:
+                self._released.remove(prefer)
+                address = prefer
+            elif self._next < self._end:
                 address = str(ipaddress.IPv4Address(self._next))
                 self._next += 1
             elif self._released:

@@ -447,11 +447,12 @@ class BridgeNetwork:
 
     # -- joining --------------------------------------------------------------------------
     def attach(self, netns: NetnsRef, name: str | None = None, aliases: Sequence[str] = (),
-               *, key: str | None = None) -> str:
+               *, key: str | None = None, address: str | None = None) -> str:
         """Join the container whose namespace is ``netns``; returns its address.
 
         ``name`` and ``aliases`` are what the others resolve; ``key`` (default: ``name``) is
-        how ``detach`` and the faults refer to it.
+        how ``detach`` and the faults refer to it; ``address``, the one it had here before
+        (a container started again), is taken again if nobody has it since.
         """
         with self._lock:
             self.ensure_usable()
@@ -473,7 +474,7 @@ class BridgeNetwork:
             known = [(self.gateway, mac_for(self.gateway))]
             known += [(ep.ip, mac_for(ep.ip)) for ep in self._endpoints.values()]
             try:
-                ip = self._addresses.allocate(key)
+                ip = self._addresses.allocate(key, prefer=address)
                 record = write_record(self.records_dir, "veth", host_ifname, network=self.id,
                                       host_ifname=host_ifname, ip=ip)
                 host_index, ifname, index, rtnl = self._worker.call(
