@@ -445,7 +445,7 @@ def test_a_start_again_keeps_its_address_and_listed_mountpoints(engine, busybox)
         container.start()
         assert container.status == "running" and container.mountpoints == listed
         assert container.ip == address != other.ip
-        assert peer.exec("ping -c 1 -W 3 again").exit_code == 0
+        assert peer.exec(REACH.format("again")).exit_code == 0
         assert all(gone(pid) for pid in old) and container.pid not in old
         other.remove()
     finally:
