@@ -305,6 +305,22 @@ class EngineContract:
         assert good.health == "starting"
         _until(lambda: good.health == "healthy" and bad.health == "unhealthy")
 
+    def test_health_starts_over_when_started_again(self, run, make_image) -> None:
+        """An image's HEALTHCHECK after ``start()``: probed again, the status of the run
+        before not kept (its command removes what the check looks for, at every start)."""
+        check = {"Interval": SECOND // 20, "Timeout": SECOND, "Retries": 2}
+        box = run(make_image(Healthcheck={**check, "Test": ["CMD", "test", "-e", "/tmp/ok"]},
+                             Cmd=["sh", "-c", "rm -f /tmp/ok; exec sleep 1000"]))
+        _until(lambda: box.health == "unhealthy")
+        assert box.exec("touch /tmp/ok").exit_code == 0
+        _until(lambda: box.health == "healthy")
+        box.kill()
+        box.wait(10)
+        box.start()
+        _until(lambda: box.health == "unhealthy")
+        assert box.exec("touch /tmp/ok").exit_code == 0
+        _until(lambda: box.health == "healthy")
+
     def test_remove(self, engine, busybox) -> None:
         container = engine.run(RunSpec(image=busybox, command="sleep 1000"))
         container.remove()
