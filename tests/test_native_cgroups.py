@@ -204,6 +204,42 @@ def test_on_v1_an_unlimited_containers_shim_is_in_its_cgroups_unseen(engine, bus
 
 
 @needs_root
+@pytest.mark.skipif(not has_v1(), reason="this machine has no cgroup v1 controllers")
+def test_on_v1_warm_shims_are_born_in_spare_cgroups_that_become_the_containers(
+        busybox, tmp_path: Path) -> None:
+    """A warm shim and its PID 1 are born in a spare cgroup set, renamed to the container's
+    at its start (nothing is moved then); with limits the shim stays in its spare set, which
+    goes with the container; an engine's spares are gone once it is closed."""
+    from pytest_pycontain.native.engine import NativeEngine
+
+    engine = NativeEngine(state_dir=tmp_path / "state")
+    try:
+        first = engine.run(RunSpec(image=busybox))  # no warm shim yet: joins as a cold one
+        unlimited = engine.run(RunSpec(image=busybox))
+        limited = engine.run(RunSpec(image=busybox, memory="64m"))
+        spares = [Path(r["path"]) for r in engine.journal.records()
+                  if r["kind"] == "cgroup" and r["container"].startswith("spare-")]
+        assert spares
+        for container in (first, unlimited):
+            for path in container.limits.paths():
+                procs = (path / "cgroup.procs").read_text().split()
+                assert {str(container.shim), str(container.pid)} <= set(procs)
+        held = [Path(r["path"]) for r in engine.journal.records(limited.id)
+                if r["kind"] == "cgroup" and "spare-" in r["path"]]
+        assert held and all(str(limited.shim) in (p / "cgroup.procs").read_text().split()
+                            for p in held)
+        for path in limited.limits.paths():
+            assert (path / "cgroup.procs").read_text().split() == [str(limited.pid)]
+        limited.remove()
+        assert not any(path.exists() for path in held)
+        for container in (first, unlimited):
+            container.remove()
+    finally:
+        engine.close()
+    assert not any(path.exists() for path in spares)
+
+
+@needs_root
 def test_limits_that_cannot_be_set(busybox, tmp_path: Path) -> None:
     from pytest_pycontain.native.engine import NativeEngine
 

@@ -185,11 +185,18 @@ class NativeContainer:
                 before_start(self)
 
         timeout = self._services.timeout
+        reply = None
         try:
             reply = self._own.start(plan, timeout, created if before_start else None)
         except TimeoutError:
             raise ContainerError(f"container {self.name} did not start within {timeout}s",
                                  container=self.id) from None
+        finally:
+            if not (plan.shim_joins and isinstance(reply, Started)):
+                # the warm shim's spare cgroups were not renamed to ours: they hold our shim
+                # (with limits it stays out of ours), or nothing; removed with the container
+                for path in self._own.spare_cgroups:
+                    self._services.journal.record("cgroup", container=self.id, path=path)
         if not isinstance(reply, Started):
             error, code = ((reply.error, reply.exit_code) if isinstance(reply, Failed) else
                            ("the container's helper exited without a word", None))

@@ -86,6 +86,7 @@ class OwnShim:
         self._lock = threading.Lock()
         self._shim_fd: int | None = None
         self.exit_code: int | None = None
+        self.spare_cgroups: tuple[str, ...] = ()  # a warm shim's, where it was born
 
     def start(self, plan: RunPlan, timeout: float,
               created: Callable[[int, int], None] | None = None) -> Message | None:
@@ -95,11 +96,12 @@ class OwnShim:
         raises ``TimeoutError``."""
         warm = self._zygote.take_warm() if not plan.host_network else None
         if warm is not None:  # a shim with its namespaces and PID 1 made ahead
+            self.spare_cgroups = warm.cgroups
             try:
-                send(warm, Run(plan))
-                self._sock = warm
+                send(warm.sock, Run(plan))
+                self._sock = warm.sock
             except OSError:
-                warm.close()
+                warm.sock.close()
         if self._sock is None:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self._sock = ours

@@ -151,7 +151,9 @@ class NativeEngine:
         self.cgroup_root = Path(cgroup_root)
         self.journal = state.Journal(self.state_root)
         self._lock = threading.Lock()
-        self.zygote = ZygoteClient(self.journal, warm=WARM_SHIMS)
+        self._spares = self.rootless is None  # spare cgroups for warm shims, where useful
+        self.zygote = ZygoteClient(self.journal, warm=WARM_SHIMS,
+                                   spare_cgroups=self._spare_cgroups)
         self.janitor = Janitor(self.journal)
         self.containers: dict[str, NativeContainer] = {}
         self._services = Services(self.journal, self.state_root, self.zygote, self.janitor,
@@ -167,6 +169,22 @@ class NativeEngine:
         self._exposed: set[int] = set()  # ports of our loopback that containers reach
         self.progress: Callable[[str], None] | None = None  # lines for the user (the plugin's)
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
+
+    def _spare_cgroups(self) -> tuple[str, ...]:
+        """A cgroup set (journalled) for the next warm shim to be born in, which a container
+        without limits takes over by renaming (``Limits.shim_joins``); none where that is not
+        how containers join their cgroups (v2, rootless)."""
+        if not self._spares:
+            return ()
+        spare = Limits(f"spare-{secrets.token_hex(8)}", root=self.cgroup_root, own=True)
+        if not spare.shim_joins:
+            self._spares = False
+            return ()
+        try:
+            return tuple(str(p) for p in spare.create(self.journal))
+        except OSError:
+            self._spares = False
+            return ()
 
     def describe(self) -> str:
         if self.rootless is not None:

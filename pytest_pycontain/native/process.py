@@ -196,13 +196,20 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
     os._exit(125)
 
 
-def warm_shim(sock: socket.socket, zygote: int) -> None:
+def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> None:
     """A shim made ahead of time: namespaces ready and PID 1 forked, waiting for the plan on
     ``sock``, which then stays its control socket. Takes the forks and the unshares off the
-    start of a container."""
+    start of a container. With ``spare`` cgroups it joins them first, so that PID 1 is born
+    there: ``run_shim`` renames them to the container's, and nothing is moved at the start."""
     _die_with_parent(zygote)
     try:
         enter_namespaces(host_network=False)
+        for path in spare:
+            fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
         pid1 = _Pid1()
     except OSError:
         os._exit(1)
@@ -212,11 +219,11 @@ def warm_shim(sock: socket.socket, zygote: int) -> None:
         message = None
     if not isinstance(message, Run):  # the engine went away, or closed us unused
         os._exit(0)
-    run_shim(message.plan, sock, zygote, warm=pid1)
+    run_shim(message.plan, sock, zygote, warm=pid1, spare=tuple(spare))
 
 
 def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
-             warm: _Pid1 | None = None) -> None:
+             warm: _Pid1 | None = None, spare: tuple[str, ...] = ()) -> None:
     """Start one container and look after it until told to go (or its owner dies)."""
     if warm is None:
         _die_with_parent(zygote)
@@ -228,8 +235,10 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
             pid1 = _Pid1()
         else:
             pid1 = warm
-        cgroup_fds = [os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-                      for path in plan.cgroups]
+        renamed = plan.shim_joins and _rename_spare(spare, plan.cgroups)
+        cgroup_fds = [] if renamed else [
+            os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            for path in plan.cgroups]
         socket.sethostname(plan.hostname)
         rootfs.mount_overlay(directory, len(plan.lower), flags=plan.boundary.device_flags)
         root = os.path.join(directory, "merged")
@@ -267,6 +276,26 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         os._exit(failure.exit_code)
     send(ctl, Started(pid1.pid, os.getpid()))
     _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, cgroup_fds, plan.boundary)
+
+
+def _rename_spare(spare: tuple[str, ...], cgroups: tuple[str, ...]) -> bool:
+    """Rename the spare cgroups we and PID 1 were born in (one per hierarchy) to the
+    container's, which the engine made empty (v1 renames within a parent; nobody is moved, so
+    no grace period is waited for). False, with ``cgroups`` there again, if that cannot be."""
+    by_parent = {os.path.dirname(path): path for path in spare}
+    if not cgroups or {os.path.dirname(path) for path in cgroups} != set(by_parent):
+        return False
+    try:
+        for path in cgroups:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(path)
+            os.rename(by_parent[os.path.dirname(path)], path)
+    except OSError:
+        for path in cgroups:
+            with contextlib.suppress(OSError):
+                os.mkdir(path)
+        return False
+    return True
 
 
 def _join_cgroups(plan: RunPlan, pid: int, fds: list[int], ctl: socket.socket) -> list[int]:

@@ -14,9 +14,10 @@ alongside (``[fds]`` below). The exchanges:
 =====================  =======================================  ==============================
 who -> whom            message [fds]                            answer
 =====================  =======================================  ==============================
-engine -> zygote       ``Warm`` [ctl]                           a shim that readies its
-                                                                namespaces and PID 1, then
-                                                                waits for ``Run`` on ctl
+engine -> zygote       ``Warm(cgroups)`` [ctl]                  a shim that readies its
+                                                                namespaces and PID 1 (in
+                                                                ``cgroups``), then waits for
+                                                                ``Run`` on ctl
 engine -> zygote       ``Run(RunPlan)`` [ctl]                   a shim for that container
 engine -> zygote       ``Exec(ExecPlan)`` [ctl, in, out, err]   an exec helper that joins the
                                                                 container's namespaces
@@ -141,7 +142,8 @@ class RunPlan:
     ``merged``; the shim writes the logs, ``exit`` and ``mountpoints.json`` there. ``etc`` maps
     ``hosts``, ``hostname`` and ``resolv.conf`` to their text. With ``pause`` the shim answers
     ``Created`` and waits for ``Go`` before the command starts. With ``shim_joins`` the shim
-    joins ``cgroups`` itself, so that its children are born there (``Limits.shim_joins``)."""
+    is in ``cgroups`` too, so that its children are born there (``Limits.shim_joins``): a warm
+    shim renames its spare set (``Warm.cgroups``) to them, a cold one joins them."""
 
     directory: str
     lower: tuple[str, ...]
@@ -233,9 +235,15 @@ class Exec(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Warm(Message):
-    """Make a shim ahead of time (to the zygote)."""
+    """Make a shim ahead of time (to the zygote). ``cgroups``: a spare set it joins before it
+    forks PID 1, to be renamed into the container's (``process.run_shim``)."""
 
     op = Op.WARM
+    cgroups: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, data: Mapping[str, Any]) -> Message:
+        return _load(cls, data, {"cgroups": _strings})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,11 +7,13 @@ other is ``protocol.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +22,32 @@ from ..procinfo import process_start_time
 from . import state
 from .protocol import Message, Warm, send
 
-__all__ = ["ZygoteClient"]
+__all__ = ["WarmShim", "ZygoteClient"]
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmShim:
+    """A shim made ahead: its control socket, and the spare cgroups it and its PID 1 are in
+    (none where the engine makes no spare ones)."""
+
+    sock: socket.socket
+    cgroups: tuple[str, ...] = ()
 
 
 class ZygoteClient:
     """Starts the zygote on first use (and again if it died), passes it requests, and keeps
-    ``warm`` shims made ahead (namespaces and PID 1 ready) for the next container start."""
+    ``warm`` shims made ahead (namespaces and PID 1 ready) for the next container start;
+    ``spare_cgroups()`` makes (and journals) the cgroups each is born in, if any."""
 
-    def __init__(self, journal: state.Journal, *, warm: int = 1):
+    def __init__(self, journal: state.Journal, *, warm: int = 1,
+                 spare_cgroups: Callable[[], tuple[str, ...]] | None = None):
         self._journal = journal
         self._warm_wanted = warm
+        self._spare_cgroups = spare_cgroups
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
-        self._warm: list[socket.socket] = []  # control sockets of shims made ahead
+        self._warm: list[WarmShim] = []  # shims made ahead
 
     @property
     def pid(self) -> int | None:
@@ -47,8 +61,8 @@ class ZygoteClient:
             self._ensure_started()
             send(self._sock, message, fds)  # type: ignore[arg-type]
 
-    def take_warm(self) -> socket.socket | None:
-        """The control socket of a warm shim, if one is ready; orders the next one."""
+    def take_warm(self) -> WarmShim | None:
+        """A warm shim, if one is ready; orders the next one."""
         with self._lock:
             self._ensure_started()
             warm = self._warm.pop() if self._warm else None
@@ -59,7 +73,7 @@ class ZygoteClient:
         """Close the warm shims (they end unused) and the zygote's socket, then wait for it."""
         with self._lock:
             for warm in self._warm:
-                warm.close()
+                warm.sock.close()
             self._warm.clear()
             if self._sock is not None:
                 self._sock.close()
@@ -78,10 +92,11 @@ class ZygoteClient:
 
     def _order_warm(self) -> None:
         while len(self._warm) < self._warm_wanted:
+            cgroups = self._spare_cgroups() if self._spare_cgroups is not None else ()
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            send(self._sock, Warm(), [theirs.fileno()])  # type: ignore[arg-type]
+            send(self._sock, Warm(cgroups), [theirs.fileno()])  # type: ignore[arg-type]
             theirs.close()
-            self._warm.insert(0, ours)
+            self._warm.insert(0, WarmShim(ours, cgroups))
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -116,7 +131,7 @@ class ZygoteClient:
         if self._sock is not None:  # a zygote that died: its socket and warm shims are gone
             self._sock.close()
             for warm in self._warm:
-                warm.close()
+                warm.sock.close()
             self._warm.clear()
         self._process = started[0]
         self._sock = ours
