@@ -1,31 +1,40 @@
 """The lifecycle (docs/benchmarks.md) as root and as an ordinary user (rootless mode), in one
-run on one machine: the same busybox image from the same seeded registry, the same steps.
+run on one machine: the same busybox image from the same seeded registry, the same steps; and,
+as the same user, rootless Podman beside the rootless native engine, interleaved sample by
+sample, so the ratio between them is the one to quote.
 
     python bench/rootless.py --user pycontain-ci [--python PATH] [--singles N] [--batch N]
 
 Run as root: it starts the seeded registry, measures the native engine in this process, then
 runs itself as USER (``runuser``) with ``--child``, which measures the engine rootless and
-prints one JSON line; both rows and their ratio are printed (and written with ``--json``).
+rootless Podman (its own storage, configuration and runtime directory, removed after) and
+prints one JSON line; the rows and their ratios are printed (and written with ``--json``).
 ``--python``: a Python the user can run with pytest-pycontain installed (pyenv's under /root
-is not readable by other users; .ci/rootless makes one).
+is not readable by other users; .ci/rootless makes one). Rootless Docker is not measured: it
+needs rootlesskit and a dockerd of the user's, which this machine does not have.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.env import Env, note  # noqa: E402
-from bench.lifecycle import EnginePeer, measure_peer  # noqa: E402
+from bench.env import IMAGE, Env, note  # noqa: E402
+from bench.lifecycle import CliPeer, EnginePeer, measure_pair, measure_peer  # noqa: E402
 
 
 def measure_here(singles: int, batch: int, settings: object = None) -> dict:
@@ -43,8 +52,116 @@ def measure_here(singles: int, batch: int, settings: object = None) -> dict:
     return row
 
 
+def rootless_podman(root: Path, mirror: str) -> dict[str, str]:
+    """The environment of a rootless Podman whose configuration, storage and runtime
+    directory all live below ``root`` (the test session's configuration, the user's dirs)."""
+    from testenv.podman import podman_env, write_config
+
+    write_config(root, urlparse(mirror).netloc)
+    dirs = {"XDG_RUNTIME_DIR": "run", "XDG_DATA_HOME": "data", "XDG_CONFIG_HOME": "config"}
+    for name in dirs.values():
+        (root / name).mkdir(mode=0o700, exist_ok=True)
+    return {**podman_env(root), **{k: str(root / v) for k, v in dirs.items()}}
+
+
+# Runs commands for this process from outside its user namespace: podman must not run as root
+# of the native engine's namespace (it would take itself for root), and a child of this
+# process is in it once the engine has entered, so this one is started before.
+RUNNER = """
+import json, subprocess, sys
+for line in sys.stdin:
+    argv, env = json.loads(line)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd="/tmp")
+    print(json.dumps([done.returncode, done.stdout, done.stderr]), flush=True)
+"""
+
+
+class Outside:
+    """A process started before the engine enters its namespace, running commands for us."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", RUNNER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, cwd="/tmp")
+
+    def run(self, argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps([argv, env]) + "\n")
+        self.process.stdin.flush()
+        code, out, err = json.loads(self.process.stdout.readline())
+        return code, out, err
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait()
+
+
+class OutsidePeer(CliPeer):
+    """``podman`` as ``CliPeer`` runs it, each command through ``Outside``."""
+
+    def __init__(self, outside: Outside, argv0: str, env: dict[str, str],
+                 rm: tuple[str, ...]) -> None:
+        super().__init__(argv0, env, rm=rm)
+        self.outside = outside
+
+    def _run(self, *argv: str, ok_errors: tuple[str, ...] = ()) -> str:
+        code, out, err = self.outside.run([self.argv0, *argv], self.env)
+        if code != 0 and not any(e in err for e in ok_errors):
+            raise RuntimeError(f"{self.argv0} {' '.join(argv)}: exit {code}: "
+                               f"{err.strip()[-300:]}")
+        return out.strip()
+
+
+def tidy_podman(peer: OutsidePeer, root: Path) -> None:
+    """Remove its storage (files of the subordinate ids: podman removes them, inside its
+    namespace) and end its pause process (its pid file is in the tmp_dir of containers.conf,
+    read in the same namespace as the removal, which may have started it again)."""
+    peer._run("system", "reset", "-f", ok_errors=("",))
+    said = peer._run("unshare", "sh", "-c", 'cat "$0/tmp/pause.pid"; rm -rf "$0"', str(root),
+                     ok_errors=("",))
+    pid = said.split()[0] if said else ""
+    if pid.isdigit():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    root.mkdir(exist_ok=True)  # for TemporaryDirectory's own removal
+
+
 def child(args: argparse.Namespace) -> int:
-    print(json.dumps(measure_here(args.singles, args.batch)))
+    """As the user: the native engine rootless and, where podman is installed, rootless
+    Podman interleaved with it; one JSON line."""
+    from pytest_pycontain.config import resolve
+    from pytest_pycontain.native.engine import NativeEngine
+
+    out: dict[str, Any] = {"podman_rootless": None}
+    podman = shutil.which("podman")
+    outside = Outside()  # before the engine enters its namespace
+    with tempfile.TemporaryDirectory(prefix="pycontain-bench-state-",
+                                     ignore_cleanup_errors=True) as state, \
+            tempfile.TemporaryDirectory(prefix="pycontain-bench-podman-", dir="/tmp") as root:
+        peer = None
+        if podman:
+            env = rootless_podman(Path(root), os.environ["PYCONTAIN_REGISTRY_MIRROR"])
+            peer = OutsidePeer(outside, "podman", env, rm=("rm", "-f", "-t", "0"))
+        engine = NativeEngine(resolve(), state_dir=state)
+        try:
+            if peer is not None:
+                peer._run("pull", "-q", f"docker.io/library/{IMAGE}")
+                version = peer._run("version", "--format", "{{.Client.Version}}")
+                native, theirs = measure_pair(EnginePeer(engine), peer, args.singles,
+                                              args.batch)
+                theirs["engine"] = (f"podman {version} rootless (netavark, slirp4netns, "
+                                    "runc, overlay in the user namespace)")
+                out["podman_rootless"] = theirs
+            else:
+                native = measure_peer(EnginePeer(engine), args.singles, args.batch)
+            native["engine"] = engine.describe()
+            out["rootless"] = native
+        finally:
+            engine.close()
+            if peer is not None:
+                tidy_podman(peer, Path(root))
+            outside.close()
+    print(json.dumps(out))
     return 0
 
 
@@ -71,17 +188,30 @@ def parent(args: argparse.Namespace) -> int:
         if out.returncode != 0:
             print(f"the rootless run failed:\n{out.stderr[-3000:]}", file=sys.stderr)
             return 1
-        rootless = json.loads(out.stdout.strip().splitlines()[-1])
-    results = {"root": root, "rootless": rootless,
+        measured = json.loads(out.stdout.strip().splitlines()[-1])
+    rootless, podman = measured["rootless"], measured["podman_rootless"]
+    results = {"root": root, "rootless": rootless, "podman_rootless": podman,
                "ratio_median": round(rootless["median_ms"] / root["median_ms"], 2),
                "ratio_amortized": round(rootless["amortized_ms"] / root["amortized_ms"], 2)}
-    for label in ("root", "rootless"):
+    if podman is not None:
+        results["podman_over_rootless_median"] = round(
+            podman["median_ms"] / rootless["median_ms"], 1)
+        results["podman_over_rootless_amortized"] = round(
+            podman["amortized_ms"] / rootless["amortized_ms"], 1)
+    for label in ("root", "rootless", "podman_rootless"):
         row = results[label]
-        print(f"{label:9} median {row['median_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  "
+        if row is None:
+            print(f"{label:16} -  (podman is not installed)")
+            continue
+        print(f"{label:16} median {row['median_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  "
               f"{args.batch} back-to-back / {args.batch}: {row['amortized_ms']:7.1f} ms   "
               f"({row['engine']})")
     print(f"rootless / root: median x{results['ratio_median']}, "
           f"back-to-back x{results['ratio_amortized']}")
+    if podman is not None:
+        print(f"rootless podman / rootless native (interleaved): median "
+              f"x{results['podman_over_rootless_median']}, back-to-back "
+              f"x{results['podman_over_rootless_amortized']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
