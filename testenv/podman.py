@@ -235,7 +235,8 @@ def write_config(root: Path, registry_host: str) -> None:
 
 def open_home(root: Path, registry_host: str, timeout: float = 30) -> PodmanHome:
     """Write a private podman's configuration below ``root`` and make its mount namespace."""
-    require("podman")
+    for tool in ("podman", "nsenter", "setpriv"):
+        require(tool)
     if os.geteuid() != 0:
         raise EnvironmentProblem("podman: the private test podman runs as root")
     root = Path(root).resolve()

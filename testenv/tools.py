@@ -17,6 +17,8 @@ PACKAGES = {
     "docker": "docker.io",
     "docker-proxy": "docker.io",
     "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "setpriv": "util-linux",
     "podman": "podman",
 }
 
