@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import NEEDS_ROOT, Backend, DockerBackend, docker
 
 from testenv.dockerd import RunningDockerd, start_dockerd
 from testenv.errors import EnvironmentProblem
 from testenv.images import seed, seed_services
 from testenv.podman import RunningPodman, start_podman
 from testenv.registry import RunningRegistry, SeededRegistry, start_registry
+
+# The shared checks' failures show the values compared, as the test modules' own do.
+pytest.register_assert_rewrite("engine_contract", "backends")
+
+from backends import NEEDS_ROOT, Backend, DockerBackend, docker  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
