@@ -104,8 +104,9 @@ def _free_link_net() -> ipaddress.IPv4Network:
     raise EnvironmentProblem("dockerd: no free /30 in 198.18.0.0/15 for the host link")
 
 
-def _host_link(pid: int) -> tuple[str, str]:
-    """A veth from our namespace to dockerd's: its name here and its address here."""
+def _host_link(pid: int, route_out: bool = False) -> tuple[str, str]:
+    """A veth from our namespace to dockerd's: its name here and its address here;
+    ``route_out``: dockerd's namespace routes everything else through it too."""
     name = f"pycd{pid % 100000}{random.randrange(16**4):04x}"
     net = _free_link_net()
     here, there = (str(ip) for ip in list(net.hosts())[:2])
@@ -116,6 +117,9 @@ def _host_link(pid: int) -> tuple[str, str]:
         ["nsenter", "-t", str(pid), "-n", "ip", "addr", "add", f"{there}/30", "dev", "uplink"],
         ["nsenter", "-t", str(pid), "-n", "ip", "link", "set", "uplink", "up"],
     ]
+    if route_out:
+        steps.append(["nsenter", "-t", str(pid), "-n", "ip", "route", "add", "default", "via",
+                      here])
     for argv in steps:
         done = subprocess.run(argv, capture_output=True, check=False)
         if done.returncode:
@@ -186,9 +190,17 @@ def await_ping(what: str, process: subprocess.Popen, sock: Path, log: Path, time
 
 
 def start_dockerd(
-    workdir: Path, *, mirror: str | None = None, insecure: list[str] = (), timeout: float = 60
+    workdir: Path, *, mirror: str | None = None, insecure: list[str] = (), timeout: float = 60,
+    egress: bool = False,
 ) -> RunningDockerd:
-    """Start dockerd under ``workdir``; return once ``/_ping`` answers on its socket."""
+    """Start dockerd under ``workdir``; return once ``/_ping`` answers on its socket.
+
+    ``egress``: its containers reach out as on any Docker host: dockerd manages the firewall
+    and NAT of its own namespace (its own tables; the host's are never touched) and that
+    namespace routes out through the host link. Only for a caller whose namespace is one a
+    test made to stand for the host (what leaves the link arrives there, and goes no
+    further): the session's daemon has no way out, so nothing of a test can leave the machine.
+    """
     binary = require("dockerd")
     if os.geteuid() != 0:
         raise EnvironmentProblem("dockerd: the private test dockerd needs root")
@@ -213,9 +225,7 @@ def start_dockerd(
         str(workdir / "exec"),
         "--pidfile",
         str(workdir / "dockerd.pid"),
-        "--iptables=false",
-        "--ip6tables=false",
-        "--ip-masq=false",
+        *(() if egress else ("--iptables=false", "--ip6tables=false", "--ip-masq=false")),
         "--bip",  # its own namespace: no clash; given, so its IPAM names the gateway
         "172.17.0.1/16",
         "--userland-proxy-path",
@@ -235,7 +245,7 @@ def start_dockerd(
     log.close()
     try:
         _in_own_netns(process.pid)
-        link, address = _host_link(process.pid)
+        link, address = _host_link(process.pid, route_out=egress)
     except EnvironmentProblem:
         process.kill()
         process.wait()
@@ -252,5 +262,9 @@ def start_dockerd(
     except EnvironmentProblem:
         daemon.stop()
         raise
-    await_ping("dockerd", process, sock, workdir / "dockerd.log", timeout, daemon.stop)
+    try:
+        await_ping("dockerd", process, sock, workdir / "dockerd.log", timeout, daemon.stop)
+    except EnvironmentProblem:
+        daemon.stop()  # its relays, and whatever it started before it died
+        raise
     return daemon

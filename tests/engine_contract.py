@@ -748,8 +748,9 @@ class EngineContract:
 
     def test_internal_networks_are_said_and_checked(self, engine, run) -> None:
         """``internal`` is a flag (a bad one is a clear error); members of an internal network
-        still reach each other. (That nothing gets out is proved where the test owns the
-        outside world: tests/test_native_egress.py.)"""
+        still reach each other. (That nothing gets out, and that other networks do reach
+        out, is proved on both backends where the test owns the outside world:
+        tests/test_egress.py.)"""
         from pytest_pycontain.errors import ConfigError
 
         with pytest.raises(ConfigError, match=r"network\(internal='yes'\): expected True"):

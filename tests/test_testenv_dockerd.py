@@ -114,7 +114,7 @@ print(json.dumps(report))
 '''
 
 
-def _relay_registry_into(pid: int, port: int) -> None:
+def relay_registry_into(pid: int, port: int) -> None:
     """The test registry on the new namespace's loopback too (its daemons pull through it)."""
     netns = f"/proc/{pid}/ns/net"
     for _ in range(200):
@@ -139,7 +139,7 @@ def test_private_dockerd_in_a_namespace_of_its_own(
         ["unshare", "--net", "sh", "-c", script], env={**os.environ, "INNER": INNER,
                                                         "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _relay_registry_into(process.pid, test_registry.port)
+    relay_registry_into(process.pid, test_registry.port)
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, err[-3000:]
     report = json.loads(out.strip().splitlines()[-1])
