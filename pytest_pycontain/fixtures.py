@@ -188,19 +188,25 @@ class Factory:
                 build: bool = True, wait: bool = True, reuse: bool = False) -> Any:
         """Start a Compose project (``compose.yaml`` in the rootdir when no file is given),
         removed with this factory like the rest; without ``project=`` its name is unique.
-        ``reuse`` is not there yet for stacks: with the opt-in it is ``NotSupported``, without
-        it a normal stack, as for ``run``."""
-        if reuse and self.reusing:
-            raise NotSupported("compose(..., reuse=True): reusing a stack across runs is not "
-                               "supported yet (its networks end with the run); reuse its "
-                               "services with run(..., reuse=True)")
+        ``reuse``: with the opt-in, every service is reused across runs as ``run(...,
+        reuse=True)`` reuses a container (the project's name is then compose's own, so that
+        the requests are the same from run to run); without it a normal stack."""
+        if not isinstance(reuse, bool):
+            raise ConfigError(f"compose(reuse={reuse!r}): expected True or False")
+        reusing = reuse and self.reusing
+        if reusing and not hasattr(self.engine, "reused_network"):
+            raise NotSupported(
+                f"compose(..., reuse=True): the {self.engine.name} engine cannot keep a "
+                "stack's networks across runs (its networks live in the run's own processes);"
+                " reuse single services with run(..., reuse=True, ports=[...]), or run with "
+                "--pycontain-backend=docker")
         from .compose import load
         from .compose.stack import Compose
 
         rootdir = self._session.resolve_path(".")
         loaded = load([self._session.resolve_path(f) for f in files], directory=rootdir,
-                      project=project, profiles=profiles, env=env, unique=True)
-        stack = Compose(self, loaded, timeout=self._session.settings.timeout)
+                      project=project, profiles=profiles, env=env, unique=not reusing)
+        stack = Compose(self, loaded, timeout=self._session.settings.timeout, reuse=reusing)
         return stack.up(build=build, wait=wait)
 
     def volume(self, name: str | None = None) -> Any:

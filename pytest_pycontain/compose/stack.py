@@ -30,6 +30,14 @@ from .model import DependsOn, Project, Service
 _LOG_TAIL = 30
 
 
+def _anonymous_name(service: str, target: str) -> str:
+    """A name for a reused service's anonymous volume: its service and path, so that its
+    request (and key) is the same from run to run."""
+    import hashlib
+
+    return f"{service}-{hashlib.sha256(target.encode()).hexdigest()[:12]}"
+
+
 class Maker(Protocol):
     """What the stack needs from a factory (its public methods)."""
 
@@ -45,12 +53,15 @@ class Compose:
     ``network(key)``, ``stop``/``start``, ``logs``."""
 
     def __init__(self, maker: Maker, project: Project, *, timeout: float = 60.0,
-                 prefixed: bool = False):
+                 prefixed: bool = False, reuse: bool = False):
         """``prefixed``: containers are named ``<project>-<service>-<n>`` as docker compose
         names them (the service's name stays an alias), so a detached stack's containers can
-        be found by its project name."""
+        be found by its project name. ``reuse``: every service is run with ``reuse=True``
+        (found again by its own request; one changed is made again, the rest kept), and its
+        named volumes are its containers' own (given by name)."""
         self.project = project
         self._prefixed = prefixed
+        self._reuse = reuse
         self._maker = maker
         self._timeout = timeout
         self._networks: dict[str, Any] = {}
@@ -69,7 +80,7 @@ class Compose:
             self._networks[key] = self._maker.network(spec.name, internal=spec.internal)
         wanted = {v.source for s in self.project.services.values() for v in s.volumes
                   if v.type == "volume" and v.source is not None}
-        for key in sorted(wanted):
+        for key in sorted(wanted) if not self._reuse else ():
             self._volumes[key] = self._maker.volume(self.project.volumes[key].name)
         for name in self.project.order():
             service = self.project.services[name]
@@ -104,9 +115,10 @@ class Compose:
         aliases = list(membership.aliases) if membership and first else []
         if self._prefixed and first and membership:
             aliases.insert(0, service.name)
+        reuse = {"reuse": True} if self._reuse else {}
         try:
             container = self._maker.run(
-                image,
+                image, **reuse,
                 name=(service.name if first and not self._prefixed
                       else f"{self.project.name}-{service.name}-{index}"),
                 command=list(service.command) if service.command is not None else None,
@@ -158,7 +170,13 @@ class Compose:
 
     def _volume_mounts(self, service: Service) -> list[VolumeMount] | None:
         """The service's volumes: the project's named ones, and a fresh one for each
-        anonymous volume (this container's own, removed with the stack)."""
+        anonymous volume (this container's own, removed with the stack). Reused, by their
+        names: the reused container's own (an anonymous one named by its path)."""
+        if self._reuse:
+            return [VolumeMount(self.project.volumes[v.source].name if v.source is not None
+                                else _anonymous_name(service.name, v.target), v.target,
+                                v.read_only)
+                    for v in service.volumes if v.type == "volume"] or None
         mounts = [VolumeMount(self._volumes[v.source] if v.source is not None
                               else self._maker.volume(), v.target, v.read_only)
                   for v in service.volumes if v.type == "volume"]
@@ -313,6 +331,9 @@ class Compose:
 
     def volume(self, name: str) -> Any:
         """The ``Volume`` for the file's top-level key ``name`` (used by a started service)."""
+        if self._reuse:
+            raise ConfigError(f"project {self.name!r} is reused across runs: its volumes are "
+                              "its containers' own, kept with them, with no Volume of the run")
         if name not in self._volumes:
             raise ConfigError(f"no volume {name!r} in project {self.name!r} (volumes: "
                               f"{', '.join(sorted(self._volumes)) or 'none'})")
