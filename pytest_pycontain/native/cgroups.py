@@ -100,17 +100,22 @@ class Limits:
                                          ("pids", self.pids)) if value is not None or self.own]
         return [self.root / V1_CONTROLLERS[name] / GROUP / self.container_id for name in used]
 
-    def create(self, journal=None) -> list[Path]:
-        """Make the cgroups and write the limits; each is journalled before it is made."""
+    def create(self, journal=None, *, make: bool = True) -> list[Path]:
+        """Make the cgroups and write the limits; each is journalled before it is made.
+        ``make=False``: only journalled, for the shim to make (``shim_joins``: it renames its
+        spare set to them)."""
         made = []
         for path in self.paths():
             if journal is not None:
                 journal.record("cgroup", container=self.container_id, path=str(path))
+            if not make:
+                made.append(path)
+                continue
             if self.version == 2:
                 self._enable_v2_controllers(path.parent)
             path.mkdir(parents=True, exist_ok=True)
             made.append(path)
-        for path in made:
+        for path in made if make else ():
             self._write_limits(path)
         return made
 

@@ -425,7 +425,8 @@ class NativeEngine:
                 (directory / part).mkdir()
             volumes = self._volume_binds(spec, config, container_id, name, reuse is not None)
             try:
-                cgroups = [str(p) for p in limits.create(self.journal)]
+                cgroups = [str(p) for p in limits.create(self.journal,
+                                                         make=not limits.shim_joins)]
             except OSError as exc:
                 where = exc.filename or limits.root
                 raise ContainerError(f"container {name}: cannot set its limits (memory, cpus, "

@@ -279,23 +279,23 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
 
 
 def _rename_spare(spare: tuple[str, ...], cgroups: tuple[str, ...]) -> bool:
-    """Rename the spare cgroups we and PID 1 were born in (one per hierarchy) to the
-    container's, which the engine made empty (v1 renames within a parent; nobody is moved, so
-    no grace period is waited for). False, with ``cgroups`` there again, if that cannot be."""
+    """Make the container's cgroups (``plan.shim_joins``: the engine left that to us) by
+    renaming the spare ones we and PID 1 were born in, one per hierarchy (v1 renames within a
+    parent; nobody is moved, so no grace period is waited for); a container started again
+    has empty ones already, which go first. False, with them made empty, if that cannot be."""
     by_parent = {os.path.dirname(path): path for path in spare}
-    if not cgroups or {os.path.dirname(path) for path in cgroups} != set(by_parent):
-        return False
-    try:
-        for path in cgroups:
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(path)
-            os.rename(by_parent[os.path.dirname(path)], path)
-    except OSError:
-        for path in cgroups:
-            with contextlib.suppress(OSError):
-                os.mkdir(path)
-        return False
-    return True
+    if cgroups and {os.path.dirname(path) for path in cgroups} == set(by_parent):
+        try:
+            for path in cgroups:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(path)
+                os.rename(by_parent[os.path.dirname(path)], path)
+            return True
+        except OSError:
+            pass
+    for path in cgroups:
+        os.makedirs(path, exist_ok=True)
+    return False
 
 
 def _join_cgroups(plan: RunPlan, pid: int, fds: list[int], ctl: socket.socket) -> list[int]:
