@@ -26,8 +26,11 @@ def report(backend: str = "auto") -> list[str]:
         lines.append(f"state: {default_state_dir()}")
         lines.append(f"cache: {default_cache_dir()}")
     if rootless:
+        from .native.userns import pause_state
+
         mapping = idmap.plan()
         lines.append(f"id mapping: {mapping.describe()}")
+        lines.append(f"user namespace: {pause_state()}")
         if mapping.why_single:
             fixes.append(f"images with files of users other than root: {mapping.why_single}")
         lines.append(f"overlay: overlayfs in the user namespace with userxattr (kernel "

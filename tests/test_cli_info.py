@@ -24,6 +24,8 @@ def test_info_says_the_mode_and_what_this_host_lacks() -> None:
     else:
         assert lines[1] == "mode: rootless"
         assert f"id mapping: {idmap.plan().describe()}" in lines
+        assert any(line.startswith("user namespace: ") and "pause process" in line
+                   for line in lines)
         assert any(line.startswith("overlay: overlayfs in the user namespace with userxattr")
                    for line in lines)
         delegated, why = idmap.cgroup_delegation()

@@ -129,6 +129,9 @@ def test_exec_and_a_later_run_reach_what_a_run_kept(world: World) -> None:
     first = world.pytest("--pycontain-reuse", "--pycontain-keep=failed")
     assert first.returncode == 1, first.stdout + first.stderr  # test_kept fails, as meant
     pause, namespace = world.pause()
+    info = world.pycontain("info", "--backend", "native")
+    assert (f"user namespace: held by pause process {pause} ({world.pid_file}); every run "
+            "joins it") in info.stdout.splitlines(), info.stdout + info.stderr
     kept = (world.path / "kept.txt").read_text()
     said = world.pycontain("exec", kept[:12], "cat", "/tmp/mark")
     assert (said.returncode, said.stdout) == (0, "kept-by-run-1\n"), said.stderr
@@ -145,6 +148,9 @@ def test_exec_and_a_later_run_reach_what_a_run_kept(world: World) -> None:
     pruned = world.pycontain("prune", "--kept", "--reused")
     assert pruned.returncode == 0, pruned.stderr
     gone(world, namespace, pid_file=True)
+    info = world.pycontain("info", "--backend", "native")
+    assert (f"user namespace: none now; the next run makes it, held by a pause process "
+            f"({world.pid_file})") in info.stdout.splitlines(), info.stdout
 
 
 def test_killing_the_pause_process_loses_nothing_and_leaves_nothing(world: World) -> None:

@@ -43,7 +43,7 @@ from . import syscalls as sc
 
 CLONE_NEWUSER = 0x10000000
 
-__all__ = ["enter", "enter_for_children", "entered", "pause_files"]
+__all__ = ["enter", "enter_for_children", "entered", "pause_files", "pause_state"]
 
 INHERITED = "PYCONTAIN_USERNS"  # the namespace (/proc/self/ns/user) an engine entered
 
@@ -98,6 +98,15 @@ def pause_files(environ: dict[str, str] | None = None) -> tuple[Path, Path]:
     user's runtime directory (``idmap.state_dir``)."""
     directory = state_dir(environ)
     return directory / "pause.pid", directory / "pause.lock"
+
+
+def pause_state() -> str:
+    """The user's namespace as ``pycontain info`` says it: its pause process, or none yet."""
+    pid_file, _ = pause_files()
+    found = _read_pid_file(pid_file)
+    if found is not None and _holding(found[0], found[1]):
+        return f"held by pause process {found[0]} ({pid_file}); every run joins it"
+    return f"none now; the next run makes it, held by a pause process ({pid_file})"
 
 
 def enter(mapping: Mapping | None = None) -> Mapping:
