@@ -1,17 +1,18 @@
 """The lifecycle (docs/benchmarks.md) as root and as an ordinary user (rootless mode), in one
 run on one machine: the same busybox image from the same seeded registry, the same steps; and,
-as the same user, rootless Podman beside the rootless native engine, interleaved sample by
-sample, so the ratio between them is the one to quote.
+as the same user, rootless Podman and rootless Docker beside the rootless native engine, each
+interleaved with it sample by sample, so the ratio between them is the one to quote.
 
     python bench/rootless.py --user pycontain-ci [--python PATH] [--singles N] [--batch N]
 
 Run as root: it starts the seeded registry, measures the native engine in this process, then
-runs itself as USER (``runuser``) with ``--child``, which measures the engine rootless and
-rootless Podman (its own storage, configuration and runtime directory, removed after) and
-prints one JSON line; the rows and their ratios are printed (and written with ``--json``).
-``--python``: a Python the user can run with pytest-pycontain installed (pyenv's under /root
-is not readable by other users; .ci/rootless makes one). Rootless Docker is not measured: it
-needs rootlesskit and a dockerd of the user's, which this machine does not have.
+runs itself as USER (``runuser``) with ``--child``, which measures the engine rootless beside
+rootless Podman (its own storage, configuration and runtime directory) and a dockerd of the
+user's (``dockerd-rootless.sh``: Debian's rootlesskit and slirp4netns), each removed after, and
+prints one JSON line; the rows and their ratios are printed (and written with ``--json``). A
+peer that is not installed is a line saying so. ``--python``: a Python the user can run with
+pytest-pycontain installed (pyenv's under /root is not readable by other users; .ci/rootless
+makes one).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -97,17 +99,17 @@ class Outside:
 
 
 class OutsidePeer(CliPeer):
-    """``podman`` as ``CliPeer`` runs it, each command through ``Outside``."""
+    """``podman`` or ``docker`` as ``CliPeer`` runs it, each command through ``Outside``."""
 
     def __init__(self, outside: Outside, argv0: str, env: dict[str, str],
                  rm: tuple[str, ...]) -> None:
-        super().__init__(argv0, env, rm=rm)
+        super().__init__([argv0], env, rm=rm)
         self.outside = outside
 
     def _run(self, *argv: str, ok_errors: tuple[str, ...] = ()) -> str:
-        code, out, err = self.outside.run([self.argv0, *argv], self.env)
+        code, out, err = self.outside.run([*self.command, *argv], self.env)
         if code != 0 and not any(e in err for e in ok_errors):
-            raise RuntimeError(f"{self.argv0} {' '.join(argv)}: exit {code}: "
+            raise RuntimeError(f"{self.command[-1]} {' '.join(argv)}: exit {code}: "
                                f"{err.strip()[-300:]}")
         return out.strip()
 
@@ -126,41 +128,125 @@ def tidy_podman(peer: OutsidePeer, root: Path) -> None:
     root.mkdir(exist_ok=True)  # for TemporaryDirectory's own removal
 
 
+CONTRIB = "/usr/share/docker.io/contrib"  # Debian's docker.io keeps dockerd-rootless.sh here
+DOCKER_PATH = f"/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:{CONTRIB}"  # dockerd is in sbin
+
+
+class RootlessDocker:
+    """A dockerd of the user's (``dockerd-rootless.sh``: rootlesskit and slirp4netns), all its
+    state below ``root``; busybox loaded from an archive skopeo makes, since the registry on
+    the host's loopback is out of its namespace's reach. Started before the engine enters its
+    namespace (rootlesskit refuses to run as root of one)."""
+
+    @staticmethod
+    def missing() -> str | None:
+        for tool in ("dockerd-rootless.sh", "rootlesskit", "dockerd", "docker", "skopeo"):
+            if shutil.which(tool, path=DOCKER_PATH) is None:
+                return f"{tool} is not installed"
+        return None
+
+    def __init__(self, root: Path, mirror: str) -> None:
+        self.root = root
+        for name in ("run", "data", "exec"):
+            (root / name).mkdir(mode=0o700)
+        sock = root / "run" / "docker.sock"
+        self.env = {"PATH": DOCKER_PATH,
+                    "HOME": os.environ.get("HOME", "/tmp"), "XDG_RUNTIME_DIR": str(root / "run"),
+                    "DOCKER_HOST": f"unix://{sock}"}
+        self.log = open(root / "dockerd.log", "wb")  # noqa: SIM115 -- closed in close()
+        self.process = subprocess.Popen(
+            ["dockerd-rootless.sh", "--data-root", str(root / "data"), "--exec-root",
+             str(root / "exec"), "--host", f"unix://{sock}", "--pidfile",
+             str(root / "run" / "docker.pid")],
+            env=self.env, stdout=self.log, stderr=self.log, cwd="/tmp", start_new_session=True)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "version"], env=self.env, capture_output=True
+                             ).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.close(None)
+                raise RuntimeError("rootless dockerd did not start: "
+                                   + (root / "dockerd.log").read_text()[-500:])
+            time.sleep(0.2)
+        archive = root / "busybox.tar"
+        source = f"docker://{urlparse(mirror).netloc}/library/{IMAGE}:latest"
+        for argv in (["skopeo", "copy", "--quiet", "--src-tls-verify=false", source,
+                      f"docker-archive:{archive}:{IMAGE}:latest"],
+                     ["docker", "load", "-q", "-i", str(archive)]):
+            subprocess.run(argv, env=self.env, capture_output=True, check=True, cwd="/tmp")
+        self.version = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                                      env=self.env, capture_output=True, text=True
+                                      ).stdout.strip()
+
+    def close(self, outside: Outside | None) -> None:
+        """Stop dockerd (its containerd, rootlesskit and slirp4netns go with it) and remove its
+        state, whose files belong to the subordinate ids: rootlesskit's namespace removes them."""
+        with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+            os.kill(int((self.root / "run" / "docker.pid").read_text()), signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.log.close()
+        if outside is not None:
+            outside.run(["rootlesskit", "rm", "-rf", str(self.root / "data"),
+                         str(self.root / "exec")], self.env)
+
+
 def child(args: argparse.Namespace) -> int:
-    """As the user: the native engine rootless and, where podman is installed, rootless
-    Podman interleaved with it; one JSON line."""
+    """As the user: the native engine rootless, interleaved with rootless Podman and with
+    rootless Docker where they are installed; one JSON line."""
     from pytest_pycontain.config import resolve
     from pytest_pycontain.native.engine import NativeEngine
 
-    out: dict[str, Any] = {"podman_rootless": None}
-    podman = shutil.which("podman")
-    outside = Outside()  # before the engine enters its namespace
-    with tempfile.TemporaryDirectory(prefix="pycontain-bench-state-",
-                                     ignore_cleanup_errors=True) as state, \
-            tempfile.TemporaryDirectory(prefix="pycontain-bench-podman-", dir="/tmp") as root:
-        peer = None
-        if podman:
-            env = rootless_podman(Path(root), os.environ["PYCONTAIN_REGISTRY_MIRROR"])
-            peer = OutsidePeer(outside, "podman", env, rm=("rm", "-f", "-t", "0"))
+    mirror = os.environ["PYCONTAIN_REGISTRY_MIRROR"]
+    out: dict[str, Any] = {"podman_rootless": None, "docker_rootless": None,
+                           "skipped": {}}
+    with contextlib.ExitStack() as stack:
+        outside = Outside()  # before the engine enters its namespace
+        stack.callback(outside.close)
+        state = stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="pycontain-bench-state-", ignore_cleanup_errors=True))
+        podman = docker = None
+        if shutil.which("podman"):
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="pycontain-bench-podman-", dir="/tmp")))
+            podman = OutsidePeer(outside, "podman", rootless_podman(root, mirror),
+                                 rm=("rm", "-f", "-t", "0"))
+            stack.callback(tidy_podman, podman, root)
+        else:
+            out["skipped"]["podman_rootless"] = "podman is not installed"
+        why = RootlessDocker.missing()
+        if why is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="pycontain-bench-docker-", dir="/tmp")))
+            dockerd = RootlessDocker(root, mirror)
+            stack.callback(dockerd.close, outside)
+            docker = OutsidePeer(outside, "docker", dockerd.env, rm=("rm", "-f"))
+        else:
+            out["skipped"]["docker_rootless"] = why
         engine = NativeEngine(resolve(), state_dir=state)
-        try:
-            if peer is not None:
-                peer._run("pull", "-q", f"docker.io/library/{IMAGE}")
-                version = peer._run("version", "--format", "{{.Client.Version}}")
-                native, theirs = measure_pair(EnginePeer(engine), peer, args.singles,
-                                              args.batch)
-                theirs["engine"] = (f"podman {version} rootless (netavark, slirp4netns, "
-                                    "runc, overlay in the user namespace)")
-                out["podman_rootless"] = theirs
-            else:
-                native = measure_peer(EnginePeer(engine), args.singles, args.batch)
-            native["engine"] = engine.describe()
-            out["rootless"] = native
-        finally:
-            engine.close()
-            if peer is not None:
-                tidy_podman(peer, Path(root))
-            outside.close()
+        stack.callback(engine.close)
+        described = engine.describe()
+        if podman is not None:
+            podman._run("pull", "-q", f"docker.io/library/{IMAGE}")
+            version = podman._run("version", "--format", "{{.Client.Version}}")
+            native, theirs = measure_pair(EnginePeer(engine), podman, args.singles, args.batch)
+            theirs["engine"] = (f"podman {version} rootless (netavark, slirp4netns, runc, "
+                                "overlay in the user namespace)")
+            out["podman_rootless"], out["rootless_beside_podman"] = theirs, native
+        if docker is not None:
+            native, theirs = measure_pair(EnginePeer(engine), docker, args.singles, args.batch)
+            theirs["engine"] = (f"dockerd {dockerd.version} rootless (rootlesskit, slirp4netns, "
+                                "overlay2 in the user namespace)")
+            out["docker_rootless"], out["rootless_beside_docker"] = theirs, native
+        if podman is None and docker is None:
+            out["rootless"] = measure_peer(EnginePeer(engine), args.singles, args.batch)
+        else:
+            out["rootless"] = out.get("rootless_beside_podman") or out["rootless_beside_docker"]
+        for key in ("rootless", "rootless_beside_podman", "rootless_beside_docker"):
+            if key in out:
+                out[key]["engine"] = described
     print(json.dumps(out))
     return 0
 
@@ -189,29 +275,32 @@ def parent(args: argparse.Namespace) -> int:
             print(f"the rootless run failed:\n{out.stderr[-3000:]}", file=sys.stderr)
             return 1
         measured = json.loads(out.stdout.strip().splitlines()[-1])
-    rootless, podman = measured["rootless"], measured["podman_rootless"]
-    results = {"root": root, "rootless": rootless, "podman_rootless": podman,
+    rootless = measured["rootless"]
+    results = {"root": root, **measured,
                "ratio_median": round(rootless["median_ms"] / root["median_ms"], 2),
                "ratio_amortized": round(rootless["amortized_ms"] / root["amortized_ms"], 2)}
-    if podman is not None:
-        results["podman_over_rootless_median"] = round(
-            podman["median_ms"] / rootless["median_ms"], 1)
-        results["podman_over_rootless_amortized"] = round(
-            podman["amortized_ms"] / rootless["amortized_ms"], 1)
-    for label in ("root", "rootless", "podman_rootless"):
-        row = results[label]
-        if row is None:
-            print(f"{label:16} -  (podman is not installed)")
+    rows = [("root", root), ("rootless", rootless)]
+    for peer in ("podman", "docker"):
+        theirs, ours = measured[f"{peer}_rootless"], measured.get(f"rootless_beside_{peer}")
+        if theirs is None:
+            print(f"{peer} rootless: - ({measured['skipped'].get(f'{peer}_rootless')})")
             continue
+        rows.append((f"{peer}_rootless", theirs))
+        results[f"{peer}_over_rootless_median"] = round(theirs["median_ms"] / ours["median_ms"],
+                                                        1)
+        results[f"{peer}_over_rootless_amortized"] = round(
+            theirs["amortized_ms"] / ours["amortized_ms"], 1)
+    for label, row in rows:
         print(f"{label:16} median {row['median_ms']:7.1f} ms  p90 {row['p90_ms']:7.1f} ms  "
               f"{args.batch} back-to-back / {args.batch}: {row['amortized_ms']:7.1f} ms   "
               f"({row['engine']})")
     print(f"rootless / root: median x{results['ratio_median']}, "
           f"back-to-back x{results['ratio_amortized']}")
-    if podman is not None:
-        print(f"rootless podman / rootless native (interleaved): median "
-              f"x{results['podman_over_rootless_median']}, back-to-back "
-              f"x{results['podman_over_rootless_amortized']}")
+    for peer in ("podman", "docker"):
+        if f"{peer}_over_rootless_median" in results:
+            print(f"rootless {peer} / rootless native (interleaved): median "
+                  f"x{results[f'{peer}_over_rootless_median']}, back-to-back "
+                  f"x{results[f'{peer}_over_rootless_amortized']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
