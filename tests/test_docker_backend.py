@@ -4,6 +4,7 @@ labels and reaping) and its bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -613,3 +614,46 @@ def test_faults_without_the_capabilities_are_not_supported() -> None:
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert "enter the container's network namespace (/proc/1/ns/net), which needs root" \
         in done.stdout, done.stderr
+
+
+@pytest.mark.dockerd
+def test_a_volume_whose_maker_died_before_its_container_was_kept_is_reaped(
+        dockerd: Any) -> None:
+    """A reused container's volume has a kept name from the start (Docker cannot rename a
+    volume), so the reaper's rule for kept names spares it; one whose maker died and whose
+    key no container has is taken by the next engine's reaper, one whose container is there
+    stays."""
+    from pytest_pycontain.config import Settings
+    from pytest_pycontain.docker import DockerEngine
+    from pytest_pycontain.docker.labels import (
+        KEPT_SUFFIX,
+        LABEL_REUSE_KEY,
+        LABEL_START,
+        owner_labels,
+    )
+
+    engine = DockerEngine(Settings(), base_url=dockerd.host)
+    api = engine.api
+    dead = {**owner_labels("dead-session"), LABEL_START: "1"}  # our pid, another's start
+    made: list[str] = []
+    holder = None
+    try:
+        image = engine.pull("busybox")
+        holder = api.create_container(  # a live run's (the reaper leaves it alone)
+            image.id, command=["true"],
+            labels={**owner_labels("live-session"), LABEL_REUSE_KEY: "held"})["Id"]
+        for key in ("orphan", "held"):
+            name = f"data-{key}-{os.getpid()}{KEPT_SUFFIX}"
+            api.create_volume(name, labels={**dead, LABEL_REUSE_KEY: key})
+            made.append(name)
+        reaped = DockerEngine(Settings(), base_url=dockerd.host).reaped
+        names = {v["Name"] for v in (api.volumes() or {}).get("Volumes") or []}
+        assert made[0] not in names and f"volume {made[0]}" in reaped
+        assert made[1] in names  # its container is there
+    finally:
+        for name in made:
+            with contextlib.suppress(Exception):
+                api.remove_volume(name, force=True)
+        if holder is not None:
+            api.remove_container(holder, force=True)
+        engine.close()

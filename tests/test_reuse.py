@@ -70,6 +70,8 @@ def test_pair(pycontain):
         assert ask(asker, name) == who, (asker.name, name)
     with open("runs.txt", "a") as out:
         out.write(f"{db.id} {web.id} -\\n")
+    if os.environ.get("KILL_ME"):
+        os.kill(os.getpid(), 9)
 
 
 def ask(asker, name):
@@ -266,6 +268,12 @@ def test_reused_containers_keep_their_network_and_resolve_each_other(
     assert session("--pycontain-reuse") == first  # both found again, names resolve
     kept = sorted(set(backend.networks()) - networks)
     assert len(kept) == 1  # the network kept for them; the runs' own are gone
+    monkeypatch.setenv("KILL_ME", "1")  # killed while they were on its network: the next
+    assert pytester.runpytest_subprocess(*backend.args, "-k", "test_pair",  # run's reaper
+                                         "--pycontain-reuse").ret == -9  # lets go of them
+    monkeypatch.delenv("KILL_ME")  # and removes that network
+    assert session("--pycontain-reuse") == first
+    assert sorted(set(backend.networks()) - networks) == kept
     monkeypatch.setenv("FLAVOUR", "changed")  # one changed: made again, on the kept network
     db, web = session("--pycontain-reuse")
     assert db != first[0] and web == first[1]
@@ -358,3 +366,4 @@ def test_the_container_fixture_is_reused_where_the_project_asks(
     assert first[0] == second[0] and (first[1], second[1]) == ("1", "2")
     assert plain[0] != first[0] and plain[1] == "1"
     assert [c for c in backend.reused() if c not in before] == [first[0]]
+
