@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from backends import NEEDS_ROOT
 
+from pytest_pycontain.idmap import host_uid
 from pytest_pycontain.native import egress
 
 pytestmark = [NEEDS_ROOT,
@@ -105,10 +106,29 @@ def test_pycontain_info_says_what_is_wrong_with_it(tmp_path: Path) -> None:
     assert f"fix: a way out for networks and RUN steps: {NAMED}" in lines
 
 
+def tun_closed() -> bool:
+    blocked = egress.tun_blocked()
+    return blocked is not None and " is closed to uid " in blocked
+
+
+@pytest.mark.skipif(not tun_closed(), reason="/dev/net/tun is open to this user here "
+                    "(.ci/rootless runs this as a user before it opens the device)")
+def test_a_device_closed_to_the_user_is_named_with_its_mode_and_the_fix(tmp_path: Path
+                                                                        ) -> None:
+    """Where the host ships /dev/net/tun mode 0600 (this one does), as the user sees it."""
+    mode = os.stat("/dev/net/tun").st_mode & 0o777
+    done = subprocess.run([sys.executable, "-m", "pytest_pycontain", "info", "--backend",
+                           "native"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert f"egress: none ({egress.pasta_path()}, but /dev/net/tun cannot serve it)" in lines
+    assert (f"fix: a way out for networks and RUN steps: /dev/net/tun is closed to uid "
+            f"{host_uid()} (mode {mode:04o}; pasta needs it for a way out); as root, open it "
+            "as distributions ship it: chmod 0666 /dev/net/tun") in lines
+
+
 def test_the_check_names_the_path_and_the_fix(tmp_path: Path) -> None:
-    """The check itself, on paths of the test's: a file that is not the device, and none.
-    (A device closed to the user is said with its mode and ``chmod 0666``: a user meets that
-    where the host ships it mode 0600, as this one does before .ci/rootless opens it.)"""
+    """The check itself, on paths of the test's: a file that is not the device, and none."""
     plain = tmp_path / "tun"
     plain.write_text("")
     assert egress.tun_blocked(str(plain)) == (
