@@ -210,10 +210,20 @@ def _namespace_of(pid: int) -> str:
 
 
 def _member(namespace: str) -> int | None:
-    """A live process of ours in ``namespace`` (a kept container's shim, a run), if any."""
+    """A live engine helper in ``namespace`` (a run's zygote, a kept container's shim), if
+    any. The kernel reuses a dead namespace's number, so the number alone could lead into
+    another namespace of the user's (rootless Podman's): a helper of ours was started with
+    ``PYCONTAIN_USERNS`` naming it in its environment."""
+    mark = f"{INHERITED}={namespace}".encode()
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and _namespace_of(int(entry)) == namespace:
-            return int(entry)
+        if not entry.isdigit() or _namespace_of(int(entry)) != namespace:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as file:
+                if mark in file.read().split(b"\0"):
+                    return int(entry)
+        except OSError:
+            continue
     return None
 
 
