@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from .runspec import Mount, RunSpec
+from .runspec import Mount, RunSpec, VolumeMount
 
 __all__ = ["HOST_NAME", "Container", "Engine", "ExecResult", "Mount", "Network", "ReuseKey",
-           "Reused", "RunSpec", "Volume"]
+           "Reused", "RunSpec", "Volume", "VolumeMount"]
 
 # The name under which containers reach the test process (``expose_host_port``), on every
 # backend: Docker's own ``host.docker.internal`` is Docker Desktop's, and not ours to take.
@@ -165,6 +165,11 @@ class Engine(Protocol):
         """A named volume: made on first use of ``name``, that one after, until removed."""
         ...
     def find_volume(self, name: str) -> Volume | None: ...
+    def shared_volume(self, name: str, *, create: bool = True) -> Volume:
+        """The volume ``name`` that outlives this engine (``pycontain compose up -d``'s,
+        compose's ``external`` ones): made if missing and ``create``, else a ConfigError;
+        never removed but by its ``remove()``."""
+        ...
     def keep(self, container: Container) -> str:
         """Leave ``container`` running after ``close()``, out of the reaper's reach
         (``--pycontain-keep``); returns the id the engine's own commands take."""

@@ -209,14 +209,21 @@ class Factory:
         stack = Compose(self, loaded, timeout=self._session.settings.timeout, reuse=reusing)
         return stack.up(build=build, wait=wait)
 
-    def volume(self, name: str | None = None) -> Any:
+    def volume(self, name: str | None = None, *, external: bool = False) -> Any:
         """A named volume (``.name``), removed with this factory's scope; a name that a
-        volume of this run has already is that volume (and stays its own scope's)."""
+        volume of this run has already is that volume (and stays its own scope's).
+        ``external``: one that exists already (made earlier in this run, or outside it:
+        ``docker volume create``, a detached Compose project's), never removed by us; a
+        missing one is a ConfigError naming it."""
+        if external and name is None:
+            raise ConfigError("volume(external=True) needs the volume's name")
         if name is not None:
             check_volume_name(name, "volume")
             found = self.engine.find_volume(name)
             if found is not None:
                 return found
+        if external:
+            return self.engine.shared_volume(name, create=False)
         volume = self.engine.volume(name)
         self._volumes.append(volume)
         return volume

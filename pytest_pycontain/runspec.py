@@ -97,24 +97,33 @@ class Mount:
 
 
 _ABSOLUTE = re.compile(r"(?<![\w.~-])/[^\s:'\"`]*")  # an absolute path in a line of a log
+HOST_GATEWAY = "host-gateway"  # extra_hosts: the address where containers reach the host
 VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # what Docker accepts as a name
 
 
 @dataclasses.dataclass(frozen=True)
 class VolumeMount:
     """A volume at ``target`` in the container: ``source`` is a volume's name (made on first
-    use, as Docker does) or a ``Volume`` from ``pycontain.volume()``."""
+    use, as Docker does), a ``Volume`` from ``pycontain.volume()``, or None for an anonymous
+    volume of the container's own (made empty, removed with it). ``nocopy``: a new volume is
+    not filled with the image's content there; ``subpath``: only that directory of the volume
+    is mounted (it must exist in it)."""
 
     source: Any
     target: str
     read_only: bool = False
+    nocopy: bool = False
+    subpath: str | None = None
 
     @property
     def name(self) -> str:
+        if self.source is None:
+            return "(anonymous)"
         return self.source if isinstance(self.source, str) else self.source.name
 
     def __str__(self) -> str:
-        return f"{self.name}:{self.target}" + (":ro" if self.read_only else "")
+        head = self.target if self.source is None else f"{self.name}:{self.target}"
+        return head + (":ro" if self.read_only else "")
 
 
 def check_volume_name(name: Any, option: str = "volumes") -> str:
@@ -131,28 +140,30 @@ def parse_volumes(option: str, value: Any) -> tuple[VolumeMount, ...]:
     ``["data:/var/lib/x:ro"]`` -> one ``VolumeMount`` per container path."""
     if value is None:
         return ()
-    items: list[tuple[Any, str, str]] = []
+    items: list[tuple[Any, str, str, VolumeMount | None]] = []
     if isinstance(value, Mapping):
         for source, where in value.items():
             if not isinstance(where, str):
                 raise ConfigError(f"{option}: {source!r}: {where!r}: expected a container path")
             target, _, mode = where.partition(":")
-            items.append((source, target, mode))
+            items.append((source, target, mode, None))
     else:
         for item in _sequence(option, value):
             if isinstance(item, VolumeMount):
-                items.append((item.source, item.target, "ro" if item.read_only else ""))
+                items.append((item.source, item.target, "ro" if item.read_only else "", item))
                 continue
             if not isinstance(item, str) or item.count(":") not in (1, 2):
                 raise ConfigError(f"{option}: {item!r}: expected 'NAME:PATH' or "
                                   "'NAME:PATH:ro'")
             source, target, *mode = item.split(":")
-            items.append((source, target, mode[0] if mode else ""))
+            items.append((source, target, mode[0] if mode else "", None))
     volumes: list[VolumeMount] = []
-    for source, target, mode in items:
+    for source, target, mode, given in items:
         shown = f"{getattr(source, 'name', source)}:{target}" + (f":{mode}" if mode else "")
         if isinstance(source, str):
             check_volume_name(source, option)
+        elif source is None and given is not None:
+            shown = target  # an anonymous volume (only as a VolumeMount)
         elif not isinstance(getattr(source, "name", None), str):
             raise ConfigError(f"{option}: {source!r}: expected a volume's name or a Volume")
         if not target.startswith("/"):
@@ -161,8 +172,19 @@ def parse_volumes(option: str, value: Any) -> tuple[VolumeMount, ...]:
             raise ConfigError(f"{option}: {shown!r}: the mode must be 'ro' or 'rw'")
         if any(v.target.rstrip("/") == target.rstrip("/") for v in volumes):
             raise ConfigError(f"{option}: {shown!r}: {target} has a volume already")
-        volumes.append(VolumeMount(source, target, mode == "ro"))
+        if given is not None and given.subpath is not None:
+            check_subpath(given.subpath, f"{option}: {shown!r}")
+        volumes.append(given if given is not None else VolumeMount(source, target, mode == "ro"))
     return tuple(volumes)
+
+
+def check_subpath(subpath: Any, where: str) -> str:
+    """A volume's ``subpath`` as Docker takes it: relative, and never out of the volume."""
+    if not isinstance(subpath, str) or not subpath or subpath.startswith("/") or any(
+            part == ".." for part in subpath.split("/")):
+        raise ConfigError(f"{where}: subpath {subpath!r} must be a relative path inside the "
+                          "volume (no '..')")
+    return subpath
 
 
 def parse_mounts(value: Any, base: Path | None = None) -> tuple[Mount, ...]:
@@ -485,11 +507,14 @@ def _extra_hosts(option: str, value: Any) -> FrozenMap[str, str]:
     for name, address in _pairs(option, value, ":", "'NAME:ADDRESS'"):
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ConfigError(f"{option}: {name!r}: expected a host name")
+        if address == HOST_GATEWAY:  # the host, as the container's network reaches it
+            hosts[name] = HOST_GATEWAY
+            continue
         try:
             hosts[name] = str(ipaddress.ip_address(str(address).strip("[]")))
         except ValueError:
             raise ConfigError(f"{option}: {name}={address!r}: not an IPv4 or IPv6 "
-                              "address") from None
+                              f"address (nor {HOST_GATEWAY})") from None
     return FrozenMap(hosts)
 
 

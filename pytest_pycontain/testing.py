@@ -31,7 +31,14 @@ import pytest
 
 from .config import Settings
 from .engine import ExecResult, RunSpec
-from .errors import ContainerError, DockerfileError, NetworkError, PullError, WaitTimeout
+from .errors import (
+    ConfigError,
+    ContainerError,
+    DockerfileError,
+    NetworkError,
+    PullError,
+    WaitTimeout,
+)
 
 __all__ = ["FakeContainer", "FakeEngine", "FakeImage", "FakeNetwork", "OnRun", "SupplyEngine"]
 
@@ -253,6 +260,7 @@ class FakeEngine:
         self.containers: list[FakeContainer] = []
         self.networks: list[FakeNetwork] = []
         self.volumes: list[FakeVolume] = []
+        self.shared: dict[str, FakeVolume] = {}  # shared_volume: outlives the engine
         self.exec_results: dict[str | tuple[str, ...], ExecResult] = {}
         self.behaviours: dict[str, OnRun] = {}
         self.closed = False
@@ -333,6 +341,15 @@ class FakeEngine:
 
     def find_volume(self, name: str) -> FakeVolume | None:
         return next((v for v in self.volumes if v.name == name and not v.removed), None)
+
+    def shared_volume(self, name: str, *, create: bool = True) -> FakeVolume:
+        found = self.shared.get(name)
+        if found is None or found.removed:
+            if not create:
+                raise ConfigError(f"volume {name!r} does not exist")
+            found = self.shared[name] = FakeVolume(self, name)
+            self.events.append(f"shared volume {name}")
+        return found
 
     def keep(self, container: Any) -> str:
         if not isinstance(container, FakeContainer) or container.engine is not self:

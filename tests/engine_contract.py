@@ -686,6 +686,57 @@ class EngineContract:
             if (volume := engine.find_volume("ro-data")) is not None:
                 volume.remove()
 
+    def test_anonymous_nocopy_and_shared_volumes(self, engine, run, make_image) -> None:
+        """A ``VolumeMount`` without a source is the container's own (empty, gone with it);
+        ``nocopy`` leaves a new volume empty where the image has content; a shared volume
+        outlives the engine's books, is the same one when asked again, and ``create=False``
+        of a missing one is a ConfigError naming it."""
+        import secrets
+
+        from pytest_pycontain.errors import ConfigError
+        from pytest_pycontain.runspec import VolumeMount
+
+        image = make_image()  # busybox: /etc has content
+        own = run(image, command="sleep 1000", volumes=[VolumeMount(None, "/anon")])
+        assert own.exec("ls -A /anon; touch /anon/x").exit_code == 0
+        other = run(image, command="sleep 1000", volumes=[VolumeMount(None, "/anon")])
+        assert other.exec("ls -A /anon").output == ""
+        quiet = run(image, command="sleep 1000", volumes=[
+            VolumeMount(f"quiet-{secrets.token_hex(3)}", "/etc", nocopy=True)])
+        assert quiet.exec("ls -A /etc | grep -c passwd").output == "0\n"
+        name = f"contract-shared-{secrets.token_hex(4)}"
+        with pytest.raises(ConfigError, match=f"volume '{name}' does not exist"):
+            engine.shared_volume(name, create=False)
+        shared = engine.shared_volume(name)
+        try:
+            assert engine.shared_volume(name, create=False) is shared
+            writer = run(image, command="sh -c 'echo kept > /v/file'", volumes={shared: "/v"})
+            assert writer.wait(timeout=30) == 0
+            reader = run(image, command="sleep 1000", volumes=[VolumeMount(shared, "/v", True)])
+            assert reader.exec("cat /v/file").output == "kept\n"
+            reader.remove()
+            writer.remove()
+        finally:
+            shared.remove()
+        with pytest.raises(ConfigError, match=f"volume '{name}' does not exist"):
+            engine.shared_volume(name, create=False)
+
+    def test_host_gateway_is_the_network_gateway(self, engine, run) -> None:
+        """``extra_hosts`` value ``host-gateway``: an address of the host (Docker: its default
+        bridge's gateway; native: the container's network's gateway, where
+        ``host.pycontain.internal`` is); tests/test_compose_volumes.py reaches the test
+        process through it on both."""
+        import ipaddress
+
+        net = engine.network()
+        try:
+            box = run(command="sleep 1000", network=net, extra_hosts=["gw:host-gateway"])
+            found = box.exec("awk '$2 == \"gw\" {print $1}' /etc/hosts").output.split()
+            assert len(found) == 1 and ipaddress.ip_address(found[0]).version == 4, found
+            box.remove()
+        finally:
+            net.remove()
+
     def test_bad_volumes_are_refused_by_name(self, engine, run, make_image) -> None:
         from pytest_pycontain.errors import ConfigError
 

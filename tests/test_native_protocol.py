@@ -25,7 +25,7 @@ EXEC_PLAN = p.ExecPlan(pid=4242, argv=("true",), env={"A": "1"}, user="", workdi
 
 MESSAGES = [
     p.Run(RUN_PLAN), p.Exec(EXEC_PLAN), p.Warm(), p.Go(), p.Signal(15), p.Keep(),
-    p.Keep({"db": ["10.0.0.2"]}), p.Exit(),
+    p.Keep(({"db": ["10.0.0.2"]}, {"web": ["10.0.1.3"]}), (8080,), "10.0.0.2"), p.Exit(),
     p.Launch("/merged", ("sleep", "1"), {"HOME": "/"}, 0, 0, (1, 2), "/", init=False),
     p.Created(10, 9), p.Started(10, 9), p.Exited(137), p.Kept(), p.ExecStarted(11),
     p.ExecExited(0), p.ExecExited(126, "no such user"), p.Failed("exec: nope", 127),

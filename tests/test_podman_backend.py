@@ -161,6 +161,12 @@ class TestPodmanContract(DockerContract):
     def test_expose_host_port_reaches_the_test_process(self, engine, run) -> None:
         super().test_expose_host_port_reaches_the_test_process(engine, run)
 
+    @pytest.mark.xfail(reason="Podman 4.3 writes an extra_hosts value of 'host-gateway' into "
+                              "/etc/hosts as it is (Podman knows host-gateway from 4.7 on)",
+                       strict=True)
+    def test_host_gateway_is_the_network_gateway(self, engine, run) -> None:
+        super().test_host_gateway_is_the_network_gateway(engine, run)
+
     @pytest.mark.xfail(reason=NO_SYSTEMD_HEALTH)
     def test_healthcheck(self, run, make_image) -> None:
         super().test_healthcheck(run, make_image)

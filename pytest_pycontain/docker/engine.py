@@ -45,6 +45,7 @@ from .labels import (
     LABEL_REUSE_NETWORK,
     LABEL_REUSE_SLOT,
     LABEL_SESSION,
+    LABEL_SHARED,
     left_by_dead_owner,
     owner_died,
     owner_labels,
@@ -69,6 +70,7 @@ class DockerEngine:
         self.containers: dict[str, DockerContainer] = {}
         self.networks: dict[str, DockerNetwork] = {}
         self.volumes: dict[str, DockerVolume] = {}  # named volumes by the user's name
+        self.shared_volumes: dict[str, DockerVolume] = {}  # ``shared_volume``: never removed
         self._lock = threading.Lock()
         self._relays: dict[int, Any] = {}  # expose_host_port: port -> a relay on the gateway
         self._version: dict[str, Any] = {}
@@ -238,6 +240,40 @@ class DockerEngine:
             self.volumes[given] = volume
         return volume
 
+    def shared_volume(self, name: str, *, create: bool = True) -> DockerVolume:
+        """The engine's volume named exactly ``name``, which outlives this engine
+        (``pycontain compose up -d``'s project volumes, compose's ``external`` ones): made
+        when missing and ``create`` (labelled ``pycontain.shared``, which the reaper never
+        removes), else a ConfigError naming it; only its ``remove()`` deletes it."""
+        from ..runspec import check_volume_name
+
+        docker = load_docker()
+        check_volume_name(name, "volume")
+        with self._lock:
+            found = self.shared_volumes.get(name)
+        if found is not None and not found.removed:
+            return found
+        with self.api.mapped(f"find volume {name}"):
+            try:
+                self.api.inspect_volume(name)
+            except docker.errors.NotFound:
+                if not create:
+                    raise errors.ConfigError(f"volume {name!r} does not exist in the Docker "
+                                             f"engine at {self.base_url}") from None
+                self.api.create_volume(name, labels={LABEL_SHARED: "1"})
+        volume = DockerVolume(self.api, name, name)
+        with self._lock:
+            self.shared_volumes[name] = volume
+        return volume
+
+    def _require_api(self, version: str, what: str) -> None:
+        """NotSupported naming ``what`` when the engine's API is older than ``version``."""
+        have = str(self._version.get("ApiVersion") or "0")
+        if tuple(int(p) for p in have.split(".") if p.isdigit()) < tuple(
+                int(p) for p in version.split(".")):
+            raise errors.NotSupported(f"{what}: needs Docker Engine API {version} or later "
+                                      f"(the engine at {self.base_url} speaks {have})")
+
     def find_volume(self, name: str) -> DockerVolume | None:
         """The live named volume ``name`` of this engine, or None."""
         with self._lock:
@@ -321,24 +357,28 @@ class DockerEngine:
             raise result[0]
         return result[0]
 
-    def network(self, name: str | None = None, *, internal: bool = False) -> DockerNetwork:
+    def network(self, name: str | None = None, *, internal: bool = False,
+                kept: bool = False) -> DockerNetwork:
         """A user-defined bridge network, labelled as ours; ``internal``: Docker's internal
-        network, with no way out."""
+        network, with no way out; ``kept``: it outlives this engine, out of the reaper's reach
+        (for kept containers: ``pycontain compose up -d``), until its ``remove()``."""
         if not isinstance(internal, bool):
             raise errors.ConfigError(f"network(internal={internal!r}): expected True or False")
-        return self._network(name, internal=internal)
+        return self._network(name, internal=internal, kept=kept)
 
     def _network(self, name: str | None, internal_use: bool = False,
-                 internal: bool = False) -> DockerNetwork:
+                 internal: bool = False, kept: bool = False) -> DockerNetwork:
         given = name or f"pycontain-{unique_suffix()}"
         engine_name = f"{given}-{unique_suffix()}" if name else given
+        engine_name += KEPT_SUFFIX if kept else ""
         with self.api.mapped(f"create network {given}", error=errors.NetworkError):
             nid = self.api.create_network(engine_name, driver="bridge", internal=internal,
                                           labels=self.labels(**{LABEL_NAME: given}))["Id"]
         network = DockerNetwork(self, nid, name=given, engine_name=engine_name,
                                 internal_use=internal_use)
-        with self._lock:
-            self.networks[nid] = network
+        if not kept:
+            with self._lock:
+                self.networks[nid] = network
         return network
 
     def run(self, spec: RunSpec, *, reuse: ReuseKey | None = None) -> DockerContainer:
@@ -360,23 +400,38 @@ class DockerEngine:
         ports = {port: (host_ip, host) for port, host in spec.ports.items()}
         binds = [str(mount) for mount in spec.mounts]
         own_volumes: list[DockerVolume] = []  # a reused container's: kept and removed with it
+        mounts: list[dict[str, Any]] = []  # what binds cannot say (a volume's subpath)
+        anonymous: list[str] = []
         for wanted in spec.volumes:
             volume = wanted.source
+            if volume is None:  # anonymous: Docker makes it, and removes it with the container
+                if wanted.read_only or wanted.nocopy or wanted.subpath is not None:
+                    mounts.append(_volume_mount(None, wanted))
+                else:
+                    anonymous.append(wanted.target)
+                continue
             if isinstance(volume, str) and reuse is not None:
                 volume = reused_volume(self.api, volume, f"{volume}-{unique_suffix()}",
                                        self.labels(**_reuse_labels(reuse, None)))
                 own_volumes.append(volume)
             elif isinstance(volume, str):
                 volume = self.volume(volume)
-            elif not isinstance(volume, DockerVolume) or self.volumes.get(
-                    volume.name) is not volume:
+            elif not isinstance(volume, DockerVolume) or (
+                    self.volumes.get(volume.name) is not volume
+                    and self.shared_volumes.get(volume.name) is not volume):
                 raise errors.ConfigError(f"container {given}: volumes: {wanted.name!r} is not "
                                          "a volume of this engine")
             if volume.removed:
                 raise errors.ConfigError(f"container {given}: volumes: {wanted.name!r} was "
                                          "removed")
+            if wanted.subpath is not None:
+                self._require_api("1.45", f"container {given}: volumes: {wanted}: subpath "
+                                  f"{wanted.subpath!r}")
+                mounts.append(_volume_mount(volume.engine_name, wanted))
+                continue
             binds.append(f"{volume.engine_name}:{wanted.target}"
-                         + (":ro" if wanted.read_only else ""))
+                         + (":ro" if wanted.read_only else "")
+                         + (":nocopy" if wanted.nocopy else ""))
         nano_cpus = int(spec.cpus * 1e9) if spec.cpus is not None else None
         security = security_options(  # bad input (a profile that is not one): before anything
             privileged=spec.privileged, cap_add=spec.cap_add, cap_drop=spec.cap_drop,
@@ -407,6 +462,7 @@ class DockerEngine:
                     network_mode=network_mode,
                     port_bindings=ports or None,
                     binds=binds or None,
+                    mounts=mounts or None,
                     tmpfs=dict(spec.tmpfs) or None,
                     read_only=spec.read_only,
                     init=spec.init or None,
@@ -441,6 +497,7 @@ class DockerEngine:
                     user=spec.user or None,
                     working_dir=spec.workdir or None,
                     ports=list(ports) or None,
+                    volumes=anonymous or None,
                     labels={**spec.labels, **self.labels(**{LABEL_NAME: given},
                                                          **_reuse_labels(reuse, own_network))},
                     stop_signal=spec.stop_signal,
@@ -608,6 +665,22 @@ class DockerEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _volume_mount(engine_name: str | None, wanted: Any) -> dict[str, Any]:
+    """A volume in the engine API's ``Mounts`` form (None: an anonymous one)."""
+    options: dict[str, Any] = {}
+    if wanted.nocopy:
+        options["NoCopy"] = True
+    if wanted.subpath is not None:
+        options["Subpath"] = wanted.subpath
+    mount: dict[str, Any] = {"Target": wanted.target, "Type": "volume",
+                             "ReadOnly": bool(wanted.read_only)}
+    if engine_name is not None:
+        mount["Source"] = engine_name
+    if options:
+        mount["VolumeOptions"] = options
+    return mount
 
 
 def _reuse_labels(reuse: ReuseKey | None, own_network: DockerNetwork | None) -> dict[str, str]:

@@ -24,6 +24,7 @@ LABEL_REUSE_SLOT = "pycontain.reuse.slot"  # ... the slot it holds (rootdir and 
 LABEL_REUSE_NAME = "pycontain.reuse.name"  # ... the name it was asked under
 LABEL_REUSE_NETWORK = "pycontain.reuse.network"  # ... the network made for its ports
 LABEL_REUSE_NETSLOT = "pycontain.reuse.netslot"  # a network kept for reused containers
+LABEL_SHARED = "pycontain.shared"  # a volume that outlives its engine (never reaped)
 KEPT_SUFFIX = ".kept"  # a kept container's engine-level name ends so; the reaper skips it
 
 

@@ -32,6 +32,7 @@ from . import state, volumes
 from .control import Control, ForeignShim, OwnShim
 from .execio import collect, wait_exit
 from .health import HealthCheck
+from .keptports import MAX_KEPT_NETWORKS
 from .protocol import ExecPlan, Failed, RunPlan, Started
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ class NativeContainer:
         self._health: HealthCheck | None = None
         self._ip: str | None = None
         self._networks: list[Any] = []  # the networks it joined (detached at removal)
+        self.extra_hosts = ""  # its extra_hosts lines, after its network's in /etc/hosts
         self._proxies: dict[int, Any] = {}  # published ports: container port -> PortProxy
         self._relayed: dict[int, tuple[str, int]] = {}  # ... by another owner's keeper
         self._connected: list[tuple[Any, tuple[str, ...]]] = []  # connect(): joined again
@@ -680,6 +682,10 @@ class NativeContainer:
         """Hand this container to a keeper that outlives the engine (see NativeEngine.keep)."""
         if self.kept or self._own is None:
             raise ContainerError(f"container {self.name} is not ours to keep", container=self.id)
+        if len(self._networks) > MAX_KEPT_NETWORKS:
+            raise ContainerError(f"container {self.name} is on {len(self._networks)} networks; "
+                                 f"a keeper holds at most {MAX_KEPT_NETWORKS}",
+                                 container=self.id)
         services = self._services
         owner = f"keep-{self.id}"
         keeper = state.Journal(services.state_root, owner=owner)
@@ -689,25 +695,30 @@ class NativeContainer:
         if self.reuse is not None:  # found again by later runs (``NativeEngine.reused``)
             keeper.record("reuse", container=self.id, key=self.reuse.key, slot=self.reuse.slot,
                           label=self.reuse.label)
-        # Its network's bridge stays for as long as the keeper holds it, and the keeper
-        # answers the names of the moment on the network's DNS socket when we are gone.
+        # Its networks' bridges stay for as long as the keeper holds them, and the keeper
+        # answers each network's names of the moment on its DNS socket when we are gone.
         held: list[int] = []
-        names: dict[str, list[str]] | None = None
-        bridge = False
-        for network in self._networks[:1]:
+        tables: list[dict[str, list[str]]] = []
+        for index, network in enumerate(self._networks):
             with contextlib.suppress(Exception):
-                (self.dir / "hosts").write_text(network.hosts(self.id, self.hostname))
-                held.append(network.netns_fd())
-                bridge = True
-                dns_fd, names = network.dns_handover()
-                held.append(dns_fd)  # its socket is the last fd
+                if index == 0:
+                    (self.dir / "hosts").write_text(network.hosts(self.id, self.hostname)
+                                                    + self.extra_hosts)
+                netns = network.netns_fd()
+                try:
+                    dns_fd, names = network.dns_handover()
+                except BaseException:
+                    os.close(netns)
+                    raise
+                held.extend((netns, dns_fd))
+                tables.append(names)
                 network.hand_over(self.id)  # our teardown leaves its veth pair alone
         # so do its published ports: the keeper accepts on our listening sockets and relays
-        # to its address from the bridge's namespace, as our proxies do
+        # to its address from the first network's namespace, as our proxies do
         held.extend(proxy.listener_fd() for proxy in self._proxies.values())
         try:
-            self._own.keep([keeper.lock_fd, *held], names, tuple(self._proxies), self._ip,
-                           bridge)
+            self._own.keep([keeper.lock_fd, *held], tuple(tables), tuple(self._proxies),
+                           self._ip)
         finally:
             for fd in held:
                 os.close(fd)

@@ -165,14 +165,13 @@ class OwnShim:
     def exec(self, plan: ExecPlan, fds: list[int]) -> None:
         self._tell(Exec(plan), fds)
 
-    def keep(self, fds: list[int], dns: dict[str, list[str]] | None,
-             ports: tuple[int, ...] = (), target: str | None = None,
-             bridge: bool = False) -> None:
-        """Hand the container to a keeper: ``fds`` are the keeper's journal lock, then the
-        network's namespace (``bridge``) and DNS socket when ``dns`` (its names) is given,
-        then one listening socket for each published container port in ``ports`` (relayed to
-        ``target``, its address, from the network's namespace)."""
-        self._tell(Keep(dns, ports, target, bridge), fds)
+    def keep(self, fds: list[int], dns: tuple[dict[str, list[str]], ...] = (),
+             ports: tuple[int, ...] = (), target: str | None = None) -> None:
+        """Hand the container to a keeper: ``fds`` are the keeper's journal lock, then a
+        namespace and a DNS socket for each network (``dns``: the names of each), then one
+        listening socket for each published container port in ``ports`` (relayed to
+        ``target``, its address, from the first network's namespace)."""
+        self._tell(Keep(dns, ports, target), fds)
         with self._lock:
             while True:
                 reply = self._receive(5)

@@ -35,6 +35,7 @@ from ..errors import (
     NotSupported,
 )
 from ..imageconfig import DEFAULT_PATH, split_env
+from ..runspec import HOST_GATEWAY
 from ..security import security_options
 from . import state
 from .boundary import UNCONFINED, Boundary, boundary_for
@@ -163,6 +164,7 @@ class NativeEngine:
         self._spare_networks: list[Any] = []  # network.Spare: removed networks' namespaces
         self._networks_recorded = False
         self._volumes: dict[str, Any] = {}  # named volumes by name: volumes.NativeVolume
+        self._shared: dict[str, Any] = {}  # volumes that outlive us (``shared_volume``)
         self._default_network: Any = None  # made for the first container with ports and none
         self._default_lock = threading.Lock()
         self._exits = ExitWatch()
@@ -237,6 +239,26 @@ class NativeEngine:
             volume = NativeVolume.create(self.state_root / "volumes", self.journal,
                                          name or secrets.token_hex(32))
             self._volumes[volume.name] = volume
+            return volume
+
+    def shared_volume(self, name: str, *, create: bool = True) -> Any:
+        """A volume that outlives this engine and every other (``pycontain compose up -d``'s
+        project volumes, compose's ``external`` ones): ``<state>/volumes/shared/<name>``, never
+        journalled, never reaped, removed only by its ``remove()``. Missing and not ``create``:
+        a ConfigError naming it."""
+        from ..runspec import check_volume_name
+        from .volumes import NativeVolume
+
+        check_volume_name(name, "volume")
+        with self._lock:
+            found = self._shared.get(name)
+            if found is not None and not found.removed:
+                return found
+            volume = NativeVolume.open_shared(self.state_root / "volumes", name, create=create)
+            if volume is None:
+                raise ConfigError(f"volume {name!r} does not exist (no volume of that name was "
+                                  f"made in this run, nor kept in {self.state_root})")
+            self._shared[name] = volume
             return volume
 
     def find_volume(self, name: str) -> Any:
@@ -470,21 +492,25 @@ class NativeEngine:
         binds = []
         for wanted in spec.volumes:
             volume = wanted.source
-            if isinstance(volume, str) and reused:
+            if volume is None or (isinstance(volume, str) and reused):
+                # the container's own: an anonymous one, or (reused) one named here
                 volume = NativeVolume.create(self.state_root / "volumes", self.journal,
                                              name=volume, container=container_id)
-                binds.append(Bind(str(volume.data), wanted.target, wanted.read_only))
-                continue
-            if isinstance(volume, str):
+            elif isinstance(volume, str):
                 volume = self.volume(volume)
-            elif not isinstance(volume, NativeVolume) or self._volumes.get(
-                    volume.name) is not volume:
+            elif not isinstance(volume, NativeVolume) or (
+                    self._volumes.get(volume.name) is not volume
+                    and self._shared.get(volume.name) is not volume):
                 raise ConfigError(f"container {name}: volumes: {wanted.name!r} is not a volume "
                                   "of this engine")
             if volume.removed:
                 raise ConfigError(f"container {name}: volumes: {wanted.name!r} was removed")
             volume.used_by(container_id)  # if it is kept, its keeper keeps the volume too
-            binds.append(Bind(str(volume.data), wanted.target, wanted.read_only))
+            source = (str(volume.data) if wanted.subpath is None
+                      else volume.subpath(wanted.subpath, f"container {name}: volumes: "
+                                          f"{wanted}"))
+            binds.append(Bind(source, wanted.target, wanted.read_only,
+                              wanted.nocopy or wanted.subpath is not None))
         covered = {b.target.rstrip("/") or "/" for b in binds}
         covered |= {m.target.rstrip("/") or "/" for m in spec.mounts}
         covered |= {target.rstrip("/") or "/" for target in spec.tmpfs}
@@ -655,15 +681,16 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
                            list(spec.aliases), key=container.id,
                            address=container.last_address(bridge))
         container.joined(bridge, ip)
+        container.extra_hosts = _extra_hosts(spec, bridge.gateway)
         if named:
             (container.dir / "hosts").write_text(
-                bridge.hosts(container.id, hostname) + _extra_hosts(spec))
+                bridge.hosts(container.id, hostname) + container.extra_hosts)
             (container.dir / "resolv.conf").write_text(bridge.resolv_conf())
         else:
             from .dns import hosts_file
 
             (container.dir / "hosts").write_text(
-                hosts_file([(ip, [hostname])], hostname) + _extra_hosts(spec))
+                hosts_file([(ip, [hostname])], hostname) + container.extra_hosts)
         if then is not None:
             then(container)
 
@@ -700,9 +727,12 @@ def _egress_possible() -> bool:
     return True
 
 
-def _extra_hosts(spec: RunSpec) -> str:
-    """``extra_hosts`` as /etc/hosts lines, after the container's own (Docker's order)."""
-    return "".join(f"{address}\t{name}\n" for name, address in spec.extra_hosts.items())
+def _extra_hosts(spec: RunSpec, gateway: str = "127.0.0.1") -> str:
+    """``extra_hosts`` as /etc/hosts lines, after the container's own (Docker's order);
+    ``host-gateway`` is ``gateway``: its network's gateway, where ``host.pycontain.internal``
+    is (the host's loopback on the host's network), as Docker's is its bridge's gateway."""
+    return "".join(f"{gateway if address == HOST_GATEWAY else address}\t{name}\n"
+                   for name, address in spec.extra_hosts.items())
 
 
 def _etc_files(hostname: str, host_network: bool, spec: RunSpec) -> dict[str, str]:

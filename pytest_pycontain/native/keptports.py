@@ -20,6 +20,7 @@ from .syscalls import CLONE_NEWNET, setns
 CONNECT_TIMEOUT = 5.0
 TAG = "port"
 MAX_KEPT_PORTS = 60  # listening sockets one Keep message carries (SCM_RIGHTS allows 253 fds)
+MAX_KEPT_NETWORKS = 16  # networks of a kept container (two fds each: namespace, DNS socket)
 
 
 class KeptPorts:

@@ -21,7 +21,7 @@ from ..idmap import in_user_namespace
 from . import boundary as bd  # imported before the fork: a kept shim's root may be elsewhere
 from . import cgroups, dns, rootfs
 from . import syscalls as sc
-from .keptports import MAX_KEPT_PORTS, KeptPorts
+from .keptports import MAX_KEPT_NETWORKS, MAX_KEPT_PORTS, KeptPorts
 from .keptports import TAG as KEPT_PORT
 from .protocol import (
     Created,
@@ -362,7 +362,8 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     send(ctl, Exited(code))
             elif what == "ctl":
                 try:
-                    request, fds = receive_with_fds(ctl, 65536, 4 + MAX_KEPT_PORTS)
+                    request, fds = receive_with_fds(
+                        ctl, 65536, 1 + 2 * MAX_KEPT_NETWORKS + MAX_KEPT_PORTS)
                 except OSError:
                     request, fds = None, []
                 for fd in fds:
@@ -376,15 +377,15 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, request.number)
                 elif isinstance(request, Keep):
+                    held = fds[1:1 + 2 * len(request.dns)]  # (namespace, DNS) per network
                     if request.ports:
                         listeners = fds[len(fds) - len(request.ports):]
-                        fds = fds[:len(fds) - len(request.ports)]
-                        bridge = fds[1] if request.bridge and len(fds) > 1 else None
-                        kept_ports.listen(listeners, request.ports, request.target, bridge)
-                    if request.dns is not None and len(fds) > 1:
-                        dns_sock = socket.socket(fileno=fds[-1])
+                        kept_ports.listen(listeners, request.ports, request.target,
+                                          held[0] if held else None)
+                    for table, dns_fd in zip(request.dns, held[1::2], strict=False):
+                        dns_sock = socket.socket(fileno=dns_fd)
                         selector.register(dns_sock, selectors.EVENT_READ,
-                                          ("dns", dns_sock, request.dns))
+                                          ("dns", dns_sock, table))
                     sc.prctl(sc.PR_SET_PDEATHSIG, 0)
                     null = os.open("/dev/null", os.O_RDWR)  # let go of the owner's terminal
                     for fd in (0, 1, 2):

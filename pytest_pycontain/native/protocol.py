@@ -91,11 +91,13 @@ class Op(str, enum.Enum):
 # --- plans ---------------------------------------------------------------------------------
 
 class Bind(NamedTuple):
-    """A bind mount: host ``source`` on container ``target``."""
+    """A bind mount: host ``source`` on container ``target``; ``nocopy``: a volume that is
+    not filled with the image's content even when empty."""
 
     source: str
     target: str
     read_only: bool = False
+    nocopy: bool = False
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -263,21 +265,20 @@ class Signal(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Keep(Message):
-    """Outlive the engine: hold the journal lock passed along, (with ``dns``, the names of its
-    network by address) answer DNS on the socket passed after the network's namespace, and
-    serve published container ``ports`` on the listening sockets passed last, in that order,
-    relaying to ``target`` (its address) from the network's namespace (passed second, when
-    ``bridge``)."""
+    """Outlive the engine: hold the journal lock passed first, then, for each of its networks,
+    that network's namespace and DNS socket (answering the names in ``dns``, one table per
+    network, in that order), and serve published container ``ports`` on the listening
+    sockets passed last, relaying to ``target`` (its address) from the first network's
+    namespace."""
 
     op = Op.KEEP
-    dns: dict[str, list[str]] | None = None
+    dns: tuple[dict[str, list[str]], ...] = ()
     ports: tuple[int, ...] = ()
     target: str | None = None
-    bridge: bool = False
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> Message:
-        return _load(cls, data, {"ports": tuple})
+        return _load(cls, data, {"ports": tuple, "dns": tuple})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -157,12 +157,13 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
     for name in plan.etc:
         _touch(root, f"/etc/{name}", made)
     # first, parents before children: /etc/hosts, a bind mount or another volume may be in one
-    for source, target, read_only in sorted(plan.volumes, key=lambda v: v.target.count("/")):
+    for source, target, read_only, nocopy in sorted(plan.volumes,
+                                                    key=lambda v: v.target.count("/")):
         found = inside(root, target)
         if os.path.lexists(found) and not os.path.isdir(found):
             raise NotADirectoryError(errno.ENOTDIR, f"VOLUME {target}: cannot mount volume "
                                      "over existing file (the image has a file there)")
-        if os.path.isdir(found) and not os.listdir(source):  # a new volume: the image's content
+        if not nocopy and os.path.isdir(found) and not os.listdir(source):  # a new volume
             volumes.seed(found, source)
         where = _mkdirs(root, target, made=made)
         sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
@@ -174,7 +175,7 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         with open(source, "w") as file:
             file.write(text)
         sc.mount(source, _touch(root, f"/etc/{name}", made), None, sc.MS_BIND)
-    for source, target, read_only in plan.mounts:
+    for source, target, read_only, _ in plan.mounts:
         where = (_mkdirs(root, target, made=made) if os.path.isdir(source)
                  else _touch(root, target, made))
         sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)

@@ -34,11 +34,13 @@ class NativeVolume:
     """A volume of the native engine: ``name`` is the user's (or, anonymous, 64 hex digits);
     ``data`` the directory bound into containers."""
 
-    def __init__(self, name: str, directory: Path, journal: Any, key: str | None):
+    def __init__(self, name: str, directory: Path, journal: Any, key: str | None,
+                 shared: bool = False):
         self.name = name
         self.directory = directory
         self._journal = journal
         self._key = key  # the journal's key for a named volume; None: its container's
+        self.shared = shared  # outlives every engine (``shared``): only remove() deletes it
         self.removed = False
 
     @property
@@ -66,12 +68,41 @@ class NativeVolume:
         if self._key is not None:
             self._journal.record(USE, container=container, path=str(self.directory))
 
+    @classmethod
+    def open_shared(cls, root: Path, name: str, *, create: bool) -> NativeVolume | None:
+        """The volume ``name`` that outlives every engine, at ``<root>/shared/<name>`` (made
+        when ``create``, else None if it is not there). Nothing journals it: it is meant to
+        stay, as a Docker volume does, until ``remove()``."""
+        directory = root / "shared" / name
+        if not (directory / "_data").is_dir():
+            if not create:
+                return None
+            (directory / "_data").mkdir(parents=True, mode=0o755, exist_ok=True)
+        return cls(name, directory, None, None, shared=True)
+
+    def subpath(self, subpath: str, where: str) -> str:
+        """The host path of directory ``subpath`` of this volume, which must exist there and
+        stay inside it (a symlink the container planted never leads out)."""
+        from ..errors import ConfigError
+
+        data = os.path.realpath(self.data)
+        found = os.path.realpath(os.path.join(data, subpath))
+        if os.path.commonpath([data, found]) != data:
+            raise ConfigError(f"{where}: subpath {subpath!r} leads out of volume {self.name!r}")
+        if not os.path.isdir(found):
+            raise ConfigError(f"{where}: subpath {subpath!r} does not exist in volume "
+                              f"{self.name!r} (as Docker, it is not made)")
+        return found
+
     def remove(self) -> None:
         """Delete it and its content (named volumes; anonymous ones go with their container),
         unless a kept container still uses it: then its keeper does, at its end."""
         if self.removed:
             return
         self.removed = True
+        if self.shared:
+            state.undo_one({"kind": "dir", "path": str(self.directory)})
+            return
         if self._key is None:
             return
         for record in self._journal.records(self._key):
