@@ -430,8 +430,10 @@ def test_limits_replicas_and_other_service_keys(tmp_path: Path) -> None:
     ("    label_file: a.labels\n", 4,
      "service 'a': compose key 'label_file' is not supported yet"),
     ("    restart: always\n", 4, "service 'a': compose key 'restart' is not supported yet"),
-    ("    volumes:\n      - {type: volume, source: d, target: /d, volume: {nocopy: true}}\n",
-     5, "service 'a': compose key 'volumes.0.volume' is not supported yet"),
+    ("    volumes:\n      - {type: volume, source: d, target: /d, volume: {labels: {a: b}}}\n",
+     5, "service 'a': compose key 'volumes.0.volume.labels' is not supported yet"),
+    ("    volumes:\n      - {type: bind, source: ., target: /d, bind: {propagation: shared}}\n",
+     5, "service 'a': compose key 'volumes.0.bind.propagation' is not supported yet"),
     ("    volumes: ['d:/d:z']\n", 4,
      "service 'a': compose key 'volumes.0' is not supported yet: mount mode 'z'"),
     ("    build:\n      context: .\n      secrets: [s]\n", 6,
@@ -452,8 +454,8 @@ def test_valid_compose_keys_we_do_not_do_are_not_supported(tmp_path: Path, body:
 
 def test_top_level_keys_we_do_not_do(tmp_path: Path) -> None:
     path = write(tmp_path, "compose.yaml", "services: {a: {image: busybox}}\n"
-                                           "volumes: {data: {external: true}}\n")
-    with pytest.raises(NotSupported, match=f"^{path}:2: compose key 'volumes.data.external' "
+                                           "volumes: {data: {labels: {a: b}}}\n")
+    with pytest.raises(NotSupported, match=f"^{path}:2: compose key 'volumes.data.labels' "
                                            "is not supported yet"):
         load(directory=tmp_path, environ={})
     write(tmp_path, "compose.yaml", "services: {a: {image: busybox}}\nsecrets: {s: {file: x}}\n")
@@ -539,6 +541,73 @@ def test_named_anonymous_and_long_syntax_volumes(tmp_path: Path) -> None:
     assert shaped["services"]["a"]["volumes"][:2] == [
         {"type": "volume", "source": "data", "target": "/data", "volume": {}},
         {"type": "volume", "target": "/scratch", "volume": {}}]
+
+
+def test_external_volumes_nocopy_subpath_create_host_path_and_host_gateway(
+        tmp_path: Path) -> None:
+    write(tmp_path, "compose.yaml", """
+        services:
+          a:
+            image: busybox
+            volumes:
+              - outside:/outside
+              - data:/quiet:nocopy
+              - {type: volume, source: data, target: /sub, volume: {subpath: one/two}}
+              - {type: volume, source: data, target: /nc, volume: {nocopy: true}}
+              - {type: bind, source: ./strict, target: /strict,
+                 bind: {create_host_path: false}}
+            extra_hosts: ["host.docker.internal:host-gateway", "db=10.0.0.5"]
+        volumes:
+          data: {}
+          outside: {external: true}
+          renamed: {external: true, name: made-elsewhere}
+        """)
+    project = load(directory=tmp_path, environ={}, project="p")
+    assert project.services["a"].volumes == (
+        ServiceVolume("volume", "/outside", "outside"),
+        ServiceVolume("volume", "/quiet", "data", nocopy=True),
+        ServiceVolume("volume", "/sub", "data", subpath="one/two"),
+        ServiceVolume("volume", "/nc", "data", nocopy=True),
+        ServiceVolume("bind", "/strict", str(tmp_path.resolve() / "strict"),
+                      create_host_path=False))
+    assert {k: (v.name, v.external) for k, v in project.volumes.items()} == {
+        "data": ("p_data", False), "outside": ("outside", True),
+        "renamed": ("made-elsewhere", True)}
+    assert dict(project.services["a"].extra_hosts) == {"host.docker.internal": "host-gateway",
+                                                       "db": "10.0.0.5"}
+    shaped = config_json(project)
+    assert shaped["volumes"]["outside"] == {"name": "outside", "external": True}
+    assert [v.get("volume", v.get("bind")) for v in shaped["services"]["a"]["volumes"]] == [
+        {}, {"nocopy": True}, {"subpath": "one/two"}, {"nocopy": True},
+        {"create_host_path": False}]
+    assert shaped["services"]["a"]["extra_hosts"] == ["db=10.0.0.5",
+                                                      "host.docker.internal=host-gateway"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("services:\n  a:\n    image: busybox\n    volumes:\n"
+     "      - {type: volume, source: d, target: /d, volume: {subpath: ../up}}\n"
+     "volumes: {d: {}}\n",
+     ":5: services.a.volumes.0.volume.subpath: subpath '../up' must be a relative path"),
+    ("services:\n  a:\n    image: busybox\n    volumes:\n"
+     "      - {type: volume, target: /d, volume: {subpath: x}}\n",
+     ":5: services.a.volumes.0.volume.subpath: an anonymous volume is empty"),
+    ("services:\n  a:\n    image: busybox\nvolumes:\n  d: {external: true, driver: local}\n",
+     ":5: volumes.d.driver: volume 'd' is external: 'driver' cannot be set"),
+    ("services:\n  a:\n    image: busybox\n    volumes: ['./x:/x:nocopy']\n",
+     ":4: service 'a': compose key 'volumes.0' is not supported yet: mount mode 'nocopy'"),
+    ("services:\n  a:\n    image: busybox\n    volumes:\n"
+     "      - {type: tmpfs, target: /d, volume: {nocopy: true}}\n",
+     ":5: services.a.volumes.0.volume: volume options need type: volume"),
+    ("services:\n  a:\n    image: busybox\n    extra_hosts: [db:host-gatewy]\n",
+     ":4: services.a.extra_hosts.db: 'host-gatewy' is not an IPv4 or IPv6 address "
+     "\\(nor host-gateway\\)"),
+])
+def test_bad_volume_options_name_file_and_line(tmp_path: Path, text: str,
+                                               message: str) -> None:
+    path = write(tmp_path, "compose.yaml", text)
+    with pytest.raises((ComposeFileError, NotSupported), match=f"^{path}{message}"):
+        load(directory=tmp_path, environ={})
 
 
 @pytest.mark.parametrize(("text", "message"), [

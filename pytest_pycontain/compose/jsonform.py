@@ -19,7 +19,8 @@ def config_json(project: Project) -> dict[str, Any]:
                               | ({"internal": True} if net.internal else {})
                               for key, net in sorted(project.networks.items())}
     if project.volumes:
-        result["volumes"] = {key: {"name": vol.name}
+        result["volumes"] = {key: {"name": vol.name} | ({"external": True} if vol.external
+                                                         else {})
                              for key, vol in sorted(project.volumes.items())}
     return result
 
@@ -133,9 +134,10 @@ def _volume(volume: ServiceVolume) -> dict[str, Any]:
     if volume.read_only:
         out["read_only"] = True
     if volume.type == "bind":
-        out["bind"] = {"create_host_path": True}
+        out["bind"] = {"create_host_path": volume.create_host_path}
     if volume.type == "volume":
-        out["volume"] = {}
+        out["volume"] = ({"nocopy": True} if volume.nocopy else {}) | (
+            {"subpath": volume.subpath} if volume.subpath is not None else {})
     if volume.tmpfs_size is not None:
         out["tmpfs"] = {"size": volume.tmpfs_size}
     return out

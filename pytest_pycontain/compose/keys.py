@@ -55,8 +55,12 @@ LIMITS = {"cpus", "memory", "pids"}
 PORT = {"target", "published", "host_ip", "protocol", "mode", "app_protocol", "name"}
 VOLUME = {"type", "source", "target", "read_only", "bind", "volume", "tmpfs", "image",
           "consistency"}
+VOLUME_VOLUME = {"nocopy", "subpath", "labels"}
+VOLUME_VOLUME_SUPPORTED = {"nocopy", "subpath"}
+VOLUME_BIND = {"propagation", "create_host_path", "selinux", "recursive"}
+VOLUME_BIND_SUPPORTED = {"create_host_path"}
 NETWORK = {"driver", "driver_opts", "attachable", "enable_ipv6", "ipam", "internal", "labels",
            "external", "name", "enable_ipv4"}
 NETWORK_SUPPORTED = {"driver", "name", "internal"}
 TOP_VOLUME = {"driver", "driver_opts", "external", "labels", "name"}
-TOP_VOLUME_SUPPORTED = {"driver", "name"}
+TOP_VOLUME_SUPPORTED = {"driver", "name", "external"}

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NotSupported
-from ..runspec import byte_size, check_volume_name, stop_signal_name
+from ..runspec import (
+    HOST_GATEWAY,
+    byte_size,
+    check_subpath,
+    check_volume_name,
+    stop_signal_name,
+)
 from ..security import capability_name, check_security_opt, check_sysctl
 from . import keys
 from .merge import key_value_map, merge_files, names_map
@@ -236,12 +242,17 @@ class _Loader:
             self.check_keys(body, where, keys.TOP_VOLUME, keys.TOP_VOLUME_SUPPORTED)
             if body.get("driver", "local") != "local":
                 raise self.unsupported((*where, "driver"), "only local volumes")
-            name = str(body.get("name") or f"{project}_{key}")
+            external = self.boolean(body.get("external", False), (*where, "external"))
+            if external and set(body) - {"external", "name"}:
+                other = sorted(set(body) - {"external", "name"})[0]
+                raise self.error((*where, other), f"volume {key!r} is external: {other!r} "
+                                 "cannot be set (the volume exists already)")
+            name = str(body.get("name") or (key if external else f"{project}_{key}"))
             try:
                 check_volume_name(name, f"volume {key!r}")
             except ConfigError as exc:
                 raise self.error(where, str(exc)) from None
-            result[key] = VolumeDef(key, name, self.mark(where))
+            result[key] = VolumeDef(key, name, self.mark(where), external)
         for service in services.values():
             for i, volume in enumerate(service.volumes):
                 if volume.type == "volume" and volume.source is not None and \
@@ -371,11 +382,14 @@ class _Loader:
             if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
                 raise self.error((*where, name), f"expected 'NAME:ADDRESS' or 'NAME=ADDRESS', "
                                  f"not {name!r}: {value!r}")
+            if value.strip() == HOST_GATEWAY:  # the engine puts the host's address there
+                result[str(name)] = HOST_GATEWAY
+                continue
             try:
                 result[str(name)] = str(ipaddress.ip_address(value.strip().strip("[]")))
             except ValueError:
                 raise self.error((*where, name), f"{value!r} is not an IPv4 or IPv6 "
-                                 "address") from None
+                                 f"address (nor {HOST_GATEWAY})") from None
         return result
 
     def sequence(self, value: Any, key: PathKey) -> list[Any]:
@@ -614,18 +628,25 @@ class _Loader:
                     continue
                 source, target = parts[0], self.target(parts[1], where)
                 mode = parts[2] if len(parts) > 2 else "rw"
-                if set(mode.split(",")) - {"ro", "rw"}:
+                modes = set(mode.split(","))
+                bind = source.startswith((".", "/", "~"))
+                if modes - {"ro", "rw"} - (set() if bind else {"nocopy"}):
                     raise self.unsupported(where, f"mount mode {mode!r}")
-                read_only = "ro" in mode.split(",")
-                if source.startswith((".", "/", "~")):
+                read_only = "ro" in modes
+                if bind:
                     result.append(ServiceVolume("bind", target, self.host_path(source),
                                                 read_only))
                 else:
-                    result.append(ServiceVolume("volume", target, source, read_only))
+                    result.append(ServiceVolume("volume", target, source, read_only,
+                                                nocopy="nocopy" in modes))
                 continue
             item = self.mapping(item, where)
             self.check_keys(item, where, keys.VOLUME, {"type", "source", "target", "read_only",
-                                                       "tmpfs"})
+                                                       "tmpfs", "volume", "bind"})
+            if "volume" in item and item.get("type") != "volume":
+                raise self.error((*where, "volume"), "volume options need type: volume")
+            if "bind" in item and item.get("type") != "bind":
+                raise self.error((*where, "bind"), "bind options need type: bind")
             kind = item.get("type")
             if kind not in ("bind", "tmpfs", "volume"):
                 raise self.unsupported((*where, "type"), f"volumes of type {kind!r}")
@@ -634,13 +655,37 @@ class _Loader:
             read_only = self.boolean(item.get("read_only", False), (*where, "read_only"))
             if kind == "volume":
                 source = item.get("source")
-                result.append(ServiceVolume("volume", self.target(str(item["target"]), where),
-                                            str(source) if source else None, read_only))
+                options = self.mapping(item.get("volume"), (*where, "volume"))
+                self.check_keys(options, (*where, "volume"), keys.VOLUME_VOLUME,
+                                keys.VOLUME_VOLUME_SUPPORTED)
+                subpath = options.get("subpath")
+                if subpath is not None:
+                    subpath = _scalar_str(subpath)
+                    try:
+                        check_subpath(subpath, "volume")
+                    except ConfigError as exc:
+                        raise self.error((*where, "volume", "subpath"),
+                                         str(exc).removeprefix("volume: ")) from None
+                    if not source:
+                        raise self.error((*where, "volume", "subpath"), "an anonymous volume "
+                                         "is empty: it has no subpath to mount")
+                result.append(ServiceVolume(
+                    "volume", self.target(str(item["target"]), where),
+                    str(source) if source else None, read_only,
+                    nocopy=self.boolean(options.get("nocopy", False),
+                                        (*where, "volume", "nocopy")),
+                    subpath=subpath))
             elif kind == "bind":
                 if not item.get("source"):
                     raise self.error(where, "a bind mount needs a source")
-                result.append(ServiceVolume("bind", str(item["target"]),
-                                            self.host_path(str(item["source"])), read_only))
+                options = self.mapping(item.get("bind"), (*where, "bind"))
+                self.check_keys(options, (*where, "bind"), keys.VOLUME_BIND,
+                                keys.VOLUME_BIND_SUPPORTED)
+                result.append(ServiceVolume(
+                    "bind", str(item["target"]), self.host_path(str(item["source"])),
+                    read_only, create_host_path=self.boolean(
+                        options.get("create_host_path", True),
+                        (*where, "bind", "create_host_path"))))
             else:
                 tmpfs = self.mapping(item.get("tmpfs"), (*where, "tmpfs"))
                 self.check_keys(tmpfs, (*where, "tmpfs"), {"size", "mode"}, {"size"})

@@ -86,6 +86,9 @@ class ServiceVolume:
     source: str | None = None
     read_only: bool = False
     tmpfs_size: int | None = None
+    nocopy: bool = False  # volume.nocopy: a new volume is not filled from the image
+    subpath: str | None = None  # volume.subpath: only that directory of the volume
+    create_host_path: bool = True  # bind.create_host_path: a missing source is made
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,11 +155,13 @@ class NetworkDef:
 
 @dataclasses.dataclass(frozen=True)
 class VolumeDef:
-    """A top-level volume; ``name`` is the engine-level one (``<project>_<key>``)."""
+    """A top-level volume; ``name`` is the engine-level one (``<project>_<key>``; an
+    ``external`` one's is its key or ``name:``, and it must exist already)."""
 
     key: str
     name: str
     mark: Mark | None = None
+    external: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ exited with an error. Healthchecks written in the file are run here, through
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,7 +45,7 @@ class Maker(Protocol):
     def run(self, image: Any, **options: Any) -> Any: ...
     def build(self, context: Any, **options: Any) -> Any: ...
     def network(self, name: str | None = None, *, internal: bool = False) -> Any: ...
-    def volume(self, name: str | None = None) -> Any: ...
+    def volume(self, name: str | None = None, *, external: bool = False) -> Any: ...
     # and of what ``network`` returns: ``connect(container, aliases=None)`` (a second network)
 
 
@@ -80,8 +81,19 @@ class Compose:
             self._networks[key] = self._maker.network(spec.name, internal=spec.internal)
         wanted = {v.source for s in self.project.services.values() for v in s.volumes
                   if v.type == "volume" and v.source is not None}
-        for key in sorted(wanted) if not self._reuse else ():
-            self._volumes[key] = self._maker.volume(self.project.volumes[key].name)
+        for key in sorted(wanted):
+            spec = self.project.volumes[key]
+            if self._reuse:  # a reused container's named volumes are its own (by name)
+                if spec.external:
+                    raise NotSupported(f"{spec.mark}: volume {key!r}: compose(reuse=True) "
+                                       "with an external volume is not supported yet")
+                continue
+            try:
+                self._volumes[key] = (self._maker.volume(spec.name, external=True)
+                                      if spec.external else self._maker.volume(spec.name))
+            except PycontainError as exc:
+                where = f"{spec.mark}: " if spec.mark else ""
+                raise type(exc)(f"{where}volume {key!r}: {exc}") from exc
         for name in self.project.order():
             service = self.project.services[name]
             for dep in service.depends_on:
@@ -139,8 +151,10 @@ class Compose:
                 extra_hosts=dict(service.extra_hosts) or None,
                 stop_signal=service.stop_signal, labels=dict(service.labels) or None)
             for other in service.networks[1:]:  # joined once it runs, as network connect
-                self._networks[other.network].connect(
-                    container, aliases=list(other.aliases) if first else None)
+                more = list(other.aliases) if first else []
+                if self._prefixed and first:
+                    more.insert(0, service.name)
+                self._networks[other.network].connect(container, aliases=more or None)
         except PycontainError as exc:
             raise _about(service, exc) from exc
         self._born[container.id] = time.monotonic()
@@ -164,21 +178,26 @@ class Compose:
         for volume in service.volumes:
             if volume.type != "bind" or volume.source is None:
                 continue
-            Path(volume.source).mkdir(parents=True, exist_ok=True)  # as compose creates it
+            if volume.create_host_path:
+                Path(volume.source).mkdir(parents=True, exist_ok=True)  # as compose does
+            elif not os.path.lexists(volume.source):
+                raise ConfigError(f"{service.mark}: service {service.name!r}: bind source "
+                                  f"path {volume.source} does not exist (create_host_path: "
+                                  "false)")
             mounts.append(Mount(Path(volume.source), volume.target, bool(volume.read_only)))
         return tuple(mounts)
 
     def _volume_mounts(self, service: Service) -> list[VolumeMount] | None:
-        """The service's volumes: the project's named ones, and a fresh one for each
-        anonymous volume (this container's own, removed with the stack). Reused, by their
-        names: the reused container's own (an anonymous one named by its path)."""
+        """The service's volumes: the project's named ones, and for each anonymous volume
+        one of the container's own (made empty, removed with it). Reused, by their names: the
+        reused container's own (an anonymous one named by its path)."""
         if self._reuse:
             return [VolumeMount(self.project.volumes[v.source].name if v.source is not None
                                 else _anonymous_name(service.name, v.target), v.target,
-                                v.read_only)
+                                v.read_only, v.nocopy, v.subpath)
                     for v in service.volumes if v.type == "volume"] or None
-        mounts = [VolumeMount(self._volumes[v.source] if v.source is not None
-                              else self._maker.volume(), v.target, v.read_only)
+        mounts = [VolumeMount(self._volumes[v.source] if v.source is not None else None,
+                              v.target, v.read_only, v.nocopy, v.subpath)
                   for v in service.volumes if v.type == "volume"]
         return mounts or None
 
@@ -419,7 +438,14 @@ class EngineMaker:
         self.networks.append(network)
         return network
 
-    def volume(self, name: str | None = None) -> Any:
+    def volume(self, name: str | None = None, *, external: bool = False) -> Any:
+        """As the factory's: ``external`` is an existing volume, never removed here."""
+        if name is not None:
+            found = self.engine.find_volume(name)
+            if found is not None:
+                return found
+        if external:
+            return self.engine.shared_volume(name, create=False)
         volume = self.engine.volume(name)
         self.volumes.append(volume)
         return volume
@@ -449,12 +475,14 @@ def _logs(container: Any) -> str:
 
 
 def _about(service: Service, exc: PycontainError) -> PycontainError:
-    """``exc`` with the service it is about in front (same type, same evidence)."""
+    """``exc`` with the service it is about in front (same type, same evidence), and for
+    anything but a container's own failure the file:line of the service."""
     prefix = f"service {service.name!r}: "
     if isinstance(exc, ContainerError):
         message = str(exc).split("\n--- last lines of its log ---")[0]
         return type(exc)(prefix + message, exit_code=exc.exit_code, logs=exc.logs,
                          container=exc.container)
+    prefix = f"{service.mark}: {prefix}"  # what the file asked, refused: where it asked it
     try:
         return type(exc)(prefix + str(exc))
     except TypeError:
