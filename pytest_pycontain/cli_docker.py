@@ -87,27 +87,48 @@ def exec_(args: argparse.Namespace) -> int:
         engine.close()
 
 
+def listed(engine: Any) -> list[dict[str, Any]]:
+    """Every container with our labels on ``engine``, as the engine lists them."""
+    return _ours(engine)
+
+
+def given_name(info: dict[str, Any]) -> str:
+    """The name a listed container was given (its engine-level one has a unique suffix)."""
+    from .docker.labels import LABEL_NAME
+
+    engine_name = (info.get("Names") or ["?"])[0].lstrip("/")
+    return (info.get("Labels") or {}).get(LABEL_NAME, engine_name)
+
+
+def ps_line(info: dict[str, Any]) -> str:
+    """A listed container as ``pycontain ps`` prints it."""
+    from .cli_common import ps_row
+    from .docker.labels import KEPT_SUFFIX, LABEL_PID, LABEL_REUSE_KEY
+
+    labels = info.get("Labels") or {}
+    engine_name = (info.get("Names") or ["?"])[0].lstrip("/")
+    status = info.get("State", "")
+    owner = f"pid {labels.get(LABEL_PID, '?')}"
+    if engine_name.endswith(KEPT_SUFFIX) and status == "running":
+        status = "kept"
+        if labels.get(LABEL_REUSE_KEY):  # reused across runs: its key
+            status, owner = "reused", f"{owner} key={labels[LABEL_REUSE_KEY][:12]}"
+    ports = ", ".join(f"{p['IP']}:{p['PublicPort']}->{p['PrivatePort']}"
+                      for p in sorted(info.get("Ports") or (),
+                                      key=lambda p: int(p.get("PrivatePort") or 0))
+                      if p.get("PublicPort") and ":" not in p.get("IP", ""))
+    return ps_row(info["Id"], given_name(info), str(info.get("Image", "")), status, ports,
+                  owner)
+
+
 def ps(args: argparse.Namespace) -> int:
-    from .cli_common import PS_HEADER, ps_row
-    from .docker.labels import KEPT_SUFFIX, LABEL_NAME, LABEL_PID, LABEL_REUSE_KEY
+    from .cli_common import PS_HEADER
 
     engine = _engine(args, reap=False)
     try:
         print(PS_HEADER)
         for info in _ours(engine):
-            labels = info.get("Labels") or {}
-            engine_name = (info.get("Names") or ["?"])[0].lstrip("/")
-            status = info.get("State", "")
-            owner = f"pid {labels.get(LABEL_PID, '?')}"
-            if engine_name.endswith(KEPT_SUFFIX) and status == "running":
-                status = "kept"
-                if labels.get(LABEL_REUSE_KEY):  # reused across runs: its key
-                    status, owner = "reused", f"{owner} key={labels[LABEL_REUSE_KEY][:12]}"
-            ports = ", ".join(f"{p['IP']}:{p['PublicPort']}->{p['PrivatePort']}"
-                              for p in info.get("Ports") or () if p.get("PublicPort")
-                              and ":" not in p.get("IP", ""))
-            print(ps_row(info["Id"], labels.get(LABEL_NAME, engine_name),
-                         str(info.get("Image", "")), status, ports, owner))
+            print(ps_line(info))
         return 0
     finally:
         engine.close()
