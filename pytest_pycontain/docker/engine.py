@@ -609,8 +609,11 @@ class DockerEngine:
             if match(info.get("Labels") or {}, info["Name"]):
                 let_go_of_reused(api, info["Id"])  # a dead run's, that reused ones joined
                 with contextlib.suppress(docker.errors.APIError):
-                    api.remove_network(info["Id"])
-                    removed.append(f"network {info['Name']}")
+                    # a kept container still on it keeps it: Docker refuses to remove a
+                    # network with members, Podman removes it from under them
+                    if not api.inspect_network(info["Id"]).get("Containers"):
+                        api.remove_network(info["Id"])
+                        removed.append(f"network {info['Name']}")
         for info in (api.volumes(filters={"label": LABEL_PID}) or {}).get("Volumes") or []:
             if match(info.get("Labels") or {}, info["Name"]):
                 with contextlib.suppress(docker.errors.APIError):
