@@ -153,7 +153,8 @@ def rm(args: argparse.Namespace) -> int:
 
 
 def _remove(engine: Any, info: dict[str, Any], what: str) -> None:
-    """Remove a container (its anonymous volumes, and a reused one's named ones too)."""
+    """Remove a container (its anonymous volumes, and a reused one's named ones too), then
+    the named volumes and networks a dead run left for it that nothing else uses."""
     from .docker.labels import LABEL_REUSE_KEY
     from .docker.volumes import remove_reused_volumes
 
@@ -162,6 +163,7 @@ def _remove(engine: Any, info: dict[str, Any], what: str) -> None:
     key = (info.get("Labels") or {}).get(LABEL_REUSE_KEY)
     if key:
         remove_reused_volumes(engine.api, key)
+    engine.remove_left_by(info)
 
 
 def prune(args: argparse.Namespace) -> int:

@@ -621,6 +621,31 @@ class DockerEngine:
                     removed.append(f"volume {info['Name']}")
         return removed
 
+    def remove_left_by(self, info: Mapping[str, Any]) -> list[str]:
+        """After a kept container (``info``, as listed) is removed: the named volumes and
+        networks it used that a dead owner of ours left, once nothing else uses them (what
+        the next reap would take; the engine refuses what is still in use). Their names."""
+        docker = load_docker()
+        api = self.api
+        removed = []
+        for mount in info.get("Mounts") or ():
+            name = mount.get("Name")
+            if mount.get("Type") != "volume" or not name:
+                continue
+            with contextlib.suppress(docker.errors.APIError):
+                labels = api.inspect_volume(name).get("Labels") or {}
+                if LABEL_PID in labels and owner_died(labels):
+                    api.remove_volume(name)
+                    removed.append(f"volume {name}")
+        for name, net in ((info.get("NetworkSettings") or {}).get("Networks") or {}).items():
+            with contextlib.suppress(docker.errors.APIError):
+                found = api.inspect_network(net.get("NetworkID") or name)
+                labels = found.get("Labels") or {}
+                if LABEL_PID in labels and owner_died(labels) and not found.get("Containers"):
+                    api.remove_network(found["Id"])
+                    removed.append(f"network {name}")
+        return removed
+
     def reap(self) -> list[str]:
         """Remove what owners that died on this host left (never a live owner's, never a kept
         container); returns what was removed."""
