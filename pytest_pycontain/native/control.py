@@ -109,6 +109,9 @@ class OwnShim:
                 self._zygote.send(Run(plan), [theirs.fileno()])
             finally:
                 theirs.close()
+        if not plan.host_network:
+            with contextlib.suppress(OSError):  # a zygote gone: the next start makes a new one
+                self._zygote.refill()
         reply = self._receive(timeout)
         if isinstance(reply, Created) and created is not None:
             created(reply.pid, reply.shim)

@@ -62,12 +62,17 @@ class ZygoteClient:
             send(self._sock, message, fds)  # type: ignore[arg-type]
 
     def take_warm(self) -> WarmShim | None:
-        """A warm shim, if one is ready; orders the next one."""
+        """A warm shim, if one is ready (``refill`` orders the next one)."""
         with self._lock:
             self._ensure_started()
-            warm = self._warm.pop() if self._warm else None
+            return self._warm.pop() if self._warm else None
+
+    def refill(self) -> None:
+        """Order warm shims up to the number wanted: after a start has been handed its shim,
+        so that making the next one (its spare cgroups, the zygote's fork) does not delay it."""
+        with self._lock:
+            self._ensure_started()
             self._order_warm()
-        return warm
 
     def close(self) -> None:
         """Close the warm shims (they end unused) and the zygote's socket, then wait for it."""
