@@ -219,7 +219,9 @@ def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> No
     _die_with_parent(zygote)
     try:
         enter_namespaces(host_network=False)
-        decode(_REHEARSED_RUN)  # see _REHEARSED_RUN
+        decode(_REHEARSED_RUN)  # see _REHEARSED_RUN; the same for the user's lookup
+        with contextlib.suppress(OSError, rootfs.UnknownUser):
+            rootfs.resolve_user("", "/")
         for path in spare:
             fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
             try:
