@@ -16,7 +16,7 @@ own representation; the known differences are normalised explicitly, one by one,
    with a string ``published``: compared as (host_ip, published, target, protocol).
 9. Healthchecks: a string test is a string in v1 and ``[CMD-SHELL, ...]`` in v2;
    ``disable: true`` is ``test: [NONE]`` in v1.
-10. Volumes: v1 writes short-syntax binds as ``src:dst[:ro]`` strings, v2 as mappings.
+10. Volumes: v1 writes short-syntax volumes as ``[src:]dst[:mode]`` strings, v2 as mappings.
 11. ``expose`` items are numbers in v1, strings in v2; ``depends_on`` has v2's ``required``
     (only the condition is compared); v2 fills ``build.dockerfile`` with ``Dockerfile``.
 12. ``x-`` keys inside a service: v1 prints them; the model keeps no extensions.
@@ -25,6 +25,8 @@ own representation; the known differences are normalised explicitly, one by one,
 14. A network joined without options: v1 writes ``{}`` after merging files, else ``null``.
 15. A bare ``environment`` entry whose variable is unset: v1 writes ``NAME: null``, the model
     leaves it out (the container gets no such variable either way).
+16. ``extra_hosts``: v1 as written (``name:address``), v2 sorted ``name=address``: compared as
+    sorted (name, address) pairs.
 """
 
 from __future__ import annotations
@@ -152,6 +154,24 @@ SERVICE_KEYS = {
 }
 
 
+VOLUME_KEYS = {
+    "compose.yaml": """
+        services:
+          a:
+            image: busybox
+            volumes:
+              - data:/data
+              - {type: volume, source: data, target: /quiet, volume: {nocopy: true}}
+              - {type: volume, source: outside, target: /outside, read_only: true}
+              - /anonymous
+            extra_hosts: ["gw:host-gateway", "db:10.0.0.5"]
+        volumes:
+          data: {}
+          outside: {external: true}
+        """,
+}
+
+
 @pytest.mark.parametrize(("files", "given", "profiles", "environ"), [
     pytest.param(ANCHORS, ["compose.yaml"], [], {"BARE": "b"}, id="anchors-interpolation"),
     pytest.param(ANCHORS, ["compose.yaml"], [], {"FROM_DOTENV": "process", "EMPTY": "x"},
@@ -160,6 +180,7 @@ SERVICE_KEYS = {
     pytest.param(SERVICE_KEYS, ["compose.yaml"], [], {"FROM_PROCESS": "p"}, id="service-keys"),
     pytest.param(SERVICE_KEYS, ["compose.yaml"], ["tools"], {}, id="profile-tools"),
     pytest.param(SERVICE_KEYS, ["compose.yaml"], ["debug"], {}, id="profile-debug"),
+    pytest.param(VOLUME_KEYS, ["compose.yaml"], [], {}, id="volume-keys"),
 ])
 def test_the_loader_resolves_as_docker_compose_does(
         tmp_path: Path, files: dict[str, str], given: list[str], profiles: list[str],
@@ -278,6 +299,9 @@ def _canonical(body: dict[str, Any]) -> dict[str, Any]:
         out["build"] = {"dockerfile": "Dockerfile", **out["build"]}  # 11
     if "volumes" in out:
         out["volumes"] = [_volume(v) for v in out["volumes"]]  # 10
+    if "extra_hosts" in out:  # 16
+        out["extra_hosts"] = sorted(tuple(re.split("[=:]", h, maxsplit=1))
+                                    for h in out["extra_hosts"])
     limits = out.get("deploy", {}).get("resources", {}).get("limits", {})
     if "memory" in limits:
         limits["memory"] = _bytes(limits["memory"])  # 7
@@ -326,5 +350,9 @@ def _volume(volume: Any) -> tuple[str, str, str, bool]:
     if isinstance(volume, dict):
         return (volume["type"], volume.get("source") or "", volume["target"],
                 bool(volume.get("read_only")))
-    source, target, *mode = volume.split(":")
-    return "bind", source, target, mode == ["ro"]
+    parts = volume.split(":")
+    if len(parts) == 1:  # an anonymous volume
+        return "volume", "", parts[0], False
+    source, target, *mode = parts
+    kind = "bind" if source.startswith(("/", ".", "~")) else "volume"
+    return kind, source, target, "ro" in (mode[0].split(",") if mode else [])
