@@ -71,7 +71,7 @@ import pytest
 
 from pytest_pycontain.errors import ConfigError, NotSupported
 
-DOCKER = BACKEND == "docker"
+DOCKER = BACKEND in ("docker", "podman")
 
 
 def test_copy_up_nocopy_external_and_host_gateway(pycontain):
@@ -92,7 +92,8 @@ def test_copy_up_nocopy_external_and_host_gateway(pycontain):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
-    pycontain.expose_host_port(port)
+    if BACKEND != "podman":  # Podman's default network has no gateway address to relay on
+        pycontain.expose_host_port(port)  # until a container runs on it (its contract xfail)
     stack = pycontain.compose("keys.yaml", profiles=["external"])
     copied, quiet = stack.service("copied"), stack.service("quiet")
     assert copied.exec("cat /data/one/two/file").output == "from-image\n"  # copy-up
@@ -101,7 +102,10 @@ def test_copy_up_nocopy_external_and_host_gateway(pycontain):
     assert outside.exec("cat /premade/note").output == "made-before\n"  # external
     assert stack.volume("premade") is premade
     # host-gateway: where the host is, as the network sees it (this process's exposed port)
-    assert outside.exec(f"wget -q -O - http://gw:{port}/").output == "hello\n"
+    if BACKEND == "podman":  # Podman 4.3 writes it into /etc/hosts as it is (4.7 knows it)
+        assert outside.exec("grep -w gw /etc/hosts").output == "host-gateway\tgw\n"
+    else:
+        assert outside.exec(f"wget -q -O - http://gw:{port}/").output == "hello\n"
     server.shutdown()
 
 
@@ -131,11 +135,13 @@ def test_bad_volumes_name_file_and_line(pycontain, profile, error, message):
 
 
 @pytest.fixture(params=[pytest.param("native", marks=NEEDS_ROOT),
-                        pytest.param("docker", marks=pytest.mark.dockerd)])
+                        pytest.param("docker", marks=pytest.mark.dockerd),
+                        pytest.param("podman", marks=pytest.mark.podman)])
 def engine(request: pytest.FixtureRequest) -> Backend:
-    """The native engine, or the Docker backend over the test session's private dockerd."""
-    if request.param == "docker":
-        return request.getfixturevalue("docker_backend")
+    """The native engine, or the Docker backend over the test session's private dockerd or
+    Podman service."""
+    if request.param != "native":
+        return request.getfixturevalue(f"{request.param}_backend")
     return Backend()
 
 
@@ -145,7 +151,8 @@ def test_volume_options_and_host_gateway(pytester: pytest.Pytester, engine: Back
     lines = {key: next(n for n, line in enumerate(KEYS.splitlines(), 1)
                        if line.startswith(f"  {key}:")) for key in ("sub", "badsub", "strict",
                                                                      "gone")}
-    pytester.makepyfile(test_keys=f"BACKEND = {engine.name!r}\nLINES = {lines!r}\n" + INNER)
+    name = "podman" if "podman" in str(getattr(engine, "host", "")) else engine.name
+    pytester.makepyfile(test_keys=f"BACKEND = {name!r}\nLINES = {lines!r}\n" + INNER)
     result = run(pytester, engine, "-v")
     result.assert_outcomes(passed=5)
     engine.assert_no_leftovers()
