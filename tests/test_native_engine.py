@@ -82,6 +82,39 @@ class TestNativeContract(EngineContract):
     """The shared contract, on the native engine."""
 
 
+def test_a_subpath_resolves_inside_its_volume(engine, busybox) -> None:
+    """A volume's ``subpath`` is resolved inside the volume, as the container would resolve
+    it: symlinks a container planted there (``/etc``, ``../../..``) stay in the volume and
+    never reach the host's tree; a missing one is a ConfigError naming it."""
+    from pytest_pycontain.engine import VolumeMount
+    from pytest_pycontain.errors import ConfigError
+
+    volume = engine.volume("subpath-probe")
+    try:
+        planter = engine.run(RunSpec.create(busybox, command=(
+            "sh -c 'mkdir -p /v/etc /v/real && echo inside > /v/etc/marker && "
+            "echo real > /v/real/file && ln -s /etc /v/abs && ln -s ../../../../../etc /v/up'"),
+            volumes={volume: "/v"}))
+        assert planter.wait(timeout=30) == 0
+        for link in ("abs", "up"):
+            box = engine.run(RunSpec.create(busybox, command="sleep 1000", volumes=[
+                VolumeMount(volume, "/s", subpath=link)]))
+            assert box.exec("ls /s").output == "marker\n"  # the volume's etc, not the host's
+            box.remove()
+        real = engine.run(RunSpec.create(busybox, command="sleep 1000", volumes=[
+            VolumeMount(volume, "/s", read_only=True, subpath="real")]))
+        assert real.exec("cat /s/file; touch /s/x").output.startswith("real\n")
+        assert real.exec("test -e /s/x").exit_code != 0
+        real.remove()
+        with pytest.raises(ConfigError, match=r"subpath 'nowhere' does not exist in volume "
+                                              r"'subpath-probe'"):
+            engine.run(RunSpec.create(busybox, command="true", volumes=[
+                VolumeMount(volume, "/s", subpath="nowhere")]))
+        planter.remove()
+    finally:
+        volume.remove()
+
+
 def test_volumes_live_under_the_state_directory(engine, busybox, state_dir: Path) -> None:
     """An anonymous volume goes with its container; a named one outlives it, until removed;
     a container that cannot start leaves no volume behind."""

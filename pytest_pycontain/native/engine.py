@@ -506,11 +506,10 @@ class NativeEngine:
             if volume.removed:
                 raise ConfigError(f"container {name}: volumes: {wanted.name!r} was removed")
             volume.used_by(container_id)  # if it is kept, its keeper keeps the volume too
-            source = (str(volume.data) if wanted.subpath is None
-                      else volume.subpath(wanted.subpath, f"container {name}: volumes: "
-                                          f"{wanted}"))
-            binds.append(Bind(source, wanted.target, wanted.read_only,
-                              wanted.nocopy or wanted.subpath is not None))
+            subpath = (None if wanted.subpath is None else volume.check_subpath(
+                wanted.subpath, f"container {name}: volumes: {wanted}"))
+            binds.append(Bind(str(volume.data), wanted.target, wanted.read_only,
+                              wanted.nocopy or subpath is not None, subpath))
         covered = {b.target.rstrip("/") or "/" for b in binds}
         covered |= {m.target.rstrip("/") or "/" for m in spec.mounts}
         covered |= {target.rstrip("/") or "/" for target in spec.tmpfs}

@@ -92,12 +92,14 @@ class Op(str, enum.Enum):
 
 class Bind(NamedTuple):
     """A bind mount: host ``source`` on container ``target``; ``nocopy``: a volume that is
-    not filled with the image's content even when empty."""
+    not filled with the image's content even when empty; ``subpath``: a directory of the
+    volume, resolved inside it when mounted (a symlink in it never leads out)."""
 
     source: str
     target: str
     read_only: bool = False
     nocopy: bool = False
+    subpath: str | None = None  # only this directory of ``source``, resolved inside it
 
 
 def _strings(value: Any) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..idmap import in_user_namespace
 from . import syscalls as sc
 from . import userns, volumes
+from .inroot import open_dir
 
 if TYPE_CHECKING:
     from .protocol import RunPlan
@@ -157,8 +158,8 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
     for name in plan.etc:
         _touch(root, f"/etc/{name}", made)
     # first, parents before children: /etc/hosts, a bind mount or another volume may be in one
-    for source, target, read_only, nocopy in sorted(plan.volumes,
-                                                    key=lambda v: v.target.count("/")):
+    for source, target, read_only, nocopy, subpath in sorted(
+            plan.volumes, key=lambda v: v.target.count("/")):
         found = inside(root, target)
         if os.path.lexists(found) and not os.path.isdir(found):
             raise NotADirectoryError(errno.ENOTDIR, f"VOLUME {target}: cannot mount volume "
@@ -166,7 +167,10 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         if not nocopy and os.path.isdir(found) and not os.listdir(source):  # a new volume
             volumes.seed(found, source)
         where = _mkdirs(root, target, made=made)
-        sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
+        if subpath is None:
+            sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
+        else:  # resolved inside the volume now, as the container resolves it: never out
+            _mount_inside(source, subpath, where)
         if read_only or nodev:
             sc.mount(source, where, None, sc.MS_REMOUNT | sc.MS_BIND | _kept_flags(where)
                      | nodev | (sc.MS_RDONLY if read_only else 0))
@@ -175,7 +179,7 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         with open(source, "w") as file:
             file.write(text)
         sc.mount(source, _touch(root, f"/etc/{name}", made), None, sc.MS_BIND)
-    for source, target, read_only, _ in plan.mounts:
+    for source, target, read_only, *_ in plan.mounts:
         where = (_mkdirs(root, target, made=made) if os.path.isdir(source)
                  else _touch(root, target, made))
         sc.mount(source, where, None, sc.MS_BIND | sc.MS_REC)
@@ -295,3 +299,18 @@ def resolve_user(spec: str | None, root: str = "/") -> tuple[int, int, list[int]
 
 def path_exists(root: str, path: str) -> bool:
     return Path(inside(root, path)).exists()
+
+
+def _mount_inside(volume: str, subpath: str, where: str) -> None:
+    """Bind directory ``subpath`` of ``volume`` on ``where``, through a descriptor opened
+    inside the volume (``inroot``): a symlink that a container planted or swapped in there
+    resolves within the volume, never to the host's tree."""
+    top = os.open(volume, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        found = open_dir(top, subpath)
+    finally:
+        os.close(top)
+    try:
+        sc.mount(f"/proc/self/fd/{found}", where, None, sc.MS_BIND | sc.MS_REC)
+    finally:
+        os.close(found)

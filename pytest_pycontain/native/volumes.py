@@ -80,19 +80,21 @@ class NativeVolume:
             (directory / "_data").mkdir(parents=True, mode=0o755, exist_ok=True)
         return cls(name, directory, None, None, shared=True)
 
-    def subpath(self, subpath: str, where: str) -> str:
-        """The host path of directory ``subpath`` of this volume, which must exist there and
-        stay inside it (a symlink the container planted never leads out)."""
+    def check_subpath(self, subpath: str, where: str) -> str:
+        """``subpath``, once it is known to be a directory of this volume, resolved inside
+        it (a symlink the container planted resolves within the volume, as the mount will)."""
         from ..errors import ConfigError
+        from .inroot import open_dir
 
-        data = os.path.realpath(self.data)
-        found = os.path.realpath(os.path.join(data, subpath))
-        if os.path.commonpath([data, found]) != data:
-            raise ConfigError(f"{where}: subpath {subpath!r} leads out of volume {self.name!r}")
-        if not os.path.isdir(found):
+        top = os.open(self.data, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.close(open_dir(top, subpath))
+        except OSError:
             raise ConfigError(f"{where}: subpath {subpath!r} does not exist in volume "
-                              f"{self.name!r} (as Docker, it is not made)")
-        return found
+                              f"{self.name!r} (as Docker, it is not made)") from None
+        finally:
+            os.close(top)
+        return subpath
 
     def remove(self) -> None:
         """Delete it and its content (named volumes; anonymous ones go with their container),
