@@ -27,6 +27,13 @@ LOOKUP = "nslookup {} | tail -n +3 | grep -o '[0-9]*\\.[0-9]*\\.[0-9]*\\.[0-9]*'
 # while a neighbour entry is made, is no verdict). Not reached: one ping, a second to answer.
 REACH = "for i in 1 2 3 4 5; do ping -c 1 -W 2 {} && exit 0; done; exit 1"
 PING_ONCE = "ping -c 1 -W 1 {}"
+# the address the system resolver gives a name (/etc/hosts first, then DNS, as getaddrinfo asks):
+# busybox ping prints it before it sends anything
+RESOLVED = "ping -c 1 -W 1 {} 2>&1 | sed -n 's/^PING [^ ]* (\\([0-9.]*\\)).*/\\1/p'"
+# the first lines of every /etc/hosts Docker writes (loopback and IPv6 names)
+LOCAL_HOSTS = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+               "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes",
+               "ff02::2\tip6-allrouters"]
 
 
 class EngineContract:
@@ -464,6 +471,78 @@ class EngineContract:
                 container.remove()
             net.remove()
 
+    def test_peers_resolve_a_replaced_container_at_its_new_address(self, engine, run) -> None:
+        """Names of peers come from the network's DNS, never from a copy in /etc/hosts (which
+        the system resolver reads first, and which would outlive them): "app" removed, its
+        address taken by another, a new "app" elsewhere -- a peer that was there before
+        resolves its name and alias to the new one and reaches it; a member resolves a peer
+        that joined after it."""
+        serve = "mkdir /www && echo {} > /www/who && exec httpd -f -p 8080 -h /www"
+        fetch = "printf 'GET /who HTTP/1.0\\r\\n\\r\\n' | nc -w 5 app 8080 | tail -n 1"
+        net = engine.network()
+        made: list[Container] = []
+        try:
+            made.append(app := run(name="app", aliases=["web"], network=net,
+                                   command=serve.format("old")))
+            made.append(peer := run(name="peer", network=net, command="sleep 1000"))
+            old = app.ip
+            assert peer.exec(RESOLVED.format("app")).output.split() == [old]
+            app.remove()
+            made.append(run(network=net, command="sleep 1000"))  # may take the old address
+            made.append(again := run(name="app", aliases=["web"], network=net,
+                                     command=serve.format("new")))
+            assert again.ip != old
+            for name in ("app", "web"):
+                assert peer.exec(RESOLVED.format(name)).output.split() == [again.ip], name
+            _until(lambda: again.probe_port(8080))
+            assert peer.exec(fetch, timeout=20).output == "new\n"
+            made.append(late := run(name="late", network=net, command="sleep 1000"))
+            assert peer.exec(RESOLVED.format("late")).output.split() == [late.ip]
+            assert late.exec(REACH.format("peer")).exit_code == 0
+        finally:
+            for container in made:
+                container.remove()
+            net.remove()
+
+    def test_etc_hosts_holds_the_container_itself(self, engine, run) -> None:
+        """/etc/hosts as Docker writes it for a member of a network: loopback and IPv6
+        names, ``extra_hosts``, then its own address under its hostname (not its name or
+        aliases, nor any peer: those are the network's DNS's); one line more for each network
+        it is connected to later; a dotted hostname also under its first label."""
+        front, back = engine.network(), engine.network()
+        made: list[Container] = []
+
+        def entries(container: Container) -> list[str]:
+            lines = container.exec("cat /etc/hosts").output.splitlines()
+            assert lines[:len(LOCAL_HOSTS)] == LOCAL_HOSTS
+            return lines[len(LOCAL_HOSTS):]
+
+        try:
+            made.append(peer := run(name="peer", network=front, command="sleep 1000"))
+            made.append(app := run(name="app", aliases=["web"], network=front,
+                                   extra_hosts={"db": "10.0.0.5"}, command="sleep 1000"))
+            assert entries(app) == ["10.0.0.5\tdb", f"{app.ip}\t{app.hostname}"]
+            assert entries(peer) == [f"{peer.ip}\t{peer.hostname}"]
+            back.connect(app, aliases=["api"])
+            second = app.exec("ip -4 -o addr show eth1").output.split()[3].split("/")[0]
+            assert entries(app) == ["10.0.0.5\tdb", f"{app.ip}\t{app.hostname}",
+                                    f"{second}\t{app.hostname}"]
+            app.stop(timeout=1)
+            app.start()  # written again, for the addresses of the moment
+            own = app.exec("ip -4 -o addr show | awk '$2 != \"lo\" {print $4}'").output
+            assert sorted(entries(app)) == sorted(
+                ["10.0.0.5\tdb"] + [f"{cidr.split('/')[0]}\t{app.hostname}"
+                                    for cidr in own.split()])
+            assert len(own.split()) == 2
+            made.append(dotted := run(network=front, hostname="box.example.test",
+                                      command="sleep 1000"))
+            assert entries(dotted) == [f"{dotted.ip}\tbox.example.test box"]
+        finally:
+            for container in made:
+                container.remove()
+            front.remove()
+            back.remove()
+
     def test_a_stopped_container_starts_again_as_itself(self, engine, run) -> None:
         """``start()`` as ``docker start``: the same id and name, a file written before the
         stop still there, a named volume's data too; its name and aliases resolve from peers
@@ -821,7 +900,8 @@ class EngineContract:
 
     def test_expose_host_port_reaches_the_test_process(self, engine, run) -> None:
         """A server on the test process's own loopback, reached from a container as
-        host.pycontain.internal; an exposed port nothing listens on is a connection refused
+        host.pycontain.internal (on a network, and on the default one a container with ports
+        gets); an exposed port nothing listens on is a connection refused
         (as Docker's host-gateway gives), then reached once a server listens there, refused
         again once it has gone; a port never exposed is not reached; a bad port is a clear
         error."""
@@ -862,6 +942,10 @@ class EngineContract:
             fetch = ("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc "
                      "host.pycontain.internal {} > /tmp/r 2>&1; echo code=$?; cat /tmp/r")
             got = box.exec(fetch.format(port), timeout=30).output
+            assert got.endswith("hello from the test process\n"), got
+            # on the default network (ports, no network) too, where no DNS names anyone
+            made.append(loose := run(ports=[8080], command="sleep 1000"))
+            got = loose.exec(fetch.format(port), timeout=30).output
             assert got.endswith("hello from the test process\n"), got
             refused = box.exec(fetch.format(silent), timeout=30).output
             assert refused.startswith("code=1") and "Connection refused" in refused, refused

@@ -122,9 +122,14 @@ def test_responder_over_udp() -> None:
 
 
 def test_resolv_conf_and_hosts() -> None:
+    """/etc/hosts as Docker writes it: local names, extra entries, then the container's own
+    addresses under its hostname (a dotted one under its first label too); never a peer."""
     assert resolv_conf("10.213.0.1") == "nameserver 10.213.0.1\noptions ndots:0\n"
-    hosts = hosts_file([("10.213.0.2", ["web", "www", "web"]), ("10.213.0.3", ["db"])], "web")
-    assert hosts.splitlines() == ["127.0.0.1\tlocalhost",
-                                  "::1\tlocalhost ip6-localhost ip6-loopback",
-                                  "10.213.0.2\tweb www", "10.213.0.3\tdb"]
-    assert hosts_file([], "lonely").splitlines()[0] == "127.0.0.1\tlocalhost lonely"
+    local = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+             "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes",
+             "ff02::2\tip6-allrouters"]
+    hosts = hosts_file("web", ["10.213.0.2", "10.213.1.2"], [("db", "10.0.0.5")])
+    assert hosts.splitlines() == [*local, "10.0.0.5\tdb", "10.213.0.2\tweb", "10.213.1.2\tweb"]
+    assert hosts_file("db.example.test", ["10.213.0.3"]).splitlines()[len(local):] == [
+        "10.213.0.3\tdb.example.test db"]
+    assert hosts_file("lonely", []).splitlines() == local

@@ -462,22 +462,24 @@ def test_a_start_that_fails_before_the_command_leaves_nothing(engine, busybox) -
 
 
 def test_a_start_again_keeps_its_address_and_listed_mountpoints(engine, busybox) -> None:
-    """Its address comes back when nobody took it meanwhile (a peer's /etc/hosts names it
-    there); the paths made only to mount on are in its upper dir after the first start, so a
-    start again lists them still (commit leaves them out); the old shim and PID 1 are gone."""
+    """Its address comes back when nobody took it meanwhile (as Docker's IPAM, handing out
+    the lowest free address, gives it back), its own /etc/hosts line with it; the paths made
+    only to mount on are in its upper dir after the first start, so a start again lists them
+    still (commit leaves them out); the old shim and PID 1 are gone."""
     net = engine.network()
     container = engine.run(RunSpec(image=busybox, name="again", network=net,
                                    command="sleep 1000", tmpfs={"/scratch": ""}))
     peer = engine.run(RunSpec(image=busybox, network=net, command="sleep 1000"))
     try:
         listed, address = container.mountpoints, container.ip
-        assert f"{address}\tagain" in peer.exec("cat /etc/hosts").output
         old = (container.pid, container.shim)
         container.stop(timeout=1)
         other = engine.run(RunSpec(image=busybox, network=net, command="sleep 1000"))
         container.start()
         assert container.status == "running" and container.mountpoints == listed
         assert container.ip == address != other.ip
+        own = f"{address}\t{container.hostname}\n"
+        assert container.exec("cat /etc/hosts").output.endswith(own)
         assert peer.exec(REACH.format("again")).exit_code == 0
         assert all(gone(pid) for pid in old) and container.pid not in old
         other.remove()

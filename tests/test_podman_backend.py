@@ -77,6 +77,11 @@ LATE_DNS = ("aardvark-dns (Podman 4.3's DNS) learns the name of a container star
             "embedded DNS answers at once")
 
 
+HOSTS_FILE = ("Podman 4.3 builds /etc/hosts from the host's own (its names, none of Docker's IPv6 "
+              "lines), adds host.containers.internal, and puts the container's name beside "
+              "its hostname")
+
+
 NO_SYSTEMD_HEALTH = ("Podman 4.3 runs healthchecks from systemd timers (systemd-run); with no "
                      "systemd, as under this test service, no probe ever runs and the health "
                      "stays 'starting'")
@@ -130,6 +135,14 @@ class TestPodmanContract(DockerContract):
     @pytest.mark.xfail(reason=LATE_DNS)  # passes when aardvark is quick enough
     def test_a_stopped_container_starts_again_as_itself(self, engine, run) -> None:
         super().test_a_stopped_container_starts_again_as_itself(engine, run)
+
+    @pytest.mark.xfail(reason=LATE_DNS)
+    def test_peers_resolve_a_replaced_container_at_its_new_address(self, engine, run) -> None:
+        super().test_peers_resolve_a_replaced_container_at_its_new_address(engine, run)
+
+    @pytest.mark.xfail(reason=HOSTS_FILE, strict=True)
+    def test_etc_hosts_holds_the_container_itself(self, engine, run) -> None:
+        super().test_etc_hosts_holds_the_container_itself(engine, run)
 
     @pytest.mark.xfail(reason=HOSTNAME_FILE, strict=True)
     def test_image_volumes_get_anonymous_volumes(self, run, make_image) -> None:

@@ -30,6 +30,7 @@ from ..imageconfig import shell_argv, split_env
 from ..procinfo import process_start_time
 from . import state, volumes
 from .control import Control, ForeignShim, OwnShim
+from .dns import own_line
 from .execio import collect, wait_exit
 from .health import HealthCheck
 from .keptports import MAX_KEPT_NETWORKS
@@ -152,7 +153,6 @@ class NativeContainer:
         self._health: HealthCheck | None = None
         self._ip: str | None = None
         self._networks: list[Any] = []  # the networks it joined (detached at removal)
-        self.extra_hosts = ""  # its extra_hosts lines, after its network's in /etc/hosts
         self._proxies: dict[int, Any] = {}  # published ports: container port -> PortProxy
         self._relayed: dict[int, tuple[str, int]] = {}  # ... by another owner's keeper
         self._connected: list[tuple[Any, tuple[str, ...]]] = []  # connect(): joined again
@@ -222,7 +222,7 @@ class NativeContainer:
 
     def last_address(self, network: Any) -> str | None:
         """The address it last had on ``network`` (None if never there): a start again asks
-        for it back, so that what peers wrote down for it (their /etc/hosts) stays true."""
+        for it back, as Docker's IPAM (lowest free first) gives it back while nobody has it."""
         return next((ip for net, ip in reversed(self._had) if net is network), None)
 
     def connect(self, network: Any, aliases: Sequence[str] = ()) -> str:
@@ -255,6 +255,8 @@ class NativeContainer:
             network.detach(self.id)
             raise NetworkError(f"container {self.name} exited while joining {network.name!r}")
         first.resolve_also(self._ip, network)
+        with open(self.dir / "hosts", "a") as hosts:  # Docker's line for each address of it
+            hosts.write(own_line(self.hostname, ip))
         return ip
 
     def publish(self, ports: Mapping[int, int | None], records_dir: Path) -> None:
@@ -699,11 +701,8 @@ class NativeContainer:
         # answers each network's names of the moment on its DNS socket when we are gone.
         held: list[int] = []
         tables: list[dict[str, list[str]]] = []
-        for index, network in enumerate(self._networks):
+        for network in self._networks:
             with contextlib.suppress(Exception):
-                if index == 0:
-                    (self.dir / "hosts").write_text(network.hosts(self.id, self.hostname)
-                                                    + self.extra_hosts)
                 netns = network.netns_fd()
                 try:
                     dns_fd, names = network.dns_handover()

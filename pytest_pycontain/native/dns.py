@@ -315,16 +315,26 @@ def resolv_conf(server: str) -> str:
     return f"nameserver {server}\noptions ndots:0\n"
 
 
-def hosts_file(entries: Iterable[tuple[str, Iterable[str]]], hostname: str | None = None) -> str:
-    """``/etc/hosts``: loopback, then ``(ip, names)`` entries; ``hostname`` on loopback when no
-    entry carries it (a container without a network)."""
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    named = False
-    for ip, names in entries:
-        names = list(dict.fromkeys(names))
-        if names:
-            lines.append(f"{ip}\t{' '.join(names)}")
-            named = named or (hostname in names)
-    if hostname and not named:
-        lines[0] += f" {hostname}"
+# Docker's first lines of every /etc/hosts: loopback, and the IPv6 names glibc's hosts carry
+LOCAL_HOSTS = (("127.0.0.1", "localhost"), ("::1", "localhost ip6-localhost ip6-loopback"),
+               ("fe00::0", "ip6-localnet"), ("ff00::0", "ip6-mcastprefix"),
+               ("ff02::1", "ip6-allnodes"), ("ff02::2", "ip6-allrouters"))
+
+
+def hosts_file(hostname: str, addresses: Iterable[str],
+               extra: Iterable[tuple[str, str]] = ()) -> str:
+    """``/etc/hosts`` as Docker writes it: the local names, the ``extra`` ``(name, address)``
+    entries (``extra_hosts``), then the container's own ``addresses`` under its hostname.
+    Nothing of its peers: the system resolver reads this file before DNS, so a peer's line
+    would outlive the peer (its name and address taken by others); the responder answers."""
+    lines = [f"{address}\t{names}" for address, names in LOCAL_HOSTS]
+    lines += [f"{address}\t{name}" for name, address in extra]
+    lines += [own_line(hostname, address).rstrip("\n") for address in addresses]
     return "\n".join(lines) + "\n"
+
+
+def own_line(hostname: str, address: str) -> str:
+    """The /etc/hosts line of a container's ``address``: its hostname, and a dotted one's first
+    label too (Docker's rule)."""
+    short = hostname.split(".", 1)[0]
+    return f"{address}\t{hostname}{' ' + short if short != hostname else ''}\n"

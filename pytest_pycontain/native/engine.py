@@ -670,7 +670,8 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
              then: Callable[[NativeContainer], None] | None,
              named: bool = True) -> Callable[[NativeContainer], None]:
     """The start hook that joins ``bridge`` before the command runs: a veth into the
-    container's namespace, its DNS name and aliases, and /etc/hosts and resolv.conf for it.
+    container's namespace, its DNS name and aliases, and /etc/hosts and resolv.conf for it
+    (its peers are the responder's to name, not /etc/hosts': a line there would outlive them).
     ``named=False`` (the default network): no name for others, and the host's resolvers, as
     on Docker's default bridge."""
 
@@ -680,16 +681,10 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
                            list(spec.aliases), key=container.id,
                            address=container.last_address(bridge))
         container.joined(bridge, ip)
-        container.extra_hosts = _extra_hosts(spec, bridge.gateway)
+        (container.dir / "hosts").write_text(
+            bridge.hosts(hostname, ip, _extra_hosts(spec, bridge.gateway)))
         if named:
-            (container.dir / "hosts").write_text(
-                bridge.hosts(container.id, hostname) + container.extra_hosts)
             (container.dir / "resolv.conf").write_text(bridge.resolv_conf())
-        else:
-            from .dns import hosts_file
-
-            (container.dir / "hosts").write_text(
-                hosts_file([(ip, [hostname])], hostname) + container.extra_hosts)
         if then is not None:
             then(container)
 
@@ -726,17 +721,20 @@ def _egress_possible() -> bool:
     return True
 
 
-def _extra_hosts(spec: RunSpec, gateway: str = "127.0.0.1") -> str:
-    """``extra_hosts`` as /etc/hosts lines, after the container's own (Docker's order);
-    ``host-gateway`` is ``gateway``: its network's gateway, where ``host.pycontain.internal``
-    is (the host's loopback on the host's network), as Docker's is its bridge's gateway."""
-    return "".join(f"{gateway if address == HOST_GATEWAY else address}\t{name}\n"
-                   for name, address in spec.extra_hosts.items())
+def _extra_hosts(spec: RunSpec, gateway: str = "127.0.0.1") -> list[tuple[str, str]]:
+    """``extra_hosts`` as ``(name, address)``; ``host-gateway`` is ``gateway``: its network's
+    gateway, where ``host.pycontain.internal`` is (the host's loopback on the host's network),
+    as Docker's is its bridge's gateway."""
+    return [(name, gateway if address == HOST_GATEWAY else address)
+            for name, address in spec.extra_hosts.items()]
 
 
 def _etc_files(hostname: str, host_network: bool, spec: RunSpec) -> dict[str, str]:
-    hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-             f"127.0.1.1\t{hostname}\n") + _extra_hosts(spec)
+    """The files of a container off any bridge (a join rewrites hosts and resolv.conf): its
+    hostname at 127.0.1.1, as Debian names a host without a network."""
+    from .dns import hosts_file
+
+    hosts = hosts_file(hostname, ["127.0.1.1"], _extra_hosts(spec))
     resolv = _read("/etc/resolv.conf")
     if not host_network:
         resolv = own_loopback_resolv_conf(resolv, _read(SYSTEMD_RESOLVED_UPSTREAM))

@@ -208,7 +208,7 @@ class AddressPool:
 
     def allocate(self, owner: str, prefer: str | None = None) -> str:
         """The next address; ``prefer``, an address given back earlier, when it is still free
-        (a container started again keeps its address, and with it peers' /etc/hosts)."""
+        (a container started again gets its address back while free, as on Docker)."""
         with self._lock:
             if prefer is not None and prefer in self._released:
                 self._released.remove(prefer)

@@ -18,7 +18,7 @@ The engine's use::
 
     net = BridgeNetwork("backend", state_dir=state, records_dir=owner_dir)
     ip = net.attach(netns_of(pid), "cache", ["redis"], key=container_id)
-    write(rootfs / "etc/resolv.conf", net.resolv_conf()); write(..., net.hosts(container_id))
+    write(rootfs / "etc/resolv.conf", net.resolv_conf()); write(..., net.hosts(hostname, ip))
     net.partition(a, b); net.heal(); net.delay(a, 200); net.loss(a, 100)
     net.detach(container_id); net.remove()
 """
@@ -370,16 +370,15 @@ class BridgeNetwork:
 
         return dns.resolv_conf(self.gateway)
 
-    def hosts(self, key: str | None = None, hostname: str | None = None) -> str:
-        """``/etc/hosts`` for a container (its own entry first, then the others')."""
+    def hosts(self, hostname: str, address: str, extra: Iterable[tuple[str, str]] = ()) -> str:
+        """``/etc/hosts`` for the member at ``address`` (``dns.hosts_file``: itself, never its
+        peers, whom the responder names), with the engine's name at the gateway once a port is
+        exposed (Docker's host-gateway line)."""
         from . import dns
 
         with self._lock:
-            eps = sorted(self._endpoints.values(), key=lambda e: e.key != key)
-            entries = [(e.ip, e.names) for e in eps]
-            if self._relays:
-                entries.append((self.gateway, [HOST_NAME]))
-            return dns.hosts_file(entries, hostname)
+            exposed = [(HOST_NAME, self.gateway)] if self._relays else []
+        return dns.hosts_file(hostname, [address], [*extra, *exposed])
 
     def addresses(self) -> dict[str, str]:
         """The addresses handed out on this network: address -> container key."""
