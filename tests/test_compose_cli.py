@@ -37,6 +37,17 @@ services:
     networks: [back]
     volumes: ["data:/data", "/scratch"]
     extra_hosts: ["gw:host-gateway"]
+  failing:
+    image: busybox
+    command: sh -c 'echo broken >&2; exit 3'
+    networks: [back]
+    volumes: ["data:/data"]
+    profiles: [broken]
+  after:
+    image: busybox
+    command: "true"
+    depends_on: {failing: {condition: service_completed_successfully}}
+    profiles: [broken]
 networks:
   front: {}
   back: {}
@@ -103,6 +114,13 @@ def test_up_detached_ps_logs_exec_down_and_volumes(pycontain_cli: Cli, tmp_path:
     def sh(container: str, script: str) -> subprocess.CompletedProcess[str]:
         return pycontain_cli("exec", f"{project}-{container}-1", "sh", "-c", script)
 
+    # a stack that cannot come up: said with the service, its exit code and its log, and
+    # nothing of it is left running
+    broken = compose("--profile", "broken", "up", "-d")
+    assert broken.returncode == 1
+    assert "service 'failing' exited with code 3; 'after' needs it" in broken.stderr
+    assert "broken" in broken.stderr
+    assert names(compose("ps")) == []
     try:
         up = compose("up", "-d")
         assert (up.returncode, up.stderr) == (0, "")
