@@ -35,7 +35,9 @@ def report(backend: str = "auto") -> list[str]:
             fixes.append(f"images with files of users other than root: {mapping.why_single}")
         lines.append(f"overlay: overlayfs in the user namespace with userxattr (kernel "
                      f"{'.'.join(map(str, idmap.kernel_version()))})")
-        delegated, why = idmap.cgroup_delegation()
+        from .native.cgroups import default_root
+
+        delegated, why = idmap.cgroup_delegation(default_root())
         lines.append(f"cgroups: {why if delegated else 'not delegated'}")
         if delegated is None:
             fixes.append(f"memory, cpus and pids limits: {why}")

@@ -216,6 +216,32 @@ def state_dir(environ: EnvMap[str, str] | None = None) -> Path:
     return Path(f"/tmp/pycontain-{host_uid()}")
 
 
+def own_cgroup(root: str | os.PathLike = "/sys/fs/cgroup") -> Path | None:
+    """This process's directory in the v2 hierarchy mounted at ``root`` (the ``0::`` line of
+    /proc/self/cgroup), or None."""
+    try:
+        line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines()
+                    if x.startswith("0::"))
+    except (OSError, StopIteration):
+        return None
+    return Path(root) / line[3:].lstrip("/")
+
+
+def delegated_cgroup(root: str | os.PathLike = "/sys/fs/cgroup") -> Path | None:
+    """Where a rootless engine makes its containers' cgroups: this process's own v2 cgroup
+    when the user may write it (what systemd's user delegation gives), whichever controllers
+    it has (a limit whose controller is missing is refused by name when asked), else None."""
+    if not (Path(root) / "cgroup.controllers").exists():
+        return None
+    own = own_cgroup(root)
+    if own is None or not (own / "cgroup.controllers").exists():
+        return None
+    if not all(os.access(own / name, os.W_OK)
+               for name in ("", "cgroup.procs", "cgroup.subtree_control")):
+        return None
+    return own
+
+
 def cgroup_delegation(root: str | os.PathLike = "/sys/fs/cgroup") -> tuple[Path | None, str]:
     """This process's cgroup v2 directory when it is delegated to the user (writable, with
     the memory and pids controllers), else None; and what it is, or the fix."""
@@ -223,12 +249,9 @@ def cgroup_delegation(root: str | os.PathLike = "/sys/fs/cgroup") -> tuple[Path 
     if not (root / "cgroup.controllers").exists():
         return None, (f"{root} is cgroup v1 (or hybrid), which is never delegated to a user; "
                       "boot with systemd.unified_cgroup_hierarchy=1 for cgroup v2")
-    try:
-        line = next(x for x in Path("/proc/self/cgroup").read_text().splitlines()
-                    if x.startswith("0::"))
-    except (OSError, StopIteration):
+    own = own_cgroup(root)
+    if own is None:
         return None, "/proc/self/cgroup names no cgroup v2 directory"
-    own = root / line[3:].lstrip("/")
     fix = ("run under a systemd user session (user@UID.service is delegated; "
            "loginctl enable-linger USER) or systemd-run --user --scope -p Delegate=yes")
     if not os.access(own, os.W_OK):

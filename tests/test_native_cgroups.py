@@ -27,12 +27,12 @@ def has_v1() -> bool:
 
 
 def v2_root() -> str | None:
+    """The host's v2 hierarchy when it offers memory and pids (tests/test_native_cgroup_v2.py
+    runs on any cgroup2 mount)."""
     for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        try:
-            if detect_version(root) == 2:
-                return root
-        except EngineUnavailable:
-            pass
+        controllers = Path(root) / "cgroup.controllers"
+        if controllers.exists() and {"memory", "pids"} <= set(controllers.read_text().split()):
+            return root
     return None
 
 
@@ -250,3 +250,23 @@ def test_limits_that_cannot_be_set(busybox, tmp_path: Path) -> None:
             pytest.raises(ContainerError, match=r"cannot set its limits .* in .*subtree_control"):
         engine.run(RunSpec(image=busybox, memory="64m"))
     assert list((tmp_path / "state" / "containers").iterdir()) == []
+
+
+@needs_root
+@pytest.mark.skipif(not has_v1(), reason="this machine has no cgroup v1 controllers")
+def test_cgroups_a_privileged_container_made_go_with_it(engine, busybox) -> None:
+    """Its cgroup mounts are writable (as Docker's for --privileged): what it makes under
+    them is removed with it, not left to make the removal fail."""
+    container = engine.run(RunSpec(image=busybox, privileged=True))
+    try:
+        result = container.exec(
+            "mkdir /sys/fs/cgroup/pids/child && (sh -c 'echo $$ > "
+            "/sys/fs/cgroup/pids/child/cgroup.procs; exec sleep 60' >/dev/null 2>&1 &) && "
+            "until grep -q . /sys/fs/cgroup/pids/child/cgroup.procs; do sleep 0.05; done")
+        assert result.exit_code == 0, result.output
+        paths = container.limits.paths()
+        (child,) = [path / "child" for path in paths if (path / "child").is_dir()]
+        assert (child / "cgroup.procs").read_text().split()  # a process of its in there
+    finally:
+        container.remove()
+    assert not any(path.exists() for path in paths)

@@ -5,23 +5,33 @@ The engine gives every container cgroups of its own (``Limits(own=True)``), limi
 that what it uses is counted apart from the test process, and so that runtimes which size
 themselves from ``/sys/fs/cgroup`` (JVMs, Go, Node) find the container's own numbers there, as
 under Docker. Every cgroup directory is journalled before it is made, so the reaper removes
-what a killed run left. ``root`` is a parameter so that v2 is tested against a directory tree
-shaped like cgroupfs on machines that mount v1.
+what a killed run left. ``root`` is a parameter (``$PYCONTAIN_CGROUP_ROOT`` for the engine) so
+that v2 runs for real on a hybrid host's unified hierarchy, or a subtree delegated to a user.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from ..errors import ConfigError, EngineUnavailable
+from ..errors import ConfigError, EngineUnavailable, NotSupported
 from ..runspec import memory_bytes
 from . import syscalls as sc
 
 GROUP = "pycontain"
 V1_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
 CPU_PERIOD = 100_000
+ROOT_ENV = "PYCONTAIN_CGROUP_ROOT"
+DEFAULT_ROOT = "/sys/fs/cgroup"
+
+
+def default_root(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the engine makes containers' cgroups: ``$PYCONTAIN_CGROUP_ROOT`` (a cgroup v2
+    directory, e.g. a hybrid host's ``/sys/fs/cgroup/unified``), else ``/sys/fs/cgroup``."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(ROOT_ENV) or DEFAULT_ROOT)
 
 
 def parse_memory(value: int | str) -> int:
@@ -33,13 +43,11 @@ def parse_memory(value: int | str) -> int:
 
 
 def detect_version(root: str | os.PathLike = "/sys/fs/cgroup") -> int:
-    """2 if ``root`` is a v2 hierarchy with the controllers we need, 1 if v1 ones are mounted."""
+    """2 if ``root`` is a directory of a v2 hierarchy (whichever controllers it has: a limit
+    it lacks is refused by ``Limits.require``), 1 if v1 controllers are mounted there."""
     root = Path(root)
-    controllers = root / "cgroup.controllers"
-    if controllers.exists():
-        have = set(controllers.read_text().split())
-        if {"memory", "pids"} <= have:
-            return 2
+    if (root / "cgroup.controllers").exists():
+        return 2
     if all((root / name).is_dir() for name in V1_CONTROLLERS.values()):
         return 1
     raise EngineUnavailable(
@@ -89,6 +97,34 @@ class Limits:
         to count. (v2's ``cgroup.procs`` would show the shim as pid 0: it stays out there.)"""
         return self.own and self.version == 1 and not self.wanted
 
+    def controllers(self) -> list[str]:
+        """The v2 controllers the limits asked for need (memory, cpu, pids)."""
+        return [V1_CONTROLLERS[name] for name, value in (
+            ("memory", self.memory), ("cpus", self.cpus), ("pids", self.pids))
+            if value is not None]
+
+    def require(self, name: str) -> None:
+        """On v2, before anything is made: each limit's controller must be in ``root``'s
+        ``cgroup.controllers``, else ``NotSupported`` naming it (never a silent no-limit)."""
+        if self.version != 2 or not self.wanted:
+            return
+        listing = self.root / "cgroup.controllers"
+        try:
+            have = listing.read_text().split()
+        except OSError as exc:
+            raise NotSupported(f"container {name}: cannot read {listing}: "
+                               f"{exc.strerror or exc}") from exc
+        missing = [c for c in self.controllers() if c not in have]
+        if missing:
+            options = ", ".join(o for o, c in (("memory", "memory"), ("cpus", "cpu"),
+                                               ("pids", "pids")) if c in missing)
+            raise NotSupported(
+                f"container {name}: {options} need(s) the cgroup v2 "
+                f"{', '.join(missing)} controller(s), which {listing} does not offer (it "
+                f"lists: {' '.join(have) or 'none'}); enable them in the parent's "
+                "cgroup.subtree_control (or delegate them: Delegate=cpu memory pids), or "
+                "drop the limit")
+
     def paths(self) -> list[Path]:
         """The cgroup directories this container uses (parent first is not included): one
         per controller with a limit, or, with ``own``, one per controller the engine uses."""
@@ -120,16 +156,28 @@ class Limits:
         return made
 
     def _enable_v2_controllers(self, parent: Path) -> None:
-        """v2 needs controllers enabled in every ancestor's ``cgroup.subtree_control``."""
+        """v2 needs controllers enabled in every ancestor's ``cgroup.subtree_control``: the
+        limits' (``require`` checked ``root`` offers them), and memory and pids for the
+        container's own accounting where offered and allowed (a delegated cgroup holding
+        processes refuses them: no internal processes)."""
         parent.mkdir(exist_ok=True)
-        wanted = ["+memory", "+pids"] + (["+cpu"] if self.cpus is not None else [])
+        needed = self.controllers()
+        try:
+            offered = (self.root / "cgroup.controllers").read_text().split()
+        except OSError:
+            offered = []
+        extra = [c for c in ("memory", "pids") if c in offered and c not in needed]
         for directory in (self.root, parent):
             control = directory / "cgroup.subtree_control"
             have = control.read_text().split() if control.exists() else []
-            missing = [w for w in wanted if w[1:] not in have]
+            missing = [f"+{c}" for c in needed if c not in have]
             if missing:
                 with open(control, "a") as file:
                     file.write(" ".join(missing))
+            for name in extra:
+                if name not in have:
+                    with contextlib.suppress(OSError), open(control, "a") as file:
+                        file.write(f"+{name}")
 
     def _write_limits(self, path: Path) -> None:
         def put(name: str, value: object) -> None:
@@ -186,16 +234,17 @@ class Limits:
 
 
 def mount_inside(root: str, writable: bool = False, host: str = "/sys/fs/cgroup",
-                 membership: str = "/proc/self/cgroup") -> None:
+                 membership: str = "/proc/self/cgroup", cgroup2: bool = False) -> None:
     """In PID 1, once it has a cgroup namespace of its own and before it enters ``root``: the
     cgroup filesystem at ``root``/sys/fs/cgroup, rooted at the container's own cgroups, as
     Docker mounts it (read-only unless privileged). A v2 host gets cgroup2; a v1 (or hybrid)
     host a tmpfs (writable, as Docker's) with one read-only mount per hierarchy PID 1 belongs
-    to (co-mounted controllers also by each name), as runc lays them out."""
+    to (co-mounted controllers also by each name), as runc lays them out. ``cgroup2``: the
+    container's cgroup is a v2 one (a v2 root set elsewhere than ``host``): cgroup2 too."""
     target = os.path.join(root, "sys/fs/cgroup")
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     read_only = 0 if writable else sc.MS_RDONLY
-    if os.path.exists(os.path.join(host, "cgroup.controllers")):
+    if cgroup2 or os.path.exists(os.path.join(host, "cgroup.controllers")):
         sc.mount("cgroup", target, "cgroup2", flags | read_only)
         return
     sc.mount("tmpfs", target, "tmpfs", flags, "mode=755")

@@ -37,7 +37,7 @@ from ..errors import (
 from ..imageconfig import DEFAULT_PATH, split_env
 from ..runspec import HOST_GATEWAY
 from ..security import security_options
-from . import state
+from . import cgroups, state
 from .boundary import UNCONFINED, Boundary, boundary_for
 from .cgroups import Limits
 from .container import (
@@ -77,12 +77,9 @@ def enter_rootless() -> Any:
     return enter()
 
 
-def rootless_limits() -> str:
-    """Why memory/cpus/pids cannot be set rootless here, with the fix."""
-    delegated, why = idmap.cgroup_delegation()
-    if delegated is not None:
-        why = (f"{why}, but the engine does not place containers in a delegated subtree "
-               "yet")
+def rootless_limits(root: str | os.PathLike = "/sys/fs/cgroup") -> str:
+    """Why memory/cpus/pids cannot be set rootless here (no delegated subtree), with the fix."""
+    _, why = idmap.cgroup_delegation(root)
     return (f"memory, cpus and pids limits in rootless mode need a cgroup v2 subtree "
             f"delegated to the user: {why}; run as root for limits, or drop them")
 
@@ -127,7 +124,7 @@ class NativeEngine:
 
     def __init__(self, settings: Any = None, *, state_dir: str | os.PathLike | None = None,
                  store: Any = None, reap: bool = True,
-                 cgroup_root: str | os.PathLike = "/sys/fs/cgroup"):
+                 cgroup_root: str | os.PathLike | None = None):
         if not sys.platform.startswith("linux"):
             raise EngineUnavailable(f"the native engine needs Linux (this is {sys.platform})")
         self.rootless = enter_rootless() if os.geteuid() != 0 or entered() else None
@@ -149,7 +146,11 @@ class NativeEngine:
         if reap:
             state.reap(self.state_root)
         self._store = store
-        self.cgroup_root = Path(cgroup_root)
+        self.cgroup_root = (Path(cgroup_root) if cgroup_root is not None
+                            else cgroups.default_root())
+        # rootless: containers' cgroups go under our own v2 cgroup when it is delegated to us
+        self._delegated = (idmap.delegated_cgroup(self.cgroup_root)
+                           if self.rootless is not None else None)
         self.journal = state.Journal(self.state_root)
         self._lock = threading.Lock()
         self._spares = self.rootless is None  # spare cgroups for warm shims, where useful
@@ -403,10 +404,14 @@ class NativeEngine:
         if not workdir.startswith("/"):
             raise ConfigError(f"workdir={workdir!r}: the working directory must be absolute")
         user = spec.user if spec.user is not None else (config.get("User") or "")
-        limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
-                        root=self.cgroup_root, own=self.rootless is None)
-        if limits.wanted and self.rootless is not None:  # no cgroups of its own either
-            raise NotSupported(rootless_limits())
+        if self.rootless is None or self._delegated is not None:
+            limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
+                            root=self._delegated or self.cgroup_root, own=True)
+        else:  # rootless without a delegated subtree: no cgroups of its own either
+            limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
+                            root=self.cgroup_root, version=0)
+            if limits.wanted:
+                raise NotSupported(rootless_limits(self.cgroup_root))
         lower = self._lower_dirs(image)
         for path in lower:
             if not os.path.isdir(path):
@@ -421,6 +426,7 @@ class NativeEngine:
             host_network=network == "host"))
         directory = self.state_root / "containers" / container_id[:16]
         name = spec.name or f"pycontain-{container_id[:12]}"
+        limits.require(name)
         # the engine-level name carries a unique suffix, so parallel runs never clash
         engine_name = f"{spec.name}-{container_id[:8]}" if spec.name else name
         labels = {**(config.get("Labels") or {}), **spec.labels}
@@ -463,6 +469,7 @@ class NativeEngine:
                 read_only=spec.read_only, mounts=mounts,
                 tmpfs=tuple(sorted(spec.tmpfs.items())), init=spec.init,
                 cgroups=tuple(cgroups), shim_joins=limits.shim_joins,
+                cgroup2=limits.version == 2 and bool(cgroups),
                 etc=_etc_files(hostname, network == "host", spec),
                 pause=start_hook is not None, boundary=boundary, shm_size=spec.shm_size,
                 volumes=volumes)

@@ -189,7 +189,8 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
     (or, with ``init``, fork the command and stay as its init). Never returns."""
     try:
         sc.unshare(sc.CLONE_NEWCGROUP)  # the shim moved us into our cgroups by now
-        cgroups.mount_inside(launch.root, writable=launch.boundary.privileged)
+        cgroups.mount_inside(launch.root, writable=launch.boundary.privileged,
+                             cgroup2=launch.cgroup2)
         rootfs.enter(launch.root)
         bd.confine_filesystem(launch.boundary)
         null = os.open("/dev/null", os.O_RDONLY)
@@ -271,7 +272,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
     logs = {name: os.open(f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                           0o644, dir_fd=dir_fd) for name in ("stdout", "stderr", "combined")}
     launch = Launch(root, plan.argv, env, uid, gid, tuple(groups), plan.workdir, plan.init,
-                    plan.boundary)
+                    plan.boundary, plan.cgroup2)
     if plan.pause:  # the engine sets up more (a network) before the command starts
         send(ctl, Created(pid1.pid, os.getpid()))
         cgroup_fds = _join_cgroups(plan, pid1.pid, cgroup_fds, ctl)  # meanwhile: see there

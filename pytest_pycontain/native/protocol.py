@@ -163,6 +163,7 @@ class RunPlan:
     init: bool = False
     cgroups: tuple[str, ...] = ()
     shim_joins: bool = False
+    cgroup2: bool = False  # ``cgroups`` is one v2 cgroup: PID 1 mounts cgroup2 inside
     etc: dict[str, str] = dataclasses.field(default_factory=dict)
     pause: bool = False
     boundary: Boundary = UNCONFINED  # what confines PID 1 and every exec (boundary.py)
@@ -304,6 +305,7 @@ class Launch(Message):
     workdir: str
     init: bool = False
     boundary: Boundary = UNCONFINED
+    cgroup2: bool = False
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> Message:

@@ -357,9 +357,22 @@ def _undo_cgroup(record: Record) -> None:
         except FileNotFoundError:
             return
         except OSError:
+            _remove_children(path)  # a privileged container may make cgroups of its own
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.005)
+
+
+def _remove_children(path: Path) -> None:
+    """The cgroups under ``path``, deepest first: their processes killed, then removed."""
+    for directory, children, _ in os.walk(path, topdown=False):
+        for child in children:
+            with contextlib.suppress(OSError):
+                for pid in Path(directory, child, "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(directory, child))
 
 
 register_undo("process", _kill_process)

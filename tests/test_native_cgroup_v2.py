@@ -1,0 +1,179 @@
+"""The native engine on a real cgroup v2 hierarchy, on any host that mounts one: this machine
+is cgroup v1 with the unified hierarchy mounted beside it (hybrid), so each test makes a fresh
+subtree of that cgroup2 filesystem, points the engine at it (``PYCONTAIN_CGROUP_ROOT``) and
+removes it after. Only the controllers that hierarchy offers work (here hugetlb alone), so the
+limits themselves are refused by name; placement, the view inside and the clean-up run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from engine_contract import busybox_rootfs
+
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.errors import ContainerError, NotSupported
+from pytest_pycontain.native.cgroups import ROOT_ENV, detect_version
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the native engine as root")
+
+
+def cgroup2_mount() -> Path | None:
+    """Where this machine mounts a cgroup2 filesystem (the host's own mount namespace)."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2":
+            return Path(fields[1])
+    return None
+
+
+MOUNT = cgroup2_mount()
+needs_v2 = pytest.mark.skipif(MOUNT is None, reason="this machine mounts no cgroup2 filesystem")
+
+
+def remove_tree(path: Path) -> None:
+    """A cgroup tree goes leaves first (rmdir only: cgroupfs has no files to unlink)."""
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()),
+                        key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(FileNotFoundError):
+            child.rmdir()
+    with contextlib.suppress(FileNotFoundError):
+        path.rmdir()
+
+
+@pytest.fixture
+def v2_root() -> Iterator[Path]:
+    """A fresh directory of the cgroup2 hierarchy, ours alone, removed after."""
+    assert MOUNT is not None
+    root = MOUNT / f"pycontain-test-{secrets.token_hex(4)}"
+    root.mkdir()
+    try:
+        yield root
+    finally:
+        remove_tree(root)
+    assert not root.exists()
+
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+    return SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[root])
+
+
+@pytest.fixture
+def engine(v2_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from pytest_pycontain.native.engine import NativeEngine
+
+    monkeypatch.setenv(ROOT_ENV, str(v2_root))
+    engine = NativeEngine(state_dir=tmp_path / "state")
+    yield engine
+    engine.close()
+
+
+def containers_cgroups(v2_root: Path) -> list[str]:
+    group = v2_root / "pycontain"
+    return sorted(p.name for p in group.iterdir() if p.is_dir()) if group.is_dir() else []
+
+
+@needs_v2
+def test_the_setting_points_the_engine_at_a_v2_root(engine, v2_root: Path) -> None:
+    assert engine.cgroup_root == v2_root
+    assert detect_version(v2_root) == 2
+
+
+@needs_v2
+def test_every_container_has_its_own_v2_cgroup_seen_read_only_as_its_root(
+        engine, busybox, v2_root: Path) -> None:
+    container = engine.run(RunSpec(image=busybox, name="box"))
+    try:
+        (path,) = container.limits.paths()
+        assert path == v2_root / "pycontain" / container.id
+        assert (path / "cgroup.procs").read_text().split() == [str(container.pid)]
+        relative = "/" + str(path.relative_to(MOUNT))
+        assert f"0::{relative}\n" in Path(f"/proc/{container.pid}/cgroup").read_text()
+        # an exec is born inside too, and sees it as the root of a cgroup2 mounted read-only
+        result = container.exec(
+            "echo $$; grep '^0::' /proc/self/cgroup; cat /sys/fs/cgroup/cgroup.procs; "
+            "grep ' /sys/fs/cgroup ' /proc/self/mounts; ls /sys/fs/cgroup; "
+            "mkdir /sys/fs/cgroup/x 2>&1 || echo refused")
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        me = lines[0]
+        assert lines[1] == "0::/"
+        mount = next(line for line in lines if " /sys/fs/cgroup " in line).split()
+        assert mount[2] == "cgroup2" and "ro" in mount[3].split(",")
+        procs = lines[2:lines.index(" ".join(mount))]
+        assert "1" in procs and me in procs
+        assert "cgroup.procs" in lines and "pycontain" not in lines
+        assert not any(line.startswith("pycontain-test-") for line in lines)
+        assert lines[-1] == "refused" and "Read-only file system" in lines[-2]
+        assert not (path / "x").exists()
+    finally:
+        container.remove()
+    assert not path.exists()
+    assert containers_cgroups(v2_root) == []
+
+
+@needs_v2
+def test_a_privileged_container_may_write_its_cgroup(engine, busybox, v2_root: Path) -> None:
+    """As Docker mounts it for --privileged: read-write, still its own subtree only."""
+    container = engine.run(RunSpec(image=busybox, privileged=True))
+    try:
+        result = container.exec("mkdir /sys/fs/cgroup/child && ls -d /sys/fs/cgroup/child")
+        assert result.exit_code == 0, result.output
+        (path,) = container.limits.paths()
+        assert (path / "child").is_dir()
+    finally:
+        container.remove()
+    assert containers_cgroups(v2_root) == []
+
+
+@needs_v2
+def test_a_failed_start_leaves_no_cgroup(engine, busybox, v2_root: Path) -> None:
+    with pytest.raises(ContainerError, match="nosuchuser"):
+        engine.run(RunSpec(image=busybox, user="nosuchuser"))
+    assert containers_cgroups(v2_root) == []
+
+
+@needs_v2
+def test_a_killed_shim_leaves_no_cgroup_after_remove(engine, busybox, v2_root: Path) -> None:
+    container = engine.run(RunSpec(image=busybox))
+    (path,) = container.limits.paths()
+    pid1 = container.pid
+    shim = int(Path(f"/proc/{pid1}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(shim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid1}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # PID 1 follows its shim (parent-death signal)
+    assert not Path(f"/proc/{pid1}").exists()
+    container.remove()
+    assert not path.exists()
+    assert containers_cgroups(v2_root) == []
+
+
+@needs_v2
+@pytest.mark.parametrize(("limit", "controller"), [
+    ({"memory": "64m"}, "memory"), ({"cpus": 0.5}, "cpu"), ({"pids": 32}, "pids")])
+def test_a_limit_the_hierarchy_lacks_is_refused_by_name(
+        engine, busybox, v2_root: Path, tmp_path: Path, limit, controller) -> None:
+    """Never a silent no-limit, never a bare OSError: the option, its controller, the
+    container and what the hierarchy offers; nothing made."""
+    offered = (v2_root / "cgroup.controllers").read_text().split()
+    if controller in offered:
+        pytest.skip(f"{v2_root} offers {controller}: the limit works here")
+    with pytest.raises(NotSupported) as info:
+        engine.run(RunSpec(image=busybox, name="limited", **limit))
+    message = str(info.value)
+    assert f"container limited: {next(iter(limit))} " in message
+    assert f"cgroup v2 {controller} controller" in message
+    assert f"{v2_root / 'cgroup.controllers'} does not offer" in message
+    assert f"(it lists: {' '.join(offered) or 'none'})" in message
+    assert containers_cgroups(v2_root) == []
+    assert not list((tmp_path / "state" / "containers").glob("*"))
