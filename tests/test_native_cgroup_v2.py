@@ -2,7 +2,8 @@
 is cgroup v1 with the unified hierarchy mounted beside it (hybrid), so each test makes a fresh
 subtree of that cgroup2 filesystem, points the engine at it (``PYCONTAIN_CGROUP_ROOT``) and
 removes it after. Only the controllers that hierarchy offers work (here hugetlb alone), so the
-limits themselves are refused by name; placement, the view inside and the clean-up run."""
+limits themselves are refused by name; placement, the view inside and the clean-up run. The
+rootless engine is run too, as .ci/rootless's user, in a subtree delegated to it there."""
 
 from __future__ import annotations
 
@@ -177,3 +178,101 @@ def test_a_limit_the_hierarchy_lacks_is_refused_by_name(
     assert f"(it lists: {' '.join(offered) or 'none'})" in message
     assert containers_cgroups(v2_root) == []
     assert not list((tmp_path / "state" / "containers").glob("*"))
+
+
+ROOTLESS_USER = "pycontain-ci"  # .ci/rootless's user with subordinate ids
+USER_RUN = r"""
+import json, os, sys
+from types import SimpleNamespace
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.errors import NotSupported
+from pytest_pycontain.native.engine import NativeEngine
+
+rootfs, state = sys.argv[1:3]
+image = SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[rootfs])
+out = {}
+with NativeEngine(state_dir=state) as engine:
+    out["rootless"] = engine.rootless is not None
+    container = engine.run(RunSpec(image=image, name="box"))
+    out["paths"] = [str(p) for p in container.limits.paths()]
+    out["pid1"] = open(f"/proc/{container.pid}/cgroup").read()
+    result = container.exec("grep '^0::' /proc/self/cgroup; "
+                            "grep ' /sys/fs/cgroup ' /proc/self/mounts; "
+                            "cat /sys/fs/cgroup/cgroup.procs")
+    out["exec"] = [result.exit_code, result.stdout, result.stderr]
+    container.remove()
+    out["left"] = [p for p in out["paths"] if os.path.exists(p)]
+    try:
+        engine.run(RunSpec(image=image, name="limited", memory="64m"))
+    except NotSupported as exc:
+        out["error"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+@needs_v2
+def test_rootless_places_containers_in_its_delegated_subtree(
+        v2_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """As systemd's user delegation gives it: a v2 cgroup owned by the user, the run's own
+    cgroup (root here only makes the subtree, puts the run in it and removes it after)."""
+    import json
+    import pwd
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    try:
+        user = pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        pytest.skip(f"no user {ROOTLESS_USER} (.ci/rootless makes it)")
+    home = Path(tempfile.mkdtemp(prefix="pycontain-cgv2-"))  # readable by the user
+    try:
+        os.chmod(home, 0o755)
+        rootfs = busybox_rootfs(home / "rootfs")
+        for directory in (home / "state", home / "run"):
+            directory.mkdir(mode=0o700)
+        subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(rootfs),
+                        str(home / "state"), str(home / "run")], check=True)
+        delegated = v2_root / "user"
+        delegated.mkdir()
+        for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+            os.chown(delegated / name, user.pw_uid, user.pw_gid)
+        repo = str(Path(__file__).resolve().parents[1])
+        env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(home), "LANG": "C.UTF-8",
+               "PYTHONPATH": repo, "XDG_RUNTIME_DIR": str(home / "run"),
+               ROOT_ENV: str(MOUNT)}
+        # the run is placed in the delegated cgroup by root, then becomes the user
+        run = subprocess.run(
+            ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(delegated),
+             "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+             shutil.which("python3", path="/usr/bin") or sys.executable, "-c", USER_RUN,
+             str(rootfs), str(home / "state")],
+            env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        out = json.loads(run.stdout.splitlines()[-1])
+        assert out["rootless"]
+        (path,) = out["paths"]
+        assert Path(path).parent.parent == delegated
+        assert f"0::/{Path(path).relative_to(MOUNT)}\n" in out["pid1"]
+        code, stdout, stderr = out["exec"]
+        assert code == 0, stderr
+        lines = stdout.splitlines()
+        assert lines[0] == "0::/"
+        mount = lines[1].split()
+        assert mount[2] == "cgroup2" and "ro" in mount[3].split(",")
+        assert "1" in lines[2:]
+        assert out["left"] == []
+        offered = (delegated / "cgroup.controllers").read_text().split()
+        if "memory" not in offered:
+            assert out["error"].startswith("container limited: memory needs the cgroup v2 "
+                                           "memory controller,")
+            assert f"{delegated / 'cgroup.controllers'} does not offer" in out["error"]
+        # the run's pause process (its own runtime directory) ends once alone: then all goes
+        deadline = time.monotonic() + 30
+        while (delegated / "cgroup.procs").read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (delegated / "cgroup.procs").read_text().split() == []
+        assert not [p for p in delegated.rglob("*") if p.is_dir() and p.name != "pycontain"]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

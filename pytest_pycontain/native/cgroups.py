@@ -118,9 +118,10 @@ class Limits:
         if missing:
             options = ", ".join(o for o, c in (("memory", "memory"), ("cpus", "cpu"),
                                                ("pids", "pids")) if c in missing)
+            needs, plural = ("need", "s") if len(missing) > 1 else ("needs", "")
             raise NotSupported(
-                f"container {name}: {options} need(s) the cgroup v2 "
-                f"{', '.join(missing)} controller(s), which {listing} does not offer (it "
+                f"container {name}: {options} {needs} the cgroup v2 "
+                f"{', '.join(missing)} controller{plural}, which {listing} does not offer (it "
                 f"lists: {' '.join(have) or 'none'}); enable them in the parent's "
                 "cgroup.subtree_control (or delegate them: Delegate=cpu memory pids), or "
                 "drop the limit")
