@@ -180,6 +180,62 @@ def test_a_limit_the_hierarchy_lacks_is_refused_by_name(
     assert not list((tmp_path / "state" / "containers").glob("*"))
 
 
+KILLED_RUN = r"""
+import sys, time
+from types import SimpleNamespace
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.native.engine import NativeEngine
+
+rootfs, state = sys.argv[1:3]
+engine = NativeEngine(state_dir=state)
+image = SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[rootfs])
+container = engine.run(RunSpec(image=image))
+(path,) = container.limits.paths()
+print(path, container.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@needs_v2
+def test_a_killed_run_leaves_its_v2_cgroups_to_the_next_runs_reaper(
+        busybox, v2_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from pytest_pycontain.native.engine import NativeEngine
+
+    repo = str(Path(__file__).resolve().parents[1])
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(busybox.layer_dirs[0]), str(tmp_path / "state")],
+        env={**os.environ, ROOT_ENV: str(v2_root), "PYTHONPATH": repo},
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None
+        path_text, pid1 = run.stdout.readline().split()
+        path = Path(path_text)
+        assert path.parent.parent == v2_root and path.is_dir()
+    finally:
+        run.kill()
+        run.wait()
+    monkeypatch.setenv(ROOT_ENV, str(v2_root))
+    NativeEngine(state_dir=tmp_path / "state").close()  # reaps the dead owner
+    assert not path.exists()
+    assert containers_cgroups(v2_root) == []
+    deadline = time.monotonic() + 10
+    while alive(int(pid1)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # killed by the reaper: gone once its new parent reaps it
+    assert not alive(int(pid1))
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent's wait does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 ROOTLESS_USER = "pycontain-ci"  # .ci/rootless's user with subordinate ids
 USER_RUN = r"""
 import json, os, sys
