@@ -18,6 +18,7 @@ import dataclasses
 import errno
 import functools
 import os
+import stat
 from typing import Any
 
 from ..errors import NotSupported
@@ -129,14 +130,20 @@ def confine_filesystem(boundary: Boundary) -> None:
         path = "/proc/sys/" + key.replace(".", "/")
         with open(path, "w") as file:
             file.write(value)
+    empty = None  # the first masked directory's tmpfs, bound over the others: one superblock
     for path in boundary.masked_paths:
         try:
-            if os.path.isdir(path):
-                sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY | _PROC_FLAGS, "size=0,mode=0555")
-            else:
-                sc.mount("/dev/null", path, None, sc.MS_BIND)
-        except FileNotFoundError:
+            directory = stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError:  # not on this kernel
             continue
+        try:
+            if not directory:
+                sc.mount("/dev/null", path, None, sc.MS_BIND)
+            elif empty is None:
+                sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY | _PROC_FLAGS, "size=0,mode=0555")
+                empty = path
+            else:  # a bind keeps the tmpfs's read-only, nosuid, nodev and noexec flags
+                sc.mount(empty, path, None, sc.MS_BIND)
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
                 raise
@@ -162,14 +169,7 @@ def enter(boundary: Boundary, uid: int, gid: int, groups: list[int]) -> None:
     if boundary.privileged:
         _become(uid, gid, groups)
         return
-    for number in range(64):
-        if not boundary.capabilities & (1 << number):
-            try:
-                sc.prctl_args(sc.PR_CAPBSET_DROP, number)
-            except OSError as exc:
-                if exc.errno == errno.EINVAL:  # past the kernel's last capability
-                    break
-                raise
+    sc.drop_bounding(boundary.capabilities)
     sc.prctl_args(sc.PR_SET_KEEPCAPS, 1)
     _become(uid, gid, groups)
     sc.prctl_args(sc.PR_SET_KEEPCAPS, 0)

@@ -124,6 +124,21 @@ def prctl_args(option: int, arg2: int = 0, arg3: int = 0) -> None:
     _check(_libc.prctl(option, arg2, arg3, 0, 0), f"prctl({option}, {arg2})")
 
 
+def drop_bounding(keep: int) -> None:
+    """Drop every capability not in ``keep`` (bit n = capability n) from the bounding set, up
+    to the kernel's last one (where ``PR_CAPBSET_DROP`` says EINVAL). One loop over libc
+    here, no exception per call: it runs in every fresh PID 1 and exec'd command."""
+    prctl = _libc.prctl
+    for number in range(64):
+        if keep & (1 << number):
+            continue
+        if prctl(PR_CAPBSET_DROP, number, 0, 0, 0) != 0:
+            errno = ctypes.get_errno()
+            if errno == 22:  # EINVAL: past the kernel's last capability
+                return
+            raise OSError(errno, f"prctl(PR_CAPBSET_DROP, {number}): {os.strerror(errno)}")
+
+
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set this thread's capability sets (64-bit masks, capability number = bit)."""
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
