@@ -62,19 +62,24 @@ class Boundary:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Boundary:
         program = data.get("seccomp")
-        return cls(privileged=bool(data.get("privileged")),
-                   capabilities=int(data.get("capabilities", 0)),
-                   no_new_privileges=bool(data.get("no_new_privileges")),
-                   seccomp=None if program is None else base64.b64decode(program),
-                   masked_paths=tuple(data.get("masked_paths", ())),
-                   readonly_paths=tuple(data.get("readonly_paths", ())),
-                   sysctls=tuple((k, v) for k, v in data.get("sysctls", ())))
+        boundary = cls(privileged=bool(data.get("privileged")),
+                       capabilities=int(data.get("capabilities", 0)),
+                       no_new_privileges=bool(data.get("no_new_privileges")),
+                       seccomp=None if program is None else base64.b64decode(program),
+                       masked_paths=tuple(data.get("masked_paths", ())),
+                       readonly_paths=tuple(data.get("readonly_paths", ())),
+                       sysctls=tuple((k, v) for k, v in data.get("sysctls", ())))
+        if data.keys() >= _FIELDS:  # the shim sends it on to PID 1 as it came, not encoded
+            boundary.__dict__["_json"] = data  # again in a fresh fork (~0.25 ms)
+        return boundary
 
     @property
     def device_flags(self) -> int:
         """``MS_NODEV`` for every writable mount unless privileged (see the module doc)."""
         return 0 if self.privileged else sc.MS_NODEV
 
+
+_FIELDS = frozenset(field.name for field in dataclasses.fields(Boundary))
 
 # What a container that predates the boundary (or a caller that names none) runs with.
 UNCONFINED = Boundary(privileged=True, capabilities=(1 << len(CAPABILITIES)) - 1)
