@@ -38,7 +38,10 @@ def report(backend: str = "auto") -> list[str]:
         from .native.cgroups import default_root
 
         delegated, why = idmap.cgroup_delegation(default_root())
-        lines.append(f"cgroups: {why if delegated else 'not delegated'}")
+        placed = idmap.delegated_cgroup(default_root())
+        lines.append(f"cgroups: {why}" if delegated else
+                     f"cgroups: each container's own under {placed} (delegated, without "
+                     "every limit's controller)" if placed else "cgroups: not delegated")
         if delegated is None:
             fixes.append(f"memory, cpus and pids limits: {why}")
     elif chosen == "native":

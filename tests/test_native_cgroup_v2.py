@@ -262,6 +262,8 @@ with NativeEngine(state_dir=state) as engine:
         engine.run(RunSpec(image=image, name="limited", memory="64m"))
     except NotSupported as exc:
         out["error"] = str(exc)
+from pytest_pycontain.cli_info import report
+out["info"] = report("native")
 print(json.dumps(out))
 """
 
@@ -319,6 +321,8 @@ def test_rootless_places_containers_in_its_delegated_subtree(
         assert mount[2] == "cgroup2" and "ro" in mount[3].split(",")
         assert "1" in lines[2:]
         assert out["left"] == []
+        assert (f"cgroups: each container's own under {delegated} (delegated, without every "
+                "limit's controller)") in out["info"]
         offered = (delegated / "cgroup.controllers").read_text().split()
         if "memory" not in offered:
             assert out["error"].startswith("container limited: memory needs the cgroup v2 "

@@ -12,6 +12,7 @@ that v2 runs for real on a hybrid host's unified hierarchy, or a subtree delegat
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -173,8 +174,19 @@ class Limits:
             have = control.read_text().split() if control.exists() else []
             missing = [f"+{c}" for c in needed if c not in have]
             if missing:
-                with open(control, "a") as file:
-                    file.write(" ".join(missing))
+                try:
+                    with open(control, "a") as file:
+                        file.write(" ".join(missing))
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:
+                        raise
+                    raise NotSupported(
+                        f"{control}: cannot enable {' '.join(missing)}: {directory} holds "
+                        "processes (its cgroup.procs), and cgroup v2 enables controllers for "
+                        "the children of a cgroup without processes only; as root, set "
+                        "$PYCONTAIN_CGROUP_ROOT to a cgroup without processes (rootless: the "
+                        "engine does not move itself into a leaf of its delegated cgroup "
+                        "yet)") from exc
             for name in extra:
                 if name not in have:
                     with contextlib.suppress(OSError), open(control, "a") as file:
