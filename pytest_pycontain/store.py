@@ -14,8 +14,10 @@ exactly once and nobody sees it half-written. ``prune`` takes the store's lock e
 pulls, loads and commits hold it shared, so prune never removes a blob that a pull has just
 fetched but not yet named.
 
-Layer blobs made by :meth:`Store.add_layer` (builds) are gzip-compressed (level 6, no name,
-mtime 0): the same tar always gives the same digest with the same zlib, and pushes are small.
+Layer blobs made by :meth:`Store.add_layer` (builds) are gzip-compressed at zlib's fastest
+level (1, no name, mtime 0): the same tar always gives the same digest with the same zlib, and
+pushes stay gzip. Level 1 takes half the time of the default 6 for blobs ~10% larger; a build
+waits for it on every layer, where BuildKit keeps layers uncompressed until it exports them.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
 }
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
+BUILD_GZIP_LEVEL = 1  # zlib's fastest: a build waits for every layer's compression
 STALE_TMP = 3600.0
 
 
@@ -598,7 +601,8 @@ class Store:
     # ------------------------------------------------------------------ builds
 
     def add_layer(self, tar: Path | str | bytes, *, compress: bool = True) -> Layer:
-        """Store a layer tar (a path or bytes) gzip-compressed; return (digest, diff_id).
+        """Store a layer tar (a path or bytes) gzip-compressed (``BUILD_GZIP_LEVEL``); return
+        (digest, diff_id).
         ``compress=False`` stores it as it is (its digest is its diff_id): one pass over the
         bytes, what a commit of a container's changes wants to be cheap."""
         self._ensure()
@@ -610,7 +614,7 @@ class Store:
         tmp = self._tmp_path("layer")
         raw_hash = hashlib.sha256()
         gz_hash = hashlib.sha256()
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+        compressor = zlib.compressobj(BUILD_GZIP_LEVEL, zlib.DEFLATED, 31)
         try:
             with source, open(tmp, "wb") as out:
                 while chunk := source.read(CHUNK):

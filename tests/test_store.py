@@ -3,6 +3,7 @@ the failure paths (each leaves the store exactly as before) and 8 processes pull
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -415,6 +416,25 @@ def test_load_docker_save_archive(store: Store, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ builds
+
+
+def test_built_layers_are_gzip_at_the_fastest_level(store: Store) -> None:
+    """A build waits for every layer's compression: the blob is a plain gzip stream of the tar
+    (no name, mtime 0), made at zlib's fastest level, which the gzip header records (XFL 4)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for n in range(50):
+            data = (b"line %d of a file that compresses\n" % n) * 200
+            info = tarfile.TarInfo(f"app/f{n}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    layer = store.add_layer(raw.getvalue())
+    blob = store.blob_path(layer.digest).read_bytes()
+    assert layer.digest == digest_of(blob) and layer.diff_id == digest_of(raw.getvalue())
+    assert blob[:4] == b"\x1f\x8b\x08\x00" and blob[4:8] == b"\0\0\0\0"
+    assert blob[8] == 4, f"gzip XFL {blob[8]}: not the fastest level"
+    assert gzip.decompress(blob) == raw.getvalue()
+    assert len(blob) < len(raw.getvalue()) // 10
 
 
 def test_add_layer_and_commit_are_reproducible(store: Store, tmp_path: Path) -> None:
