@@ -243,32 +243,42 @@ def measure(env: Env, modules: int, tests: int,
 
 
 def cold_build(env: Env, samples: int, docker: bool = True) -> dict[str, Any]:
-    """The multi-stage app built with the layer cache bypassed: pycontain vs ``docker build``."""
+    """The multi-stage app built with the layer cache bypassed: pycontain vs ``docker build``,
+    their samples interleaved."""
     from testenv.images import seed_services
 
     seed_services(env.registry.host)
     ctx = context(env.workdir)
     out: dict[str, Any] = {"pycontain": None, "docker": None}
 
-    def timed(fn: Any) -> dict:
-        fn()  # base images present and warm on both sides
-        times = []
-        for _ in range(samples):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1000)
-        return summarize(times, None)
+    def native() -> None:
+        env.native.build(ctx, tag=APP_TAG, no_cache=True)
 
-    try:
-        out["pycontain"] = timed(lambda: env.native.build(ctx, tag=APP_TAG, no_cache=True))
-    except Exception as exc:
-        skipped(f"stack build pycontain: failed: {type(exc).__name__}: {exc}")
+    def docker_build() -> None:
+        env.docker(["build", "-q", "--network", "host", "--no-cache", "-t", APP_TAG, str(ctx)])
+
+    builders = {"pycontain": native}
     if docker and env.dockerd is not None:
+        builders["docker"] = docker_build
+    times: dict[str, list[float]] = {name: [] for name in builders}
+    for name, fn in list(builders.items()):
         try:
-            out["docker"] = timed(lambda: env.docker(
-                ["build", "-q", "--network", "host", "--no-cache", "-t", APP_TAG, str(ctx)]))
+            fn()  # base images present, unpacked and warm on both sides
         except Exception as exc:
-            skipped(f"stack build docker: failed: {type(exc).__name__}: {exc}")
+            skipped(f"stack build {name}: failed: {type(exc).__name__}: {exc}")
+            del builders[name]
+    for _ in range(samples):  # interleaved, so a noisy neighbour hits both alike
+        for name, fn in list(builders.items()):
+            start = time.perf_counter()
+            try:
+                fn()
+            except Exception as exc:
+                skipped(f"stack build {name}: failed: {type(exc).__name__}: {exc}")
+                del builders[name]
+                continue
+            times[name].append((time.perf_counter() - start) * 1000)
+    for name in builders:
+        out[name] = summarize(times[name], None)
     if out["pycontain"] and out["docker"]:
         out["x_docker_over_pycontain"] = round(
             out["docker"]["median_ms"] / out["pycontain"]["median_ms"], 2)
