@@ -134,24 +134,35 @@ class Factory:
         self._session.reuse_claims.claim(key, call_site())
         settings = self._session.settings
 
+        network = spec.network
+        joined = self._session.reuse_joined
+        rejoin = getattr(engine, "rejoin", None)
+
         def ready(container: Any) -> None:
             if wait is not None:
                 from .wait import until_ready
 
                 until_ready(container, wait, settings.timeout)
             engine.keep(container)
+            if rejoin is not None and network not in (None, "host", "none"):  # made on it
+                joined.add((container.id, network.id))
 
         config = getattr(spec.image, "config", None) or {}
-        network = spec.network
         if network in (None, "host", "none"):
             return find_or_make(engine, spec, key, settings.state_path, config, ready)
-        # on the network kept for it (names resolve between reused containers from run to
-        # run), and on the run's too, where this run's containers resolve it
+        if rejoin is not None:  # native: made on the run's network, which its keeper keeps;
+            # found again, joined to this run's, which it then resolves names through
+            container = find_or_make(engine, spec, key, settings.state_path, config, ready)
+            if (container.id, network.id) not in joined:
+                rejoin(container, network, spec.name, spec.aliases)
+                joined.add((container.id, network.id))
+            return container
+        # Docker: on the network kept for it (names resolve between reused containers from
+        # run to run), and on the run's too, where this run's containers resolve it
         kept = kept_network(engine, network, self._session.resolve_path("."),
                             settings.state_path)
         container = find_or_make(engine, dataclasses.replace(spec, network=kept), key,
                                  settings.state_path, config, ready)
-        joined = self._session.reuse_joined
         if (container.id, network.id) not in joined:
             network.connect(container, aliases=list(spec.aliases) or None)
             joined.add((container.id, network.id))
@@ -194,12 +205,12 @@ class Factory:
         if not isinstance(reuse, bool):
             raise ConfigError(f"compose(reuse={reuse!r}): expected True or False")
         reusing = reuse and self.reusing
-        if reusing and not hasattr(self.engine, "reused_network"):
+        if reusing and not (hasattr(self.engine, "reused_network")
+                            or hasattr(self.engine, "rejoin")):
             raise NotSupported(
                 f"compose(..., reuse=True): the {self.engine.name} engine cannot keep a "
-                "stack's networks across runs (its networks live in the run's own processes);"
-                " reuse single services with run(..., reuse=True, ports=[...]), or run with "
-                "--pycontain-backend=docker")
+                "stack's networks across runs; reuse single services with run(..., "
+                "reuse=True, ports=[...])")
         from .compose import load
         from .compose.stack import Compose
 

@@ -78,8 +78,7 @@ def kept_network(engine: Any, network: Any, rootdir: str | os.PathLike,
     if make is None:
         raise NotSupported(
             f"reuse=True with network {network.name!r}: the {engine.name} engine cannot keep a "
-            "network across runs (its networks live in the run's own processes); reuse it "
-            "with ports=[...] and no network, or run with --pycontain-backend=docker")
+            "network across runs; reuse it with ports=[...] and no network")
     root = os.path.realpath(os.fspath(rootdir))
     slot = hashlib.sha256(json.dumps(["network", root, network.name]).encode()).hexdigest()
     with slot_lock(state_dir, slot[:32]):

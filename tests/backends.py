@@ -53,9 +53,9 @@ class Backend:
                       if r.get("reuse"))
 
     def volumes(self) -> list[str]:
-        """The reused containers' named volumes ("data")."""
+        """The reused containers' named volumes ("data", a stack's "<project>_data")."""
         root = os.environ["PYCONTAIN_STATE_DIR"]
-        return sorted(p.name for p in Path(root, "volumes").glob("data-*"))
+        return sorted(p.name for p in Path(root, "volumes").glob("*data-*"))
 
     def networks(self) -> list[str]:
         """Networks kept across runs and the runs' own, where they outlive a run (none)."""

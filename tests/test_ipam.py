@@ -83,6 +83,26 @@ def test_dead_owners_leases_are_reclaimed(tmp_path: Path) -> None:
         ipam.allocate_subnet("another")  # a live owner's lease is never taken
 
 
+def test_a_lease_handed_to_keepers_lives_as_long_as_one_of_them(tmp_path: Path) -> None:
+    """A kept container's keeper holds its network's namespace after the run: the subnet
+    stays leased (a reused container joins later runs' networks, which must not get it)
+    while any keeper it was handed to lives, whatever the network's removal gives back."""
+    ipam = IPAM(tmp_path, pool="10.214.0.0/24", prefix=24, avoid=[])
+    subnet = ipam.allocate_subnet("net1", pid=dead_pid())  # the run that made it is gone
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        ipam.hand_to(subnet, "net1", dead_pid())  # a keeper that is gone too
+        ipam.hand_to(subnet, "net1", sleeper.pid)
+        ipam.release_subnet(subnet, network_id="net1")  # the run's teardown: not its lease
+        ipam.release_network("net1")  # the reaper of the run's records: neither
+        with pytest.raises(NetworkError, match="exhausted"):
+            ipam.allocate_subnet("net2")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert ipam.allocate_subnet("net2") == subnet  # every keeper gone: taken back
+
+
 def test_a_recycled_pid_is_not_the_owner() -> None:
     assert process_alive(os.getpid(), None)
     assert not process_alive(os.getpid(), 1)  # same pid, another start time

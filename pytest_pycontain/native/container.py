@@ -705,13 +705,21 @@ class NativeContainer:
             with contextlib.suppress(Exception):
                 netns = network.netns_fd()
                 try:
-                    dns_fd, names = network.dns_handover()
+                    if self.reuse is not None:  # a reused one's names are the next run's
+                        # network's (``NativeEngine.rejoin``): its keeper must not answer from
+                        # a snapshot while the engine's responder still serves this one, so
+                        # a socket that nothing reaches takes the DNS socket's place
+                        dns_fd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM).detach()
+                        names: dict[str, list[str]] = {}
+                    else:
+                        dns_fd, names = network.dns_handover()
                 except BaseException:
                     os.close(netns)
                     raise
                 held.extend((netns, dns_fd))
                 tables.append(names)
-                network.hand_over(self.id)  # our teardown leaves its veth pair alone
+                network.hand_over(self.id, keeper=self.shim)  # our teardown leaves its
+                # veth pair alone, and its keeper holds the subnet's lease
         # so do its published ports: the keeper accepts on our listening sockets and relays
         # to its address from the first network's namespace, as our proxies do
         held.extend(proxy.listener_fd() for proxy in self._proxies.values())

@@ -93,7 +93,8 @@ class IPAM:
     @staticmethod
     def _reclaim(data: dict[str, Any]) -> list[str]:
         dead = [s for s, lease in data["subnets"].items()
-                if not process_alive(lease["pid"], lease.get("start"))]
+                if not process_alive(lease["pid"], lease.get("start")) and not any(
+                    process_alive(pid, start) for pid, start in lease.get("keepers", ()))]
         for subnet in dead:
             del data["subnets"][subnet]
         return dead
@@ -150,6 +151,22 @@ class IPAM:
             if lease is None or lease["network"] != network_id:
                 raise NetworkError(f"IPAM: {subnet} is not leased to network {network_id}")
             lease.update(network=new_id, name=name)
+            self._write(data)
+
+    def hand_to(self, subnet: str, network_id: str, pid: int) -> None:
+        """Hand the lease of ``network_id`` on ``subnet`` to process ``pid`` (a kept
+        container's keeper, which holds the network's namespace): its network's removal and
+        its owner's reaper no longer give it back; it is reclaimed once every keeper it was
+        handed to is gone."""
+        with self._lock():
+            data = self._read()
+            lease = data["subnets"].get(str(subnet))
+            if lease is None or lease["network"] not in (network_id, f"{network_id}-kept"):
+                return
+            keepers = list(lease.get("keepers", ()))
+            keepers.append([pid, process_start_time(pid)])
+            lease.update(network=f"{network_id}-kept", pid=keepers[0][0],
+                         start=keepers[0][1], keepers=keepers)
             self._write(data)
 
     def release_network(self, network_id: str) -> list[str]:

@@ -541,14 +541,18 @@ class BridgeNetwork:
             self._addresses.release(ep.ip)
             drop_record(ep.record)
 
-    def hand_over(self, key: str) -> None:
+    def hand_over(self, key: str, keeper: int | None = None) -> None:
         """A kept container's endpoint leaves this network's books but not the network: its
         veth pair, address and name stay for as long as its keeper holds the namespace; this
-        process's teardown (and the reaper of this owner's records) no longer deletes them."""
+        process's teardown (and the reaper of this owner's records) no longer deletes them.
+        ``keeper`` (its pid) takes the subnet's lease too, so that no later network gets the
+        same subnet while the keeper lives (a reused container joins later runs' networks)."""
         with self._lock:
             ep = self._endpoints.pop(key, None)
             if ep is not None:
                 drop_record(ep.record)
+            if keeper is not None and self._subnet is not None:
+                self._ipam.hand_to(self._subnet, self.id, keeper)
 
     # -- faults ---------------------------------------------------------------------------
     def _endpoint(self, container: Any) -> Endpoint:
