@@ -112,7 +112,7 @@ def test_without_a_state_directory_one_line_says_what_to_do(argv: list[str]) -> 
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "/nonexistent" in done.stderr and "PYCONTAIN_STATE_DIR" in done.stderr, done.stderr
+    assert "/nonexistent" in done.stderr and "XDG_RUNTIME_DIR" in done.stderr, done.stderr
 
 
 @NOBODY

@@ -27,6 +27,7 @@ class Scripted:
     health: str | None = None
     published: int | None = None
     polls: int = 0
+    spec: None = None  # no run request, as for a container found again from another run
 
     @property
     def status(self) -> str:
