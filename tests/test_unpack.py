@@ -13,6 +13,7 @@ import io
 import os
 import stat
 import tarfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -316,6 +317,19 @@ def test_truncated_gzip_is_refused(tmp_path: Path, arena) -> None:
     dest, before = arena()
     with pytest.raises(LayerError, match="corrupt or truncated"):
         unpack_layer(blob, dest, diff_id=diff_id)
+    assert_untouched(tmp_path, dest, before)
+
+
+def test_a_refused_layer_stops_its_reading_thread(tmp_path: Path, arena) -> None:
+    """The decompressing thread runs ahead of the extractor; when the extractor refuses an
+    entry early in a large layer, that thread (blocked on its full queue) is stopped too."""
+    blob = tmp_path / "blob"
+    make_layer(blob, [entry("../outside/canary", data=b"pwned"),
+                      entry("big", data=os.urandom(12 << 20))], gz=True)
+    dest, before = arena()
+    with pytest.raises(LayerError, match="climbs out"):
+        unpack_layer(blob, dest)
+    assert not [t for t in threading.enumerate() if t.name == "pycontain-unpack"]
     assert_untouched(tmp_path, dest, before)
 
 
