@@ -316,8 +316,8 @@ def test_a_compose_stack_is_reused_service_by_service(
         result = pytester.runpytest_subprocess(*backend.args, "-k", "compose_pair",
                                                "--pycontain-reuse")
         result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines(["*NotSupported: reuse=True with a network in rootless "
-                                     "mode: *"])
+        result.stdout.fnmatch_lines(["*NotSupported: *compose.yaml:*: service 'db': "
+                                     "reuse=True with a network in rootless mode: *"])
         assert set(backend.reused()) == before
         return
 
