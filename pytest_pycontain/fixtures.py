@@ -25,7 +25,8 @@ from .config import Settings, apply_marker
 from .engine import Engine, Mount, RunSpec
 from .errors import ConfigError, EngineUnavailable, NotSupported, PycontainError
 from .frozen import FrozenMap
-from .runspec import check_volume_name, parse_env, parse_ports
+from .namedvolumes import open_volume
+from .runspec import parse_env, parse_ports
 
 SESSION_KEY = pytest.StashKey["PycontainSession"]()  # config: made at configure time
 CONTAINERS_KEY = pytest.StashKey[list[Any]]()  # item: containers a test used, for its report
@@ -226,18 +227,7 @@ class Factory:
         ``external``: one that exists already (made earlier in this run, or outside it:
         ``docker volume create``, a detached Compose project's), never removed by us; a
         missing one is a ConfigError naming it."""
-        if external and name is None:
-            raise ConfigError("volume(external=True) needs the volume's name")
-        if name is not None:
-            check_volume_name(name, "volume")
-            found = self.engine.find_volume(name)
-            if found is not None:
-                return found
-        if external:
-            return self.engine.shared_volume(name, create=False)
-        volume = self.engine.volume(name)
-        self._volumes.append(volume)
-        return volume
+        return open_volume(self.engine, name, external, self._volumes)
 
     def expose_host_port(self, port: int) -> str:
         """Containers reach this process's ``127.0.0.1:port`` as ``host.pycontain.internal:

@@ -25,6 +25,7 @@ from ..errors import (
     WaitTimeout,
     tail,
 )
+from ..namedvolumes import open_volume
 from ..runspec import Mount, VolumeMount
 from .model import DependsOn, Project, Service
 
@@ -440,15 +441,7 @@ class EngineMaker:
 
     def volume(self, name: str | None = None, *, external: bool = False) -> Any:
         """As the factory's: ``external`` is an existing volume, never removed here."""
-        if name is not None:
-            found = self.engine.find_volume(name)
-            if found is not None:
-                return found
-        if external:
-            return self.engine.shared_volume(name, create=False)
-        volume = self.engine.volume(name)
-        self.volumes.append(volume)
-        return volume
+        return open_volume(self.engine, name, external, self.volumes)
 
     def close(self) -> None:
         """Remove every container, then every network and volume; each gets its chance, the
