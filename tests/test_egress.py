@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from engine_contract import busybox_rootfs
+from test_native_egress import OUTSIDE_WORLD
 from test_testenv_dockerd import HOSTILE, PLAIN, relay_registry_into
 
 from pytest_pycontain.native import egress
@@ -46,37 +47,8 @@ backend, rootfs, workdir, mirror = sys.argv[1:5]
 workdir = Path(workdir)
 def sh(*args):
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
-sh("ip", "link", "add", "pc-out0", "type", "veth", "peer", "name", "pc-out1")
-sh("ip", "addr", "add", "198.51.100.1/24", "dev", "pc-out0")
-sh("ip", "addr", "add", "198.51.100.2/24", "dev", "pc-out0")   # "the outside world"
-sh("ip", "link", "set", "pc-out1", "up")
-sh("ip", "link", "set", "pc-out0", "up")
-sh("ip", "route", "add", "default", "via", "198.51.100.254", "dev", "pc-out0")
-
-class Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"reached {self.server.server_address[0]} from {self.client_address[0]}\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body.encode())
-    def log_message(self, *args):
-        pass
-
-from pytest_pycontain.native.dns import respond
 resolv = workdir / "resolv.conf"
-resolv.write_text("nameserver 198.51.100.2\n")
-sh("mount", "--bind", str(resolv), "/etc/resolv.conf")
-dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-dns.bind(("198.51.100.2", 53))
-def serve_dns():
-    table = {"outside.example": ["198.51.100.2"]}
-    while True:
-        query, peer = dns.recvfrom(4096)
-        answer = respond(query, lambda name: table.get(name, ()), lambda ip: ())
-        if answer is not None:
-            dns.sendto(answer, peer)
-threading.Thread(target=serve_dns, daemon=True).start()
+""" + OUTSIDE_WORLD + r"""
 server = http.server.ThreadingHTTPServer(("198.51.100.2", 0), Hello)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 port = server.server_address[1]

@@ -29,14 +29,10 @@ pytestmark = [
                        reason="a way out needs pasta (passt) and iptables (.ci/setup)"),
 ]
 
-_IN_OWN_NETNS = r"""
-import faulthandler, json, os, subprocess, sys, threading, http.server
-from types import SimpleNamespace
-faulthandler.dump_traceback_later(100, exit=True)  # a hang fails with where it hung
-rootfs, state_dir, resolv = sys.argv[1:4]
-def sh(*args):
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
-sh("ip", "link", "set", "lo", "up")
+# "The outside world", in the namespace that stands for the host: a veth with 198.51.100.2, an
+# HTTP handler (Hello) and a resolver there for outside.example; needs sh() and resolv (a path).
+OUTSIDE_WORLD = r"""
+import socket
 sh("ip", "link", "add", "pc-out0", "type", "veth", "peer", "name", "pc-out1")
 sh("ip", "addr", "add", "198.51.100.1/24", "dev", "pc-out0")
 sh("ip", "addr", "add", "198.51.100.2/24", "dev", "pc-out0")   # "the outside world"
@@ -58,8 +54,7 @@ class Hello(http.server.BaseHTTPRequestHandler):
 from pytest_pycontain.native.dns import respond
 with open(resolv, "w") as conf:
     conf.write("nameserver 198.51.100.2\n")
-sh("mount", "--bind", resolv, "/etc/resolv.conf")
-import socket
+sh("mount", "--bind", str(resolv), "/etc/resolv.conf")
 dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 dns.bind(("198.51.100.2", 53))
 def serve_dns():
@@ -70,7 +65,17 @@ def serve_dns():
         if answer is not None:
             dns.sendto(answer, peer)
 threading.Thread(target=serve_dns, daemon=True).start()
+"""
 
+_IN_OWN_NETNS = r"""
+import faulthandler, json, os, subprocess, sys, threading, http.server
+from types import SimpleNamespace
+faulthandler.dump_traceback_later(100, exit=True)  # a hang fails with where it hung
+rootfs, state_dir, resolv = sys.argv[1:4]
+def sh(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+sh("ip", "link", "set", "lo", "up")
+""" + OUTSIDE_WORLD + r"""
 ports = {}
 for host in ("198.51.100.2", "127.0.0.1"):
     server = http.server.ThreadingHTTPServer((host, 0), Hello)
