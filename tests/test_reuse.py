@@ -123,6 +123,16 @@ def reuse_tidy(backend: Backend, monkeypatch: pytest.MonkeyPatch,
         backend.prune_reused()
 
 
+def refused_rootless(pytester: pytest.Pytester, backend: Backend, selected: str,
+                     before: set[str], refusal: str) -> None:
+    """Rootless, reuse with a network is refused: the one selected test fails with ``refusal``
+    and nothing is left reused."""
+    result = pytester.runpytest_subprocess(*backend.args, "-k", selected, "--pycontain-reuse")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([refusal])
+    assert set(backend.reused()) == before
+
+
 def runs(pytester: pytest.Pytester) -> list[list[str]]:
     """Each run's line: container id, how many runs it has seen, its PID 1's start time."""
     lines = (pytester.path / "runs.txt").read_text().splitlines()
@@ -252,12 +262,8 @@ def test_reused_containers_keep_their_network_and_resolve_each_other(
     pytester.makepyfile(REUSED_TEST)
     before, networks = set(backend.reused()), set(backend.networks())
     if backend.name == "native" and os.geteuid() != 0:  # rootless: in a run's namespace
-        result = pytester.runpytest_subprocess(*backend.args, "-k", "test_pair",
-                                               "--pycontain-reuse")
-        result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines(["*NotSupported: reuse=True with a network in rootless "
-                                     "mode: *"])
-        assert set(backend.reused()) == before
+        refused_rootless(pytester, backend, "test_pair", before,
+                         "*NotSupported: reuse=True with a network in rootless mode: *")
         return
 
     def session(*args: str) -> list[str]:
@@ -313,12 +319,9 @@ def test_a_compose_stack_is_reused_service_by_service(
     before, networks = set(backend.reused()), set(backend.networks())
     volumes = set(backend.volumes())
     if backend.name == "native" and os.geteuid() != 0:  # rootless: in a run's namespace
-        result = pytester.runpytest_subprocess(*backend.args, "-k", "compose_pair",
-                                               "--pycontain-reuse")
-        result.assert_outcomes(failed=1)
-        result.stdout.fnmatch_lines(["*NotSupported: *compose.yaml:*: service 'db': "
-                                     "reuse=True with a network in rootless mode: *"])
-        assert set(backend.reused()) == before
+        refused_rootless(pytester, backend, "compose_pair", before,
+                         "*NotSupported: *compose.yaml:*: service 'db': "
+                         "reuse=True with a network in rootless mode: *")
         return
 
     def session(*args: str) -> list[str]:
