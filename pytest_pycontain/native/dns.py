@@ -19,7 +19,6 @@ import os
 import selectors
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -130,6 +129,8 @@ class Responder:
         self.address = sock.getsockname()
         self._names: dict[str, list[str]] = {}
         self._views: dict[str, list[Callable[[str], list[str]]]] = {}  # asker -> more names
+        import threading  # here: the zygote's shims load this module, and fork (see zygote.py)
+
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._upstream: socket.socket | None = None  # made in the network's namespace

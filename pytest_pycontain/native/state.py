@@ -20,7 +20,6 @@ import fcntl
 import importlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import time
@@ -50,7 +49,7 @@ class Journal:
 
     def __init__(self, root: str | os.PathLike, owner: str | None = None):
         self.root = Path(root)
-        self.owner = owner or f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.owner = owner or f"{os.getpid()}-{os.urandom(4).hex()}"
         owners = self.root / "owners"
         owners.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.lock_path = owners / f"{self.owner}.lock"

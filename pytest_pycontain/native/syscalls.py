@@ -7,7 +7,6 @@ to a few system calls; every failure raises ``OSError`` with the errno and what 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -34,7 +33,10 @@ PR_SET_CHILD_SUBREAPER = 36
 
 _PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# libc through the process's own symbols (dlopen(NULL)): ``ctypes.util.find_library`` would
+# import subprocess and threading, and every module here is loaded in the zygote, whose forks
+# would run their at-fork hooks (~0.4 ms of copy-on-write faults in each forked child)
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]

@@ -22,11 +22,10 @@ import contextlib
 import fcntl
 import os
 import stat
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import EngineUnavailable
 from ..idmap import (
@@ -40,6 +39,12 @@ from ..idmap import (
 )
 from ..procinfo import process_alive, process_start_time
 from . import syscalls as sc
+
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess and threading are imported where used: rootfs brings this module into the zygote,
+# and threading's at-fork hook would run in every child it forks (see zygote.py)
 
 CLONE_NEWUSER = 0x10000000
 
@@ -90,6 +95,8 @@ def _threads() -> int:
     try:
         return len(os.listdir("/proc/self/task"))
     except OSError:
+        import threading
+
         return threading.active_count()
 
 
@@ -127,6 +134,8 @@ def enter(mapping: Mapping | None = None) -> Mapping:
             "own; run it as the user itself" + ALTERNATIVES)
     threads = _threads()
     if threads > 1:
+        import threading
+
         names = ", ".join(t.name for t in threading.enumerate())
         raise EngineUnavailable(
             f"rootless mode enters a user namespace, which a process can do only while it has "
@@ -268,6 +277,8 @@ def _start_pause(pid_file: Path, lock_file: Path, mode: str, mapping: Mapping) -
             str(PAUSE_INTERVAL)]
     if mode == "single":
         argv += [str(mapping.uids[0].outside), str(mapping.gids[0].outside)]
+    import subprocess
+
     process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, cwd="/", start_new_session=True,
                                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
@@ -310,6 +321,8 @@ def _said(process: subprocess.Popen) -> str:
 
 def _write_mapping(pid: int, mapping: Mapping) -> None:
     """newuidmap/newgidmap (setuid, outside the namespace) write the subordinate ids."""
+    import subprocess
+
     for tool, ranges in (("newuidmap", mapping.uids), ("newgidmap", mapping.gids)):
         numbers = [str(n) for r in ranges for n in (r.inside, r.outside, r.count)]
         done = subprocess.run([tool, str(pid), *numbers], capture_output=True, text=True)

@@ -18,7 +18,6 @@ uses it (``undo_volume``): the last one out removes it.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -52,7 +51,7 @@ class NativeVolume:
                container: str | None = None) -> NativeVolume:
         """A new, empty volume: named (``container`` None), or its container's own (an
         anonymous one, or a named one of a reused container), which goes with it."""
-        token = secrets.token_hex(32)
+        token = os.urandom(32).hex()
         directory = root / (f"{name}-{token[:8]}" if name else token)
         key = None if container else f"volume:{directory.name}"
         if container:
