@@ -227,13 +227,26 @@ def own_cgroup(root: str | os.PathLike = "/sys/fs/cgroup") -> Path | None:
     return Path(root) / line[3:].lstrip("/")
 
 
+LEAF_PREFIX = "pycontain-engine-"  # a rootless engine's leaf in its delegated cgroup
+
+
+def home_cgroup(root: str | os.PathLike = "/sys/fs/cgroup") -> Path | None:
+    """The v2 cgroup this process was given: its own, or, once a rootless engine moved into a
+    leaf of it (``native/cgroupleaf.py``: ``<home>/pycontain-engine-PID``), that leaf's parent."""
+    own = own_cgroup(root)
+    if own is not None and own.name.startswith(LEAF_PREFIX):
+        return own.parent
+    return own
+
+
 def delegated_cgroup(root: str | os.PathLike = "/sys/fs/cgroup") -> Path | None:
-    """Where a rootless engine makes its containers' cgroups: this process's own v2 cgroup
-    when the user may write it (what systemd's user delegation gives), whichever controllers
-    it has (a limit whose controller is missing is refused by name when asked), else None."""
+    """Where a rootless engine makes its containers' cgroups: the v2 cgroup this process was
+    given (``home_cgroup``) when the user may write it (what systemd's user delegation gives),
+    whichever controllers it has (a limit whose controller is missing is refused by name when
+    asked), else None."""
     if not (Path(root) / "cgroup.controllers").exists():
         return None
-    own = own_cgroup(root)
+    own = home_cgroup(root)
     if own is None or not (own / "cgroup.controllers").exists():
         return None
     if not all(os.access(own / name, os.W_OK)
@@ -249,7 +262,7 @@ def cgroup_delegation(root: str | os.PathLike = "/sys/fs/cgroup") -> tuple[Path 
     if not (root / "cgroup.controllers").exists():
         return None, (f"{root} is cgroup v1 (or hybrid), which is never delegated to a user; "
                       "boot with systemd.unified_cgroup_hierarchy=1 for cgroup v2")
-    own = own_cgroup(root)
+    own = home_cgroup(root)
     if own is None:
         return None, "/proc/self/cgroup names no cgroup v2 directory"
     fix = ("run under a systemd user session (user@UID.service is delegated; "

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from engine_contract import busybox_rootfs
@@ -183,6 +184,7 @@ def test_a_limit_the_hierarchy_lacks_is_refused_by_name(
 KILLED_RUN = r"""
 import sys, time
 from types import SimpleNamespace
+from typing import Any
 from pytest_pycontain.engine import RunSpec
 from pytest_pycontain.native.engine import NativeEngine
 
@@ -239,23 +241,36 @@ def alive(pid: int) -> bool:
 ROOTLESS_USER = "pycontain-ci"  # .ci/rootless's user with subordinate ids
 USER_RUN = r"""
 import json, os, sys
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from pytest_pycontain.engine import RunSpec
 from pytest_pycontain.errors import NotSupported
 from pytest_pycontain.native.engine import NativeEngine
 
 rootfs, state = sys.argv[1:3]
 image = SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[rootfs])
-out = {}
+out = {"pid": os.getpid()}
 with NativeEngine(state_dir=state) as engine:
     out["rootless"] = engine.rootless is not None
+    out["engine"] = open("/proc/self/cgroup").read()
     container = engine.run(RunSpec(image=image, name="box"))
     out["paths"] = [str(p) for p in container.limits.paths()]
+    here = Path(out["paths"][0])
+    out["files"] = sorted(p.name for p in here.iterdir())
+    out["enabled"] = [(here.parent.parent / "cgroup.subtree_control").read_text().split(),
+                      (here.parent / "cgroup.subtree_control").read_text().split()]
     out["pid1"] = open(f"/proc/{container.pid}/cgroup").read()
+    out["helpers"] = [open(f"/proc/{pid}/cgroup").read() for pid in (
+        int(open(f"/proc/{container.pid}/stat").read().rsplit(")", 1)[1].split()[1]),)]
     result = container.exec("grep '^0::' /proc/self/cgroup; "
                             "grep ' /sys/fs/cgroup ' /proc/self/mounts; "
                             "cat /sys/fs/cgroup/cgroup.procs")
     out["exec"] = [result.exit_code, result.stdout, result.stderr]
+    if sys.argv[3:] == ["killed"]:
+        print(json.dumps(out), flush=True)
+        import time
+        time.sleep(600)
     container.remove()
     out["left"] = [p for p in out["paths"] if os.path.exists(p)]
     try:
@@ -268,12 +283,40 @@ print(json.dumps(out))
 """
 
 
-@needs_v2
-def test_rootless_places_containers_in_its_delegated_subtree(
-        v2_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """As systemd's user delegation gives it: a v2 cgroup owned by the user, the run's own
-    cgroup (root here only makes the subtree, puts the run in it and removes it after)."""
-    import json
+@pytest.fixture
+def hugetlb_offered(v2_root: Path) -> Iterator[Path]:
+    """The hugetlb controller (all this host's cgroup2 offers) enabled down to ``v2_root``'s
+    children, so that a delegated cgroup there has a controller to give its containers; the
+    hierarchy's root is put back as it was after."""
+    assert MOUNT is not None
+    control = MOUNT / "cgroup.subtree_control"
+    if "hugetlb" not in (MOUNT / "cgroup.controllers").read_text().split():
+        pytest.skip(f"{MOUNT} offers no hugetlb controller")
+    enabled_here = "hugetlb" not in control.read_text().split()
+    if enabled_here:
+        control.write_text("+hugetlb")
+    try:
+        (v2_root / "cgroup.subtree_control").write_text("+hugetlb")
+        yield v2_root
+    finally:
+        with contextlib.suppress(OSError):
+            (v2_root / "cgroup.subtree_control").write_text("-hugetlb")
+        deadline = time.monotonic() + 10
+        while enabled_here:  # refused while another test's subtree enables it below
+            try:
+                control.write_text("-hugetlb")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+@pytest.fixture
+def delegated_run(hugetlb_offered: Path) -> Iterator[Any]:
+    """Runs ``USER_RUN`` as .ci/rootless's user in a cgroup delegated to it, as systemd's
+    user delegation gives it: a v2 cgroup owned by the user, holding the run's own process
+    (root only makes the cgroup, puts the run in it and removes it after)."""
     import pwd
     import shutil
     import subprocess
@@ -285,54 +328,123 @@ def test_rootless_places_containers_in_its_delegated_subtree(
     except KeyError:
         pytest.skip(f"no user {ROOTLESS_USER} (.ci/rootless makes it)")
     home = Path(tempfile.mkdtemp(prefix="pycontain-cgv2-"))  # readable by the user
-    try:
-        os.chmod(home, 0o755)
-        rootfs = busybox_rootfs(home / "rootfs")
-        for directory in (home / "state", home / "run"):
-            directory.mkdir(mode=0o700)
-        subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(rootfs),
-                        str(home / "state"), str(home / "run")], check=True)
-        delegated = v2_root / "user"
-        delegated.mkdir()
-        for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
-            os.chown(delegated / name, user.pw_uid, user.pw_gid)
-        repo = str(Path(__file__).resolve().parents[1])
-        env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(home), "LANG": "C.UTF-8",
-               "PYTHONPATH": repo, "XDG_RUNTIME_DIR": str(home / "run"),
-               ROOT_ENV: str(MOUNT)}
-        # the run is placed in the delegated cgroup by root, then becomes the user
-        run = subprocess.run(
-            ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(delegated),
+    os.chmod(home, 0o755)
+    rootfs = busybox_rootfs(home / "rootfs")
+    for directory in (home / "state", home / "run"):
+        directory.mkdir(mode=0o700)
+    subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(rootfs),
+                    str(home / "state"), str(home / "run")], check=True)
+    delegated = hugetlb_offered / "user"
+    delegated.mkdir()
+    for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+        os.chown(delegated / name, user.pw_uid, user.pw_gid)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(home), "LANG": "C.UTF-8",
+           "PYTHONPATH": repo, "XDG_RUNTIME_DIR": str(home / "run"), ROOT_ENV: str(MOUNT)}
+    started: list[subprocess.Popen] = []
+
+    def start(*extra: str, where: Path = delegated) -> subprocess.Popen:
+        # the run is placed in the delegated cgroup (or ``where`` in it) by root, then
+        # becomes the user
+        run = subprocess.Popen(
+            ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(where),
              "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
              shutil.which("python3", path="/usr/bin") or sys.executable, "-c", USER_RUN,
-             str(rootfs), str(home / "state")],
-            env=env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stderr
-        out = json.loads(run.stdout.splitlines()[-1])
-        assert out["rootless"]
-        (path,) = out["paths"]
-        assert Path(path).parent.parent == delegated
-        assert f"0::/{Path(path).relative_to(MOUNT)}\n" in out["pid1"]
-        code, stdout, stderr = out["exec"]
-        assert code == 0, stderr
-        lines = stdout.splitlines()
-        assert lines[0] == "0::/"
-        mount = lines[1].split()
-        assert mount[2] == "cgroup2" and "ro" in mount[3].split(",")
-        assert "1" in lines[2:]
-        assert out["left"] == []
-        assert (f"cgroups: each container's own under {delegated} (delegated, without every "
-                "limit's controller)") in out["info"]
-        offered = (delegated / "cgroup.controllers").read_text().split()
-        if "memory" not in offered:
-            assert out["error"].startswith("container limited: memory needs the cgroup v2 "
-                                           "memory controller,")
-            assert f"{delegated / 'cgroup.controllers'} does not offer" in out["error"]
-        # the run's pause process (its own runtime directory) ends once alone: then all goes
-        deadline = time.monotonic() + 30
-        while (delegated / "cgroup.procs").read_text().split() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert (delegated / "cgroup.procs").read_text().split() == []
-        assert not [p for p in delegated.rglob("*") if p.is_dir() and p.name != "pycontain"]
+             str(rootfs), str(home / "state"), *extra],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(run)
+        return run
+
+    def finish(run: subprocess.Popen) -> dict[str, Any]:
+        import json
+
+        stdout, stderr = run.communicate(timeout=120)
+        assert run.returncode == 0, stderr
+        return json.loads(stdout.splitlines()[-1])
+
+    try:
+        yield SimpleNamespace(start=start, finish=finish, cgroup=delegated)
     finally:
+        for run in started:
+            if run.poll() is None:
+                run.kill()
+            run.communicate()
+        wait_for_no_process(delegated)
+        remove_tree(delegated)  # before its parent's controllers are put back
         shutil.rmtree(home, ignore_errors=True)
+
+
+def wait_for_no_process(cgroup: Path) -> None:
+    """The user's pause process ends once alone in its namespace: then nothing is left."""
+    deadline = time.monotonic() + 30
+    while (any((p / "cgroup.procs").read_text().split() for p in [cgroup, *cgroup.rglob("*")]
+               if p.is_dir()) and time.monotonic() < deadline):
+        time.sleep(0.2)
+
+
+def assert_given_back(cgroup: Path) -> None:
+    """The delegated cgroup as it was given: no process of ours in it or below, no cgroup
+    made in it, nothing enabled in its subtree control."""
+    wait_for_no_process(cgroup)
+    assert (cgroup / "cgroup.procs").read_text().split() == []
+    assert [p.name for p in cgroup.iterdir() if p.is_dir()] == []
+    assert (cgroup / "cgroup.subtree_control").read_text().split() == []
+
+
+@needs_v2
+def test_rootless_moves_into_a_leaf_and_places_containers_in_its_delegated_cgroup(
+        delegated_run) -> None:
+    """The delegated cgroup holds the run's process, so the engine moves itself into a leaf
+    of it first; then the controllers it offers (hugetlb here) are enabled for containers,
+    each of which gets a cgroup of its own beside the leaf. After the run, it is as given."""
+    delegated = delegated_run.cgroup
+    out = delegated_run.finish(delegated_run.start())
+    assert out["rootless"]
+    leaf = delegated / f"pycontain-engine-{out['pid']}"
+    assert f"0::/{leaf.relative_to(MOUNT)}\n" in out["engine"]
+    # the container's shim is the engine's (born in its leaf), PID 1 in its own cgroup
+    assert out["helpers"] == [out["engine"]]
+    (path,) = out["paths"]
+    assert Path(path).parent.parent == delegated
+    assert f"0::/{Path(path).relative_to(MOUNT)}\n" in out["pid1"]
+    assert out["enabled"] == [["hugetlb"], ["hugetlb"]]
+    assert any(name.startswith("hugetlb.") and name.endswith(".max") for name in out["files"])
+    code, stdout, stderr = out["exec"]
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0] == "0::/"
+    mount = lines[1].split()
+    assert mount[2] == "cgroup2" and "ro" in mount[3].split(",")
+    assert "1" in lines[2:]
+    assert out["left"] == []
+    assert (f"cgroups: each container's own under {delegated} (delegated, without every "
+            "limit's controller)") in out["info"]
+    # a limit hugetlb cannot give: the limit's own path is taken, refused by the missing
+    # controller's name (not for want of delegation)
+    assert out["error"].startswith("container limited: memory needs the cgroup v2 memory "
+                                   "controller,")
+    assert f"{delegated / 'cgroup.controllers'} does not offer" in out["error"]
+    assert "(it lists: hugetlb)" in out["error"]
+    assert_given_back(delegated)
+
+
+@needs_v2
+def test_rootless_kill_9_in_a_delegated_cgroup_leaves_nothing_after_the_next_run(
+        delegated_run) -> None:
+    delegated = delegated_run.cgroup
+    killed = delegated_run.start("killed")
+    assert killed.stdout is not None
+    import json
+
+    out = json.loads(killed.stdout.readline())
+    (path,) = out["paths"]
+    assert Path(path).is_dir()
+    leaf = delegated / f"pycontain-engine-{out['pid']}"
+    assert leaf.is_dir()
+    killed.kill()
+    killed.wait()
+    # left with its controllers enabled, the delegated cgroup takes no process itself: the
+    # next run starts below it, in the dead run's leaf (a process of the user's there)
+    after = delegated_run.finish(delegated_run.start(where=leaf))
+    assert after["left"] == [] and not Path(path).exists()
+    assert_given_back(delegated)

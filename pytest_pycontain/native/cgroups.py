@@ -159,8 +159,8 @@ class Limits:
 
     def _enable_v2_controllers(self, parent: Path) -> None:
         """v2 needs controllers enabled in every ancestor's ``cgroup.subtree_control``: the
-        limits' (``require`` checked ``root`` offers them), and memory and pids for the
-        container's own accounting where offered and allowed (a delegated cgroup holding
+        limits' (``require`` checked ``root`` offers them), and every other one ``root``
+        offers where allowed, as runc and crun give a container all of them (a cgroup holding
         processes refuses them: no internal processes)."""
         parent.mkdir(exist_ok=True)
         needed = self.controllers()
@@ -168,7 +168,7 @@ class Limits:
             offered = (self.root / "cgroup.controllers").read_text().split()
         except OSError:
             offered = []
-        extra = [c for c in ("memory", "pids") if c in offered and c not in needed]
+        extra = [c for c in offered if c not in needed]
         for directory in (self.root, parent):
             control = directory / "cgroup.subtree_control"
             have = control.read_text().split() if control.exists() else []
@@ -180,13 +180,15 @@ class Limits:
                 except OSError as exc:
                     if exc.errno != errno.EBUSY:
                         raise
+                    procs = " ".join(_read(directory / "cgroup.procs").split()) or "none now"
                     raise NotSupported(
                         f"{control}: cannot enable {' '.join(missing)}: {directory} holds "
-                        "processes (its cgroup.procs), and cgroup v2 enables controllers for "
-                        "the children of a cgroup without processes only; as root, set "
-                        "$PYCONTAIN_CGROUP_ROOT to a cgroup without processes (rootless: the "
-                        "engine does not move itself into a leaf of its delegated cgroup "
-                        "yet)") from exc
+                        f"processes (its cgroup.procs: {procs}), and cgroup v2 enables "
+                        "controllers for the children of a cgroup without processes only "
+                        "(rootless, the engine moves itself into a leaf: these are others); "
+                        "run pytest in a cgroup of its own (systemd-run --user --scope -p "
+                        "Delegate=yes pytest), or as root set $PYCONTAIN_CGROUP_ROOT to a "
+                        "cgroup without processes") from exc
             for name in extra:
                 if name not in have:
                     with contextlib.suppress(OSError), open(control, "a") as file:
@@ -244,6 +246,13 @@ class Limits:
         for path in self.paths():
             with contextlib.suppress(FileNotFoundError):
                 path.rmdir()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def mount_inside(root: str, writable: bool = False, host: str = "/sys/fs/cgroup",

@@ -152,7 +152,8 @@ class NativeEngine:
         self._store = store
         self.cgroup_root = (Path(cgroup_root) if cgroup_root is not None
                             else cgroups.default_root())
-        # rootless: containers' cgroups go under our own v2 cgroup when it is delegated to us
+        # rootless: containers' cgroups go under our v2 cgroup when it is delegated to us
+        # (we sit in a leaf of it: cgroupleaf.py)
         self._delegated = (idmap.delegated_cgroup(self.cgroup_root)
                            if self.rootless is not None else None)
         self.journal = state.Journal(self.state_root)

@@ -13,7 +13,8 @@ run joins it (``setns``), or makes it when there is none; a run's mounts stay in
 namespace of the run's own, so a killed run's mounts still end with it. The mapping
 (``idmap.plan``) is the user as root plus, where the user has them, 65536 subordinate ids
 written by the setuid ``newuidmap``/``newgidmap`` (as Podman and rootless Docker do); else the
-pause process maps its one id itself.
+pause process maps its one id itself. In a cgroup v2 delegated to the user, the process first
+moves into a leaf of it (``cgroupleaf.py``), so that the pause process is born there too.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from ..idmap import (
     user_name,
 )
 from ..procinfo import process_alive, process_start_time
+from . import cgroupleaf
 from . import syscalls as sc
+from .cgroups import default_root
 
 if TYPE_CHECKING:
     import subprocess
@@ -142,6 +145,8 @@ def enter(mapping: Mapping | None = None) -> Mapping:
             f"one thread; this one has {threads} ({names}): make the engine before starting "
             "threads (the plugin does so on first use of a fixture)" + ALTERNATIVES)
     _own_directory(pid_file.parent)
+    # in a delegated cgroup v2, into a leaf of it before the pause process is born
+    cgroupleaf.enter(default_root(), pid_file.parent, lambda: _pause_pid(pid_file))
     with _locked(lock_file):
         _join(pid_file, lock_file, mapping)
     return _finish(_current(mapping.why_single), unshare_mounts=True)
@@ -192,6 +197,12 @@ def _read_pid_file(pid_file: Path) -> tuple[int, int, str] | None:
         return int(pid), int(start), namespace
     except (OSError, ValueError):
         return None
+
+
+def _pause_pid(pid_file: Path) -> int | None:
+    """The live pause process's pid, if any."""
+    found = _read_pid_file(pid_file)
+    return found[0] if found is not None and _holding(found[0], found[1]) else None
 
 
 def _recorded_namespace(pid_file: Path) -> str:
