@@ -362,8 +362,21 @@ def delegated_run(hugetlb_offered: Path) -> Iterator[Any]:
         assert run.returncode == 0, stderr
         return json.loads(stdout.splitlines()[-1])
 
+    def hold() -> subprocess.Popen:
+        """Another process of the user's in the delegated cgroup (its shell, say)."""
+        other = subprocess.Popen(
+            ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(delegated),
+             "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+             "sleep", "600"], env=env)
+        started.append(other)
+        deadline = time.monotonic() + 10
+        while (str(other.pid) not in (delegated / "cgroup.procs").read_text().split()
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        return other
+
     try:
-        yield SimpleNamespace(start=start, finish=finish, cgroup=delegated)
+        yield SimpleNamespace(start=start, finish=finish, hold=hold, cgroup=delegated)
     finally:
         for run in started:
             if run.poll() is None:
@@ -447,4 +460,33 @@ def test_rootless_kill_9_in_a_delegated_cgroup_leaves_nothing_after_the_next_run
     # next run starts below it, in the dead run's leaf (a process of the user's there)
     after = delegated_run.finish(delegated_run.start(where=leaf))
     assert after["left"] == [] and not Path(path).exists()
+    assert_given_back(delegated)
+
+
+@needs_v2
+def test_rootless_in_a_delegated_cgroup_another_process_holds(delegated_run) -> None:
+    """The engine moves only itself: another process left in the delegated cgroup keeps its
+    controllers from the containers (they still get cgroups of their own, and everything
+    runs); the cgroup is given back as found, that process still in it."""
+    delegated = delegated_run.cgroup
+    other = delegated_run.hold()
+    out = delegated_run.finish(delegated_run.start())
+    assert out["rootless"]
+    leaf = delegated / f"pycontain-engine-{out['pid']}"
+    assert f"0::/{leaf.relative_to(MOUNT)}\n" in out["engine"]
+    (path,) = out["paths"]
+    assert Path(path).parent.parent == delegated
+    assert out["enabled"] == [[], []]
+    assert out["exec"][0] == 0, out["exec"][2]
+    assert out["left"] == []
+    assert out["error"].startswith("container limited: memory needs the cgroup v2 memory ")
+    wait_for_pause_to_end = time.monotonic() + 30
+    while ((delegated / "cgroup.procs").read_text().split() != [str(other.pid)]
+           and time.monotonic() < wait_for_pause_to_end):
+        time.sleep(0.2)
+    assert (delegated / "cgroup.procs").read_text().split() == [str(other.pid)]
+    assert [p.name for p in delegated.iterdir() if p.is_dir()] == []
+    assert (delegated / "cgroup.subtree_control").read_text().split() == []
+    other.kill()
+    other.wait()
     assert_given_back(delegated)
