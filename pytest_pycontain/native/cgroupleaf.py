@@ -43,6 +43,16 @@ def enter(root: str | os.PathLike, runtime: Path,
     parent = delegated_cgroup(root)
     if parent is None:
         return None
+    try:
+        placed = _enter(parent, runtime, pause)
+    except OSError:  # the lock or the note cannot be had: stay where we are
+        return None
+    if placed:
+        atexit.register(leave, parent, runtime, pause)
+    return parent if placed else None
+
+
+def _enter(parent: Path, runtime: Path, pause: Callable[[], int | None]) -> bool:
     leaf = parent / f"{LEAF_PREFIX}{os.getpid()}"
     with _locked(runtime):
         _reap(parent)
@@ -56,13 +66,12 @@ def enter(root: str | os.PathLike, runtime: Path,
         except OSError:
             with contextlib.suppress(OSError):
                 leaf.rmdir()
-            return None
+            return False
         held = pause()
         if held is not None and str(held) in _procs(parent):
             with contextlib.suppress(OSError):
                 _move(held, leaf)
-    atexit.register(leave, parent, runtime, pause)
-    return parent
+    return True
 
 
 def leave(parent: Path, runtime: Path, pause: Callable[[], int | None]) -> bool:
@@ -70,6 +79,13 @@ def leave(parent: Path, runtime: Path, pause: Callable[[], int | None]) -> bool:
     It stays in its leaf (removed by a later engine) while another engine's leaf holds a
     process, a container's cgroup is left (kept ones, another engine's), or its own helpers
     outlive ``SETTLE``."""
+    try:
+        return _leave(parent, runtime, pause)
+    except OSError:  # the runtime directory went (a test's): another engine tidies up
+        return False
+
+
+def _leave(parent: Path, runtime: Path, pause: Callable[[], int | None]) -> bool:
     me = os.getpid()
     with _locked(runtime):
         _reap(parent)
