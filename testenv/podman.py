@@ -25,6 +25,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import secrets
 import shlex
 import shutil
@@ -117,7 +118,6 @@ class PodmanHome:
 
     root: Path
     holder: subprocess.Popen
-    chains_before: bool
 
     @property
     def mount_ns(self) -> str:
@@ -138,8 +138,8 @@ class PodmanHome:
 
     def close(self) -> None:
         """Remove every container, pod, network, image and volume, end every process of the
-        namespace (conmons, aardvark-dns) and the namespace with them, and undo the firewall
-        chains netavark added if none were there before and nobody else's rules are in them."""
+        namespace (conmons, aardvark-dns) and the namespace with them, and tidy the firewall
+        (``tidy_netavark``)."""
         if self.holder.poll() is None:
             for argv in (["rm", "-af", "-t", "0"], ["network", "prune", "-f"],
                          ["system", "reset", "-f"]):
@@ -147,8 +147,7 @@ class PodmanHome:
                     self.run(*argv)
             _kill_namespace(self.holder)
         unmount_below(self.root)
-        if not self.chains_before and not netavark_rules_in_use():
-            remove_netavark_chains()
+        tidy_netavark()
 
 
 def _kill_namespace(holder: subprocess.Popen) -> None:
@@ -243,14 +242,14 @@ def open_home(root: Path, registry_host: str, timeout: float = 30) -> PodmanHome
     root.mkdir(parents=True, exist_ok=True)
     write_config(root, registry_host)
     (root / "host-run").mkdir(exist_ok=True)
-    chains_before = netavark_chains()
+    tidy_netavark()  # a stale DNAT would take the ports of this session's tests
     holder = subprocess.Popen(
         [require("unshare"), "--mount", "--propagation", "slave", "--", "setpriv",
          "--pdeathsig", "KILL", "--", "sh", "-c", NAMESPACE_SETUP, "sh", str(root / "host-run")],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    home = PodmanHome(root, holder, chains_before)
+    home = PodmanHome(root, holder)
     try:
         ready = _read_line(holder, timeout)
     except BaseException:
@@ -297,16 +296,15 @@ class RunningPodman:
         self.socket_path.unlink(missing_ok=True)
 
 
+# netavark's chains of one network (NETAVARK-<id>) and of one container's DNAT (NETAVARK-DN-<id>)
+NETWORK_CHAIN = re.compile(r"NETAVARK-(DN-)?[0-9A-F]{13}")
+# the bridges of netavark's networks (podmanN) and of a private podman's default one (pcp<hex>)
+LEFT_BRIDGE = re.compile(r"podman[0-9]+|pcp[0-9a-f]{8}")
+
+
 def _iptables(*argv: str) -> str:
     done = subprocess.run(["iptables", *argv], capture_output=True, text=True, check=False)
     return done.stdout
-
-
-def netavark_chains() -> bool:
-    """Whether netavark's firewall chains are there (it adds them and never removes them)."""
-    if not shutil.which("iptables"):
-        return False
-    return any("NETAVARK" in _iptables("-t", table, "-S") for table in ("filter", "nat"))
 
 
 def netavark_rules_in_use() -> bool:
@@ -321,6 +319,102 @@ def netavark_rules_in_use() -> bool:
             if words[:1] == ["-A"] and "NETAVARK" in words[1] and words[1] not in static:
                 return True
     return False
+
+
+def _empty_bridge(name: str) -> bool:
+    ports = Path("/sys/class/net") / name / "brif"
+    return ports.is_dir() and not any(ports.iterdir())
+
+
+def live_networks() -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of this network namespace's interfaces but empty bridges: a podman
+    network's bridge carries its subnet while a container is on it (a bridge a killed podman
+    left has no port, and none of its containers is there)."""
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                           check=False).stdout
+    networks = []
+    for line in shown.splitlines():
+        words = line.split()
+        if "inet" in words and not _empty_bridge(words[1]):
+            networks.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
+    return networks
+
+
+def _dead_interfaces(rule: str) -> bool:
+    """Whether a rule names (``-i``/``-o``) an interface that is gone or an empty bridge."""
+    words = shlex.split(rule)
+    names = [words[n + 1] for n, word in enumerate(words[:-1]) if word in ("-i", "-o")]
+    return any(not Path("/sys/class/net", name).exists() or _empty_bridge(name)
+               for name in names)
+
+
+def _rule_networks(rule: str) -> list[ipaddress.IPv4Network]:
+    """The container networks a netavark rule is for: its ``-s``/``-d`` subnets and its DNAT
+    target (negated matches and loopback, multicast or public addresses are not a network's)."""
+    words = shlex.split(rule)
+    found = []
+    for n, word in enumerate(words[:-1]):
+        if word not in ("-s", "-d", "--to-destination") or (n and words[n - 1] == "!"):
+            continue
+        with contextlib.suppress(ValueError):
+            network = ipaddress.IPv4Network(words[n + 1].split(":")[0], strict=False)
+            if network.is_private and not (network.is_loopback or network.is_multicast):
+                found.append(network)
+    return found
+
+
+def prune_dead_netavark_rules() -> int:
+    """Remove netavark's rules for networks whose bridge is gone from this host or left with
+    no container on it (a podman killed before its clean-up leaves them), with the chains of
+    those networks and their bridges.
+
+    Such a rule is not harmless: a stale DNAT of a published port, ``127.0.0.1:PORT`` to a
+    container long gone, takes every later connection to that port, whoever listens there
+    now. Rules of live networks (another podman's) stay. Returns how many rules and chains
+    went.
+    """
+    if not shutil.which("iptables"):
+        return 0
+    live = live_networks()
+
+    def dead(rule: str) -> bool:
+        networks = _rule_networks(rule)
+        gone = bool(networks) and not any(n.overlaps(up) for n in networks for up in live)
+        return gone or _dead_interfaces(rule)
+
+    removed = 0
+    for table in ("filter", "nat"):
+        rules = [shlex.split(rule) for rule in _iptables("-t", table, "-S").splitlines()]
+        chains = {words[1] for words in rules
+                  if words[:1] == ["-N"] and NETWORK_CHAIN.fullmatch(words[1])}
+        alive = {words[1] for words in rules if words[:1] == ["-A"] and words[1] in chains
+                 and _rule_networks(shlex.join(words)) and not dead(shlex.join(words))}
+        gone = chains - alive  # a network's chains: dead once none of it names a live network
+        for words in rules:
+            if words[:1] != ["-A"] or words[1] in gone or "NETAVARK" not in shlex.join(words):
+                continue
+            target = words[words.index("-j") + 1] if "-j" in words[:-1] else None
+            if target in gone or dead(shlex.join(words)):
+                _iptables("-t", table, "-D", *words[1:])
+                removed += 1
+        for chain in gone:
+            _iptables("-t", table, "-F", chain)
+            _iptables("-t", table, "-X", chain)
+            removed += 1
+    for bridge in Path("/sys/class/net").iterdir():  # the bridges of those networks
+        if LEFT_BRIDGE.fullmatch(bridge.name) and _empty_bridge(bridge.name):
+            subprocess.run(["ip", "link", "delete", bridge.name], capture_output=True,
+                           check=False)
+    return removed
+
+
+def tidy_netavark() -> None:
+    """Remove what netavark left in the host's firewall for networks that are gone, and its
+    chains too once no live network has a rule in them (netavark adds them and never removes
+    them)."""
+    prune_dead_netavark_rules()
+    if not netavark_rules_in_use():
+        remove_netavark_chains()
 
 
 def remove_netavark_chains() -> None:

@@ -184,3 +184,80 @@ def test_two_private_podmans_do_not_share_state(podman_service: RunningPodman,
     assert found == "one"  # its DNS and a new lease on that network
     _podman_ok(one, "rm", "-f", "-t", "0", "web")
     _podman_ok(one, "network", "rm", "shared-name")
+
+
+# Run in a network namespace of the test's own (its firewall and links are its own): one
+# live podman network (a bridge with a container's port on it) and one a killed podman left (an
+# empty bridge), each with netavark's rules, including a DNAT of a published port.
+LEFT_NETAVARK_STATE = r"""
+import json, subprocess, sys
+from pathlib import Path
+from testenv.podman import tidy_netavark
+
+def sh(*argv):
+    subprocess.run(argv, check=True)
+
+def ipt(table, *rule):
+    sh("iptables", "-t", table, *rule)
+
+sh("ip", "link", "set", "lo", "up")
+for name, subnet, chain, port in (("pcp0a0b0c0d", "10.150.1", "AAAAAAAAAAAAA", "40001"),
+                                  ("podman7", "10.150.2", "BBBBBBBBBBBBB", "40002")):
+    sh("ip", "link", "add", name, "type", "bridge")
+    sh("ip", "addr", "add", f"{subnet}.1/24", "dev", name)
+    sh("ip", "link", "set", name, "up")
+    for table, new in (("nat", "NETAVARK-HOSTPORT-DNAT"), ("filter", "NETAVARK_FORWARD"),
+                       ("filter", "NETAVARK_ISOLATION_2")):
+        if subprocess.run(["iptables", "-t", table, "-L", new], capture_output=True).returncode:
+            ipt(table, "-N", new)
+    ipt("nat", "-N", f"NETAVARK-{chain}")
+    ipt("nat", "-A", f"NETAVARK-{chain}", "-d", f"{subnet}.0/24", "-j", "ACCEPT")
+    ipt("nat", "-A", f"NETAVARK-{chain}", "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE")
+    ipt("nat", "-A", "POSTROUTING", "-s", f"{subnet}.0/24", "-j", f"NETAVARK-{chain}")
+    ipt("nat", "-N", f"NETAVARK-DN-{chain}")
+    ipt("nat", "-A", f"NETAVARK-DN-{chain}", "-d", "127.0.0.1/32", "-p", "tcp", "--dport", port,
+        "-j", "DNAT", "--to-destination", f"{subnet}.2:8080")
+    ipt("nat", "-A", "NETAVARK-HOSTPORT-DNAT", "-p", "tcp", "--dport", port, "-j",
+        f"NETAVARK-DN-{chain}")
+    ipt("filter", "-A", "NETAVARK_FORWARD", "-s", f"{subnet}.0/24", "-j", "ACCEPT")
+    ipt("filter", "-A", "NETAVARK_ISOLATION_2", "-o", name, "-j", "DROP")
+ipt("nat", "-A", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j",
+    "NETAVARK-HOSTPORT-DNAT")
+ipt("filter", "-A", "FORWARD", "-j", "NETAVARK_FORWARD")
+sh("ip", "link", "add", "ctr0", "type", "veth", "peer", "name", "ctr1")
+sh("ip", "link", "set", "ctr0", "master", "pcp0a0b0c0d")
+
+def state():
+    rules = [subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True,
+                            check=True).stdout for table in ("nat", "filter")]
+    links = sorted(p.name for p in Path("/sys/class/net").iterdir())
+    return {"rules": "".join(rules), "links": links}
+
+tidy_netavark()
+one = state()
+sh("ip", "link", "delete", "ctr0")  # its last container leaves the live network, as at a kill
+tidy_netavark()
+json.dump({"one": one, "two": state()}, sys.stdout)
+"""
+
+
+def test_what_a_killed_podman_left_in_the_firewall_is_removed() -> None:
+    """A stale DNAT of a published port takes every later connection to that port, whoever
+    listens there (a native container's published port timed out on it): the test session
+    removes netavark's rules and bridges of networks gone, and keeps a live network's."""
+    done = subprocess.run(["unshare", "--net", "--mount", "sh", "-c",  # /sys of its namespace
+                           'mount -t sysfs none /sys && exec "$0" -c "$1"', sys.executable,
+                           LEFT_NETAVARK_STATE],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[1],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    one, two = result["one"], result["two"]
+    assert "10.150.1.2:8080" in one["rules"] and "NETAVARK-DN-AAAAAAAAAAAAA" in one["rules"]
+    assert "-o pcp0a0b0c0d -j DROP" in one["rules"]
+    assert "10.150.2" not in one["rules"] and "BBBBBBBBBBBBB" not in one["rules"]
+    assert "podman7" not in one["rules"] and "podman7" not in one["links"]
+    assert "pcp0a0b0c0d" in one["links"]
+    assert "NETAVARK" not in two["rules"]  # nothing of anyone's left: the chains went too
+    assert "pcp0a0b0c0d" not in two["links"]
