@@ -270,8 +270,12 @@ def mount_inside(root: str, writable: bool = False, host: str = "/sys/fs/cgroup"
         sc.mount("cgroup", target, "cgroup2", flags | read_only)
         return
     sc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
-    with open(membership) as file:
-        hierarchies = [line.rstrip("\n").split(":", 2)[1] for line in file if line.strip()]
+    fd = os.open(membership, os.O_RDONLY | os.O_CLOEXEC)  # not open(): see rootfs.read_file
+    try:
+        listed = os.read(fd, 1 << 16).decode()
+    finally:
+        os.close(fd)
+    hierarchies = [line.split(":", 2)[1] for line in listed.split("\n") if line.strip()]
     for controllers in hierarchies:
         if not controllers:  # a hybrid host's unified hierarchy: Docker leaves it out on v1
             continue
