@@ -5,7 +5,6 @@ request is the same."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,16 +120,6 @@ def reuse_tidy(backend: Backend, monkeypatch: pytest.MonkeyPatch,
     yield
     if set(backend.reused()) - set(before):
         backend.prune_reused()
-
-
-def refused_rootless(pytester: pytest.Pytester, backend: Backend, selected: str,
-                     before: set[str], refusal: str) -> None:
-    """Rootless, reuse with a network is refused: the one selected test fails with ``refusal``
-    and nothing is left reused."""
-    result = pytester.runpytest_subprocess(*backend.args, "-k", selected, "--pycontain-reuse")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([refusal])
-    assert set(backend.reused()) == before
 
 
 def runs(pytester: pytest.Pytester) -> list[list[str]]:
@@ -261,10 +250,6 @@ def test_reused_containers_keep_their_network_and_resolve_each_other(
         pytester: pytest.Pytester, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile(REUSED_TEST)
     before, networks = set(backend.reused()), set(backend.networks())
-    if backend.name == "native" and os.geteuid() != 0:  # rootless: in a run's namespace
-        refused_rootless(pytester, backend, "test_pair", before,
-                         "*NotSupported: reuse=True with a network in rootless mode: *")
-        return
 
     def session(*args: str) -> list[str]:
         pytester.runpytest_subprocess(*backend.args, "-k", "test_pair", *args).assert_outcomes(
@@ -318,11 +303,6 @@ def test_a_compose_stack_is_reused_service_by_service(
     pytester.path.joinpath("compose.yaml").write_text(COMPOSE)
     before, networks = set(backend.reused()), set(backend.networks())
     volumes = set(backend.volumes())
-    if backend.name == "native" and os.geteuid() != 0:  # rootless: in a run's namespace
-        refused_rootless(pytester, backend, "compose_pair", before,
-                         "*NotSupported: *compose.yaml:*: service 'db': "
-                         "reuse=True with a network in rootless mode: *")
-        return
 
     def session(*args: str) -> list[str]:
         pytester.runpytest_subprocess(*backend.args, "-k", "compose_pair", *args).assert_outcomes(

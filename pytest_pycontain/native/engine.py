@@ -57,10 +57,6 @@ from .zygote_client import ZygoteClient
 __all__ = ["NativeContainer", "NativeEngine", "command_line", "image_config", "native_runner"]
 
 WARM_SHIMS = 1  # shims kept ready (namespaces made, PID 1 forked) for the next start
-ROOTLESS_REJOIN = (
-    "reuse=True with a network in rootless mode: a reused container lives in the user "
-    "namespace of the run that made it, so a later run cannot join it to its network; run as "
-    "root, reuse it with ports=[...] and no network, or use the Docker backend")
 ROOTLESS_BLOCKED = (
     "the native engine needs root or user namespaces (rootless mode), and this host "
     "stops the latter: {}; or run containers through the Docker backend: "
@@ -372,9 +368,6 @@ class NativeEngine:
         exist (``container.pid`` is PID 1, its network namespace is ``/proc/PID/ns/net``) but
         before its command starts: where networks attach it. ``reuse``: it is to outlive the
         run (``keep`` then records the key, for ``reused``)."""
-        if reuse is not None and spec.network not in (None, "host", "none") and \
-                self.rootless is not None:
-            raise NotSupported(ROOTLESS_REJOIN)
         image = self._image(spec.image)
         config = image_config(image)
         if spec.stop_signal is not None:  # the container's config, as Docker's --stop-signal
@@ -584,8 +577,6 @@ class NativeEngine:
         made on) to this run's ``network``, as its network for names: its ``name`` and
         ``aliases`` resolve there, and its resolv.conf and hosts become that network's, so
         that it resolves this run's members (the other reused ones rejoined too)."""
-        if self.rootless is not None:
-            raise NotSupported(ROOTLESS_REJOIN)
         if not hasattr(network, "attach"):
             raise ConfigError(f"network={network!r}: expected a network from "
                               "pycontain.network()")
