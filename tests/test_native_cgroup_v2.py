@@ -283,6 +283,32 @@ print(json.dumps(out))
 """
 
 
+NESTED_RUN = r"""
+import json, os, subprocess, sys
+from pytest_pycontain.native.engine import NativeEngine
+
+CHILD = '''
+import json, sys
+from types import SimpleNamespace
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.native.engine import NativeEngine
+image = SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[sys.argv[1]])
+with NativeEngine(state_dir=sys.argv[2]) as engine:
+    container = engine.run(RunSpec(image=image))
+    print(json.dumps({"engine": open("/proc/self/cgroup").read(),
+                      "paths": [str(p) for p in container.limits.paths()]}))
+'''
+rootfs, state = sys.argv[1:3]
+out = {"pid": os.getpid()}
+with NativeEngine(state_dir=state) as engine:
+    out["engine"] = open("/proc/self/cgroup").read()
+    child = subprocess.run([sys.executable, "-c", CHILD, rootfs, state],
+                           capture_output=True, text=True, check=True)
+    out["child"] = json.loads(child.stdout)
+print(json.dumps(out))
+"""
+
+
 @pytest.fixture
 def hugetlb_offered(v2_root: Path) -> Iterator[Path]:
     """The hugetlb controller (all this host's cgroup2 offers) enabled down to ``v2_root``'s
@@ -343,13 +369,13 @@ def delegated_run(hugetlb_offered: Path) -> Iterator[Any]:
            "PYTHONPATH": repo, "XDG_RUNTIME_DIR": str(home / "run"), ROOT_ENV: str(MOUNT)}
     started: list[subprocess.Popen] = []
 
-    def start(*extra: str, where: Path = delegated) -> subprocess.Popen:
+    def start(*extra: str, where: Path = delegated, script: str = USER_RUN) -> subprocess.Popen:
         # the run is placed in the delegated cgroup (or ``where`` in it) by root, then
         # becomes the user
         run = subprocess.Popen(
             ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(where),
              "setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
-             shutil.which("python3", path="/usr/bin") or sys.executable, "-c", USER_RUN,
+             shutil.which("python3", path="/usr/bin") or sys.executable, "-c", script,
              str(rootfs), str(home / "state"), *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         started.append(run)
@@ -489,4 +515,19 @@ def test_rootless_in_a_delegated_cgroup_another_process_holds(delegated_run) -> 
     assert (delegated / "cgroup.subtree_control").read_text().split() == []
     other.kill()
     other.wait()
+    assert_given_back(delegated)
+
+
+@needs_v2
+def test_rootless_runs_started_by_a_rootless_run_share_its_leaf(delegated_run) -> None:
+    """A run the engine's process starts (pytester's, xdist's workers) is born in its leaf
+    and already in its user namespace: it stays there, and its containers' cgroups go
+    under the delegated cgroup too, not under the leaf (which must hold no children)."""
+    delegated = delegated_run.cgroup
+    out = delegated_run.finish(delegated_run.start(script=NESTED_RUN))
+    leaf = delegated / f"pycontain-engine-{out['pid']}"
+    assert f"0::/{leaf.relative_to(MOUNT)}\n" in out["engine"]
+    assert out["child"]["engine"] == out["engine"]
+    (path,) = out["child"]["paths"]
+    assert Path(path).parent.parent == delegated
     assert_given_back(delegated)
