@@ -124,6 +124,21 @@ class EngineContract:
         assert info.value.exit_code == 127
         assert '"no-such-command"' in str(info.value)
 
+    def test_the_path_search_passes_over_what_cannot_run(self, run, tmp_path: Path) -> None:
+        """PATH is searched as execvp does, for PID 1 and for exec: a directory of the
+        command's name and a file without execute permission are passed over; with nothing
+        runnable found, the exec fails with 126 (runc says "not found in $PATH", execvp
+        "permission denied")."""
+        path = {"PATH": "/opt/a:/opt/b:/opt/c:/bin"}
+        mounts = [f"{path_search_tree(tmp_path)}:/opt:ro"]
+        first = run(command=["tool", "pid1"], env=path, mounts=mounts)
+        assert first.wait(timeout=10) == 0
+        assert first.logs() == "owner pid1\n"
+        running = run(command="sleep 1000", env=path, mounts=mounts)
+        assert running.exec(["tool", "exec"]).output == "owner exec\n"
+        missing = running.exec(["tool"], env={"PATH": "/opt/a:/opt/b"})
+        assert missing.exit_code == 126 and '"tool"' in missing.output
+
     def test_an_unknown_user(self, run) -> None:
         with pytest.raises(ContainerError, match="unable to find user nosuchuser"):
             run(command="true", user="nosuchuser")
@@ -994,6 +1009,20 @@ def _http_get(address: tuple[str, int], path: str, timeout: float = 10.0) -> str
     if not sep:
         raise ConnectionError(f"no HTTP answer from {address}: {data!r}")
     return body.decode()
+
+
+def path_search_tree(tmp_path: Path) -> Path:
+    """Directories for a PATH search of ``tool``: ``a/tool`` a directory, ``b/tool`` a file
+    without execute permission, ``c/tool`` only its owner (root) may run, ``d/tool`` anyone;
+    each says which it is and its arguments."""
+    bins = tmp_path / "bins"
+    (bins / "a" / "tool").mkdir(parents=True)
+    for name, mode, text in (("b", 0o644, "not me"), ("c", 0o700, "owner"), ("d", 0o755, "any")):
+        (bins / name).mkdir(exist_ok=True)
+        tool = bins / name / "tool"
+        tool.write_text(f'#!/bin/sh\necho {text} "$@"\n')
+        tool.chmod(mode)
+    return bins
 
 
 def _wait_for_log(container: Container, text: str) -> None:

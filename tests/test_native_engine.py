@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from engine_contract import REACH, EngineContract, busybox_rootfs
+from engine_contract import REACH, EngineContract, busybox_rootfs, path_search_tree
 
 from pytest_pycontain.backends import native_blocker
 from pytest_pycontain.engine import RunSpec
@@ -168,6 +168,27 @@ def test_a_missing_layer_directory(engine, busybox, tmp_path: Path) -> None:
 def test_no_command(engine, make_image) -> None:
     with pytest.raises(ContainerError, match="no command specified"):
         engine.run(RunSpec(image=make_image(Cmd=None)))
+
+
+def test_the_path_search_is_the_users(engine, busybox, tmp_path: Path) -> None:
+    """PATH is searched as the container's user, as execvp does: a file only root may run is
+    passed over for nobody, for PID 1 and for exec. (The command is looked up before the
+    fork, by the shim as root for an exec; what that finds and the user cannot run falls back
+    to execvp's own search. runc finds it as root and refuses it: permission denied.)"""
+    env = {"PATH": "/opt/a:/opt/b:/opt/c:/opt/d:/bin"}
+    mounts = [f"{path_search_tree(tmp_path)}:/opt:ro"]
+    first = engine.run(RunSpec(image=busybox, command=["tool", "pid1"], env=env, user="nobody",
+                               mounts=mounts))
+    running = engine.run(RunSpec(image=busybox, command=["sleep", "1000"], env=env,
+                                 mounts=mounts))
+    try:
+        assert first.wait(timeout=10) == 0
+        assert first.logs() == "any pid1\n"
+        assert running.exec(["tool", "exec"], user="nobody").output == "any exec\n"
+        assert running.exec(["tool", "exec"]).output == "owner exec\n"
+    finally:
+        first.remove()
+        running.remove()
 
 
 def test_bad_mount_specs(engine, busybox, tmp_path: Path) -> None:
