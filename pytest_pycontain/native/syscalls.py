@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from typing import NoReturn
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -46,10 +47,12 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
                         ctypes.c_ulong]
 
 
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+def _fail(what: str) -> NoReturn:
+    """Raise the OSError of the call that just failed. Callers say ``what`` only then: these
+    run in every fresh PID 1 and exec'd command, where formatting it for each successful call
+    (``os.fsdecode`` of a mount's target...) is work and copy-on-write faults for nothing."""
+    errno = ctypes.get_errno()
+    raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
 def _b(value: str | os.PathLike | None) -> bytes | None:
@@ -60,35 +63,40 @@ def unshare(flags: int) -> None:
     if hasattr(os, "unshare"):  # Python >= 3.12
         os.unshare(flags)
         return
-    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+    if _libc.unshare(flags) != 0:
+        _fail(f"unshare({flags:#x})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     if hasattr(os, "setns"):
         os.setns(fd, nstype)
         return
-    _check(_libc.setns(fd, nstype), f"setns({nstype:#x})")
+    if _libc.setns(fd, nstype) != 0:
+        _fail(f"setns({nstype:#x})")
 
 
 def mount(source: str | None, target: str | os.PathLike, fstype: str | None = None,
           flags: int = 0, data: str | None = None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
-           f"mount {source or fstype or ''} on {os.fsdecode(target)}")
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+        _fail(f"mount {source or fstype or ''} on {os.fsdecode(target)}")
 
 
 def umount(target: str | os.PathLike, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), f"umount {os.fsdecode(target)}")
+    if _libc.umount2(_b(target), flags) != 0:
+        _fail(f"umount {os.fsdecode(target)}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     number = _PIVOT_ROOT.get(platform.machine())
     if number is None:
         raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
-    _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root")
+    if _libc.syscall(number, _b(new_root), _b(put_old)) != 0:
+        _fail("pivot_root")
 
 
 def prctl(option: int, arg: int = 0) -> None:
-    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
+    if _libc.prctl(option, arg, 0, 0, 0) != 0:
+        _fail(f"prctl({option})")
 
 
 # --- the privilege boundary (capabilities, no_new_privs, seccomp) ---
@@ -123,7 +131,8 @@ _capset = _libc.capset
 
 
 def prctl_args(option: int, arg2: int = 0, arg3: int = 0) -> None:
-    _check(_libc.prctl(option, arg2, arg3, 0, 0), f"prctl({option}, {arg2})")
+    if _libc.prctl(option, arg2, arg3, 0, 0) != 0:
+        _fail(f"prctl({option}, {arg2})")
 
 
 def drop_bounding(keep: int) -> None:
@@ -147,7 +156,8 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     data = _CapPair(
         _CapData(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
         _CapData(effective >> 32, permitted >> 32, inheritable >> 32))
-    _check(_capset(ctypes.byref(header), data), "capset")
+    if _capset(ctypes.byref(header), data) != 0:
+        _fail("capset")
 
 
 def load_seccomp(program: bytes) -> None:
@@ -156,5 +166,5 @@ def load_seccomp(program: bytes) -> None:
     The kernel reads ``program`` where it is (a ``c_char_p`` field holds the bytes): copying it
     into a ctypes buffer would make a new array type, about a millisecond in a fresh fork."""
     fprog = _SockFprog(len(program) // 8, program)
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0),
-           "prctl(PR_SET_SECCOMP)")
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
+        _fail("prctl(PR_SET_SECCOMP)")
