@@ -4,6 +4,7 @@ address and by name, faults take effect and go away, and nothing is left on the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import json
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from pytest_pycontain.errors import NetworkError, NotSupported
+from pytest_pycontain.native import rtnl
 from pytest_pycontain.native.ipam import IPAM
 from pytest_pycontain.native.netns import in_netns, netns_of
 from pytest_pycontain.native.netrecords import reap_network_records, undo_record
@@ -591,5 +593,52 @@ def test_a_route_socket_reports_what_the_kernel_refused(tmp_path: Path) -> None:
         routes = subprocess.run(["nsenter", f"--net={standin.netns}", "ip", "route"],
                                 capture_output=True, text=True, check=True).stdout
         assert "default via 10.9.0.1 dev lo" in routes
+    finally:
+        standin.kill()
+
+
+def test_a_batch_of_requests_is_done_in_order_and_answered_one_by_one() -> None:
+    """The requests of one namespace go in one buffer: each gets its own answer, in order; a
+    refused one stops none after it, and ``run`` names the first refusal that counts."""
+    standin = Standin()
+    show = ["nsenter", f"--net={standin.netns}", "ip"]
+    try:
+        subprocess.run([*show, "link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+                       check=True)
+
+        def batch(ipr) -> tuple[list[int], list[int]]:
+            d0 = socket.if_nametoindex("d0")
+            sock = RouteSocket()
+            try:
+                first = sock.exchange([
+                    rtnl.address(d0, "10.9.0.2", 24), rtnl.link_up(4242),  # no such device
+                    rtnl.link_up(d0), rtnl.default_route("10.9.0.1", d0),
+                    rtnl.neighbour(d0, "10.9.0.7", mac_for("10.9.0.7"))])
+                again = sock.exchange([rtnl.default_route("10.9.0.1", d0),  # there already
+                                       rtnl.forget_neighbour(d0, "10.9.0.8")])  # never was
+                with pytest.raises(NetworkError, match=rf"cannot give interface {d0} the "
+                                   r"address 10\.9\.0\.2/24: File exists"):
+                    sock.run([rtnl.default_route("10.9.0.1", d0),  # fine: counts as done
+                              rtnl.address(d0, "10.9.0.2", 24),
+                              rtnl.neighbour(d0, "10.9.0.9", mac_for("10.9.0.9"))])
+                many = [f"10.9.0.{n}" for n in range(20, 21 + 2 * rtnl.BATCH)]
+                sock.run([rtnl.neighbour(d0, ip, mac_for(ip)) for ip in many])  # > 1 buffer
+                sock.run([rtnl.forget_neighbour(d0, ip) for ip in many])
+                return first, again
+            finally:
+                sock.close()
+
+        first, again = in_netns(standin.netns, batch)
+        assert first == [0, errno.ENODEV, 0, 0, 0]
+        assert again == [errno.EEXIST, errno.ENOENT]
+        routes = subprocess.run([*show, "route"], capture_output=True, text=True,
+                                check=True).stdout
+        assert "default via 10.9.0.1 dev d0" in routes
+        neigh = subprocess.run([*show, "neigh", "show", "dev", "d0"], capture_output=True,
+                               text=True, check=True).stdout
+        # the one after the refusal was made too; the long batch's are gone again
+        assert sorted(line.split()[0] for line in neigh.splitlines()) == ["10.9.0.7",
+                                                                          "10.9.0.9"]
+        assert f"10.9.0.7 lladdr {mac_for('10.9.0.7')} PERMANENT" in neigh
     finally:
         standin.kill()

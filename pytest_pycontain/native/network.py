@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine import HOST_NAME
 from ..errors import ConfigError, NetworkError
+from . import rtnl
 from .faults import (
     PRIO_FAULT,
     PRIO_PARTITION,
@@ -98,17 +99,23 @@ def _exists(ifname: str) -> bool:
 
 
 def _add_veth(bridge: tuple[RouteSocket, int], host_ifname: str, peer_netns: int,
-              mac: str) -> str:
-    """The pair, its bridge end up on the bridge, the other end (with address ``mac``) in the
-    container's namespace under the first name of eth0, eth1, ... it does not have yet."""
+              mac: str, also: Sequence[rtnl.Request] = ()) -> str:
+    """The pair, its bridge end up on the bridge, the other end (up, with address ``mac``) in
+    the container's namespace under the first name of eth0, eth1, ... it does not have yet.
+    ``also``: requests for the bridge's namespace sent with the first try."""
     sock, bridge_index = bridge
     for n in range(64):
         peer = f"eth{n}"
-        error = sock.add_veth(host_ifname, bridge_index, peer, peer_netns, mac)
-        if error == errno.EEXIST and not _exists(host_ifname):
-            continue  # the container has this name already
-        check(error, f"add the veth pair {host_ifname}/{peer}")
-        return peer
+        made = rtnl.veth_pair(host_ifname, bridge_index, peer, peer_netns, mac)
+        error, *others = sock.exchange([made, *also])
+        if error != errno.EEXIST or _exists(host_ifname):  # else the container has the name
+            check(error, made.what)
+        for request, other in zip(also, others, strict=True):
+            if other not in request.fine:
+                check(other, request.what)
+        also = ()
+        if not error:
+            return peer
     raise NetworkError("the container has eth0 to eth63 already")
 
 
@@ -120,13 +127,17 @@ def _join(ipr: Any, home: int, tables: Sequence[tuple[RouteSocket, int]], host_i
     newcomer for ``known`` (address, MAC: the gateway and the members), in ``tables`` (the
     bridge's, then the members', each with its interface's index) for the newcomer.
     ``fill_checksums``: its interface computes its checksums (a network with a way out).
+    One batch of requests per namespace: the pair with the bridge's entry, then the
+    newcomer's own, then one per member.
 
     Returns the bridge end's index, the container's interface name and index, and a
     RouteSocket in the container's namespace."""
     mac = mac_for(ip)
-    ifname = _add_veth(tables[0], host_ifname, netns, mac)
     inside: RouteSocket | None = None
     try:
+        bridge_index = tables[0][1]
+        ifname = _add_veth(tables[0], host_ifname, netns, mac,
+                           also=[rtnl.neighbour(bridge_index, ip, mac)])
         host_index = socket.if_nametoindex(host_ifname)
         enter_netns(netns)  # only to open a socket there, and to learn the index
         try:
@@ -137,13 +148,12 @@ def _join(ipr: Any, home: int, tables: Sequence[tuple[RouteSocket, int]], host_i
                     tx_checksum_off(there, ifname)
         finally:
             enter_netns(home)
-        inside.add_address(index, ip, prefix)
-        inside.set_up(index)
-        inside.set_up(1)  # loopback is ifindex 1 in every namespace
-        inside.add_default_route(gateway, index)  # the first network gives it, as with Docker
-        for address, their_mac in known:
-            inside.set_neighbour(index, address, their_mac)
-        _introduce(ipr, ip, mac, tables)
+        # the first network gives the default route, as with Docker (a later one finds it)
+        inside.run([rtnl.address(index, ip, prefix), rtnl.link_up(index),
+                    rtnl.link_up(1),  # loopback is ifindex 1 in every namespace
+                    rtnl.default_route(gateway, index),
+                    *(rtnl.neighbour(index, address, their_mac) for address, their_mac in known)])
+        _introduce(ipr, ip, mac, tables[1:])
     except BaseException:
         if inside is not None:
             inside.close()
@@ -154,22 +164,20 @@ def _join(ipr: Any, home: int, tables: Sequence[tuple[RouteSocket, int]], host_i
 
 
 def _introduce(ipr: Any, ip: str, mac: str, tables: Sequence[tuple[RouteSocket, int]]) -> None:
-    """Tell the bridge and the members (``(socket, ifindex)`` each, the bridge's first) where
-    a newcomer is. Best effort for members: one that is going away learns by ARP if it must."""
-    for n, (sock, index) in enumerate(tables):
-        try:
-            sock.set_neighbour(index, ip, mac)
-        except (NetworkError, OSError):
-            if n == 0:
-                raise
+    """Tell the members (``(socket, ifindex)`` each) where a newcomer is. Best effort: one
+    that is going away learns by ARP if it must."""
+    for sock, index in tables:
+        with contextlib.suppress(OSError):
+            sock.exchange([rtnl.neighbour(index, ip, mac)])
 
 
 def _forget(ipr: Any, ip: str, tables: Sequence[tuple[RouteSocket, int]],
             closing: RouteSocket | None = None) -> None:
-    """Undo ``_introduce`` (for a member that left), and close the leaver's socket."""
+    """Undo ``_introduce`` and the bridge's entry (for a member that left), and close the
+    leaver's socket."""
     for sock, index in tables:
-        with contextlib.suppress(NetworkError, OSError):
-            sock.delete_neighbour(index, ip)
+        with contextlib.suppress(OSError):
+            sock.exchange([rtnl.forget_neighbour(index, ip)])
     if closing is not None:
         closing.close()
 
