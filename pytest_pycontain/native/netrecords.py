@@ -1,13 +1,14 @@
 """Crash-safety records of the native engine's networks: one JSON file per resource.
 
-A network, a veth pair or a published port is written down (``write_record``) in its owner's
+A network, its way out (pasta) or a published port is written down (``write_record``) in its owner's
 records directory, ``<state>/netrecords/<owner>/``, before it is made, and dropped once it is
 gone. The owner's state journal names that directory (``undo_record`` is its handler), and
 ``state.reap`` also sweeps the directories of owners that died before journalling it, so what
 a killed owner left is undone at the next start (``reap_network_records``).
 
-Most of a network dies with its owner (its namespace is held by a thread of the owner); what
-outlives it is its subnet lease, and a veth in a namespace that is still there.
+Most of a network dies with its owner (its namespace is held by a thread of the owner), its
+members' veth pairs with it (a pair goes when either end does): they have no records. What
+outlives the owner is its subnet lease, and a pasta whose parent-death signal did not end it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from ..errors import NetworkError
 from ..procinfo import process_alive
-from .netns import delete_link, in_netns
 
 
 def write_record(records_dir: str | os.PathLike | None, kind: str, ident: str,
@@ -67,10 +66,6 @@ def remove_recorded(record: dict[str, Any]) -> str:
 
         released = IPAM(record["ipam"]).release_network(record["id"])  # killed before or after
         return f"released subnet {', '.join(released) or '(none)'} of network {record.get('name')}"
-    if kind == "veth" and record.get("netns_path") and os.path.exists(record["netns_path"]):
-        with contextlib.suppress(NetworkError):
-            in_netns(record["netns_path"], delete_link, record.get("host_ifname"))
-        return f"deleted veth {record.get('host_ifname')}"
     if kind == "pasta":  # its parent-death signal should have ended it already
         pid, start = record.get("pid"), record.get("start")
         if isinstance(pid, int) and start is not None and process_alive(pid, start):

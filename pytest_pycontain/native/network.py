@@ -11,8 +11,9 @@ the gateway's) MAC addresses for good from the start (``rtnl.py``): no ARP, and 
 the kernel's shared neighbour table however many containers talk to each other.
 
 Faults act on what a container receives, on the bridge end of its veth (``faults.py``). Every
-resource is recorded before it is made (``netrecords.py``), so that the next run can undo what
-a killed owner left.
+resource that could outlive its owner is recorded before it is made (``netrecords.py``), so
+that the next run can undo what a killed owner left; a veth pair needs no record: it lives in
+the bridge's namespace, and goes with it (a pair goes as soon as one end does).
 
 The engine's use::
 
@@ -198,7 +199,6 @@ class Endpoint:
     host_ifname: str
     host_index: int
     ifname: str = "eth0"
-    record: Path | None = None
     index: int = 0  # of its interface, in its namespace
     rtnl: RouteSocket | None = None  # in its namespace; used on the network's thread only
 
@@ -477,20 +477,17 @@ class BridgeNetwork:
                 self._egress.ready()  # made in the background since the network's birth
             nsfd = open_netns(netns)
             host_ifname = f"vpc{secrets.token_hex(5)}"
-            ip = record = None
+            ip = None
             known = [(self.gateway, mac_for(self.gateway))]
             known += [(ep.ip, mac_for(ep.ip)) for ep in self._endpoints.values()]
             try:
                 ip = self._addresses.allocate(key, prefer=address)
-                record = write_record(self.records_dir, "veth", host_ifname, network=self.id,
-                                      host_ifname=host_ifname, ip=ip)
                 host_index, ifname, index, rtnl = self._worker.call(
                     _join, self._worker.fd, self._tables(), host_ifname, nsfd, ip,
                     self.prefix, self.gateway, known, self._egress is not None)
             except BaseException as exc:
                 if ip is not None:
                     self._addresses.release(ip)
-                drop_record(record)
                 if isinstance(exc, Exception) and not isinstance(exc, NetworkError):
                     raise NetworkError(f"cannot attach {key!r} to network {self.name!r}: "
                                        f"{exc}") from exc
@@ -498,7 +495,7 @@ class BridgeNetwork:
             finally:
                 os.close(nsfd)
             self._endpoints[key] = Endpoint(key, names, ip, host_ifname, host_index, ifname,
-                                            record, index=index, rtnl=rtnl)
+                                            index=index, rtnl=rtnl)
             self._responder.add(names, ip)
             return ip
 
@@ -547,18 +544,15 @@ class BridgeNetwork:
             if self._worker is not None:
                 self._worker.submit(_forget, ep.ip, self._tables(), ep.rtnl)
             self._addresses.release(ep.ip)
-            drop_record(ep.record)
 
     def hand_over(self, key: str, keeper: int | None = None) -> None:
         """A kept container's endpoint leaves this network's books but not the network: its
         veth pair, address and name stay for as long as its keeper holds the namespace; this
-        process's teardown (and the reaper of this owner's records) no longer deletes them.
+        process's teardown no longer deletes them.
         ``keeper`` (its pid) takes the subnet's lease too, so that no later network gets the
         same subnet while the keeper lives (a reused container joins later runs' networks)."""
         with self._lock:
-            ep = self._endpoints.pop(key, None)
-            if ep is not None:
-                drop_record(ep.record)
+            self._endpoints.pop(key, None)
             if keeper is not None and self._subnet is not None:
                 self._ipam.hand_to(self._subnet, self.id, keeper)
 
@@ -668,14 +662,13 @@ class BridgeNetwork:
         if self._responder is not None:
             self._responder.close()
             self._responder = None
-        records = [ep.record for ep in self._endpoints.values()] + [self._record]
+        record = self._record
         subnet, ipam, ident = self._subnet, self._ipam, self.id
 
         def finish(ipr: Any = None) -> None:
             if subnet is not None:
                 ipam.release_subnet(subnet, network_id=ident)
-            for record in records:
-                drop_record(record)
+            drop_record(record)
 
         if self._worker is not None:
             for line in self._faults.take_lines().values():
