@@ -544,9 +544,11 @@ def test_members_know_each_other_and_the_gateway_for_good(net: BridgeNetwork,
                                    ip_a: (mac_for(ip_a), "PERMANENT")}
     assert neighbours(net.netns_path) == {ip_a: (mac_for(ip_a), "PERMANENT"),
                                           ip_b: (mac_for(ip_b), "PERMANENT")}
-    eth0 = subprocess.run(["nsenter", f"--net={b.netns}", "ip", "-o", "link", "show", "eth0"],
-                          capture_output=True, text=True, check=True).stdout
+    eth0 = subprocess.run(["nsenter", f"--net={b.netns}", "ip", "-o", "-d", "link", "show",
+                           "eth0"], capture_output=True, text=True, check=True).stdout
     assert f"link/ether {mac_for(ip_b)} " in eth0  # the address the entries name
+    # made with the one queue each way a veth uses (cutting more to one waits for the kernel)
+    assert "numtxqueues 1 numrxqueues 1 " in eth0
     assert ping(a, "beta").returncode == 0
     net.detach("beta")
     ip_c = net.attach(c.netns, "gamma")

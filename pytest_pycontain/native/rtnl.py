@@ -49,6 +49,7 @@ RTPROT_BOOT = 3
 RTN_UNICAST = 1
 # attribute numbers (linux/if_link.h, veth.h, if_addr.h, rtnetlink.h, neighbour.h)
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 10, 18, 28
+IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES = 31, 32
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_OIF, RTA_GATEWAY = 4, 5
@@ -108,14 +109,21 @@ def veth_pair(ifname: str, master: int, peer_ifname: str, peer_netns: int,
               peer_mac: str) -> Request:
     """A veth pair: this end up on bridge ``master``; the other in the namespace
     ``peer_netns`` (an fd) as ``peer_ifname`` with address ``peer_mac``, down (the kernel
-    configures it before the pair is joined: up, it would find no peer, ENOTCONN)."""
+    configures it before the pair is joined: up, it would find no peer, ENOTCONN).
+
+    Each end is made with the one queue each way that veth uses anyway: made with one per
+    CPU, the kernel cuts them to one at once, and cutting waits for an expedited RCU grace
+    period (``synchronize_net``), twice per pair."""
+    one_queue = _attr(IFLA_NUM_TX_QUEUES, struct.pack("=I", 1)) + \
+        _attr(IFLA_NUM_RX_QUEUES, struct.pack("=I", 1))
     peer = _IFINFO.pack(0, 0, 0, 0, 0) + _attr(IFLA_IFNAME, _name(peer_ifname)) + \
         _attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns)) + \
-        _attr(IFLA_ADDRESS, _mac(peer_mac))
+        _attr(IFLA_ADDRESS, _mac(peer_mac)) + one_queue
     info = _attr(IFLA_INFO_KIND, b"veth\0") + \
         _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer))
     body = _IFINFO.pack(0, 0, 0, IFF_UP, IFF_UP) + _attr(IFLA_IFNAME, _name(ifname)) + \
-        _attr(IFLA_MASTER, struct.pack("=I", master)) + _attr(IFLA_LINKINFO, info)
+        _attr(IFLA_MASTER, struct.pack("=I", master)) + one_queue + \
+        _attr(IFLA_LINKINFO, info)
     return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body,
                    f"add the veth pair {ifname}/{peer_ifname}")
 
