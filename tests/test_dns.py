@@ -121,6 +121,30 @@ def test_responder_over_udp() -> None:
     responder.close()  # twice is fine
 
 
+def test_the_table_forgets_one_address_and_keeps_the_rest() -> None:
+    """Names shared by two addresses (aliases of a scaled service), reverse lookups, and one
+    address forgotten without the others' names going."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    responder = Responder(sock)
+    try:
+        responder.add(["web-1", "Web."], "10.213.0.2")
+        responder.add(["web-2", "web"], "10.213.0.3")
+        responder.add(["web"], "10.213.0.3")  # again: no second entry
+        responder.add(["db"], "10.213.0.4")
+        assert responder.lookup("web") == ["10.213.0.2", "10.213.0.3"]
+        assert responder.reverse("10.213.0.3") == ["web", "web-2"]
+        responder.remove("10.213.0.2")
+        assert responder.lookup("web") == ["10.213.0.3"]
+        assert responder.lookup("web-1") == [] and responder.reverse("10.213.0.2") == []
+        responder.remove("10.213.0.2")  # gone already: fine
+        responder.remove("10.213.0.3")
+        assert responder.snapshot() == {"db": ["10.213.0.4"]}
+        assert responder.reverse("10.213.0.4") == ["db"]
+    finally:
+        responder.close()
+
+
 def test_resolv_conf_and_hosts() -> None:
     """/etc/hosts as Docker writes it: local names, extra entries, then the container's own
     addresses under its hostname (a dotted one under its first label too); never a peer."""

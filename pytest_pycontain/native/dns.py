@@ -128,6 +128,7 @@ class Responder:
         self.sock = sock
         self.address = sock.getsockname()
         self._names: dict[str, list[str]] = {}
+        self._by_ip: dict[str, set[str]] = {}  # the same, the other way: O(1) to forget one
         self._views: dict[str, list[Callable[[str], list[str]]]] = {}  # asker -> more names
         import threading  # here: the zygote's shims load this module, and fork (see zygote.py)
 
@@ -144,10 +145,13 @@ class Responder:
     # -- the table ------------------------------------------------------------------------
     def add(self, names: Iterable[str], ip: str) -> None:
         with self._lock:
+            mine = self._by_ip.setdefault(ip, set())
             for name in names:
-                entry = self._names.setdefault(name.lower().rstrip("."), [])
+                key = name.lower().rstrip(".")
+                entry = self._names.setdefault(key, [])
                 if ip not in entry:
                     entry.append(ip)
+                mine.add(key)
 
     def also(self, asker: str, lookup: Callable[[str], list[str]]) -> None:
         """Answer ``asker`` (a member's address) from ``lookup`` too, for names this table
@@ -173,10 +177,10 @@ class Responder:
         """Forget every name of ``ip`` (and what it was told of its other networks)."""
         with self._lock:
             self._views.pop(ip, None)
-            for name in list(self._names):
-                if ip in self._names[name]:
-                    self._names[name].remove(ip)
-                if not self._names[name]:
+            for name in self._by_ip.pop(ip, ()):
+                entry = self._names[name]
+                entry.remove(ip)
+                if not entry:
                     del self._names[name]
 
     def lookup(self, name: str) -> list[str]:
@@ -185,7 +189,7 @@ class Responder:
 
     def reverse(self, ip: str) -> list[str]:
         with self._lock:
-            return names_of(self._names, ip)
+            return sorted(self._by_ip.get(ip, ()))
 
     def snapshot(self) -> dict[str, list[str]]:
         """The table as it is: name -> addresses (for a keeper that serves it on)."""
