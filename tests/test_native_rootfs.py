@@ -13,7 +13,7 @@ from pytest_pycontain.engine import RunSpec
 from pytest_pycontain.errors import ConfigError
 from pytest_pycontain.native import syscalls as sc
 from pytest_pycontain.native.container import signal_number
-from pytest_pycontain.native.engine import command_line, image_config
+from pytest_pycontain.native.engine import command_line, image_config, rewrite
 from pytest_pycontain.native.process import not_found_message
 from pytest_pycontain.native.rootfs import UnknownUser, inside, resolve_user, tmpfs_options
 
@@ -103,3 +103,18 @@ def test_docker_words_for_a_command_that_cannot_start() -> None:
     assert not_found_message("/bin/nope", FileNotFoundError()) == (
         127, 'exec: "/bin/nope": stat /bin/nope: no such file or directory')
     assert not_found_message("/etc", PermissionError())[0] == 126
+
+
+def test_a_rewritten_etc_file_keeps_its_inode_and_holds_only_the_new_text(tmp_path: Path) -> None:
+    """What a join does to a container's bind-mounted hosts and resolv.conf: longer, then
+    shorter text than before, into the same file; a file not there yet is made."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1\tlocalhost\n127.0.1.1\tabc\n")
+    inode = hosts.stat().st_ino
+    rewrite(hosts, "127.0.0.1\tlocalhost\n10.213.0.2\tabc\n10.213.0.1\thost.docker.internal\n")
+    assert hosts.read_text().splitlines()[-1] == "10.213.0.1\thost.docker.internal"
+    rewrite(hosts, "nameserver 10.213.0.1\n")
+    assert hosts.read_text() == "nameserver 10.213.0.1\n"
+    assert hosts.stat().st_ino == inode
+    rewrite(tmp_path / "resolv.conf", "")
+    assert (tmp_path / "resolv.conf").read_text() == ""

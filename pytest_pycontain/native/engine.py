@@ -583,8 +583,8 @@ class NativeEngine:
         ip = network.attach(f"/proc/{container.pid}/ns/net", name or container.hostname,
                             list(aliases), key=container.id)
         # its /etc files are bound from its directory: rewritten in place, it sees them
-        (container.dir / "resolv.conf").write_text(network.resolv_conf())
-        (container.dir / "hosts").write_text(network.hosts(container.id, container.hostname))
+        rewrite(container.dir / "resolv.conf", network.resolv_conf())
+        rewrite(container.dir / "hosts", network.hosts(container.id, container.hostname))
         return ip
 
     def keep(self, container: NativeContainer) -> str:
@@ -702,14 +702,29 @@ def _joining(bridge: Any, spec: RunSpec, name: str, hostname: str,
                            list(spec.aliases), key=container.id,
                            address=container.last_address(bridge))
         container.joined(bridge, ip)
-        (container.dir / "hosts").write_text(
-            bridge.hosts(hostname, ip, _extra_hosts(spec, bridge.gateway)))
+        rewrite(container.dir / "hosts",
+                bridge.hosts(hostname, ip, _extra_hosts(spec, bridge.gateway)))
         if named:
-            (container.dir / "resolv.conf").write_text(bridge.resolv_conf())
+            rewrite(container.dir / "resolv.conf", bridge.resolv_conf())
         if then is not None:
             then(container)
 
     return join
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Replace the text of ``path`` in place (the same inode: a container has it bind-mounted):
+    written over and cut to length, not emptied first, as ext4 writes out a file truncated to
+    zero when it is closed (~0.2 ms per file, twice per networked start on an ext4 /run)."""
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
 
 
 def check_host_port(port: Any) -> int:
