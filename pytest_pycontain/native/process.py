@@ -236,6 +236,15 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
     os._exit(125)
 
 
+def _joining_file(cgroup: str) -> str:
+    """Where a process of one thread writes "0" to move itself into ``cgroup``: on cgroup v1
+    ``tasks``, which moves the writing thread alone and so without the kernel's global lock of
+    whole-process moves (taking it waits for an RCU grace period after a quiet spell, ~5-20
+    ms, and holds up every fork on the machine meanwhile); ``cgroup.procs`` on v2."""
+    tasks = os.path.join(cgroup, "tasks")
+    return tasks if os.path.exists(tasks) else os.path.join(cgroup, "cgroup.procs")
+
+
 def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> None:
     """A shim made ahead of time: namespaces ready and PID 1 forked, waiting for the plan on
     ``sock``, which then stays its control socket. Takes the forks and the unshares off the
@@ -245,7 +254,7 @@ def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> No
     try:
         enter_namespaces(host_network=False)
         for path in spare:
-            fd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.write(fd, b"0")
             finally:
@@ -276,9 +285,8 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         else:
             pid1 = warm
         renamed = plan.shim_joins and _rename_spare(spare, plan.cgroups)
-        cgroup_fds = [] if renamed else [
-            os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-            for path in plan.cgroups]
+        cgroup_fds = [] if renamed else [  # one-thread processes are moved: PID 1, execs
+            os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC) for path in plan.cgroups]
         socket.sethostname(plan.hostname)
         rootfs.mount_overlay(directory, len(plan.lower), flags=plan.boundary.device_flags)
         root = os.path.join(directory, "merged")
@@ -493,8 +501,11 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
                   for name in EXEC_NAMESPACES]
         root_fd = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         for path in plan.cgroups:
-            with open(os.path.join(path, "cgroup.procs"), "w") as file:
-                file.write(str(os.getpid()))
+            fd = os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")  # "0": the writer itself
+            finally:
+                os.close(fd)
         for fd in ns_fds:
             sc.setns(fd)
             os.close(fd)
@@ -522,7 +533,7 @@ def spawn_exec(plan: ExecPlan, stdio: list[int], boundary: bd.Boundary,
                cgroup_fds: Sequence[int] = ()) -> int:
     """Fork ``plan.argv`` as ``plan.user`` in ``plan.workdir``, inside ``boundary`` as PID 1
     is; we must be in the container's namespaces and root already. The child joins the
-    cgroups (``cgroup.procs`` opened before the root changed) and then a cgroup namespace of
+    cgroups (their ``_joining_file``s opened before the root changed) and then a cgroup namespace of
     its own, rooted there, as PID 1 has. Closes ``stdio`` here; returns the child's pid."""
     uid, gid, groups, home = rootfs.resolve_user(plan.user, "/")
     env = dict(plan.env)
