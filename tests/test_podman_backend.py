@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_contract import SECOND
+from engine_contract import SECOND, path_search_tree
 from test_docker_backend import TestDockerContract as DockerContract
 from test_docker_backend import image_maker, module_engine
 from test_docker_backend import test_a_failing_build_says_where as failing_build_says_where
@@ -102,6 +102,22 @@ class TestPodmanContract(DockerContract):
         assert (result.exit_code, result.output) == (0, "hello\n")
         assert container.exec("hostname").output == container.hostname + "\n"
         assert container.exec(["cat", "/etc/hostname"]).output == container.hostname
+
+    @pytest.mark.xfail(reason="Podman 4.3 exits 127 where nothing on PATH can run (Docker 126)",
+                       strict=True)
+    def test_the_path_search_passes_over_what_cannot_run(self, run, tmp_path) -> None:
+        super().test_the_path_search_passes_over_what_cannot_run(run, tmp_path)
+
+    def test_the_path_search_but_its_exit_code(self, run, tmp_path) -> None:
+        """The check above but the exit code of an exec that finds nothing to run."""
+        path = {"PATH": "/opt/a:/opt/b:/opt/c:/bin"}
+        mounts = [f"{path_search_tree(tmp_path)}:/opt:ro"]
+        first = run(command=["tool", "pid1"], env=path, mounts=mounts)
+        assert first.wait(timeout=10) == 0 and first.logs() == "owner pid1\n"
+        running = run(command="sleep 1000", env=path, mounts=mounts)
+        assert running.exec(["tool", "exec"]).output == "owner exec\n"
+        missing = running.exec(["tool"], env={"PATH": "/opt/a:/opt/b"})
+        assert missing.exit_code == 127 and '"tool"' in missing.output
 
     @pytest.mark.xfail(reason=HOSTNAME_FILE, strict=True)
     def test_published_ports_in_each_form(self, run) -> None:
