@@ -79,9 +79,17 @@ def engine(v2_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     engine.close()
 
 
-def containers_cgroups(v2_root: Path) -> list[str]:
+def containers_cgroups(v2_root: Path, engine: Any = None) -> list[str]:
+    """The cgroups under the engine's group, but for the spare ones ``engine``'s warm shims
+    wait in (journalled under the id of a container that does not exist yet)."""
+    waiting = set()
+    if engine is not None:
+        made = {r["container"] for r in engine.journal.records() if r["kind"] == "container"}
+        waiting = {Path(r["path"]).name for r in engine.journal.records()
+                   if r["kind"] == "cgroup" and r["container"] not in made}
     group = v2_root / "pycontain"
-    return sorted(p.name for p in group.iterdir() if p.is_dir()) if group.is_dir() else []
+    return sorted(p.name for p in group.iterdir() if p.is_dir() and p.name not in waiting
+                  ) if group.is_dir() else []
 
 
 @needs_v2
@@ -120,7 +128,7 @@ def test_every_container_has_its_own_v2_cgroup_seen_read_only_as_its_root(
     finally:
         container.remove()
     assert not path.exists()
-    assert containers_cgroups(v2_root) == []
+    assert containers_cgroups(v2_root, engine) == []
 
 
 @needs_v2
@@ -134,14 +142,14 @@ def test_a_privileged_container_may_write_its_cgroup(engine, busybox, v2_root: P
         assert (path / "child").is_dir()
     finally:
         container.remove()
-    assert containers_cgroups(v2_root) == []
+    assert containers_cgroups(v2_root, engine) == []
 
 
 @needs_v2
 def test_a_failed_start_leaves_no_cgroup(engine, busybox, v2_root: Path) -> None:
     with pytest.raises(ContainerError, match="nosuchuser"):
         engine.run(RunSpec(image=busybox, user="nosuchuser"))
-    assert containers_cgroups(v2_root) == []
+    assert containers_cgroups(v2_root, engine) == []
 
 
 @needs_v2
@@ -157,7 +165,7 @@ def test_a_killed_shim_leaves_no_cgroup_after_remove(engine, busybox, v2_root: P
     assert not Path(f"/proc/{pid1}").exists()
     container.remove()
     assert not path.exists()
-    assert containers_cgroups(v2_root) == []
+    assert containers_cgroups(v2_root, engine) == []
 
 
 @needs_v2
@@ -177,8 +185,67 @@ def test_a_limit_the_hierarchy_lacks_is_refused_by_name(
     assert f"cgroup v2 {controller} controller" in message
     assert f"{v2_root / 'cgroup.controllers'} does not offer" in message
     assert f"(it lists: {' '.join(offered) or 'none'})" in message
-    assert containers_cgroups(v2_root) == []
+    assert containers_cgroups(v2_root, engine) == []
     assert not list((tmp_path / "state" / "containers").glob("*"))
+
+
+@needs_v2
+def test_on_v2_pid1_and_execs_are_born_in_the_containers_cgroup(
+        engine, busybox, v2_root: Path) -> None:
+    """clone3 with CLONE_INTO_CGROUP: a warm shim's PID 1 is forked into a spare v2 cgroup
+    made ahead, which is the container's (named as its id: v2 cannot rename one), and an exec
+    is forked into it; nothing is moved at the start, and the shim stays out."""
+    first = engine.run(RunSpec(image=busybox))
+    second = engine.run(RunSpec(image=busybox))  # on the warm shim made after the first
+    try:
+        for container in (first, second):
+            (path,) = container.limits.paths()
+            assert path == v2_root / "pycontain" / container.id
+            relative = "/" + str(path.relative_to(MOUNT))
+            assert f"0::{relative}\n" in Path(f"/proc/{container.pid}/cgroup").read_text()
+            assert (path / "cgroup.procs").read_text().split() == [str(container.pid)]
+        # the second's cgroup is a spare its PID 1 was born in before the container was made
+        kinds = [r["kind"] for r in engine.journal.records(second.id)]
+        assert kinds.index("cgroup") < kinds.index("container")
+        result = second.exec("echo $$; grep '^0::' /proc/self/cgroup; "
+                             "cat /sys/fs/cgroup/cgroup.procs")
+        assert result.exit_code == 0, result.output
+        me, membership, *procs = result.stdout.split()
+        assert membership == "0::/" and sorted(procs) == sorted(["1", me])
+    finally:
+        first.remove()
+        second.remove()
+    assert containers_cgroups(v2_root, engine) == []
+
+
+@needs_v2
+def test_a_fork_into_a_v2_cgroup_and_its_fallback(v2_root: Path, tmp_path: Path) -> None:
+    """``process.fork_into``: the child is born in the cgroup (not in ours); where clone3
+    refuses (here: a directory that is no cgroup) a plain fork, said so, for the caller to
+    move the child as before."""
+    from pytest_pycontain.native.process import fork_into
+
+    target = v2_root / "born-here"
+    target.mkdir()
+    relative = "/" + str(target.relative_to(MOUNT))
+    for directory, placed_wanted in ((target, True), (tmp_path, False)):
+        report_r, report_w = os.pipe()
+        fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            pid, placed = fork_into(fd)
+            if pid == 0:
+                os.write(report_w, Path("/proc/self/cgroup").read_bytes())
+                os._exit(0)
+        finally:
+            os.close(fd)
+            os.close(report_w)
+        with os.fdopen(report_r) as report:
+            membership = report.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert placed is placed_wanted
+        assert (f"0::{relative}\n" in membership) is placed_wanted, membership
+    target.rmdir()
 
 
 KILLED_RUN = r"""

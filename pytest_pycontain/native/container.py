@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .boundary import Boundary
     from .cgroups import Limits
     from .janitor import Janitor
-    from .zygote_client import ZygoteClient
+    from .zygote_client import WarmShim, ZygoteClient
 
 
 def signal_number(value: str | int | None, default: int = signal.SIGTERM) -> int:
@@ -175,9 +175,11 @@ class NativeContainer:
     # --- what the engine does while it makes the container ---
 
     def launch(self, plan: RunPlan,
-              before_start: Callable[[NativeContainer], None] | None = None) -> None:
-        """Start it from ``plan``; ``before_start(self)`` runs once the namespaces and PID 1
-        exist (``plan.pause``), before the command does. Raises ``ContainerError``."""
+              before_start: Callable[[NativeContainer], None] | None = None,
+              warm: WarmShim | None = None) -> None:
+        """Start it from ``plan`` (on ``warm``, a shim the engine took for it, if given);
+        ``before_start(self)`` runs once the namespaces and PID 1 exist (``plan.pause``),
+        before the command does. Raises ``ContainerError``."""
         if self._own is None or self.pid is not None:
             raise ContainerError(f"container {self.name} was started already", container=self.id)
 
@@ -189,7 +191,7 @@ class NativeContainer:
         timeout = self._services.timeout
         reply = None
         try:
-            reply = self._own.start(plan, timeout, created if before_start else None)
+            reply = self._own.start(plan, timeout, created if before_start else None, warm)
         except TimeoutError:
             raise ContainerError(f"container {self.name} did not start within {timeout}s",
                                  container=self.id) from None

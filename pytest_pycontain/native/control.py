@@ -41,7 +41,7 @@ from .protocol import (
     decode,
     send,
 )
-from .zygote_client import ZygoteClient
+from .zygote_client import WarmShim, ZygoteClient
 
 if TYPE_CHECKING:
     from .boundary import Boundary
@@ -89,12 +89,14 @@ class OwnShim:
         self.spare_cgroups: tuple[str, ...] = ()  # a warm shim's, where it was born
 
     def start(self, plan: RunPlan, timeout: float,
-              created: Callable[[int, int], None] | None = None) -> Message | None:
+              created: Callable[[int, int], None] | None = None,
+              warm: WarmShim | None = None) -> Message | None:
         """Start the container: a warm shim when one is ready (its own network namespace
         only), else a fresh one. With ``plan.pause``, ``created(pid, shim)`` runs between
         ``Created`` and ``Go``. Returns ``Started``, a ``Failed``, or None (the shim died);
-        raises ``TimeoutError``."""
-        warm = self._zygote.take_warm() if not plan.host_network else None
+        raises ``TimeoutError``. ``warm``: the one the engine took for it already."""
+        if warm is None and not plan.host_network:
+            warm = self._zygote.take_warm()
         if warm is not None:  # a shim with its namespaces and PID 1 made ahead
             self.spare_cgroups = warm.cgroups
             try:

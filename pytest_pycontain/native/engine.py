@@ -52,7 +52,7 @@ from .exits import ExitWatch
 from .janitor import Janitor
 from .protocol import Bind, RunPlan
 from .userns import enter, entered
-from .zygote_client import ZygoteClient
+from .zygote_client import WarmShim, ZygoteClient
 
 __all__ = ["NativeContainer", "NativeEngine", "command_line", "image_config", "native_runner"]
 
@@ -155,6 +155,7 @@ class NativeEngine:
         self.journal = state.Journal(self.state_root)
         self._lock = threading.Lock()
         self._spares = self.rootless is None  # spare cgroups for warm shims, where useful
+        self._v2_spares = False  # they are v2 ones: a start claims one (``_claim_warm``)
         self.zygote = ZygoteClient(self.journal, warm=WARM_SHIMS,
                                    spare_cgroups=self._spare_cgroups)
         self.janitor = Janitor(self.journal)
@@ -175,15 +176,19 @@ class NativeEngine:
         atexit.register(self.close)  # tidy even if nobody calls close(); reaping is the backstop
 
     def _spare_cgroups(self) -> tuple[str, ...]:
-        """A cgroup set (journalled) for the next warm shim to be born in, which a container
-        without limits takes over by renaming (``Limits.shim_joins``); none where that is not
-        how containers join their cgroups (v2, rootless)."""
+        """A cgroup set (journalled) for the next warm shim's PID 1 to be born in, which a
+        container without limits takes over: on v1 by renaming it (``Limits.shim_joins``),
+        on v2 (which cannot rename a cgroup) by taking its name as its id (``_claim_warm``).
+        None rootless."""
         if not self._spares:
             return ()
         spare = Limits(f"spare-{secrets.token_hex(8)}", root=self.cgroup_root, own=True)
-        if not spare.shim_joins:
+        if spare.version == 2:  # named as a container, whose id it becomes
+            spare = Limits(secrets.token_hex(32), root=self.cgroup_root, version=2, own=True)
+        if not (spare.shim_joins or (spare.own and spare.version == 2)):
             self._spares = False
             return ()
+        self._v2_spares = spare.version == 2
         try:
             return tuple(str(p) for p in spare.create(self.journal))
         except OSError:
@@ -391,7 +396,9 @@ class NativeEngine:
         if not argv:
             raise ContainerError("no command specified: the image has no Entrypoint or Cmd and "
                                  "none was given")
-        container_id = secrets.token_hex(32)
+        warm = self._claim_warm(spec, network)
+        container_id = (os.path.basename(warm.cgroups[0]) if warm and warm.cgroups
+                        else secrets.token_hex(32))
         # on the host's network, the host's name (as Docker does); else the id's first 12
         hostname = spec.hostname or (socket.gethostname() if network == "host"
                                      else container_id[:12])
@@ -471,7 +478,7 @@ class NativeEngine:
                 etc=_etc_files(hostname, network == "host", spec),
                 pause=start_hook is not None, boundary=boundary, shm_size=spec.shm_size,
                 volumes=volumes)
-            container.launch(plan, start_hook)
+            container.launch(plan, start_hook, warm)
             records_dir = self.state_root / "netrecords" / self.journal.owner
             ports = spec.ports if network != "host" else {}
             if ports:
@@ -481,10 +488,24 @@ class NativeEngine:
                 watch(container.pid, functools.partial(container.ended, container.pid))
             container.relaunch = Relaunch(plan, start_hook, ports, records_dir, watch)
         except BaseException:
+            if warm is not None:  # not started: it ends unused, its PID 1 with it
+                warm.sock.close()
             container.abandon()
             raise
         self.containers[container_id] = container
         return container
+
+    def _claim_warm(self, spec: RunSpec, network: Any) -> WarmShim | None:
+        """On cgroup v2, for a container without limits on a network namespace of its own: a
+        warm shim whose PID 1 was born in a spare v2 cgroup (``process.fork_into``), whose
+        name then becomes the container's id, so that the spare is the container's cgroup and
+        nothing is moved at the start. (v2 cannot rename a cgroup, as v1's spares are.)"""
+        if (not self._spares or network == "host" or self.rootless is not None
+                or any(v is not None for v in (spec.memory, spec.cpus, spec.pids))):
+            return None
+        if not self._v2_spares:
+            return None
+        return self.zygote.take_warm()  # with no spare (none could be made): moved as before
 
     def _volume_binds(self, spec: RunSpec, config: Mapping[str, Any], container_id: str,
                       name: str, reused: bool = False) -> tuple[Bind, ...]:

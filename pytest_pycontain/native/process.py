@@ -177,17 +177,42 @@ def enter_namespaces(host_network: bool) -> None:
         _lo_up()
 
 
+def fork_into(cgroup: int | None) -> tuple[int, bool]:
+    """``os.fork``, the child born in the cgroup v2 directory ``cgroup`` (an ``O_PATH`` fd)
+    where the kernel allows it (``syscalls.fork_into_cgroup``): nothing is moved at a start.
+    Returns the pid (0 in the child) and whether the child is there; if not (no ``cgroup``, an
+    old kernel, an outer seccomp), a plain fork, and the caller moves the child as before."""
+    if cgroup is not None:
+        try:
+            return sc.fork_into_cgroup(cgroup), True
+        except OSError:
+            pass
+    return os.fork(), False
+
+
+def cgroup_dir(plan: RunPlan) -> int | None:
+    """An ``O_PATH`` fd of the container's cgroup v2 directory, for ``fork_into``, or None (v1,
+    no cgroup, or one not made yet: a spare is renamed to it later)."""
+    if not (plan.cgroup2 and len(plan.cgroups) == 1 and not plan.shim_joins):
+        return None
+    try:
+        return os.open(plan.cgroups[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None  # then PID 1 is moved there, and its write says why it cannot be
+
+
 class _Pid1:
     """A container's PID 1, forked as soon as the namespaces exist and waiting until the shim
-    has the root ready (and the engine said go): its pid and the shim's pipe ends."""
+    has the root ready (and the engine said go): its pid, the shim's pipe ends, and whether it
+    was born in the container's v2 cgroup (``into``)."""
 
-    def __init__(self, rehearse: bool = False) -> None:
+    def __init__(self, rehearse: bool = False, into: int | None = None) -> None:
         self.out_r, self.out_w = out_r, out_w = os.pipe()
         self.err_r, self.err_w = err_r, err_w = os.pipe()
         # close-on-exec: EOF alone means the exec succeeded
         self.report_r, self.report_w = report_r, report_w = os.pipe()
         go_r, self.go_w = os.pipe()
-        self.pid = os.fork()
+        self.pid, self.placed = fork_into(into)
         if self.pid == 0:
             try:
                 _die_with_parent(0)
@@ -212,7 +237,7 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
     """In the container's PID 1: fresh /proc, pivot_root, stdio, user, workdir, then exec
     (or, with ``init``, fork the command and stay as its init). Never returns."""
     try:
-        sc.unshare(sc.CLONE_NEWCGROUP)  # the shim moved us into our cgroups by now
+        sc.unshare(sc.CLONE_NEWCGROUP)  # born in our cgroups, or the shim moved us by now
         cgroups.mount_inside(launch.root, writable=launch.boundary.privileged,
                              cgroup2=launch.cgroup2)
         rootfs.enter(launch.root)
@@ -248,18 +273,28 @@ def _joining_file(cgroup: str) -> str:
 def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> None:
     """A shim made ahead of time: namespaces ready and PID 1 forked, waiting for the plan on
     ``sock``, which then stays its control socket. Takes the forks and the unshares off the
-    start of a container. With ``spare`` cgroups it joins them first, so that PID 1 is born
-    there: ``run_shim`` renames them to the container's, and nothing is moved at the start."""
+    start of a container. With ``spare`` cgroups PID 1 is born there, and nothing is moved at
+    the start: on v1 we join them first and ``run_shim`` renames them to the container's; on
+    v2 we stay out, PID 1 is forked into the one spare (``fork_into``, else moved there now),
+    and the engine gives the container that cgroup (its name is the container's id)."""
     _die_with_parent(zygote)
     try:
         enter_namespaces(host_network=False)
-        for path in spare:
+        v2 = len(spare) == 1 and _joining_file(spare[0]).endswith("cgroup.procs")
+        for path in () if v2 else spare:
             fd = os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.write(fd, b"0")
             finally:
                 os.close(fd)
-        pid1 = _Pid1(rehearse=True)
+        into = os.open(spare[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if v2 else None
+        pid1 = _Pid1(rehearse=True, into=into)
+        if into is not None:
+            os.close(into)
+            if not pid1.placed:  # moved now, ahead of the start
+                with open(os.path.join(spare[0], "cgroup.procs"), "w") as file:
+                    file.write(str(pid1.pid))
+                pid1.placed = True
     except OSError:
         os._exit(1)
     try:
@@ -279,13 +314,16 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
     directory = plan.directory
     dir_fd = os.open(directory, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
+        into = cgroup_dir(plan)  # v2: PID 1 (if not forked yet) and execs are born there
         if warm is None:
             enter_namespaces(plan.host_network)
-            pid1 = _Pid1()
+            pid1 = _Pid1(into=into)
         else:
             pid1 = warm
+            # born in a v2 spare: in the container's cgroup if that is the one (``Warm``)
+            pid1.placed = pid1.placed and plan.cgroup2 and spare == plan.cgroups
         renamed = plan.shim_joins and _rename_spare(spare, plan.cgroups)
-        cgroup_fds = [] if renamed else [  # one-thread processes are moved: PID 1, execs
+        cgroup_fds = [] if renamed else [  # else moved there (a one-thread one by itself)
             os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC) for path in plan.cgroups]
         socket.sethostname(plan.hostname)
         rootfs.mount_overlay(directory, len(plan.lower), flags=plan.boundary.device_flags)
@@ -304,7 +342,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
                     plan.boundary, plan.cgroup2)
     if plan.pause:  # the engine sets up more (a network) before the command starts
         send(ctl, Created(pid1.pid, os.getpid()))
-        cgroup_fds = _join_cgroups(plan, pid1.pid, cgroup_fds, ctl)  # meanwhile: see there
+        cgroup_fds = _join_cgroups(plan, pid1, cgroup_fds, ctl)  # meanwhile: see there
         try:
             answer = receive(ctl)
         except (OSError, ProtocolError):
@@ -312,7 +350,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         if not isinstance(answer, Go):
             os._exit(125)  # PID 1 dies with us
     else:
-        cgroup_fds = _join_cgroups(plan, pid1.pid, cgroup_fds, ctl)
+        cgroup_fds = _join_cgroups(plan, pid1, cgroup_fds, ctl)
     pid1.go(launch)
     for fd in (pid1.out_w, pid1.err_w, pid1.report_w):
         os.close(fd)
@@ -323,7 +361,8 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         send(ctl, failure)
         os._exit(failure.exit_code)
     send(ctl, Started(pid1.pid, os.getpid()))
-    _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, cgroup_fds, plan.boundary)
+    _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, (cgroup_fds, into),
+               plan.boundary)
 
 
 def _rename_spare(spare: tuple[str, ...], cgroups: tuple[str, ...]) -> bool:
@@ -346,18 +385,19 @@ def _rename_spare(spare: tuple[str, ...], cgroups: tuple[str, ...]) -> bool:
     return False
 
 
-def _join_cgroups(plan: RunPlan, pid: int, fds: list[int], ctl: socket.socket) -> list[int]:
-    """Move PID 1 (``pid``) into the container's cgroups (``fds``: their ``cgroup.procs``);
-    returns what each exec'd command must still write itself into. With limits we stay out
+def _join_cgroups(plan: RunPlan, pid1: _Pid1, fds: list[int], ctl: socket.socket) -> list[int]:
+    """Move PID 1 into the container's cgroups (``fds``: their ``cgroup.procs``) unless it was
+    born there (v2: ``fork_into``); returns what each exec'd command not born there must
+    still write itself into. With limits we stay out
     (they are not ours to count against, and its OOM killer must not pick us), so every exec
     is moved in too; without, we join (``plan.shim_joins``) and our children are born inside.
     A move can wait for an RCU grace period (``Limits.shim_joins``), so a paused start does it
     while the engine joins the container to its network. On failure: ``Failed``, and exit."""
     try:
-        for fd in fds:
+        for fd in () if pid1.placed else fds:
             if plan.shim_joins:
                 os.write(fd, b"0")  # "0": the writer itself
-            os.write(fd, str(pid).encode())
+            os.write(fd, str(pid1.pid).encode())
     except OSError as exc:
         send(ctl, Failed(f"cannot create the container: its cgroups: {exc}", 125))
         os._exit(125)
@@ -369,7 +409,10 @@ def _join_cgroups(plan: RunPlan, pid: int, fds: list[int], ctl: socket.socket) -
 
 
 def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[str, int],
-               dir_fd: int, cgroup_fds: list[int], boundary: bd.Boundary) -> None:
+               dir_fd: int, cgroups: tuple[list[int], int | None],
+               boundary: bd.Boundary) -> None:
+    """Copy PID 1's output to the logs, answer the engine, run its execs (in ``cgroups``:
+    the fds each writes itself into, and the v2 directory it is forked into where it can)."""
     pidfd = os.pidfd_open(pid)
     selector = selectors.DefaultSelector()
     kept_ports = KeptPorts(selector)
@@ -444,7 +487,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                 elif isinstance(request, Exit):
                     _finish(pid, running)
                 elif isinstance(request, Exec):
-                    _start_exec(request.plan, fds, selector, cgroup_fds, boundary)
+                    _start_exec(request.plan, fds, selector, cgroups, boundary)
             elif isinstance(what, tuple) and what[0] == "dns":  # kept: names of its network
                 dns.answer_from(what[2], what[1])
             elif isinstance(what, tuple) and what[0] == KEPT_PORT:  # kept: a published port
@@ -460,12 +503,12 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
 
 
 def _start_exec(plan: ExecPlan, fds: list[int], selector: selectors.BaseSelector,
-                cgroup_fds: list[int], boundary: bd.Boundary) -> None:
+                cgroups: tuple[list[int], int | None], boundary: bd.Boundary) -> None:
     """Run a command for our engine: we are in the container's namespaces and root already,
     and our children are born in its pid namespace."""
     exec_ctl = socket.socket(fileno=fds[0])
     try:
-        child = spawn_exec(plan, fds[1:4], boundary, cgroup_fds)
+        child = spawn_exec(plan, fds[1:4], boundary, *cgroups)
     except (OSError, rootfs.UnknownUser) as exc:
         with contextlib.suppress(OSError):
             os.write(fds[3], f"{exc}\n".encode())
@@ -530,18 +573,19 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
 
 
 def spawn_exec(plan: ExecPlan, stdio: list[int], boundary: bd.Boundary,
-               cgroup_fds: Sequence[int] = ()) -> int:
+               cgroup_fds: Sequence[int] = (), into: int | None = None) -> int:
     """Fork ``plan.argv`` as ``plan.user`` in ``plan.workdir``, inside ``boundary`` as PID 1
-    is; we must be in the container's namespaces and root already. The child joins the
-    cgroups (their ``_joining_file``s opened before the root changed) and then a cgroup namespace of
-    its own, rooted there, as PID 1 has. Closes ``stdio`` here; returns the child's pid."""
+    is; we must be in the container's namespaces and root already. The child is born in the
+    v2 cgroup ``into`` (``fork_into``), or joins the cgroups (their ``_joining_file``s opened
+    before the root changed), and then a cgroup namespace of its own, rooted there, as PID 1
+    has. Closes ``stdio`` here; returns the child's pid."""
     uid, gid, groups, home = rootfs.resolve_user(plan.user, "/")
     env = dict(plan.env)
     env.setdefault("HOME", home)
     found = _which(plan.argv[0], env)  # here, not in each child (see _which)
     exec_r, exec_w = os.pipe()  # close-on-exec: EOF once the child has exec'd, or ended
     try:
-        pid = os.fork()
+        pid, placed = fork_into(into)
     except BaseException:
         os.close(exec_r)
         os.close(exec_w)
@@ -549,7 +593,7 @@ def spawn_exec(plan: ExecPlan, stdio: list[int], boundary: bd.Boundary,
     if pid == 0:
         try:
             _die_with_parent(0)
-            for fd in cgroup_fds:
+            for fd in () if placed else cgroup_fds:
                 os.write(fd, b"0")  # "0": the writer itself
             sc.unshare(sc.CLONE_NEWCGROUP)
             for number, fd in enumerate(stdio):

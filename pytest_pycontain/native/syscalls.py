@@ -99,6 +99,57 @@ def prctl(option: int, arg: int = 0) -> None:
         _fail(f"prctl({option})")
 
 
+# --- a fork born in a cgroup v2 directory (clone3) ---
+
+CLONE_INTO_CGROUP = 0x200000000
+_SYS_CLONE3 = 435  # the same on every architecture the engine runs on (new syscalls share one)
+_SIGCHLD = 17
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+# PyDLL: the call keeps the GIL, as os.fork does, so no other thread runs Python across it
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+_clone3 = _pylibc.syscall
+_clone3.restype = ctypes.c_long
+_before_fork = ctypes.pythonapi.PyOS_BeforeFork
+_after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
+_after_fork_parent = ctypes.pythonapi.PyOS_AfterFork_Parent
+for _hook in (_before_fork, _after_fork_child, _after_fork_parent):
+    _hook.restype, _hook.argtypes = None, []
+_clone_refused: list[int] = []  # the errno of a first refusal: not asked again
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """``os.fork``, the child born in the cgroup v2 directory ``cgroup_fd`` (clone3 with
+    ``CLONE_INTO_CGROUP``, Linux >= 5.7) instead of moved there after: a move of a whole
+    process takes the kernel's global lock of such moves, which waits for an RCU grace period
+    after a quiet spell and holds up every fork on the machine meanwhile. Returns the pid (0 in
+    the child). Where the kernel refuses (ENOSYS before 5.7, EPERM or ENOSYS from an outer
+    container's seccomp, EINVAL...) raises ``OSError`` with nothing forked, and so at once
+    from then on: callers fall back to ``os.fork`` and a write to ``cgroup.procs``."""
+    if _clone_refused:
+        raise OSError(_clone_refused[0], "clone3 into a cgroup: refused before")
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
+    _before_fork()
+    pid = _clone3(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args),
+                  ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        _after_fork_child()
+        return 0
+    errno = ctypes.get_errno()
+    _after_fork_parent()
+    if pid < 0:
+        if errno != 9:  # EBADF is the caller's fd, not the kernel's answer
+            _clone_refused.append(errno)
+        raise OSError(errno, f"clone3 into a cgroup: {os.strerror(errno)}")
+    return pid
+
+
 # --- the privilege boundary (capabilities, no_new_privs, seccomp) ---
 
 PR_SET_KEEPCAPS = 8
