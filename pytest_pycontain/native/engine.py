@@ -396,27 +396,9 @@ class NativeEngine:
         if not argv:
             raise ContainerError("no command specified: the image has no Entrypoint or Cmd and "
                                  "none was given")
-        warm = self._claim_warm(spec, network)
-        container_id = (os.path.basename(warm.cgroups[0]) if warm and warm.cgroups
-                        else secrets.token_hex(32))
-        # on the host's network, the host's name (as Docker does); else the id's first 12
-        hostname = spec.hostname or (socket.gethostname() if network == "host"
-                                     else container_id[:12])
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
-        env.update(split_env(config.get("Env")))
-        env.update(spec.env)
         workdir = spec.workdir or config.get("WorkingDir") or "/"
         if not workdir.startswith("/"):
             raise ConfigError(f"workdir={workdir!r}: the working directory must be absolute")
-        user = spec.user if spec.user is not None else (config.get("User") or "")
-        if self.rootless is None or self._delegated is not None:
-            limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
-                            root=self._delegated or self.cgroup_root, own=True)
-        else:  # rootless without a delegated subtree: no cgroups of its own either
-            limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
-                            root=self.cgroup_root, version=0)
-            if limits.wanted:
-                raise NotSupported(rootless_limits(self.cgroup_root))
         lower = self._lower_dirs(image)
         for path in lower:
             if not os.path.isdir(path):
@@ -429,6 +411,25 @@ class NativeEngine:
             privileged=spec.privileged, cap_add=spec.cap_add, cap_drop=spec.cap_drop,
             security_opt=spec.security_opt, sysctls=spec.sysctls,
             host_network=network == "host"))
+        # checked first: a shim is taken for it next
+        warm = self._claim_warm(spec, network)
+        container_id = (os.path.basename(warm.cgroups[0]) if warm and warm.cgroups
+                        else secrets.token_hex(32))
+        # on the host's network, the host's name (as Docker does); else the id's first 12
+        hostname = spec.hostname or (socket.gethostname() if network == "host"
+                                     else container_id[:12])
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+        env.update(split_env(config.get("Env")))
+        env.update(spec.env)
+        user = spec.user if spec.user is not None else (config.get("User") or "")
+        if self.rootless is None or self._delegated is not None:
+            limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
+                            root=self._delegated or self.cgroup_root, own=True)
+        else:  # rootless without a delegated subtree: no cgroups of its own either
+            limits = Limits(container_id, memory=spec.memory, cpus=spec.cpus, pids=spec.pids,
+                            root=self.cgroup_root, version=0)
+            if limits.wanted:
+                raise NotSupported(rootless_limits(self.cgroup_root))
         directory = self.state_root / "containers" / container_id[:16]
         name = spec.name or f"pycontain-{container_id[:12]}"
         limits.require(name)

@@ -240,8 +240,9 @@ class Exec(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Warm(Message):
-    """Make a shim ahead of time (to the zygote). ``cgroups``: a spare set it joins before it
-    forks PID 1, to be renamed into the container's (``process.run_shim``)."""
+    """Make a shim ahead of time (to the zygote). ``cgroups``: a spare set its PID 1 is born
+    in (``process.warm_shim``): v1's are renamed into the container's, a v2 one is named as
+    the container that takes it."""
 
     op = Op.WARM
     cgroups: tuple[str, ...] = ()
