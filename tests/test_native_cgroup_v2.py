@@ -219,6 +219,22 @@ def test_on_v2_pid1_and_execs_are_born_in_the_containers_cgroup(
 
 
 @needs_v2
+def test_an_exec_from_another_handle_is_born_in_the_v2_cgroup(engine, busybox) -> None:
+    """Through ``attach`` (as ``pycontain exec`` and kept containers are reached) the helper
+    stays out of the container's cgroup and forks the command into it."""
+    container = engine.run(RunSpec(image=busybox, name="outside"))
+    try:
+        handle = engine.attach(container.id)
+        result = handle.exec("echo $$; grep '^0::' /proc/self/cgroup; "
+                             "cat /sys/fs/cgroup/cgroup.procs")
+        assert result.exit_code == 0, result.output
+        me, membership, *procs = result.stdout.split()
+        assert membership == "0::/" and sorted(procs) == sorted(["1", me])
+    finally:
+        container.remove()
+
+
+@needs_v2
 def test_a_fork_into_a_v2_cgroup_and_its_fallback(v2_root: Path, tmp_path: Path) -> None:
     """``process.fork_into``: the child is born in the cgroup (not in ours); where clone3
     refuses (here: a directory that is no cgroup) a plain fork, said so, for the caller to

@@ -536,26 +536,34 @@ def _finish(pid: int, running: bool) -> None:
 def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) -> None:
     """Join a running container's namespaces and cgroups, run one command, report its exit.
     (For containers of another process, such as kept ones; a container's own engine asks its
-    shim, which is in those namespaces already.)"""
+    shim, which is in those namespaces already.) On v2 we stay out of its cgroup, and the
+    command is forked into it (``fork_into``); not in its cgroup namespace either, which
+    would hide that cgroup from us: the command makes its own, as PID 1 did."""
     _die_with_parent(zygote)
     target = plan.pid
     try:
         ns_fds = [os.open(f"/proc/{target}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
                   for name in EXEC_NAMESPACES]
         root_fd = os.open(f"/proc/{target}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        into, joining = None, []
         for path in plan.cgroups:
             fd = os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC)
+            if len(plan.cgroups) == 1 and _joining_file(path).endswith("cgroup.procs"):
+                into = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                joining.append(fd)  # where the command writes itself if clone3 is refused
+                continue
             try:
                 os.write(fd, b"0")  # "0": the writer itself
             finally:
                 os.close(fd)
-        for fd in ns_fds:
-            sc.setns(fd)
+        for name, fd in zip(EXEC_NAMESPACES, ns_fds, strict=True):
+            if not (name == "cgroup" and into is not None):
+                sc.setns(fd)
             os.close(fd)
         os.fchdir(root_fd)
         os.chroot(".")
         os.close(root_fd)
-        pid = spawn_exec(plan, stdio, plan.boundary or bd.UNCONFINED)
+        pid = spawn_exec(plan, stdio, plan.boundary or bd.UNCONFINED, joining, into)
     except (OSError, rootfs.UnknownUser) as exc:
         said = str(exc)
         if isinstance(exc, PermissionError) and in_user_namespace():
