@@ -207,15 +207,20 @@ def test_on_v2_pid1_and_execs_are_born_in_the_containers_cgroup(
         # the second's cgroup is a spare its PID 1 was born in before the container was made
         kinds = [r["kind"] for r in engine.journal.records(second.id)]
         assert kinds.index("cgroup") < kinds.index("container")
-        result = second.exec("echo $$; grep '^0::' /proc/self/cgroup; "
-                             "cat /sys/fs/cgroup/cgroup.procs")
-        assert result.exit_code == 0, result.output
-        me, membership, *procs = result.stdout.split()
-        assert membership == "0::/" and sorted(procs) == sorted(["1", me])
+        assert_an_exec_beside_pid1_in_its_cgroup(second)
     finally:
         first.remove()
         second.remove()
     assert containers_cgroups(v2_root, engine) == []
+
+
+def assert_an_exec_beside_pid1_in_its_cgroup(container: Any) -> None:
+    """An exec'd command is in the container's cgroup, seen as its root, with PID 1 alone."""
+    result = container.exec("echo $$; grep '^0::' /proc/self/cgroup; "
+                            "cat /sys/fs/cgroup/cgroup.procs")
+    assert result.exit_code == 0, result.output
+    me, membership, *procs = result.stdout.split()
+    assert membership == "0::/" and sorted(procs) == sorted(["1", me])
 
 
 @needs_v2
@@ -224,12 +229,7 @@ def test_an_exec_from_another_handle_is_born_in_the_v2_cgroup(engine, busybox) -
     stays out of the container's cgroup and forks the command into it."""
     container = engine.run(RunSpec(image=busybox, name="outside"))
     try:
-        handle = engine.attach(container.id)
-        result = handle.exec("echo $$; grep '^0::' /proc/self/cgroup; "
-                             "cat /sys/fs/cgroup/cgroup.procs")
-        assert result.exit_code == 0, result.output
-        me, membership, *procs = result.stdout.split()
-        assert membership == "0::/" and sorted(procs) == sorted(["1", me])
+        assert_an_exec_beside_pid1_in_its_cgroup(engine.attach(container.id))
     finally:
         container.remove()
 
