@@ -574,21 +574,23 @@ def test_a_route_socket_reports_what_the_kernel_refused(tmp_path: Path) -> None:
                 with pytest.raises(NetworkError, match=r"cannot add the neighbour entry "
                                    r"10\.9\.0\.1 at 02:42:0a:09:00:01 on interface 4242: "
                                    r"No such device"):
-                    sock.set_neighbour(4242, "10.9.0.1", mac_for("10.9.0.1"))
-                sock.delete_neighbour(1, "10.9.0.1")  # nothing there: fine
-                sock.delete_neighbour(4242, "10.9.0.1")  # no such interface: fine too
+                    sock.run([rtnl.neighbour(4242, "10.9.0.1", mac_for("10.9.0.1"))])
+                sock.run([rtnl.forget_neighbour(1, "10.9.0.1")])  # nothing there: fine
+                sock.run([rtnl.forget_neighbour(4242, "10.9.0.1")])  # no such interface: fine
                 with pytest.raises(NetworkError, match="cannot bring interface 4242 up"):
-                    sock.set_up(4242)
-                sock.add_address(1, "10.9.0.2", 24)
+                    sock.run([rtnl.link_up(4242)])
+                sock.run([rtnl.address(1, "10.9.0.2", 24)])
                 with pytest.raises(NetworkError, match=r"cannot give interface 1 the address "
                                    r"10\.9\.0\.2/24: File exists"):
-                    sock.add_address(1, "10.9.0.2", 24)
-                sock.set_up(1)
-                assert sock.add_default_route("10.9.0.1", 1) is True
-                assert sock.add_default_route("10.9.0.1", 1) is False  # there already
+                    sock.run([rtnl.address(1, "10.9.0.2", 24)])
+                sock.run([rtnl.link_up(1)])
+                assert sock.exchange([rtnl.default_route("10.9.0.1", 1)]) == [0]
+                # there already: the kernel says so, and a join counts it as done
+                assert sock.exchange([rtnl.default_route("10.9.0.1", 1)]) == [errno.EEXIST]
+                sock.run([rtnl.default_route("10.9.0.1", 1)])
                 with pytest.raises(NetworkError, match=r"cannot route via 10\.7\.0\.1: "
                                    r"Network is unreachable"):
-                    sock.add_default_route("10.7.0.1", 4242)
+                    sock.run([rtnl.default_route("10.7.0.1", 4242)])
             finally:
                 sock.close()
 

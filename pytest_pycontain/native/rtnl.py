@@ -211,31 +211,3 @@ class RouteSocket:
                     answers[seq] = -error
                 offset += max(length + (-length % 4), _HEADER.size)
         return [answers[seq] for seq in range(first, self._seq + 1)]
-
-    # -- single requests --------------------------------------------------------------------
-    def add_veth(self, ifname: str, master: int, peer_ifname: str, peer_netns: int,
-                 peer_mac: str) -> int:
-        """``veth_pair``; the errno of the kernel's answer (0: made)."""
-        return self.exchange([veth_pair(ifname, master, peer_ifname, peer_netns, peer_mac)])[0]
-
-    def set_up(self, index: int) -> None:
-        self.run([link_up(index)])
-
-    def add_address(self, index: int, ip: str, prefix: int) -> None:
-        self.run([address(index, ip, prefix)])
-
-    def add_default_route(self, gateway: str, index: int) -> bool:
-        """The default route via ``gateway``; False if there is one already."""
-        error = self.exchange([default_route(gateway, index)])[0]
-        if error == errno.EEXIST:
-            return False
-        check(error, f"route via {gateway}")
-        return True
-
-    def set_neighbour(self, index: int, ip: str, mac: str) -> None:
-        """``ip`` is at ``mac`` on interface ``index``, for good (made or replaced)."""
-        self.run([neighbour(index, ip, mac)])
-
-    def delete_neighbour(self, index: int, ip: str) -> None:
-        """Forget ``ip`` on ``index``; an entry or interface already gone is fine."""
-        self.run([forget_neighbour(index, ip)])
