@@ -13,9 +13,15 @@ from pytest_pycontain.engine import RunSpec
 from pytest_pycontain.errors import ConfigError
 from pytest_pycontain.native import syscalls as sc
 from pytest_pycontain.native.container import signal_number
-from pytest_pycontain.native.engine import command_line, image_config, rewrite
+from pytest_pycontain.native.engine import command_line, image_config
 from pytest_pycontain.native.process import not_found_message
-from pytest_pycontain.native.rootfs import UnknownUser, inside, resolve_user, tmpfs_options
+from pytest_pycontain.native.rootfs import (
+    UnknownUser,
+    inside,
+    resolve_user,
+    tmpfs_options,
+    write_file,
+)
 
 
 @pytest.fixture
@@ -111,10 +117,11 @@ def test_a_rewritten_etc_file_keeps_its_inode_and_holds_only_the_new_text(tmp_pa
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1\tlocalhost\n127.0.1.1\tabc\n")
     inode = hosts.stat().st_ino
-    rewrite(hosts, "127.0.0.1\tlocalhost\n10.213.0.2\tabc\n10.213.0.1\thost.docker.internal\n")
+    write_file(hosts, b"127.0.0.1\tlocalhost\n10.213.0.2\tabc\n10.213.0.1\thost.docker.internal\n",
+               in_place=True)
     assert hosts.read_text().splitlines()[-1] == "10.213.0.1\thost.docker.internal"
-    rewrite(hosts, "nameserver 10.213.0.1\n")
+    write_file(hosts, b"nameserver 10.213.0.1\n", in_place=True)
     assert hosts.read_text() == "nameserver 10.213.0.1\n"
     assert hosts.stat().st_ino == inode
-    rewrite(tmp_path / "resolv.conf", "")
+    write_file(tmp_path / "resolv.conf", b"", in_place=True)
     assert (tmp_path / "resolv.conf").read_text() == ""

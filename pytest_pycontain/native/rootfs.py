@@ -70,13 +70,20 @@ def read_file(path: str) -> bytes:
     return b"".join(chunks)
 
 
-def write_file(path: str, data: bytes, mode: int = 0o666) -> None:
-    """``path`` made (or emptied) holding ``data``, through ``os`` alone (see ``read_file``)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+def write_file(path: str | os.PathLike, data: bytes, mode: int = 0o666, *,
+               in_place: bool = False) -> None:
+    """``path`` made (or emptied) holding ``data``, through ``os`` alone (see ``read_file``).
+    ``in_place``: written over and then cut to length, not emptied first (the same inode,
+    which a container may have bind-mounted: its hosts and resolv.conf when it joins a
+    network), as ext4 writes out a file truncated to zero when it is closed (~0.2 ms)."""
+    truncate = 0 if in_place else os.O_TRUNC
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | truncate | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if in_place:
+            os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
 
