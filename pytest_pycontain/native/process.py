@@ -196,7 +196,7 @@ def cgroup_dir(plan: RunPlan) -> int | None:
     if not (plan.cgroup2 and len(plan.cgroups) == 1 and not plan.shim_joins):
         return None
     try:
-        return os.open(plan.cgroups[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return _directory(plan.cgroups[0])
     except OSError:
         return None  # then PID 1 is moved there, and its write says why it cannot be
 
@@ -261,13 +261,22 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
     os._exit(125)
 
 
+def _is_v2(cgroup: str) -> bool:
+    """Whether ``cgroup`` is a cgroup v2 directory (v1 ones have a ``tasks`` file)."""
+    return not os.path.exists(os.path.join(cgroup, "tasks"))
+
+
 def _joining_file(cgroup: str) -> str:
     """Where a process of one thread writes "0" to move itself into ``cgroup``: on cgroup v1
     ``tasks``, which moves the writing thread alone and so without the kernel's global lock of
     whole-process moves (taking it waits for an RCU grace period after a quiet spell, ~5-20
     ms, and holds up every fork on the machine meanwhile); ``cgroup.procs`` on v2."""
-    tasks = os.path.join(cgroup, "tasks")
-    return tasks if os.path.exists(tasks) else os.path.join(cgroup, "cgroup.procs")
+    return os.path.join(cgroup, "cgroup.procs" if _is_v2(cgroup) else "tasks")
+
+
+def _directory(cgroup: str) -> int:
+    """An ``O_PATH`` fd of a cgroup v2 directory, to fork into (``fork_into``)."""
+    return os.open(cgroup, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> None:
@@ -280,14 +289,14 @@ def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> No
     _die_with_parent(zygote)
     try:
         enter_namespaces(host_network=False)
-        v2 = len(spare) == 1 and _joining_file(spare[0]).endswith("cgroup.procs")
+        v2 = len(spare) == 1 and _is_v2(spare[0])
         for path in () if v2 else spare:
             fd = os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.write(fd, b"0")
             finally:
                 os.close(fd)
-        into = os.open(spare[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if v2 else None
+        into = _directory(spare[0]) if v2 else None
         pid1 = _Pid1(rehearse=True, into=into)
         if into is not None:
             os.close(into)
@@ -548,8 +557,8 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
         into, joining = None, []
         for path in plan.cgroups:
             fd = os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC)
-            if len(plan.cgroups) == 1 and _joining_file(path).endswith("cgroup.procs"):
-                into = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            if len(plan.cgroups) == 1 and _is_v2(path):
+                into = _directory(path)
                 joining.append(fd)  # where the command writes itself if clone3 is refused
                 continue
             try:
