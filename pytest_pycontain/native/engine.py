@@ -185,7 +185,7 @@ class NativeEngine:
         spare = Limits(f"spare-{secrets.token_hex(8)}", root=self.cgroup_root, own=True)
         if spare.version == 2:  # named as a container, whose id it becomes
             spare = Limits(secrets.token_hex(32), root=self.cgroup_root, version=2, own=True)
-        if not (spare.shim_joins or (spare.own and spare.version == 2)):
+        if not (spare.shim_joins or spare.version == 2):
             self._spares = False
             return ()
         self._v2_spares = spare.version == 2
@@ -501,10 +501,9 @@ class NativeEngine:
         warm shim whose PID 1 was born in a spare v2 cgroup (``process.fork_into``), whose
         name then becomes the container's id, so that the spare is the container's cgroup and
         nothing is moved at the start. (v2 cannot rename a cgroup, as v1's spares are.)"""
-        if (not self._spares or network == "host" or self.rootless is not None
+        if (not (self._spares and self._v2_spares) or network == "host"
+                or self.rootless is not None
                 or any(v is not None for v in (spec.memory, spec.cpus, spec.pids))):
-            return None
-        if not self._v2_spares:
             return None
         return self.zygote.take_warm()  # with no spare (none could be made): moved as before
 
