@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..idmap import LEAF_PREFIX, delegated_cgroup
-from .cgroups import GROUP
+from .cgroups import GROUP, read_quietly
 
 __all__ = ["enter", "leave", "leaves"]
 
@@ -59,7 +59,7 @@ def _enter(parent: Path, runtime: Path, pause: Callable[[], int | None]) -> bool
         note = _note(runtime, parent)
         if not note.exists():
             with contextlib.suppress(OSError):
-                note.write_text(_read(parent / "cgroup.subtree_control"))
+                note.write_text(read_quietly(parent / "cgroup.subtree_control"))
         try:
             leaf.mkdir(exist_ok=True)
             _move(os.getpid(), leaf)
@@ -109,8 +109,9 @@ def _leave(parent: Path, runtime: Path, pause: Callable[[], int | None]) -> bool
         try:
             first = note.read_text().split()
         except OSError:
-            first = _read(parent / "cgroup.subtree_control").split()
-        added = [c for c in _read(parent / "cgroup.subtree_control").split() if c not in first]
+            first = read_quietly(parent / "cgroup.subtree_control").split()
+        now = read_quietly(parent / "cgroup.subtree_control").split()
+        added = [c for c in now if c not in first]
         try:
             if added:
                 _write(parent / "cgroup.subtree_control", " ".join(f"-{c}" for c in added))
@@ -145,14 +146,7 @@ def _reap(parent: Path) -> None:
 
 
 def _procs(cgroup: Path) -> list[str]:
-    return _read(cgroup / "cgroup.procs").split()
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
+    return read_quietly(cgroup / "cgroup.procs").split()
 
 
 def _write(path: Path, text: str) -> None:

@@ -180,7 +180,7 @@ class Limits:
                 except OSError as exc:
                     if exc.errno != errno.EBUSY:
                         raise
-                    procs = " ".join(_read(directory / "cgroup.procs").split()) or "none now"
+                    procs = " ".join(read_quietly(directory / "cgroup.procs").split()) or "none now"
                     raise NotSupported(
                         f"{control}: cannot enable {' '.join(missing)}: {directory} holds "
                         f"processes (its cgroup.procs: {procs}), and cgroup v2 enables "
@@ -248,7 +248,8 @@ class Limits:
                 path.rmdir()
 
 
-def _read(path: Path) -> str:
+def read_quietly(path: Path) -> str:
+    """The text of a cgroup file, or "" where it cannot be read (gone meanwhile)."""
     try:
         return path.read_text()
     except OSError:
