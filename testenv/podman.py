@@ -340,18 +340,18 @@ def live_networks() -> list[ipaddress.IPv4Network]:
     return networks
 
 
-def _dead_interfaces(rule: str) -> bool:
-    """Whether a rule names (``-i``/``-o``) an interface that is gone or an empty bridge."""
-    words = shlex.split(rule)
+def _dead_interfaces(words: list[str]) -> bool:
+    """Whether a rule (its words) names (``-i``/``-o``) an interface that is gone or an empty
+    bridge."""
     names = [words[n + 1] for n, word in enumerate(words[:-1]) if word in ("-i", "-o")]
     return any(not Path("/sys/class/net", name).exists() or _empty_bridge(name)
                for name in names)
 
 
-def _rule_networks(rule: str) -> list[ipaddress.IPv4Network]:
-    """The container networks a netavark rule is for: its ``-s``/``-d`` subnets and its DNAT
-    target (negated matches and loopback, multicast or public addresses are not a network's)."""
-    words = shlex.split(rule)
+def _rule_networks(words: list[str]) -> list[ipaddress.IPv4Network]:
+    """The container networks a netavark rule (its words) is for: its ``-s``/``-d`` subnets
+    and its DNAT target (negated matches and loopback, multicast or public addresses are not a
+    network's)."""
     found = []
     for n, word in enumerate(words[:-1]):
         if word not in ("-s", "-d", "--to-destination") or (n and words[n - 1] == "!"):
@@ -363,49 +363,44 @@ def _rule_networks(rule: str) -> list[ipaddress.IPv4Network]:
     return found
 
 
-def prune_dead_netavark_rules() -> int:
+def prune_dead_netavark_rules() -> None:
     """Remove netavark's rules for networks whose bridge is gone from this host or left with
     no container on it (a podman killed before its clean-up leaves them), with the chains of
     those networks and their bridges.
 
     Such a rule is not harmless: a stale DNAT of a published port, ``127.0.0.1:PORT`` to a
     container long gone, takes every later connection to that port, whoever listens there
-    now. Rules of live networks (another podman's) stay. Returns how many rules and chains
-    went.
+    now. Rules of live networks (another podman's) stay.
     """
     if not shutil.which("iptables"):
-        return 0
+        return
     live = live_networks()
 
-    def dead(rule: str) -> bool:
-        networks = _rule_networks(rule)
+    def dead(words: list[str]) -> bool:
+        networks = _rule_networks(words)
         gone = bool(networks) and not any(n.overlaps(up) for n in networks for up in live)
-        return gone or _dead_interfaces(rule)
+        return gone or _dead_interfaces(words)
 
-    removed = 0
     for table in ("filter", "nat"):
         rules = [shlex.split(rule) for rule in _iptables("-t", table, "-S").splitlines()]
         chains = {words[1] for words in rules
                   if words[:1] == ["-N"] and NETWORK_CHAIN.fullmatch(words[1])}
         alive = {words[1] for words in rules if words[:1] == ["-A"] and words[1] in chains
-                 and _rule_networks(shlex.join(words)) and not dead(shlex.join(words))}
+                 and _rule_networks(words) and not dead(words)}
         gone = chains - alive  # a network's chains: dead once none of it names a live network
         for words in rules:
-            if words[:1] != ["-A"] or words[1] in gone or "NETAVARK" not in shlex.join(words):
+            if words[:1] != ["-A"] or words[1] in gone or not any("NETAVARK" in w for w in words):
                 continue
             target = words[words.index("-j") + 1] if "-j" in words[:-1] else None
-            if target in gone or dead(shlex.join(words)):
+            if target in gone or dead(words):
                 _iptables("-t", table, "-D", *words[1:])
-                removed += 1
         for chain in gone:
             _iptables("-t", table, "-F", chain)
             _iptables("-t", table, "-X", chain)
-            removed += 1
     for bridge in Path("/sys/class/net").iterdir():  # the bridges of those networks
         if LEFT_BRIDGE.fullmatch(bridge.name) and _empty_bridge(bridge.name):
             subprocess.run(["ip", "link", "delete", bridge.name], capture_output=True,
                            check=False)
-    return removed
 
 
 def tidy_netavark() -> None:
