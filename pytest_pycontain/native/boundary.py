@@ -19,6 +19,7 @@ import errno
 import functools
 import os
 import stat
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import NotSupported
@@ -127,16 +128,42 @@ def boundary_for(options: SecurityOptions) -> Boundary:
 
 # --- in the container ----------------------------------------------------------------------
 
-def confine_filesystem(boundary: Boundary) -> None:
+def proc_is_default(boundary: Boundary) -> bool:
+    """Whether ``boundary`` confines /proc as ``confine_proc_ahead`` does: Docker's defaults,
+    no sysctl to write first."""
+    return (boundary.masked_paths == MASKED_PATHS and boundary.readonly_paths == READONLY_PATHS
+            and not boundary.sysctls)
+
+
+def confine_proc_ahead(proc: str) -> None:
+    """In a warm PID 1, before it knows its container: the default masked and read-only paths
+    of /proc on the /proc mounted at ``proc``, to be moved into a root whose boundary is the
+    default (``proc_is_default``); the rest is left to ``confine_filesystem(outside_proc)``."""
+    _confine(Boundary(masked_paths=MASKED_PATHS, readonly_paths=READONLY_PATHS), proc, True)
+
+
+def confine_filesystem(boundary: Boundary, outside_proc: bool = False) -> None:
     """In PID 1, root and /proc in place: write the sysctls (while /proc/sys is writable), then
     hide the masked paths (files under /dev/null, directories under an empty read-only tmpfs)
-    and make the read-only ones so."""
+    and make the read-only ones so. ``outside_proc``: /proc's are done (``confine_proc_ahead``)."""
+    _confine(boundary, "/proc", False if outside_proc else None)
+
+
+def _confine(boundary: Boundary, proc: str, under_proc: bool | None) -> None:
+    """``confine_filesystem`` with /proc at ``proc``, for the paths under /proc only (True),
+    the others only (False) or all (None)."""
+    def chosen(paths: tuple[str, ...]) -> Iterator[str]:
+        for path in paths:
+            inside = path.startswith("/proc/")
+            if under_proc is None or under_proc == inside:
+                yield proc + path[len("/proc"):] if inside else path
+
     for key, value in boundary.sysctls:
-        path = "/proc/sys/" + key.replace(".", "/")
+        path = proc + "/sys/" + key.replace(".", "/")
         with open(path, "w") as file:
             file.write(value)
     empty = None  # the first masked directory's tmpfs, bound over the others: one superblock
-    for path in boundary.masked_paths:
+    for path in chosen(boundary.masked_paths):
         try:
             directory = stat.S_ISDIR(os.stat(path).st_mode)
         except OSError:  # not on this kernel
@@ -152,7 +179,7 @@ def confine_filesystem(boundary: Boundary) -> None:
         except OSError as exc:
             if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
                 raise
-    for path in boundary.readonly_paths:
+    for path in chosen(boundary.readonly_paths):
         try:
             sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
         except OSError as exc:

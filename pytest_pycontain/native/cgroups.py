@@ -256,15 +256,15 @@ def read_quietly(path: Path) -> str:
         return ""
 
 
-def mount_inside(root: str, writable: bool = False, host: str = "/sys/fs/cgroup",
+def mount_inside(target: str, writable: bool = False, host: str = "/sys/fs/cgroup",
                  membership: str = "/proc/self/cgroup", cgroup2: bool = False) -> None:
-    """In PID 1, once it has a cgroup namespace of its own and before it enters ``root``: the
-    cgroup filesystem at ``root``/sys/fs/cgroup, rooted at the container's own cgroups, as
+    """In PID 1, once it has a cgroup namespace of its own and before it enters its root: the
+    cgroup filesystem at ``target`` (its root's /sys/fs/cgroup, or a stage to move it there
+    from), rooted at the container's own cgroups, as
     Docker mounts it (read-only unless privileged). A v2 host gets cgroup2; a v1 (or hybrid)
     host a tmpfs (writable, as Docker's) with one read-only mount per hierarchy PID 1 belongs
     to (co-mounted controllers also by each name), as runc lays them out. ``cgroup2``: the
     container's cgroup is a v2 one (a v2 root set elsewhere than ``host``): cgroup2 too."""
-    target = os.path.join(root, "sys/fs/cgroup")
     flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     read_only = 0 if writable else sc.MS_RDONLY
     if cgroup2 or os.path.exists(os.path.join(host, "cgroup.controllers")):

@@ -156,8 +156,13 @@ class NativeEngine:
         self._lock = threading.Lock()
         self._spares = self.rootless is None  # spare cgroups for warm shims, where useful
         self._v2_spares = False  # they are v2 ones: a start claims one (``_claim_warm``)
+        stage = None
+        if self._spares:  # an empty directory warm shims mount on in their own namespaces
+            stage = self.state_root / "stage"
+            stage.mkdir(mode=0o700, exist_ok=True)
         self.zygote = ZygoteClient(self.journal, warm=WARM_SHIMS,
-                                   spare_cgroups=self._spare_cgroups)
+                                   spare_cgroups=self._spare_cgroups,
+                                   stage=None if stage is None else str(stage))
         self.janitor = Janitor(self.journal)
         self.containers: dict[str, NativeContainer] = {}
         self._services = Services(self.journal, self.state_root, self.zygote, self.janitor,

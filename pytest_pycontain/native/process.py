@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _signal  # what signal.signal wraps: see _exec
 import contextlib
+import dataclasses
 import os
 import selectors
 import signal
@@ -20,8 +21,9 @@ from collections.abc import Mapping, Sequence
 
 from ..idmap import in_user_namespace
 from . import boundary as bd  # imported before the fork: a kept shim's root may be elsewhere
-from . import cgroups, dns, rootfs
+from . import dns, rootfs
 from . import syscalls as sc
+from .cgroups import mount_inside as mount_cgroups
 from .keptports import MAX_KEPT_NETWORKS, MAX_KEPT_PORTS, KeptPorts
 from .keptports import TAG as KEPT_PORT
 from .protocol import (
@@ -206,7 +208,8 @@ class _Pid1:
     has the root ready (and the engine said go): its pid, the shim's pipe ends, and whether it
     was born in the container's v2 cgroup (``into``)."""
 
-    def __init__(self, rehearse: bool = False, into: int | None = None) -> None:
+    def __init__(self, rehearse: bool = False, into: int | None = None,
+                 stage: str | None = None) -> None:
         self.out_r, self.out_w = out_r, out_w = os.pipe()
         self.err_r, self.err_w = err_r, err_w = os.pipe()
         # close-on-exec: EOF alone means the exec succeeded
@@ -220,10 +223,13 @@ class _Pid1:
                     os.close(fd)
                 if rehearse:  # a warm PID 1: it has the time (see _REHEARSED_LAUNCH)
                     decode(_REHEARSED_LAUNCH)
+                # a warm one in a spare set (v1: its shim's; v2: born there) mounts ahead
+                staged = (_stage(stage, cgroups=self.placed or into is None,
+                                 cgroup2=into is not None) if stage else _Staged())
                 launch = read_all(go_r)
                 if not isinstance(launch, Launch):
                     os._exit(0)
-                _pid1(launch, out_w, err_w, report_w)
+                _pid1(launch, out_w, err_w, report_w, staged)
             finally:
                 os._exit(125)
         os.close(go_r)  # the other write ends are closed by run_shim once PID 1 has them
@@ -233,15 +239,67 @@ class _Pid1:
         os.close(self.go_w)
 
 
-def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int) -> None:
-    """In the container's PID 1: fresh /proc, pivot_root, stdio, user, workdir, then exec
-    (or, with ``init``, fork the command and stay as its init). Never returns."""
+@dataclasses.dataclass(frozen=True)
+class _Staged:
+    """What a warm PID 1 mounted ahead in its stage (``_stage``): a /proc of its pid namespace,
+    and the cgroup filesystem of the cgroups it was born in (read-only), in a cgroup namespace
+    of its own rooted there."""
+
+    proc: str | None = None  # with the boundary's default masked and read-only paths
+    cgroups: str | None = None
+
+
+def _stage(stage: str, cgroups: bool, cgroup2: bool) -> _Staged:
+    """In a warm PID 1, while it waits for its launch: mount in ``stage`` (an empty directory;
+    the mounts are in the shim's own mount namespace) what it would mount at the start, so that
+    the start only moves them into the root: its /proc, confined as by default, and its cgroups
+    if it is in the ones it will keep (``cgroups``). What cannot be had so is mounted at the
+    start, as without a stage."""
+    flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
     try:
-        sc.unshare(sc.CLONE_NEWCGROUP)  # born in our cgroups, or the shim moved us by now
-        cgroups.mount_inside(launch.root, writable=launch.boundary.privileged,
-                             cgroup2=launch.cgroup2)
-        rootfs.enter(launch.root)
-        bd.confine_filesystem(launch.boundary)
+        sc.mount("tmpfs", stage, "tmpfs", flags, "mode=700,size=16k")
+        proc = os.path.join(stage, "proc")
+        os.mkdir(proc)
+        sc.mount("proc", proc, "proc", flags)
+    except OSError:
+        return _Staged()
+    try:
+        bd.confine_proc_ahead(proc)
+    except OSError:  # half masked: a fresh one at the start
+        with contextlib.suppress(OSError):
+            sc.umount(proc, sc.MNT_DETACH)
+        proc = None
+    if not cgroups:
+        return _Staged(proc)
+    try:
+        cgroup = os.path.join(stage, "cgroup")
+        os.mkdir(cgroup)
+        sc.unshare(sc.CLONE_NEWCGROUP)
+        mount_cgroups(cgroup, cgroup2=cgroup2)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sc.umount(cgroup, sc.MNT_DETACH)
+        return _Staged(proc)
+    return _Staged(proc, cgroup)
+
+
+def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int,
+          staged: _Staged = _Staged()) -> None:
+    """In the container's PID 1: fresh /proc, pivot_root, stdio, user, workdir, then exec
+    (or, with ``init``, fork the command and stay as its init). Never returns. What was
+    ``staged`` ahead is moved into the root instead of mounted."""
+    try:
+        target = os.path.join(launch.root, "sys/fs/cgroup")
+        if staged.cgroups is not None and launch.staged_cgroups:
+            sc.mount(staged.cgroups, target, None, sc.MS_MOVE)
+        else:
+            sc.unshare(sc.CLONE_NEWCGROUP)  # born in our cgroups, or the shim moved us by now
+            mount_cgroups(target, writable=launch.boundary.privileged, cgroup2=launch.cgroup2)
+        proc_ready = staged.proc is not None and bd.proc_is_default(launch.boundary)
+        if proc_ready:
+            sc.mount(staged.proc, os.path.join(launch.root, "proc"), None, sc.MS_MOVE)
+        rootfs.enter(launch.root, proc=not proc_ready)
+        bd.confine_filesystem(launch.boundary, outside_proc=proc_ready)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)
@@ -279,13 +337,15 @@ def _directory(cgroup: str) -> int:
     return os.open(cgroup, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> None:
+def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = (),
+              stage: str | None = None) -> None:
     """A shim made ahead of time: namespaces ready and PID 1 forked, waiting for the plan on
     ``sock``, which then stays its control socket. Takes the forks and the unshares off the
     start of a container. With ``spare`` cgroups PID 1 is born there, and nothing is moved at
     the start: on v1 we join them first and ``run_shim`` renames them to the container's; on
     v2 we stay out, PID 1 is forked into the one spare (``fork_into``, else moved there now),
-    and the engine gives the container that cgroup (its name is the container's id)."""
+    and the engine gives the container that cgroup (its name is the container's id). With a
+    ``stage`` PID 1 mounts its /proc and cgroup filesystem there meanwhile (``_stage``)."""
     _die_with_parent(zygote)
     try:
         enter_namespaces(host_network=False)
@@ -297,7 +357,7 @@ def warm_shim(sock: socket.socket, zygote: int, spare: Sequence[str] = ()) -> No
             finally:
                 os.close(fd)
         into = _directory(spare[0]) if v2 else None
-        pid1 = _Pid1(rehearse=True, into=into)
+        pid1 = _Pid1(rehearse=True, into=into, stage=stage if spare else None)
         if into is not None:
             os.close(into)
             if not pid1.placed:  # moved now, ahead of the start
@@ -347,8 +407,11 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         os._exit(125)
     logs = {name: os.open(f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                           0o644, dir_fd=dir_fd) for name in ("stdout", "stderr", "combined")}
+    # PID 1 stays in the cgroups it was born in: those it mounted ahead are the container's
+    staged_cgroups = (warm is not None and (renamed or pid1.placed)
+                      and not plan.boundary.privileged)
     launch = Launch(root, plan.argv, env, uid, gid, tuple(groups), plan.workdir, plan.init,
-                    plan.boundary, plan.cgroup2)
+                    plan.boundary, plan.cgroup2, staged_cgroups)
     if plan.pause:  # the engine sets up more (a network) before the command starts
         send(ctl, Created(pid1.pid, os.getpid()))
         cgroup_fds = _join_cgroups(plan, pid1, cgroup_fds, ctl)  # meanwhile: see there

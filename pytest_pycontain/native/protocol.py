@@ -14,9 +14,10 @@ alongside (``[fds]`` below). The exchanges:
 =====================  =======================================  ==============================
 who -> whom            message [fds]                            answer
 =====================  =======================================  ==============================
-engine -> zygote       ``Warm(cgroups)`` [ctl]                  a shim that readies its
+engine -> zygote       ``Warm(cgroups, stage)`` [ctl]           a shim that readies its
                                                                 namespaces and PID 1 (in
-                                                                ``cgroups``), then waits for
+                                                                ``cgroups``; its mounts in
+                                                                ``stage``), then waits for
                                                                 ``Run`` on ctl
 engine -> zygote       ``Run(RunPlan)`` [ctl]                   a shim for that container
 engine -> zygote       ``Exec(ExecPlan)`` [ctl, in, out, err]   an exec helper that joins the
@@ -242,10 +243,12 @@ class Exec(Message):
 class Warm(Message):
     """Make a shim ahead of time (to the zygote). ``cgroups``: a spare set its PID 1 is born
     in (``process.warm_shim``): v1's are renamed into the container's, a v2 one is named as
-    the container that takes it."""
+    the container that takes it. ``stage``: where, in its own mount namespace, PID 1 mounts its
+    /proc and cgroup filesystem while it waits, moved into the root at the start."""
 
     op = Op.WARM
     cgroups: tuple[str, ...] = ()
+    stage: str | None = None  # an empty directory where PID 1 mounts ahead (``warm_shim``)
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> Message:
@@ -307,6 +310,7 @@ class Launch(Message):
     init: bool = False
     boundary: Boundary = UNCONFINED
     cgroup2: bool = False
+    staged_cgroups: bool = False  # PID 1 is in the cgroups it mounted ahead (read-only) in
 
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> Message:

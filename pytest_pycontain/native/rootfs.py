@@ -268,9 +268,12 @@ def tmpfs_options(options: str) -> tuple[int, str]:
     return flags, ",".join(data)
 
 
-def enter(root: str) -> None:
-    """In the container's PID 1: a fresh /proc, then ``pivot_root`` into ``root``."""
-    sc.mount("proc", os.path.join(root, "proc"), "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+def enter(root: str, proc: bool = True) -> None:
+    """In the container's PID 1: a fresh /proc (unless ``proc`` is False: mounted already),
+    then ``pivot_root`` into ``root``."""
+    if proc:
+        sc.mount("proc", os.path.join(root, "proc"), "proc",
+                 sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
     os.chdir(root)
     sc.pivot_root(".", ".")
     sc.umount(".", sc.MNT_DETACH)

@@ -42,22 +42,24 @@ def serve(sock: socket.socket) -> None:
         if message is None:
             return  # the engine closed its end, or died
         if isinstance(message, Warm):
-            _fork_warm(sock, fds[0], zygote, message.cgroups)
+            _fork_warm(sock, fds[0], zygote, message.cgroups, message.stage)
         elif isinstance(message, (Run, Exec)):
             _fork_helper(sock, message, fds, zygote)
         for fd in fds:
             os.close(fd)
 
 
-def _fork_warm(sock: socket.socket, ctl: int, zygote: int, cgroups: tuple[str, ...]) -> None:
-    """A shim made ahead: it readies its namespaces and PID 1 (in the spare ``cgroups``), then
-    waits on ``ctl`` for the engine's plan (the engine keeps the other end)."""
+def _fork_warm(sock: socket.socket, ctl: int, zygote: int, cgroups: tuple[str, ...],
+               stage: str | None) -> None:
+    """A shim made ahead: it readies its namespaces and PID 1 (in the spare ``cgroups``, its
+    mounts in ``stage``), then waits on ``ctl`` for the engine's plan (the engine keeps the
+    other end)."""
     if os.fork() == 0:
         try:
             sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.set_inheritable(ctl, False)
-            process.warm_shim(socket.socket(fileno=ctl), zygote, cgroups)
+            process.warm_shim(socket.socket(fileno=ctl), zygote, cgroups, stage)
         finally:
             os._exit(1)
 

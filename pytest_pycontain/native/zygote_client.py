@@ -37,13 +37,16 @@ class WarmShim:
 class ZygoteClient:
     """Starts the zygote on first use (and again if it died), passes it requests, and keeps
     ``warm`` shims made ahead (namespaces and PID 1 ready) for the next container start;
-    ``spare_cgroups()`` makes (and journals) the cgroups each is born in, if any."""
+    ``spare_cgroups()`` makes (and journals) the cgroups each is born in, if any; ``stage`` is
+    an empty directory where each one's PID 1 mounts ahead (``process.warm_shim``)."""
 
     def __init__(self, journal: state.Journal, *, warm: int = 1,
-                 spare_cgroups: Callable[[], tuple[str, ...]] | None = None):
+                 spare_cgroups: Callable[[], tuple[str, ...]] | None = None,
+                 stage: str | None = None):
         self._journal = journal
         self._warm_wanted = warm
         self._spare_cgroups = spare_cgroups
+        self._stage = stage  # for warm PID 1s' mounts made ahead (``Warm.stage``)
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
@@ -99,7 +102,8 @@ class ZygoteClient:
         while len(self._warm) < self._warm_wanted:
             cgroups = self._spare_cgroups() if self._spare_cgroups is not None else ()
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            send(self._sock, Warm(cgroups), [theirs.fileno()])  # type: ignore[arg-type]
+            warm = Warm(cgroups, self._stage if cgroups else None)
+            send(self._sock, warm, [theirs.fileno()])  # type: ignore[arg-type]
             theirs.close()
             self._warm.insert(0, WarmShim(ours, cgroups))
 
