@@ -586,3 +586,30 @@ def test_a_handle_from_attach_reaches_the_container_from_outside(engine, busybox
         container.remove()
     engine.drain()
     assert not container.dir.exists()
+
+
+def test_a_root_that_cannot_be_made_on_a_network_says_why(engine, busybox,
+                                                          state_dir: Path) -> None:
+    """The engine joins the network while the shim makes the root: when the root fails (an
+    unknown user) the shim's reason is the error, whatever the join met meanwhile, and
+    nothing of the container stays (its directory, its place on the network)."""
+    def containers() -> set[Path]:
+        found = state_dir / "containers"
+        return set(found.iterdir()) if found.exists() else set()
+
+    net = engine.network()
+    try:
+        before = containers()
+        for _ in range(3):  # cold and warm starts
+            with pytest.raises(ContainerError, match="unable to find user nobody-here"):
+                engine.run(RunSpec(image=busybox, command="sleep 1000", network=net,
+                                   user="nobody-here"))
+        engine.drain()
+        assert containers() == before
+        box = engine.run(RunSpec(image=busybox, command="sleep 1000", network=net))
+        try:
+            assert box.ip and box.ip in box.exec("cat /etc/hosts").output.split()
+        finally:
+            box.remove()
+    finally:
+        net.remove()

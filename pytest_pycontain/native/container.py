@@ -35,6 +35,7 @@ from .execio import collect, wait_exit
 from .health import HealthCheck
 from .keptports import MAX_KEPT_NETWORKS
 from .protocol import ExecPlan, Failed, RunPlan, Started
+from .rootfs import write_file
 
 if TYPE_CHECKING:
     from ..engine import ReuseKey
@@ -189,6 +190,8 @@ class NativeContainer:
                 before_start(self)
 
         timeout = self._services.timeout
+        for name, text in plan.etc.items():  # ours, not the shim's: the start hook rewrites
+            write_file(os.path.join(plan.directory, name), text.encode())  # them meanwhile
         reply = None
         try:
             reply = self._own.start(plan, timeout, created if before_start else None, warm)

@@ -30,6 +30,7 @@ from .protocol import (
     ExecPlan,
     Exit,
     Exited,
+    Failed,
     Go,
     Keep,
     Kept,
@@ -116,7 +117,16 @@ class OwnShim:
                 self._zygote.refill()
         reply = self._receive(timeout)
         if isinstance(reply, Created) and created is not None:
-            created(reply.pid, reply.shim)
+            try:
+                created(reply.pid, reply.shim)
+            except Exception:
+                # the shim makes the root meanwhile: if that failed (and PID 1 went with it,
+                # which failed this), its reason is the one to give
+                with contextlib.suppress(TimeoutError):
+                    failed = self._receive(0.2)
+                    if isinstance(failed, Failed):
+                        return failed
+                raise
             self._tell(Go())
             reply = self._receive(timeout)
         if isinstance(reply, Started):

@@ -391,6 +391,8 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
             pid1 = warm
             # born in a v2 spare: in the container's cgroup if that is the one (``Warm``)
             pid1.placed = pid1.placed and plan.cgroup2 and spare == plan.cgroups
+        if plan.pause:  # the engine joins its network while we make its root
+            send(ctl, Created(pid1.pid, os.getpid()))
         renamed = plan.shim_joins and _rename_spare(spare, plan.cgroups)
         cgroup_fds = [] if renamed else [  # else moved there (a one-thread one by itself)
             os.open(_joining_file(path), os.O_WRONLY | os.O_CLOEXEC) for path in plan.cgroups]
@@ -413,7 +415,6 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
     launch = Launch(root, plan.argv, env, uid, gid, tuple(groups), plan.workdir, plan.init,
                     plan.boundary, plan.cgroup2, staged_cgroups)
     if plan.pause:  # the engine sets up more (a network) before the command starts
-        send(ctl, Created(pid1.pid, os.getpid()))
         cgroup_fds = _join_cgroups(plan, pid1, cgroup_fds, ctl)  # meanwhile: see there
         try:
             answer = receive(ctl)

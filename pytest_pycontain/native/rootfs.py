@@ -206,9 +206,8 @@ def prepare(plan: RunPlan, root: str, *, workdir_owner: tuple[int, int] | None =
         if read_only or nodev:
             sc.mount(source, where, None, sc.MS_REMOUNT | sc.MS_BIND | _kept_flags(where)
                      | nodev | (sc.MS_RDONLY if read_only else 0))
-    for name, text in plan.etc.items():  # hosts, hostname, resolv.conf
+    for name in plan.etc:  # hosts, hostname, resolv.conf: written by the engine
         source = os.path.join(plan.directory, name)
-        write_file(source, text.encode())
         sc.mount(source, _touch(root, f"/etc/{name}", made), None, sc.MS_BIND)
     for source, target, read_only, *_ in plan.mounts:
         where = (_mkdirs(root, target, made=made) if os.path.isdir(source)
