@@ -81,9 +81,11 @@ def engine(v2_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def containers_cgroups(v2_root: Path, engine: Any = None) -> list[str]:
     """The cgroups under the engine's group, but for the spare ones ``engine``'s warm shims
-    wait in (journalled under the id of a container that does not exist yet)."""
+    wait in (journalled under the id of a container that does not exist yet), once
+    ``engine``'s janitor has removed what removed containers left."""
     waiting = set()
     if engine is not None:
+        engine.drain()
         made = {r["container"] for r in engine.journal.records() if r["kind"] == "container"}
         waiting = {Path(r["path"]).name for r in engine.journal.records()
                    if r["kind"] == "cgroup" and r["container"] not in made}
@@ -127,6 +129,7 @@ def test_every_container_has_its_own_v2_cgroup_seen_read_only_as_its_root(
         assert not (path / "x").exists()
     finally:
         container.remove()
+    engine.drain()  # the janitor removes it in the background
     assert not path.exists()
     assert containers_cgroups(v2_root, engine) == []
 
@@ -164,6 +167,7 @@ def test_a_killed_shim_leaves_no_cgroup_after_remove(engine, busybox, v2_root: P
         time.sleep(0.05)  # PID 1 follows its shim (parent-death signal)
     assert not Path(f"/proc/{pid1}").exists()
     container.remove()
+    engine.drain()
     assert not path.exists()
     assert containers_cgroups(v2_root, engine) == []
 
@@ -355,6 +359,7 @@ with NativeEngine(state_dir=state) as engine:
         import time
         time.sleep(600)
     container.remove()
+    engine.drain()
     out["left"] = [p for p in out["paths"] if os.path.exists(p)]
     try:
         engine.run(RunSpec(image=image, name="limited", memory="64m"))

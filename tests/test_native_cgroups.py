@@ -14,7 +14,7 @@ from engine_contract import busybox_rootfs
 from pytest_pycontain.engine import RunSpec
 from pytest_pycontain.errors import ConfigError, ContainerError, EngineUnavailable
 from pytest_pycontain.native import state
-from pytest_pycontain.native.cgroups import Limits, detect_version, parse_memory
+from pytest_pycontain.native.cgroups import GROUP, Limits, detect_version, parse_memory
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="the native engine needs root (namespaces, mounts, cgroups)")
@@ -134,6 +134,7 @@ def test_v1_limits_for_real(engine, busybox) -> None:
         assert container.exec("cat /proc/self/cgroup").output.strip().endswith(":/")
     finally:
         container.remove()
+    engine.drain()  # the janitor removes them in the background
     assert not any(path.exists() for path in (memory, cpu, pids))
 
 
@@ -181,7 +182,37 @@ def test_every_container_has_cgroups_of_its_own(engine, busybox) -> None:
         assert exec_cgroups and all(line.endswith(":/") for line in exec_cgroups)
     finally:
         container.remove()
+    engine.drain()
     assert not any(path.exists() for path in paths)
+
+@needs_root
+def test_a_removed_containers_cgroups_go_in_the_background_on_every_hierarchy(
+        engine, busybox) -> None:
+    """``remove()`` hands a container's cgroups to the engine's janitor, with its files: once
+    drained, none is left on any hierarchy, neither its own nor the spare set a limited
+    container's shim stayed in, and the journal says it is removed."""
+    unlimited = engine.run(RunSpec(image=busybox))
+    limited = engine.run(RunSpec(image=busybox, memory="64m", pids=20))
+    made = {c.id: [Path(r["path"]) for r in engine.journal.records(c.id)
+                   if r["kind"] == "cgroup"] for c in (unlimited, limited)}
+    try:
+        for container in (unlimited, limited):
+            assert set(container.limits.paths()) <= set(made[container.id])
+            assert all(path.is_dir() for path in made[container.id])
+        if engine.cgroup_root.joinpath("memory").is_dir():  # v1: one per hierarchy it uses
+            assert len(unlimited.limits.paths()) == 3
+    finally:
+        unlimited.remove()
+        limited.remove()
+    engine.drain()
+    assert not [path for paths in made.values() for path in paths if path.exists()]
+    groups = [engine.cgroup_root / GROUP,
+              *engine.cgroup_root.glob(f"*/{GROUP}")]  # v2, then each v1 hierarchy
+    assert not [child for group in groups for child in group.glob("*")
+                if child.is_dir() and child.name in made]
+    removed = {r["container"] for r in engine.journal.records() if r["kind"] == "removed"}
+    assert set(made) <= removed
+
 
 @needs_root
 @pytest.mark.skipif(not has_v1(), reason="this machine has no cgroup v1 controllers")
@@ -205,6 +236,7 @@ def test_on_v1_an_unlimited_containers_shim_is_in_its_cgroups_unseen(engine, bus
     finally:
         unlimited.remove()
         limited.remove()
+    engine.drain()
     assert not any(path.exists() for path in unlimited.limits.paths() + limited.limits.paths())
 
 
@@ -236,6 +268,7 @@ def test_on_v1_warm_shims_are_born_in_spare_cgroups_that_become_the_containers(
         for path in limited.limits.paths():
             assert (path / "cgroup.procs").read_text().split() == [str(limited.pid)]
         limited.remove()
+        engine.drain()
         assert not any(path.exists() for path in held)
         for container in (first, unlimited):
             container.remove()
@@ -274,4 +307,5 @@ def test_cgroups_a_privileged_container_made_go_with_it(engine, busybox) -> None
         assert (child / "cgroup.procs").read_text().split()  # a process of its in there
     finally:
         container.remove()
+    engine.drain()
     assert not any(path.exists() for path in paths)

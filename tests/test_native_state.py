@@ -106,6 +106,54 @@ def test_a_killed_owner_is_reaped(tmp_path: Path, rootfs: Path) -> None:
     assert_nothing_left(tmp_path, made)
 
 
+HELD_JANITOR_SCRIPT = """
+import json, sys, threading
+from types import SimpleNamespace
+from pytest_pycontain.engine import RunSpec
+from pytest_pycontain.native import state
+from pytest_pycontain.native.engine import NativeEngine
+
+state_dir, rootfs = sys.argv[1:3]
+image = SimpleNamespace(config={"Cmd": ["sleep", "1000"]}, layer_dirs=[rootfs])
+engine = NativeEngine(state_dir=state_dir)
+made = [engine.run(RunSpec(image=image)), engine.run(RunSpec(image=image, memory="64m"))]
+cgroups = [r["path"] for c in made for r in engine.journal.records(c.id) if r["kind"] == "cgroup"]
+# the janitor is kept busy, so that what remove() handed it waits: the crash comes now
+state.register_undo("held", lambda record: threading.Event().wait())
+engine.janitor.discard("held", [{"kind": "held", "container": "held"}])
+for container in made:
+    container.remove()
+print(json.dumps({"pids": [p for c in made for p in (c.pid, c.shim)],
+                  "dirs": [str(c.dir) for c in made], "cgroups": cgroups}), flush=True)
+sys.stdin.readline()
+"""
+
+
+@needs_root
+def test_what_the_janitor_had_not_removed_yet_is_reaped_after_a_kill(
+        tmp_path: Path, rootfs: Path) -> None:
+    """A run killed after ``remove()`` handed a container's cgroups and files to its janitor,
+    before the janitor got to them: their records are still in the journal, and the next
+    engine reaps them."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HELD_JANITOR_SCRIPT), str(tmp_path),
+         str(rootfs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        line = owner.stdout.readline()
+        assert line, f"the owner script failed (exit {owner.wait()})"
+        made = json.loads(line)
+        assert not any(alive(pid) for pid in made["pids"]), "remove() ended its processes"
+        assert made["cgroups"] and all(os.path.isdir(p) for p in made["cgroups"])
+        assert all(os.path.isdir(p) for p in made["dirs"])
+    finally:
+        owner.kill()
+        owner.wait()
+    assert all(os.path.isdir(p) for p in made["cgroups"] + made["dirs"]), "left for the reaper"
+    NativeEngine(state_dir=tmp_path).close()  # the next run: reaps at its start
+    assert_nothing_left(tmp_path, made)
+
+
 @needs_root
 def test_a_live_owner_is_left_alone(tmp_path: Path, rootfs: Path) -> None:
     owner, made = start_owner(tmp_path, rootfs)

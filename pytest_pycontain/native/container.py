@@ -744,7 +744,8 @@ class NativeContainer:
         return owner
 
     def remove(self) -> None:
-        """Kill (SIGKILL), then remove every trace: processes, cgroups, files."""
+        """Kill (SIGKILL), then remove every trace: processes, cgroups, files (the last two
+        in the background: the engine's ``drain()`` waits for them)."""
         if self._removed:
             return
         if self.kept:
@@ -760,13 +761,13 @@ class NativeContainer:
         self._removed = True
         self._leave_networks()
         self._control.close()
-        journal = self._services.journal
-        records = list(reversed(journal.records(self.id)))
-        for record in records:
-            if record["kind"] == "cgroup":
-                state.undo_one(record)
         self._services.forget(self.id)
-        self._services.janitor.discard(self.id, [r for r in records if r["kind"] == "dir"])
+        # its processes are gone (or end with our socket closed): its cgroups and files go in
+        # the background, newest first; their records stay until then (a crash leaves them to
+        # the reaper), and ``drain()`` waits for them
+        self._services.janitor.discard(self.id, [
+            r for r in reversed(self._services.journal.records(self.id))
+            if r["kind"] in ("cgroup", "dir")])
 
     # --- health ---
 

@@ -631,7 +631,8 @@ class NativeEngine:
                     self._default_network = None
 
     def drain(self) -> None:
-        """Wait until removed containers' files are deleted (that runs in the background)."""
+        """Wait until removed containers' cgroups and files are gone (that runs in the
+        background)."""
         self.janitor.drain()
 
     def enter_command(self, container: NativeContainer) -> list[str]:

@@ -1,8 +1,10 @@
-"""Deleting removed containers' files in the background, so that ``remove()`` returns at once.
+"""Removing removed containers' cgroups and files in the background, so that ``remove()``
+returns at once.
 
-A removed container's processes are gone already; what is left (its directory: the overlay's
-upper layer, logs) can take a while to delete. The journal keeps the records until the files
-are gone too, so a run killed meanwhile leaves them to the next run's reaper.
+A removed container's processes are gone already; what is left (its cgroups, whose removal
+waits while the kernel still counts an exiting task; its directory: the overlay's upper layer,
+logs) can take a while to remove. The journal keeps the records until they are gone too, so a
+run killed meanwhile leaves them to the next run's reaper.
 """
 
 from __future__ import annotations
