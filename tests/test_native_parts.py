@@ -118,6 +118,23 @@ def test_the_janitor_undoes_records_in_the_background_and_journals_the_removal(
         journal.close()
 
 
+def test_the_janitor_waits_for_a_removal_to_settle_before_it_undoes(tmp_path: Path) -> None:
+    """A removed container's shim may still be ending: what it holds goes only after."""
+    journal = state.Journal(tmp_path / "state")
+    janitor = Janitor(journal)
+    try:
+        directory = tmp_path / "c"
+        directory.mkdir()
+        seen: list[bool] = []
+        janitor.discard("c", [journal.record("dir", container="c", path=str(directory))],
+                        before=lambda: seen.append(directory.exists()))
+        janitor.drain()
+        assert seen == [True] and not directory.exists()
+    finally:
+        janitor.close()
+        journal.close()
+
+
 def test_a_record_that_cannot_be_undone_does_not_stop_the_janitor(tmp_path: Path) -> None:
     journal = state.Journal(tmp_path / "state")
     janitor = Janitor(journal)

@@ -754,20 +754,24 @@ class NativeContainer:
             self._services.forget(self.id)
             return
         self._removed = True
-        if self._control.end():
-            self._cleanup()
+        if self._control.end(settle=False):  # its processes are gone; its shim is going
+            self._cleanup(ending=True)
 
-    def _cleanup(self) -> None:
+    def _cleanup(self, ending: bool = False) -> None:
+        """Leave its networks, then hand what is left to the janitor. ``ending``: PID 1 is
+        gone and the shim was told to end, which the janitor waits for (its namespaces and
+        mounts go with it); else closing our socket ends a shim still waiting."""
         self._removed = True
-        self._leave_networks()
-        self._control.close()
+        self._leave_networks(link_gone=ending)
+        if not ending:
+            self._control.close()
         self._services.forget(self.id)
-        # its processes are gone (or end with our socket closed): its cgroups and files go in
-        # the background, newest first; their records stay until then (a crash leaves them to
-        # the reaper), and ``drain()`` waits for them
+        # its cgroups and files go in the background, newest first, once its shim is gone;
+        # their records stay until then (a crash leaves them to the reaper), and ``drain()``
+        # waits for them
         self._services.janitor.discard(self.id, [
             r for r in reversed(self._services.journal.records(self.id))
-            if r["kind"] in ("cgroup", "dir")])
+            if r["kind"] in ("cgroup", "dir")], before=self._control.settle if ending else None)
 
     # --- health ---
 

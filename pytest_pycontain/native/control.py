@@ -69,9 +69,14 @@ class Control(Protocol):
         """Start ``plan`` with ``fds`` (its control socket, stdin, stdout, stderr)."""
         ...
 
-    def end(self) -> bool:
+    def end(self, *, settle: bool = True) -> bool:
         """Kill PID 1 and wait for the end; True when what the container leaves (cgroups,
-        files, network links) is ours to remove."""
+        files, network links) is ours to remove. ``settle=False``: return once every process
+        of the container is gone, before the shim's own end, which ``settle()`` waits for."""
+        ...
+
+    def settle(self) -> None:
+        """After ``end(settle=False)``: wait until the shim is gone too, then ``close()``."""
         ...
 
     def close(self) -> None: ...
@@ -193,18 +198,29 @@ class OwnShim:
                 if reply is None or isinstance(reply, Kept):
                     break
 
-    def end(self) -> bool:
+    def end(self, *, settle: bool = True) -> bool:
         self._tell(Exit())
-        with self._lock:  # the shim closes its end when PID 1 and it are gone
-            while self._sock is not None:
-                try:
-                    if self._receive(10) is None:
-                        break
-                except TimeoutError:
-                    break
-        if self._shim_fd is not None:  # EOF comes a moment before the process is gone
-            select.select([self._shim_fd], [], [], 10)
+        with self._lock:
+            self._wait_for_end(shim_too=settle)
         return True
+
+    def settle(self) -> None:
+        with self._lock:
+            self._wait_for_end(shim_too=True)
+            self.close()
+
+    def _wait_for_end(self, shim_too: bool) -> None:
+        """Until ``Exited`` (PID 1 reaped: the shim says so, or said so before) or, with
+        ``shim_too``, the shim's very end: it closes its end as it goes, and EOF comes a
+        moment before the process is gone (its pidfd then)."""
+        while self._sock is not None and (shim_too or self.exit_code is None):
+            try:
+                if self._receive(10) is None:
+                    break
+            except TimeoutError:
+                break
+        if shim_too and self._shim_fd is not None:
+            select.select([self._shim_fd], [], [], 10)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -259,12 +275,15 @@ class ForeignShim:
         # not our shim: a zygote child joins the namespaces, and confines the command as PID 1
         self._zygote.send(Exec(dataclasses.replace(plan, boundary=self._boundary)), fds)
 
-    def end(self) -> bool:
+    def end(self, *, settle: bool = True) -> bool:
         """Its owner is alive and cleans up once PID 1 is gone."""
         if not self._exited():
             self.signal(signal.SIGKILL)
             self.poll(10)
         return False
+
+    def settle(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -661,6 +661,7 @@ class NativeEngine:
             if not container.kept:
                 with contextlib.suppress(Exception):
                     container.remove()
+        self.janitor.drain()  # their shims gone before their networks and volumes go
         self._exits.close()
         for network in self._networks:
             with contextlib.suppress(Exception):

@@ -1,10 +1,12 @@
 """Removing removed containers' cgroups and files in the background, so that ``remove()``
 returns at once.
 
-A removed container's processes are gone already; what is left (its cgroups, whose removal
-waits while the kernel still counts an exiting task; its directory: the overlay's upper layer,
-logs) can take a while to remove. The journal keeps the records until they are gone too, so a
-run killed meanwhile leaves them to the next run's reaper.
+A removed container's processes are gone already; its shim may still be ending (its
+namespaces and the root's mounts go with it), which the janitor waits for first. What is left
+then (its cgroups, whose removal waits while the kernel still counts an exiting task; its
+directory: the overlay's upper layer, logs) can take a while to remove. The journal keeps the
+records until they are gone too, so a run killed meanwhile leaves them to the next run's
+reaper.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+from collections.abc import Callable
 
 from . import state
 
@@ -23,18 +26,22 @@ class Janitor:
 
     def __init__(self, journal: state.Journal):
         self._journal = journal
-        self._trash: queue.Queue[tuple[str, list[state.Record]] | None] = queue.Queue()
+        self._trash: queue.Queue[tuple[str, list[state.Record], Callable[[], None] | None]
+                                 | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def discard(self, container_id: str, records: list[state.Record]) -> None:
-        """Undo ``records`` (best effort), then journal the container as removed."""
+    def discard(self, container_id: str, records: list[state.Record],
+                before: Callable[[], None] | None = None) -> None:
+        """Undo ``records`` (best effort), then journal the container as removed.
+        ``before``: what to wait for first (its shim's end: its cgroups and mounts are free
+        only then)."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._sweep, name="pycontain-janitor",
                                                 daemon=True)
                 self._thread.start()
-        self._trash.put((container_id, records))
+        self._trash.put((container_id, records, before))
 
     def drain(self) -> None:
         """Wait until everything handed over so far is gone (a benchmark counts it so)."""
@@ -54,7 +61,10 @@ class Janitor:
             try:
                 if item is None:
                     return
-                container_id, records = item
+                container_id, records, before = item
+                if before is not None:
+                    with contextlib.suppress(Exception):
+                        before()
                 for record in records:
                     with contextlib.suppress(Exception):
                         state.undo_one(record)

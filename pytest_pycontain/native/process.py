@@ -536,7 +536,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     selector.unregister(ctl)
                     if kept:
                         continue
-                    _finish(pid, running)
+                    _finish(pid, running, ctl)
                 if isinstance(request, Signal) and running:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, request.number)
@@ -558,7 +558,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     kept = True  # the lock fd we were given stays open for our life
                     send(ctl, Kept())
                 elif isinstance(request, Exit):
-                    _finish(pid, running)
+                    _finish(pid, running, ctl)
                 elif isinstance(request, Exec):
                     _start_exec(request.plan, fds, selector, cgroups, boundary)
             elif isinstance(what, tuple) and what[0] == "dns":  # kept: names of its network
@@ -595,12 +595,17 @@ def _start_exec(plan: ExecPlan, fds: list[int], selector: selectors.BaseSelector
     selector.register(os.pidfd_open(child), selectors.EVENT_READ, ("exec", child, exec_ctl))
 
 
-def _finish(pid: int, running: bool) -> None:
+def _finish(pid: int, running: bool, ctl: socket.socket) -> None:
+    """Kill PID 1 and end. ``Exited`` is said once PID 1 is reaped (every process of the
+    container is gone then), so that a removal need not wait for our own end too: our
+    namespaces and the root's mounts going with us take a while."""
     if running:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+            _, status = os.waitpid(pid, 0)
+            with contextlib.suppress(OSError):
+                send(ctl, Exited(exit_status(status)))
     os._exit(0)
 
 

@@ -32,7 +32,8 @@ engine -> shim         ``Exec(ExecPlan)`` [ctl, in, out, err]   forked in the co
 shim/helper -> engine  ``ExecStarted(pid)``, ``ExecExited``     on the exec's own ctl
 shim -> engine         ``Exited(code)``                         PID 1 ended
 engine -> shim         ``Keep`` [lock, netns?, dns?, ports...]  ``Kept``: the shim outlives us
-engine -> shim         ``Exit`` (or closing ctl)                kill PID 1; the shim ends
+engine -> shim         ``Exit`` (or closing ctl)                kill PID 1 (``Exited`` once
+                                                                 reaped); the shim ends
 shim -> PID 1          ``Launch`` (a pipe, then closed)         PID 1 enters the root, execs
 PID 1 -> shim          ``Failed`` (a close-on-exec pipe)        EOF alone: the exec worked
 =====================  =======================================  ==============================
