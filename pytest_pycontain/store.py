@@ -76,6 +76,7 @@ LAYER_TYPES = {
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
 BUILD_GZIP_LEVEL = 1  # zlib's fastest: a build waits for every layer's compression
 STALE_TMP = 3600.0
+IMAGE_MEMO = 256  # Images kept made (a test session names a few dozen)
 
 
 def _hex(digest: str) -> str:
@@ -134,6 +135,10 @@ class Store:
         self.backoff = backoff
         self.jobs = max(1, jobs)
         self._ready = False
+        self._index_file = os.path.join(self.root, "index.json")
+        self._blob_prefix = os.path.join(self.root, "blobs", "sha256", "")
+        self._index_memo: tuple[bytes, list[dict[str, Any]]] | None = None
+        self._image_memo: dict[tuple[str, tuple[str, ...], str | None], Image] = {}
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> Store:
@@ -221,11 +226,12 @@ class Store:
         return self.blobs_dir / _hex(digest)
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return os.path.isfile(self._blob_prefix + _hex(digest))
 
     def read_blob(self, digest: str) -> bytes:
         try:
-            return self.blob_path(digest).read_bytes()
+            with open(self._blob_prefix + _hex(digest), "rb") as stream:
+                return stream.read()
         except FileNotFoundError:
             raise ImageNotFound(f"blob {digest} is not in the store ({self.root})") from None
 
@@ -291,14 +297,35 @@ class Store:
     # ------------------------------------------------------------------ the index
 
     def _read_index(self) -> dict[str, Any]:
+        """index.json parsed afresh: what an edit changes."""
         try:
-            data = json.loads((self.root / "index.json").read_bytes())
+            with open(self._index_file, "rb") as stream:
+                return self._parse_index(stream.read())
         except FileNotFoundError:
             return {"schemaVersion": 2, "manifests": []}
+
+    def _parse_index(self, data: bytes) -> dict[str, Any]:
+        try:
+            index = json.loads(data)
         except ValueError as exc:
-            raise LayerError(f"{self.root / 'index.json'} is corrupt: {exc}") from exc
-        data.setdefault("manifests", [])
-        return data
+            raise LayerError(f"{self._index_file} is corrupt: {exc}") from exc
+        index.setdefault("manifests", [])
+        return index
+
+    def _entries(self) -> list[dict[str, Any]]:
+        """The index's entries for a lookup (never to be edited). Parsed again only when
+        index.json's bytes differ from the last read's: any writer (another process's tag,
+        untag or rebuild) is seen at once. Bytes, not inode and times, because an edit in the
+        same clock tick may reuse the inode at the same size (a retag changes a digest)."""
+        try:
+            with open(self._index_file, "rb") as stream:
+                data = stream.read()
+        except FileNotFoundError:
+            return []
+        memo = self._index_memo
+        if memo is None or memo[0] != data:
+            memo = self._index_memo = (data, self._parse_index(data)["manifests"])
+        return memo[1]
 
     @contextlib.contextmanager
     def _edit_index(self) -> Iterator[list[dict[str, Any]]]:
@@ -325,19 +352,31 @@ class Store:
         entries.append(entry)
 
     def _image(self, manifest_digest: str, entries: list[dict[str, Any]] | None = None) -> Image:
-        entries = self._read_index()["manifests"] if entries is None else entries
+        """The image of a manifest with its names in ``entries``. Its manifest and config are
+        read and checked every time; the Image made of them is made once per digest and
+        names (shared by every caller: read-only)."""
+        entries = self._entries() if entries is None else entries
+        tags = tuple(sorted({self._name(e) for e in entries
+                             if e["digest"] == manifest_digest and self._name(e)}))
+        media_type = next((e.get("mediaType") for e in entries
+                           if e["digest"] == manifest_digest), None)
         manifest_bytes = self.read_checked(manifest_digest)
+        key = (manifest_digest, tags, media_type)
+        image = self._image_memo.get(key)
+        if image is not None:
+            self.read_checked(image.manifest["config"]["digest"])
+            return image
         try:
             manifest = json.loads(manifest_bytes)
             config_bytes = self.read_checked(manifest["config"]["digest"])
         except (ValueError, KeyError, TypeError) as exc:
             raise LayerError(f"manifest {manifest_digest} in {self.root} is corrupt") from exc
-        tags = sorted({self._name(e) for e in entries
-                       if e["digest"] == manifest_digest and self._name(e)})
-        media_type = next((e.get("mediaType") for e in entries
-                           if e["digest"] == manifest_digest), None)
-        return Image(config_bytes=config_bytes, manifest_bytes=manifest_bytes, tags=tags,
-                     manifest_media_type=media_type)
+        image = Image(config_bytes=config_bytes, manifest_bytes=manifest_bytes, tags=tags,
+                      manifest_media_type=media_type)
+        if len(self._image_memo) >= IMAGE_MEMO:
+            self._image_memo.clear()
+        self._image_memo[key] = image
+        return image
 
     # ------------------------------------------------------------------ lookups
 
@@ -346,7 +385,7 @@ class Store:
         digits) or a manifest digest; raises ``ImageNotFound``."""
         if isinstance(ref_or_id, Image):
             ref_or_id = ref_or_id.digest
-        entries = self._read_index()["manifests"]
+        entries = self._entries()
         text = ref_or_id
         if is_image_id(text):
             wanted = text if text.startswith("sha256:") else "sha256:" + text
@@ -373,7 +412,7 @@ class Store:
 
     def images(self) -> list[Image]:
         """Every image in the store, each once with all its names."""
-        entries = self._read_index()["manifests"]
+        entries = self._entries()
         found = []
         for digest in dict.fromkeys(e["digest"] for e in entries):
             with contextlib.suppress(ImageNotFound, LayerError):
@@ -856,7 +895,7 @@ class Store:
             if not self.blob_intact("sha256:" + blob.name):
                 damaged.append("sha256:" + blob.name)
         users: dict[str, list[str]] = {}  # damaged digest -> names of the images using it
-        for entry in self._read_index()["manifests"]:
+        for entry in self._entries():
             used = {entry["digest"]}
             with contextlib.suppress(ImageNotFound, LayerError, ValueError, KeyError, TypeError):
                 manifest = json.loads(self.read_checked(entry["digest"]))
@@ -890,7 +929,7 @@ class Store:
         """Blob digests and diff_ids that the index's images use."""
         blobs: set[str] = set()
         diff_ids: set[str] = set()
-        for entry in self._read_index()["manifests"]:
+        for entry in self._entries():
             blobs.add(entry["digest"])
             with contextlib.suppress(ImageNotFound, ValueError, KeyError, TypeError):
                 manifest = json.loads(self.read_blob(entry["digest"]))

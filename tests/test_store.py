@@ -313,6 +313,49 @@ def test_tag_untag_images_prune(store: Store, busybox: str, tiny: TinyRegistry) 
     assert list(store.blobs_dir.iterdir()) == [] and store.images() == []
 
 
+def _layer(text: bytes) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("app/version")
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+    return raw.getvalue()
+
+
+def test_names_changed_through_another_store_are_seen_at_once(store: Store) -> None:
+    """Lookups reuse what they made while index.json is unchanged; a tag, a retag (a rebuild
+    of ``myapp:latest``), an untag or a prune by another process (here: another Store on the
+    same root) is seen by the very next lookup, however fast the edits follow each other."""
+    other = Store(store.root)
+    first = store.commit({"Cmd": ["one"]}, [store.add_layer(_layer(b"1"))], tag="myapp:latest")
+    assert other.get("myapp:latest") == first
+    assert other.get("myapp:latest") is other.get("myapp") is other.pull("myapp:latest")
+    second = store.commit({"Cmd": ["two"]}, [store.add_layer(_layer(b"2"))], tag="myapp:latest")
+    assert other.get("myapp:latest") == second and other.get("myapp").config["Cmd"] == ["two"]
+    assert other.get(second.id).tags == ["myapp:latest"]
+    with pytest.raises(ImageNotFound):  # its only name went to the rebuild
+        other.get(first.id)
+    for round_ in range(30):  # same-size edits in one clock tick, inodes freed and reused
+        wanted = (first, second)[round_ % 2]
+        store.tag(wanted, "myapp:latest")
+        assert other.get("myapp:latest").digest == wanted.digest, round_
+    store.tag(second, "myapp:2")
+    assert sorted(other.get("myapp:2").tags) == ["myapp:2", "myapp:latest"]
+    store.untag("myapp:latest")
+    with pytest.raises(ImageNotFound):
+        other.get("myapp:latest")
+    assert other.get("myapp:2").tags == ["myapp:2"]
+    store.untag("myapp:2")
+    store.prune()
+    with pytest.raises(ImageNotFound):
+        other.get(second.id)
+    with pytest.raises(ImageNotFound, match="pull policy is 'never'"):
+        other.pull("myapp:2", policy="never")
+    assert other.images() == []
+    again = store.commit({"Cmd": ["two"]}, [store.add_layer(_layer(b"2"))], tag="myapp:2")
+    assert other.get("myapp:2") == again == second
+
+
 def test_prune_keeps_layers_in_use_and_clears_stale_temp_files(store: Store,
                                                               tiny: TinyRegistry) -> None:
     image = make_image({"x": b"y"})
