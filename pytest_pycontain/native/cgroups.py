@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,6 +138,12 @@ class Limits:
         used = [name for name, value in (("memory", self.memory), ("cpus", self.cpus),
                                          ("pids", self.pids)) if value is not None or self.own]
         return [self.root / V1_CONTROLLERS[name] / GROUP / self.container_id for name in used]
+
+    @functools.cached_property
+    def dirs(self) -> tuple[str, ...]:
+        """``paths()`` as strings, made once (the limits never change): every exec's plan
+        names them."""
+        return tuple(str(path) for path in self.paths())
 
     def create(self, journal=None, *, make: bool = True) -> list[Path]:
         """Make the cgroups and write the limits; each is journalled before it is made.

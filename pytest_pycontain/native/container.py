@@ -73,6 +73,7 @@ class AttachedLimits:
 
     def __init__(self, paths: list[Path]):
         self._paths = paths
+        self.dirs = tuple(str(path) for path in paths)
 
     def paths(self) -> list[Path]:
         return list(self._paths)
@@ -356,7 +357,7 @@ class NativeContainer:
         return ExecPlan(pid=self.pid or 0, argv=tuple(argv), env={**self.env, **split_env(env)},
                         user=self.user if user is None else user,
                         workdir=workdir or self.workdir,
-                        cgroups=tuple(str(p) for p in self.limits.paths()))
+                        cgroups=self.limits.dirs)
 
     def exec(self, cmd: str | Sequence[str], *, user: str | None = None,
              env: Mapping[str, str] | None = None, workdir: str | None = None,

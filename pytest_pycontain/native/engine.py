@@ -446,7 +446,7 @@ class NativeEngine:
                             image=image_name(image), dir=str(directory), argv=argv,
                             hostname=hostname, env=env, user=user, workdir=workdir,
                             stop_signal=config.get("StopSignal"),
-                            cgroups=[str(p) for p in limits.paths()])
+                            cgroups=list(limits.dirs))
         self.journal.record("dir", container=container_id, path=str(directory))
         container = NativeContainer(self._services, container_id, name, hostname, image, config,
                                     directory, env, user, workdir, limits)
