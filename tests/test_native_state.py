@@ -245,6 +245,31 @@ def test_journal_undoes_newest_first_and_skips_handed(tmp_path: Path) -> None:
     assert list((tmp_path / "owners").iterdir()) == []
 
 
+def test_records_written_together_read_and_undo_as_single_ones(tmp_path: Path) -> None:
+    """``record_all`` is one append of several lines: the journal reads back the same records
+    in order, and a dead owner's batch torn by its kill is undone up to the torn line."""
+    order: list[str] = []
+    state.register_undo("test-batch", lambda record: order.append(record["name"]))
+    journal = state.Journal(tmp_path)
+    journal.record("test-batch", container="a", name="single")
+    batch = [state.entry("test-batch", "a", name=f"batch-{n}") for n in range(3)]
+    assert journal.record_all(batch) == batch and journal.record_all([]) == []
+    assert journal.records("a") == state.read_journal(journal.path) == [
+        {"kind": "test-batch", "container": "a", "name": n}
+        for n in ("single", "batch-0", "batch-1", "batch-2")]
+    journal.close()
+    assert order == ["batch-2", "batch-1", "batch-0", "single"]
+
+    order.clear()
+    owners = tmp_path / "owners"
+    (owners / "dead-2.lock").touch()
+    lines = "".join(json.dumps(state.entry("test-batch", "b", name=n)) + "\n"
+                    for n in ("first", "second"))
+    (owners / "dead-2.journal").write_text(lines[:-9])  # killed in the second line
+    assert state.reap(tmp_path) == ["dead-2"]
+    assert order == ["first"] and list(owners.iterdir()) == []
+
+
 def test_a_named_volume_goes_with_the_last_owner_that_uses_it(tmp_path: Path) -> None:
     """A named volume that a kept container uses outlives its engine's removal of it (and
     the reaper's, once that engine is dead); the keeper's end removes it. The other way round

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import ConfigError, EngineUnavailable, NotSupported
 from ..runspec import memory_bytes
 from . import syscalls as sc
+from .state import entry
 
 GROUP = "pycontain"
 V1_CONTROLLERS = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
@@ -146,13 +147,15 @@ class Limits:
         return tuple(str(path) for path in self.paths())
 
     def create(self, journal=None, *, make: bool = True) -> list[Path]:
-        """Make the cgroups and write the limits; each is journalled before it is made.
+        """Make the cgroups and write the limits; all are journalled (one write) before any is
+        made.
         ``make=False``: only journalled, for the shim to make (``shim_joins``: it renames its
         spare set to them)."""
         made = []
+        if journal is not None and self.dirs:  # all before any is made, in one write
+            journal.record_all([entry("cgroup", self.container_id, path=path)
+                                for path in self.dirs])
         for path in self.paths():
-            if journal is not None:
-                journal.record("cgroup", container=self.container_id, path=str(path))
             if not make:
                 made.append(path)
                 continue

@@ -203,17 +203,18 @@ class NativeContainer:
             if not (plan.shim_joins and isinstance(reply, Started)):
                 # the warm shim's spare cgroups were not renamed to ours: they hold our shim
                 # (with limits it stays out of ours), or nothing; removed with the container
-                for path in self._own.spare_cgroups:
-                    self._services.journal.record("cgroup", container=self.id, path=path)
+                self._services.journal.record_all([
+                    state.entry("cgroup", self.id, path=path)
+                    for path in self._own.spare_cgroups])
         if not isinstance(reply, Started):
             error, code = ((reply.error, reply.exit_code) if isinstance(reply, Failed) else
                            ("the container's helper exited without a word", None))
             raise ContainerError(f"container {self.name} ({image_name(self._image)}): {error}",
                                  exit_code=code, container=self.id)
         self.pid, self.shim = reply.pid, reply.shim
-        for role, pid in (("shim", self.shim), ("pid1", self.pid)):
-            self._services.journal.record("process", container=self.id, pid=pid, role=role,
-                                          start=process_start_time(pid))
+        self._services.journal.record_all([
+            state.entry("process", self.id, pid=pid, role=role, start=process_start_time(pid))
+            for role, pid in (("shim", self.shim), ("pid1", self.pid))])
         self._health = HealthCheck.from_config(
             self.config.get("Healthcheck"), self._probe, self._health_ended, name=self.name)
         if self._health is not None:

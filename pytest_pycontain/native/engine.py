@@ -441,13 +441,12 @@ class NativeEngine:
         # the engine-level name carries a unique suffix, so parallel runs never clash
         engine_name = f"{spec.name}-{container_id[:8]}" if spec.name else name
         labels = {**(config.get("Labels") or {}), **spec.labels}
-        self.journal.record("container", container=container_id, name=engine_name,
-                            dns_name=spec.name, labels=labels,
-                            image=image_name(image), dir=str(directory), argv=argv,
-                            hostname=hostname, env=env, user=user, workdir=workdir,
-                            stop_signal=config.get("StopSignal"),
-                            cgroups=list(limits.dirs))
-        self.journal.record("dir", container=container_id, path=str(directory))
+        self.journal.record_all([
+            state.entry("container", container_id, name=engine_name, dns_name=spec.name,
+                        labels=labels, image=image_name(image), dir=str(directory), argv=argv,
+                        hostname=hostname, env=env, user=user, workdir=workdir,
+                        stop_signal=config.get("StopSignal"), cgroups=list(limits.dirs)),
+            state.entry("dir", container_id, path=str(directory))])
         container = NativeContainer(self._services, container_id, name, hostname, image, config,
                                     directory, env, user, workdir, limits)
         container.run_config = _run_config(config, spec, env, user, workdir)
