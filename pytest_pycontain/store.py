@@ -14,6 +14,11 @@ exactly once and nobody sees it half-written. ``prune`` takes the store's lock e
 pulls, loads and commits hold it shared, so prune never removes a blob that a pull has just
 fetched but not yet named.
 
+A run looks its image up every time, so lookups (``get``, ``pull`` of a present image) parse
+index.json again only when its bytes change, and make an ``Image`` once per manifest and names
+(shared: read-only); the manifest and config are still read and checked against their digests
+on every lookup.
+
 Layer blobs made by :meth:`Store.add_layer` (builds) are gzip-compressed at zlib's fastest
 level (1, no name, mtime 0): the same tar always gives the same digest with the same zlib, and
 pushes stay gzip. Level 1 takes half the time of the default 6 for blobs ~10% larger; a build
