@@ -10,6 +10,7 @@ are left out of privileged runs).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -325,6 +326,124 @@ def test_native_gives_dockers_verdicts(native, docker, probe, ro_dir, variant) -
         if NEWER.get(key) == (ours[key], theirs):
             continue
         assert ours[key] == theirs, (key, differing)
+
+
+# --- every process of a container, however it was forked ---------------------------------
+# A shim cuts its own bounding set once, so PID 1 and the commands it forks after inherit the
+# cut (a warm PID 1, forked before the shim knew the boundary, cuts its own; an exec helper
+# for an attached container, its own): the sets must come out Docker's on every path.
+
+_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "Seccomp")
+_NONE = "0000000000000000"
+DOCKERS_SETS = {"CapInh": _NONE, "CapPrm": DEFAULT_CAPS, "CapEff": DEFAULT_CAPS,
+                "CapBnd": DEFAULT_CAPS, "CapAmb": _NONE, "Seccomp": "2"}
+
+
+def _sets(status: str) -> dict[str, str]:
+    found = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in _SETS:
+            found[key] = value.strip()
+    return found
+
+
+def _exec_sets(container, path: str) -> dict[str, str]:
+    result = container.exec(["cat", path])
+    assert result.exit_code == 0, result.output
+    return _sets(result.stdout)
+
+
+def _full_sets(bounding: str) -> dict[str, str]:
+    return {"CapInh": _NONE, "CapPrm": bounding, "CapEff": bounding, "CapBnd": bounding,
+            "CapAmb": _NONE, "Seccomp": "0"}
+
+
+def test_pid1_and_each_exec_have_dockers_sets(backend) -> None:
+    engine, image = backend
+    container = engine.run(RunSpec(image=image, command="sleep 1000"))
+    try:
+        assert _exec_sets(container, "/proc/1/status") == DOCKERS_SETS
+        for _ in range(2):  # the second after the first: nothing of it is left to the next
+            assert _exec_sets(container, "/proc/self/status") == DOCKERS_SETS
+    finally:
+        container.remove()
+
+
+def test_a_privileged_pid1_and_exec_keep_every_capability(backend) -> None:
+    engine, image = backend
+    privileged = Prober(engine, image, Path("/"), Path("/"))  # runs no probe
+    try:
+        if engine.name == "docker":
+            privileged._privileged_docker_or_skip()
+        container = privileged._run(command="sleep 1000", privileged=True)
+        pid1 = _exec_sets(container, "/proc/1/status")
+        assert pid1["CapBnd"] != DEFAULT_CAPS and pid1 == _full_sets(pid1["CapBnd"])
+        assert _exec_sets(container, "/proc/self/status") == pid1
+        if engine.name == "native":  # all of the host's
+            assert pid1["CapBnd"] == _sets(Path("/proc/self/status").read_text())["CapBnd"]
+    finally:
+        privileged.close()
+
+
+def test_native_sets_on_every_path(native) -> None:
+    """A PID 1 forked by a shim that knew its boundary (the host's network: no warm shim), an
+    exec through an exec helper (an attached handle), and the shim itself: its bounding set is
+    the container's, its own effective set untouched (it never execs)."""
+    engine, image = native
+    ours = _sets(Path("/proc/self/status").read_text())
+    for network in ("host", None):
+        container = engine.run(RunSpec(image=image, command="sleep 1000", network=network))
+        try:
+            assert _exec_sets(container, "/proc/1/status") == DOCKERS_SETS, network
+            attached = engine.attach(container.id)
+            assert _exec_sets(attached, "/proc/self/status") == DOCKERS_SETS, network
+            shim = _sets(Path(f"/proc/{container.shim}/status").read_text())
+            assert shim["CapBnd"] == DEFAULT_CAPS, network
+            assert shim["CapEff"] == ours["CapEff"] and shim["Seccomp"] == "0", network
+        finally:
+            container.remove()
+
+
+def test_a_prepared_boundary_cuts_once_for_what_is_forked_after() -> None:
+    """``boundary.Prepared`` in a forked process as in a shim: the cut leaves its effective
+    set, a child entered with it has Docker's sets; a privileged one has nothing to cut."""
+    from pytest_pycontain.native import boundary as bd
+
+    if ROOTLESS:
+        pytest.skip("the host's bounding set is cut only by root (rootless: the engine's "
+                    "user namespace does it, tested above)")
+    default = bd.boundary_for(security_options())
+    privileged = bd.prepare(bd.boundary_for(security_options(privileged=True)))
+    assert privileged.bounding_cut and bd.prepare(privileged) is privileged
+    read_r, write_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the shim
+        try:
+            prepared = bd.prepare(default)
+            before = prepared.bounding_cut
+            prepared.cut_bounding()
+            shim = _sets(Path("/proc/self/status").read_text())
+            child = os.fork()
+            if child == 0:  # PID 1 or an exec'd command
+                try:
+                    bd.enter(prepared, 0, 0, [0])
+                    os.write(write_w, json.dumps(_sets(
+                        Path("/proc/self/status").read_text())).encode() + b"\n")
+                finally:
+                    os._exit(0)
+            os.waitpid(child, 0)
+            os.write(write_w, json.dumps({"before": before, "shim": shim}).encode() + b"\n")
+        finally:
+            os._exit(0)
+    os.close(write_w)
+    with os.fdopen(read_r) as lines:
+        entered, shim = (json.loads(line) for line in lines)
+    os.waitpid(pid, 0)
+    assert entered == DOCKERS_SETS
+    assert shim["before"] is False
+    assert shim["shim"]["CapBnd"] == DEFAULT_CAPS and shim["shim"]["Seccomp"] == "0"
+    assert shim["shim"]["CapEff"] == _sets(Path("/proc/self/status").read_text())["CapEff"]
 
 
 # --- bad input: refused before anything starts, on both backends --------------------------

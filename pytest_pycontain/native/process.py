@@ -209,7 +209,7 @@ class _Pid1:
     was born in the container's v2 cgroup (``into``)."""
 
     def __init__(self, rehearse: bool = False, into: int | None = None,
-                 stage: str | None = None) -> None:
+                 stage: str | None = None, prepared: bd.Prepared | None = None) -> None:
         self.out_r, self.out_w = out_r, out_w = os.pipe()
         self.err_r, self.err_w = err_r, err_w = os.pipe()
         # close-on-exec: EOF alone means the exec succeeded
@@ -223,13 +223,14 @@ class _Pid1:
                     os.close(fd)
                 if rehearse:  # a warm PID 1: it has the time (see _REHEARSED_LAUNCH)
                     decode(_REHEARSED_LAUNCH)
+                    bd.rehearse()
                 # a warm one in a spare set (v1: its shim's; v2: born there) mounts ahead
                 staged = (_stage(stage, cgroups=self.placed or into is None,
                                  cgroup2=into is not None) if stage else _Staged())
                 launch = read_all(go_r)
                 if not isinstance(launch, Launch):
                     os._exit(0)
-                _pid1(launch, out_w, err_w, report_w, staged)
+                _pid1(launch, out_w, err_w, report_w, staged, prepared)
             finally:
                 os._exit(125)
         os.close(go_r)  # the other write ends are closed by run_shim once PID 1 has them
@@ -284,10 +285,11 @@ def _stage(stage: str, cgroups: bool, cgroup2: bool) -> _Staged:
 
 
 def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int,
-          staged: _Staged = _Staged()) -> None:
+          staged: _Staged = _Staged(), prepared: bd.Prepared | None = None) -> None:
     """In the container's PID 1: fresh /proc, pivot_root, stdio, user, workdir, then exec
     (or, with ``init``, fork the command and stay as its init). Never returns. What was
-    ``staged`` ahead is moved into the root instead of mounted."""
+    ``staged`` ahead is moved into the root instead of mounted; ``prepared`` is the launch's
+    boundary as the shim made it ready before forking us (a warm PID 1 has none)."""
     try:
         target = os.path.join(launch.root, "sys/fs/cgroup")
         if staged.cgroups is not None and launch.staged_cgroups:
@@ -304,7 +306,9 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int,
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        bd.enter(launch.boundary, launch.uid, launch.gid, list(launch.groups))
+        if prepared is None or prepared.boundary != launch.boundary:
+            prepared = bd.prepare(launch.boundary)
+        bd.enter(prepared, launch.uid, launch.gid, list(launch.groups))
         os.chdir(launch.workdir)
         if launch.init:
             child = os.fork()
@@ -384,9 +388,12 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
     dir_fd = os.open(directory, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
         into = cgroup_dir(plan)  # v2: PID 1 (if not forked yet) and execs are born there
+        # made ready once for every process we fork (see bd.Prepared); we never exec
+        prepared = bd.prepare(plan.boundary)
         if warm is None:
             enter_namespaces(plan.host_network)
-            pid1 = _Pid1(into=into)
+            prepared.cut_bounding()
+            pid1 = _Pid1(into=into, prepared=prepared)
         else:
             pid1 = warm
             # born in a v2 spare: in the container's cgroup if that is the one (``Warm``)
@@ -427,6 +434,12 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
     pid1.go(launch)
     for fd in (pid1.out_w, pid1.err_w, pid1.report_w):
         os.close(fd)
+    try:  # a warm PID 1 (forked before we knew the boundary) cuts its own meanwhile
+        prepared.cut_bounding()
+    except OSError as exc:
+        os.kill(pid1.pid, signal.SIGKILL)
+        send(ctl, Failed(f"cannot start the container: its bounding set: {exc}", 125))
+        os._exit(125)
     failure = read_all(pid1.report_r)
     os.close(pid1.report_r)
     if isinstance(failure, Failed):
@@ -435,7 +448,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         os._exit(failure.exit_code)
     send(ctl, Started(pid1.pid, os.getpid()))
     _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, (cgroup_fds, into),
-               plan.boundary)
+               prepared)
 
 
 def _rename_spare(spare: tuple[str, ...], cgroups: tuple[str, ...]) -> bool:
@@ -483,7 +496,7 @@ def _join_cgroups(plan: RunPlan, pid1: _Pid1, fds: list[int], ctl: socket.socket
 
 def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[str, int],
                dir_fd: int, cgroups: tuple[list[int], int | None],
-               boundary: bd.Boundary) -> None:
+               boundary: bd.Prepared) -> None:
     """Copy PID 1's output to the logs, answer the engine, run its execs (in ``cgroups``:
     the fds each writes itself into, and the v2 directory it is forked into where it can)."""
     pidfd = os.pidfd_open(pid)
@@ -576,7 +589,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
 
 
 def _start_exec(plan: ExecPlan, fds: list[int], selector: selectors.BaseSelector,
-                cgroups: tuple[list[int], int | None], boundary: bd.Boundary) -> None:
+                cgroups: tuple[list[int], int | None], boundary: bd.Prepared) -> None:
     """Run a command for our engine: we are in the container's namespaces and root already,
     and our children are born in its pid namespace."""
     exec_ctl = socket.socket(fileno=fds[0])
@@ -641,7 +654,9 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
         os.fchdir(root_fd)
         os.chroot(".")
         os.close(root_fd)
-        pid = spawn_exec(plan, stdio, plan.boundary or bd.UNCONFINED, joining, into)
+        prepared = bd.prepare(plan.boundary or bd.UNCONFINED)
+        prepared.cut_bounding()  # ours, inherited by the command (we never exec)
+        pid = spawn_exec(plan, stdio, prepared, joining, into)
     except (OSError, rootfs.UnknownUser) as exc:
         said = str(exc)
         if isinstance(exc, PermissionError) and in_user_namespace():
@@ -658,7 +673,7 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
     os._exit(0)
 
 
-def spawn_exec(plan: ExecPlan, stdio: list[int], boundary: bd.Boundary,
+def spawn_exec(plan: ExecPlan, stdio: list[int], boundary: bd.Boundary | bd.Prepared,
                cgroup_fds: Sequence[int] = (), into: int | None = None) -> int:
     """Fork ``plan.argv`` as ``plan.user`` in ``plan.workdir``, inside ``boundary`` as PID 1
     is; we must be in the container's namespaces and root already. The child is born in the
