@@ -5,7 +5,9 @@ The engine works out a ``Boundary`` for a container's options (``boundary_for``,
 capability sets, the seccomp program compiled once per profile and capability set, masked and
 read-only paths, sysctls); it travels in the plan to the shim as plain JSON. In the
 container, PID 1 calls ``confine_filesystem`` once its /proc exists, and PID 1 and every
-exec'd command call ``enter`` in place of becoming the user, right before exec. Devices are
+exec'd command call ``enter`` in place of becoming the user, right before exec, with what
+their shim made ready before forking them (``Prepared``: the bounding set cut there once,
+the ctypes arguments built). Devices are
 kept to the defaults by mounting every writable filesystem ``nodev`` (``device_flags``): a
 node made with ``mknod`` cannot be opened, as Docker's device cgroup has it.
 """
