@@ -308,6 +308,23 @@ def test_pid_namespace_and_processes_die_with_removal(engine, busybox) -> None:
         time.sleep(0.001)
 
 
+def test_a_command_still_execd_goes_with_the_removal(engine, busybox) -> None:
+    """Killed with the container and said so as Docker says it (137); PID 1 is gone when
+    ``remove()`` returns: the shim reaps the exec'd command while PID 1's namespace ends,
+    which waits for it."""
+    container = engine.run(RunSpec(image=busybox, command="sleep 1000"))
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(container.exec, "touch /started; exec sleep 1000")
+        deadline = time.monotonic() + 30
+        while container.exec("test -e /started").exit_code != 0:
+            assert time.monotonic() < deadline, "the exec never started"
+            time.sleep(0.01)
+        pid = container.pid
+        container.remove()
+        assert not os.path.exists(f"/proc/{pid}")
+        assert running.result(timeout=30).exit_code == 137
+
+
 @pytest.mark.skipif(host_uid() != 0, reason="takes root's seteuid to be another user")
 def test_not_root_is_a_clear_error(tmp_path: Path) -> None:
     from pytest_pycontain.native.engine import NativeEngine

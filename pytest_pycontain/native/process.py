@@ -549,7 +549,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     selector.unregister(ctl)
                     if kept:
                         continue
-                    _finish(pid, running, ctl)
+                    _finish(pid, running, ctl, selector)
                 if isinstance(request, Signal) and running:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, request.number)
@@ -571,7 +571,7 @@ def _supervise(pid: int, ctl: socket.socket, out_r: int, err_r: int, logs: dict[
                     kept = True  # the lock fd we were given stays open for our life
                     send(ctl, Kept())
                 elif isinstance(request, Exit):
-                    _finish(pid, running, ctl)
+                    _finish(pid, running, ctl, selector)
                 elif isinstance(request, Exec):
                     _start_exec(request.plan, fds, selector, cgroups, boundary)
             elif isinstance(what, tuple) and what[0] == "dns":  # kept: names of its network
@@ -608,17 +608,28 @@ def _start_exec(plan: ExecPlan, fds: list[int], selector: selectors.BaseSelector
     selector.register(os.pidfd_open(child), selectors.EVENT_READ, ("exec", child, exec_ctl))
 
 
-def _finish(pid: int, running: bool, ctl: socket.socket) -> None:
+def _finish(pid: int, running: bool, ctl: socket.socket,
+            selector: selectors.BaseSelector) -> None:
     """Kill PID 1 and end. ``Exited`` is said once PID 1 is reaped (every process of the
     container is gone then), so that a removal need not wait for our own end too: our
-    namespaces and the root's mounts going with us take a while."""
+    namespaces and the root's mounts going with us take a while. The commands we exec'd are
+    reaped meanwhile (their ``ExecExited`` said): PID 1's namespace ends only once they are,
+    so waiting for PID 1 alone would wait for ever."""
     if running:
+        execs = {data[1]: data[2] for data in (key.data for key in selector.get_map().values())
+                 if isinstance(data, tuple) and data[0] == "exec"}
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
-            _, status = os.waitpid(pid, 0)
-            with contextlib.suppress(OSError):
-                send(ctl, Exited(exit_status(status)))
+            while True:
+                child, status = os.waitpid(-1, 0)
+                if child == pid:
+                    with contextlib.suppress(OSError):
+                        send(ctl, Exited(exit_status(status)))
+                    break
+                if child in execs:
+                    with contextlib.suppress(OSError):
+                        send(execs[child], ExecExited(exit_status(status)))
     os._exit(0)
 
 
