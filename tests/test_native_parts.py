@@ -70,7 +70,9 @@ def test_retries_failures_in_a_row_make_it_unhealthy_and_one_success_heals() -> 
     probe.before = lambda: seen.append(check.status)
     check.start()
     try:
-        settle(lambda: check.status == "unhealthy", "three failures in a row")
+        # the status as the seventh probe starts: the sixth's result is in by then (waiting
+        # for "unhealthy" alone could stop the check before the seventh started)
+        settle(lambda: len(seen) >= 7, "seven probes")
     finally:
         check.stop()
     # two failures are not enough, a success heals, and three failures in a row are
