@@ -415,14 +415,14 @@ def test_a_prepared_boundary_cuts_once_for_what_is_forked_after() -> None:
                     "user namespace does it, tested above)")
     default = bd.boundary_for(security_options())
     privileged = bd.prepare(bd.boundary_for(security_options(privileged=True)))
-    assert privileged.bounding_cut and bd.prepare(privileged) is privileged
+    assert privileged.is_cut and bd.prepare(privileged) is privileged
     read_r, write_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the shim
         try:
             prepared = bd.prepare(default)
-            before = prepared.bounding_cut
-            prepared.cut_bounding()
+            before = prepared.is_cut
+            prepared.cut()
             shim = _sets(Path("/proc/self/status").read_text())
             child = os.fork()
             if child == 0:  # PID 1 or an exec'd command

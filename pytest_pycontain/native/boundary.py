@@ -194,27 +194,30 @@ def _confine(boundary: Boundary, proc: str, under_proc: bool | None) -> None:
 class Prepared:
     """A ``Boundary`` made ready in a parent (a shim, an exec helper) for the processes it
     forks: the seccomp ``sock_fprog`` and root's capability sets built once (in a fresh fork
-    each ctypes object is first touches of ctypes' pages), and, once ``cut_bounding`` has run
-    here, the bounding set cut already, inherited by every child forked after."""
+    each ctypes object is first touches of ctypes' pages), and, once ``cut`` has run here, the
+    bounding set cut and the ambient set emptied already, inherited by every child forked
+    after."""
 
-    __slots__ = ("_filter", "_root", "_user", "boundary", "bounding_cut")
+    __slots__ = ("_filter", "_root", "_user", "boundary", "is_cut")
 
     def __init__(self, boundary: Boundary) -> None:
         self.boundary = boundary
-        self.bounding_cut = boundary.privileged  # nothing to cut
+        self.is_cut = boundary.privileged  # nothing to cut
         self._filter = None if boundary.seccomp is None else sc.SeccompFilter(boundary.seccomp)
         granted = boundary.capabilities
-        self._root = None if boundary.privileged else sc.CapSets(granted, granted, 0)
-        self._user = None if boundary.privileged else sc.CapSets(0, 0, 0)
+        self._root = sc.CapSets(granted, granted, 0)
+        self._user = sc.CapSets(0, 0, 0)
 
-    def cut_bounding(self) -> None:
-        """Cut this process's bounding set to the boundary's capabilities. Our effective and
-        permitted sets stay (the bounding set only limits what an exec may gain), and it is
-        inherited by fork: so a shim does it once, and PID 1 and every exec'd command it forks
-        after skip it. For a process that never execs itself."""
-        if not self.bounding_cut:
+    def cut(self) -> None:
+        """Cut this process's bounding set to the boundary's capabilities and empty its
+        ambient set. Our effective and permitted sets stay (those two only limit what an exec
+        gains), and both are inherited by fork: so a shim does it once, and PID 1 and every
+        exec'd command it forks after skip it. For a process that never execs itself."""
+        if not self.is_cut:
             sc.drop_bounding(self.boundary.capabilities)
-            self.bounding_cut = True
+            with contextlib.suppress(OSError):  # kernels before 4.3 have no ambient set
+                sc.prctl_args(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+            self.is_cut = True
 
 
 def prepare(boundary: Boundary | Prepared) -> Prepared:
@@ -231,9 +234,9 @@ def rehearse() -> None:
 def enter(boundary: Boundary | Prepared, uid: int, gid: int, groups: list[int]) -> None:
     """Become ``uid:gid`` inside ``boundary``, right before exec: no_new_privs, the seccomp
     filter (loaded while we may still: it needs CAP_SYS_ADMIN without no_new_privs; it allows
-    what follows), the bounding set cut (unless a parent did, see ``Prepared``), the user,
-    then root's sets reduced to the container's capabilities or, for another user, emptied,
-    as Docker does."""
+    what follows), the bounding and ambient sets cut (unless a parent did, see ``Prepared``),
+    the user, then root's sets reduced to the container's capabilities or, for another user,
+    emptied, as Docker does."""
     prepared = prepare(boundary)
     boundary = prepared.boundary
     if boundary.no_new_privileges:
@@ -243,13 +246,15 @@ def enter(boundary: Boundary | Prepared, uid: int, gid: int, groups: list[int]) 
     if boundary.privileged:
         _become(uid, gid, groups)
         return
-    prepared.cut_bounding()
+    prepared.cut()
+    if uid == 0:  # root stays root: no set is cleared by the change of user
+        _become(uid, gid, groups)
+        prepared._root.apply()
+        return
     sc.prctl_args(sc.PR_SET_KEEPCAPS, 1)
     _become(uid, gid, groups)
     sc.prctl_args(sc.PR_SET_KEEPCAPS, 0)
-    (prepared._root if uid == 0 else prepared._user).apply()
-    with contextlib.suppress(OSError):  # kernels before 4.3 have no ambient set
-        sc.prctl_args(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    prepared._user.apply()
 
 
 def _become(uid: int, gid: int, groups: list[int]) -> None:

@@ -392,7 +392,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
         prepared = bd.prepare(plan.boundary)
         if warm is None:
             enter_namespaces(plan.host_network)
-            prepared.cut_bounding()
+            prepared.cut()
             pid1 = _Pid1(into=into, prepared=prepared)
         else:
             pid1 = warm
@@ -435,7 +435,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
     for fd in (pid1.out_w, pid1.err_w, pid1.report_w):
         os.close(fd)
     try:  # a warm PID 1 (forked before we knew the boundary) cuts its own meanwhile
-        prepared.cut_bounding()
+        prepared.cut()
     except OSError as exc:
         os.kill(pid1.pid, signal.SIGKILL)
         send(ctl, Failed(f"cannot start the container: its bounding set: {exc}", 125))
@@ -666,7 +666,7 @@ def run_exec(plan: ExecPlan, ctl: socket.socket, stdio: list[int], zygote: int) 
         os.chroot(".")
         os.close(root_fd)
         prepared = bd.prepare(plan.boundary or bd.UNCONFINED)
-        prepared.cut_bounding()  # ours, inherited by the command (we never exec)
+        prepared.cut()  # ours, inherited by the command (we never exec)
         pid = spawn_exec(plan, stdio, prepared, joining, into)
     except (OSError, rootfs.UnknownUser) as exc:
         said = str(exc)

@@ -183,6 +183,7 @@ class _SockFprog(ctypes.Structure):
 # fresh child costs about half a millisecond (with the copy-on-write faults it brings).
 _CapPair = _CapData * 2
 _capset = _libc.capset
+_prctl_as_is = _libc["prctl"]  # without argtypes: for arguments made as C values ahead
 
 
 def prctl_args(option: int, arg2: int = 0, arg3: int = 0) -> None:
@@ -193,7 +194,7 @@ def prctl_args(option: int, arg2: int = 0, arg3: int = 0) -> None:
 def drop_bounding(keep: int) -> None:
     """Drop every capability not in ``keep`` (bit n = capability n) from the bounding set, up
     to the kernel's last one (where ``PR_CAPBSET_DROP`` says EINVAL). One loop over libc
-    here, no exception per call: it runs in every fresh PID 1 and exec'd command."""
+    here, no exception per call: it runs in every shim, warm PID 1 and exec helper."""
     prctl = _libc.prctl
     for number in range(64):
         if keep & (1 << number):
@@ -223,14 +224,17 @@ class SeccompFilter:
     load it with one ``prctl`` of a known address: a ctypes structure made in a fresh fork
     costs it first touches of ctypes' pages (~0.07 ms). Keeps the program alive."""
 
-    __slots__ = ("_address", "_fprog")
+    __slots__ = ("_args", "_fprog")
 
     def __init__(self, program: bytes) -> None:
         self._fprog = _SockFprog(len(program) // 8, program)  # holds ``program``
-        self._address = ctypes.addressof(self._fprog)
+        # the call's arguments as C values already: no conversion (argtypes) in the child
+        self._args = (ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                      ctypes.c_ulong(ctypes.addressof(self._fprog)), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0))
 
     def load(self) -> None:
-        if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self._address, 0, 0) != 0:
+        if _prctl_as_is(*self._args) != 0:
             _fail("prctl(PR_SET_SECCOMP)")
 
 
@@ -261,6 +265,8 @@ def rehearse_capabilities() -> None:
     for number in range(64):
         if prctl(PR_CAPBSET_READ, number, 0, 0, 0) < 0:
             break
+    _prctl_as_is(ctypes.c_int(PR_CAPBSET_READ), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                 ctypes.c_ulong(0), ctypes.c_ulong(0))
     prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, 0, 0, 0)
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
