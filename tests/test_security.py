@@ -446,6 +446,37 @@ def test_a_prepared_boundary_cuts_once_for_what_is_forked_after() -> None:
     assert shim["shim"]["CapEff"] == _sets(Path("/proc/self/status").read_text())["CapEff"]
 
 
+def test_a_cut_the_kernel_refuses_says_so_and_is_not_taken_as_done() -> None:
+    """Without CAP_SETPCAP the bounding set cannot be cut: an OSError (the shim reports it as
+    the container's failure), and a later ``enter`` would try again, never skip it."""
+    from pytest_pycontain.native import boundary as bd
+    from pytest_pycontain.native import syscalls as sc
+
+    if ROOTLESS:
+        pytest.skip("the host's bounding set is cut only by root")
+    read_r, write_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            everything = int(_sets(Path("/proc/self/status").read_text())["CapEff"], 16)
+            setpcap = 1 << 8
+            sc.capset(everything & ~setpcap, everything, 0)
+            prepared = bd.prepare(bd.boundary_for(security_options()))
+            try:
+                prepared.cut()
+                said = "cut"
+            except OSError as exc:
+                said = f"{exc.errno} {exc}"
+            os.write(write_w, json.dumps([said, prepared.is_cut]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_w)
+    with os.fdopen(read_r) as answer:
+        said, done = json.loads(answer.read())
+    os.waitpid(pid, 0)
+    assert said.startswith("1 ") and "PR_CAPBSET_DROP" in said and done is False
+
+
 # --- bad input: refused before anything starts, on both backends --------------------------
 
 @pytest.mark.parametrize(("options", "words"), [

@@ -423,6 +423,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
                     plan.boundary, plan.cgroup2, staged_cgroups)
     if plan.pause:  # the engine sets up more (a network) before the command starts
         cgroup_fds = _join_cgroups(plan, pid1, cgroup_fds, ctl)  # meanwhile: see there
+        _cut(prepared, pid1.pid, ctl)  # meanwhile too
         try:
             answer = receive(ctl)
         except (OSError, ProtocolError):
@@ -434,12 +435,7 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
     pid1.go(launch)
     for fd in (pid1.out_w, pid1.err_w, pid1.report_w):
         os.close(fd)
-    try:  # a warm PID 1 (forked before we knew the boundary) cuts its own meanwhile
-        prepared.cut()
-    except OSError as exc:
-        os.kill(pid1.pid, signal.SIGKILL)
-        send(ctl, Failed(f"cannot start the container: its bounding set: {exc}", 125))
-        os._exit(125)
+    _cut(prepared, pid1.pid, ctl)  # if not yet: a warm PID 1 cuts its own meanwhile
     failure = read_all(pid1.report_r)
     os.close(pid1.report_r)
     if isinstance(failure, Failed):
@@ -449,6 +445,18 @@ def run_shim(plan: RunPlan, ctl: socket.socket, zygote: int,
     send(ctl, Started(pid1.pid, os.getpid()))
     _supervise(pid1.pid, ctl, pid1.out_r, pid1.err_r, logs, dir_fd, (cgroup_fds, into),
                prepared)
+
+
+def _cut(prepared: bd.Prepared, pid1: int, ctl: socket.socket) -> None:
+    """Cut our bounding and ambient sets for the execs we fork (``bd.Prepared.cut``); on
+    failure ``Failed``, PID 1 killed, and exit."""
+    try:
+        prepared.cut()
+    except OSError as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid1, signal.SIGKILL)
+        send(ctl, Failed(f"cannot start the container: its capabilities: {exc}", 125))
+        os._exit(125)
 
 
 def _rename_spare(spare: tuple[str, ...], cgroups: tuple[str, ...]) -> bool:
