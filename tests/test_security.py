@@ -446,6 +446,15 @@ def test_a_prepared_boundary_cuts_once_for_what_is_forked_after() -> None:
     assert shim["shim"]["CapEff"] == _sets(Path("/proc/self/status").read_text())["CapEff"]
 
 
+def test_a_seccomp_program_the_kernel_refuses_is_an_error_naming_the_call() -> None:
+    from pytest_pycontain.native import syscalls as sc
+
+    before = _sets(Path("/proc/self/status").read_text())["Seccomp"]
+    with pytest.raises(OSError, match=r"prctl\(PR_SET_SECCOMP\)"):  # an empty program
+        sc.SeccompFilter(b"").load()
+    assert _sets(Path("/proc/self/status").read_text())["Seccomp"] == before
+
+
 def test_a_cut_the_kernel_refuses_says_so_and_is_not_taken_as_done() -> None:
     """Without CAP_SETPCAP the bounding set cannot be cut: an OSError (the shim reports it as
     the container's failure), and a later ``enter`` would try again, never skip it."""

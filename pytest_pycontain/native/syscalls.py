@@ -211,18 +211,12 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     CapSets(effective, permitted, inheritable).apply()
 
 
-def load_seccomp(program: bytes) -> None:
-    """Install a classic BPF seccomp filter (``struct sock_filter`` array) on this thread.
-
-    The kernel reads ``program`` where it is (a ``c_char_p`` field holds the bytes): copying it
-    into a ctypes buffer would make a new array type, about a millisecond in a fresh fork."""
-    SeccompFilter(program).load()
-
-
 class SeccompFilter:
-    """A seccomp program's ``sock_fprog``, made in a parent so that the children it forks
-    load it with one ``prctl`` of a known address: a ctypes structure made in a fresh fork
-    costs it first touches of ctypes' pages (~0.07 ms). Keeps the program alive."""
+    """A classic BPF seccomp program (``struct sock_filter`` array) as the ``sock_fprog`` to
+    install it on a thread, made in a parent so that the children it forks load it with one
+    ``prctl``: a ctypes structure made in a fresh fork costs it first touches of ctypes' pages
+    (~0.07 ms). The kernel reads the program where it is (a ``c_char_p`` field holds the
+    bytes, kept alive here): a copy into a ctypes buffer would make a new array type."""
 
     __slots__ = ("_args", "_fprog")
 
