@@ -197,6 +197,29 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+# Ends what ``--markdown`` writes: what follows it in the file is kept (hand-written sections).
+GENERATED_END = ("<!-- bench/run.py --markdown replaces everything above this line and keeps "
+                 "what follows -->")
+
+
+def write_markdown(path: Path, results: dict) -> None:
+    """``markdown(results)`` into ``path``: in place of what is above ``GENERATED_END`` there,
+    keeping what follows it; a new file gets the line. A file of another shape is left alone
+    (SystemExit naming it): its hand-written sections would be lost."""
+    generated = markdown(results) + "\n" + GENERATED_END + "\n"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        path.write_text(generated, encoding="utf-8")
+        return
+    _, found, kept = text.partition(GENERATED_END + "\n")
+    if not found:
+        raise SystemExit(f"--markdown {path}: the file has no line {GENERATED_END!r} ending "
+                         "its generated part; not overwritten (add the line where the "
+                         "generated part ends, or name a new file)")
+    path.write_text(generated + kept, encoding="utf-8")
+
+
 def markdown(results: dict) -> str:
     """RESULTS.md: the machine, the counts, the tables, and how to reproduce them."""
     m, c = results["machine"], results.get("counts", {})
@@ -287,7 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer samples (< 3 minutes)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--markdown", type=Path, default=None,
-                        help="write RESULTS.md (machine, counts, tables) here")
+                        help="write RESULTS.md's generated part (machine, counts, tables) "
+                             "here, keeping what follows it")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default: all of {SECTIONS})")
     parser.add_argument("--peers", default=",".join(LIFECYCLE_PEERS + EXTRA_PEERS),
@@ -317,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
-        args.markdown.write_text(markdown(results))
+        write_markdown(args.markdown, results)
     return 0
 
 

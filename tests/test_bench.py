@@ -13,12 +13,14 @@ import pytest
 
 from bench.run import (
     EXTRA_PEERS,
+    GENERATED_END,
     LIFECYCLE_PEERS,
     empty_results,
     markdown,
     parse_args,
     run,
     table,
+    write_markdown,
 )
 from bench.stats import summarize
 
@@ -44,6 +46,31 @@ def test_empty_results_have_the_stable_schema_and_table_names_every_peer():
     text = table(results)
     for peer in LIFECYCLE_PEERS:
         assert f"| {peer} | - |" in text
+
+
+def test_markdown_replaces_the_generated_part_and_keeps_what_follows(tmp_path: Path):
+    results = empty_results()
+    fresh = tmp_path / "new.md"
+    write_markdown(fresh, results)
+    assert fresh.read_text().startswith("# Benchmark results")
+    kept = "## Hand-written\n\nmeasured by hand, kept across runs\n"
+    fresh.write_text(fresh.read_text().replace("Machine: ", "Machine (old run): ") + kept)
+    write_markdown(fresh, results)
+    text = fresh.read_text()
+    assert "Machine (old run)" not in text and text.count("Machine: ") == 1
+    assert text.endswith(kept)
+    written = tmp_path / "RESULTS.md"
+    written.write_text("# Notes of my own\n")
+    with pytest.raises(SystemExit, match=r"has no line .* not overwritten"):
+        write_markdown(written, results)
+    assert written.read_text() == "# Notes of my own\n"
+
+
+def test_the_results_file_keeps_its_hand_written_sections():
+    """bench/RESULTS.md has the line, with the hand-written sections after it."""
+    text = (Path(__file__).parent.parent / "bench" / "RESULTS.md").read_text()
+    generated, _, kept = text.partition(GENERATED_END)
+    assert generated.startswith("# Benchmark results") and "## " in kept
 
 
 @pytest.mark.parametrize(("argv", "message"), [
