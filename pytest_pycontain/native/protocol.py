@@ -55,6 +55,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 from .boundary import UNCONFINED, Boundary
+from .syscalls import write_fully
 
 __all__ = [
     "Bind", "Created", "Exec", "ExecExited", "ExecPlan", "ExecStarted", "Exit", "Exited",
@@ -428,9 +429,7 @@ def receive_with_fds(sock: socket.socket, size: int = 65536, max_fds: int = 8
 
 def write_all(fd: int, message: Message) -> None:
     """A message down a pipe (``Launch``, ``Failed``): the reader reads to EOF."""
-    view = memoryview(encode(message))
-    while view:
-        view = view[os.write(fd, view):]
+    write_fully(fd, encode(message))
 
 
 def read_all(fd: int) -> Message | None:

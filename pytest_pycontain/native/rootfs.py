@@ -79,9 +79,7 @@ def write_file(path: str | os.PathLike, data: bytes, mode: int = 0o666, *,
     truncate = 0 if in_place else os.O_TRUNC
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | truncate | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        sc.write_fully(fd, data)
         if in_place:
             os.ftruncate(fd, len(data))
     finally:

@@ -151,6 +151,13 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     return pid
 
 
+def write_fully(fd: int, data: bytes) -> None:
+    """``data`` written to ``fd`` whole (``os.write`` may take part of it: a pipe, a signal)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 # --- the privilege boundary (capabilities, no_new_privs, seccomp) ---
 
 PR_GET_KEEPCAPS = 7
