@@ -18,6 +18,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,38 @@ def unmount_below(directory: Path) -> None:
         target = target.replace("\\040", " ")
         if target.startswith(prefix):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+def reap_dead_dockerds(under: Path | None = None) -> list[Path]:
+    """Unmount what private dockerds that were killed (a test run killed half-way: no ``stop``)
+    left mounted below ``under`` (the temporary directory): their data root, the overlays of
+    their containers, their network namespaces (and with them our veth to each). A dockerd's
+    working directory is the one holding its ``dockerd.pid``; a live dockerd's is left alone.
+    Returns the working directories unmounted."""
+    prefix = str(Path(under or tempfile.gettempdir()).resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        targets = [line.split()[1].replace("\\040", " ") for line in mounts]
+    workdirs = set()
+    for target in targets:
+        if not target.startswith(prefix):
+            continue
+        for parent in Path(target).parents:
+            if (parent / "dockerd.pid").exists():
+                workdirs.add(parent)
+                break
+    reaped = sorted(w for w in workdirs if not _dockerd_alive(w / "dockerd.pid"))
+    for workdir in reaped:
+        unmount_below(workdir)
+    return reaped
+
+
+def _dockerd_alive(pidfile: Path) -> bool:
+    try:
+        pid = int(pidfile.read_text().strip())
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip() == "dockerd"
+    except (OSError, ValueError):
+        return False
 
 
 def _in_own_netns(pid: int, timeout: float = 10) -> None:
@@ -204,6 +237,7 @@ def start_dockerd(
     binary = require("dockerd")
     if os.geteuid() != 0:
         raise EnvironmentProblem("dockerd: the private test dockerd needs root")
+    reap_dead_dockerds()  # what one of a killed run left mounted
     workdir = Path(workdir)
     for sub in ("data", "exec", "client"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)

@@ -153,3 +153,49 @@ def test_private_dockerd_in_a_namespace_of_its_own(
     assert [link for link in report["during"] if link.startswith("docker")] == (
         ["docker0"] if host != "plain" else [])
     assert report["same_after"], "links or firewall rules of the host's namespace changed"
+
+
+def _mounts_below(directory: Path) -> list[str]:
+    prefix = str(directory.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        return [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+
+
+@pytest.fixture
+def short_tmp():
+    """A short directory: containerd's socket path below it must fit a unix socket's 108."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="pcd-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_what_a_killed_dockerd_left_mounted_is_reaped_by_the_next_start(short_tmp: Path) -> None:
+    """A run killed half-way never stops its dockerd: the daemon's data root, netns and
+    overlays stay mounted. The next start unmounts them (the veth to its namespace goes with
+    it); a live daemon's mounts stay."""
+    import signal
+
+    from testenv.dockerd import reap_dead_dockerds, start_dockerd
+
+    tmp_path = short_tmp
+
+    killed = start_dockerd(tmp_path / "killed")
+    live = start_dockerd(tmp_path / "live")
+    try:
+        os.killpg(killed.process.pid, signal.SIGKILL)  # dockerd and its containerd
+        killed.process.wait()
+        for relay in killed.relays:
+            relay.kill()
+        assert _mounts_below(tmp_path / "killed")
+        assert reap_dead_dockerds(tmp_path) == [tmp_path / "killed"]
+        assert _mounts_below(tmp_path / "killed") == []
+        assert _mounts_below(tmp_path / "live")
+        deadline = time.monotonic() + 10
+        while killed.host_link in os.listdir("/sys/class/net") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert killed.host_link not in os.listdir("/sys/class/net")
+    finally:
+        live.stop()
+    assert reap_dead_dockerds(tmp_path) == []
