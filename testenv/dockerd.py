@@ -70,12 +70,15 @@ class RunningDockerd:
 def unmount_below(directory: Path) -> None:
     """Lazily unmount everything dockerd left mounted below ``directory`` (netns, overlays)."""
     prefix = str(directory.resolve()) + "/"
-    with open("/proc/self/mounts") as mounts:
-        targets = [line.split()[1] for line in mounts]
-    for target in reversed(targets):
-        target = target.replace("\\040", " ")
+    for target in reversed(_mount_targets()):
         if target.startswith(prefix):
             subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+def _mount_targets() -> list[str]:
+    """Every mount point of our mount namespace, in mount order."""
+    with open("/proc/self/mounts") as mounts:
+        return [line.split()[1].replace("\\040", " ") for line in mounts]
 
 
 def reap_dead_dockerds(under: Path | None = None) -> list[Path]:
@@ -85,10 +88,8 @@ def reap_dead_dockerds(under: Path | None = None) -> list[Path]:
     working directory is the one holding its ``dockerd.pid``; a live dockerd's is left alone.
     Returns the working directories unmounted."""
     prefix = str(Path(under or tempfile.gettempdir()).resolve()) + "/"
-    with open("/proc/self/mounts") as mounts:
-        targets = [line.split()[1].replace("\\040", " ") for line in mounts]
     workdirs = set()
-    for target in targets:
+    for target in _mount_targets():
         if not target.startswith(prefix):
             continue
         for parent in Path(target).parents:

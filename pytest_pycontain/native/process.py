@@ -289,7 +289,8 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int,
     """In the container's PID 1: fresh /proc, pivot_root, stdio, user, workdir, then exec
     (or, with ``init``, fork the command and stay as its init). Never returns. What was
     ``staged`` ahead is moved into the root instead of mounted; ``prepared`` is the launch's
-    boundary as the shim made it ready before forking us (a warm PID 1 has none)."""
+    boundary as the shim made it ready from the same plan before forking us (a warm PID 1 has
+    none: ``enter`` prepares it)."""
     try:
         target = os.path.join(launch.root, "sys/fs/cgroup")
         if staged.cgroups is not None and launch.staged_cgroups:
@@ -306,9 +307,7 @@ def _pid1(launch: Launch, out_w: int, err_w: int, report_w: int,
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        if prepared is None or prepared.boundary != launch.boundary:
-            prepared = bd.prepare(launch.boundary)
-        bd.enter(prepared, launch.uid, launch.gid, list(launch.groups))
+        bd.enter(prepared or launch.boundary, launch.uid, launch.gid, list(launch.groups))
         os.chdir(launch.workdir)
         if launch.init:
             child = os.fork()
